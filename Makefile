@@ -1,0 +1,47 @@
+# pesflow developer commands. Every target creates .venv and installs on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST := $(PY) -m pytest
+
+# Small tensors on 2-core machines: one OpenMP thread is fastest and predictable.
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: install test test-slow test-all bench lint format clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The default test suite (fast; slow/bench markers excluded).
+test: $(STAMP)
+	$(PYTEST)
+
+## Long checks behind the `slow` marker.
+test-slow: $(STAMP)
+	$(PYTEST) -m slow
+
+test-all: $(STAMP)
+	$(PYTEST) -m "slow or not slow"
+
+## Benchmarks: print figures and ratios measured side by side in one run.
+bench: $(STAMP)
+	@for m in mlip_core dft_adapters database workflows api; do \
+	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench || exit 1; fi; \
+	done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""pesflow: mlip_core."""

@@ -1,0 +1,497 @@
+"""Candidate selection: trust window, geometry sanity, capped and diverse picking.
+
+Per frame the committee uncertainty ``x`` (max atomic force deviation, absolute in eV/Å
+or relative) is classified by a trust window ``[lo, hi)``:
+
+- ``accurate``  : ``x < lo``           (trusted, not labelled)
+- ``candidate`` : ``lo <= x < hi``     (worth a DFT label)
+- ``failed``    : ``x >= hi`` or NaN   (the model is lost there; stop the trajectory)
+
+Candidates are then filtered for sane geometry (:func:`check_geometry`) and capped to
+``max_n`` per iteration by a selector (:func:`select_candidates`), optionally dropping
+near-duplicates by descriptor distance (:mod:`mlip_core.descriptors`).
+
+Selectors are an extension point: a small :class:`Selector` protocol plus a registry
+(:func:`register_selector`, :func:`get_selector`); every registered selector must pass the
+shared contract test in ``tests/mlip_core/test_selection.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols, covalent_radii
+from numpy.typing import ArrayLike, NDArray
+from vesin import NeighborList
+
+if TYPE_CHECKING:
+    from mlip_core.uncertainty import Calibration
+
+__all__ = [
+    "ACCURATE",
+    "CANDIDATE",
+    "FAILED",
+    "SELECTORS",
+    "FarthestPointSelector",
+    "MaxFirstSelector",
+    "RandomSelector",
+    "SelectionError",
+    "Selector",
+    "TrustWindow",
+    "check_geometry",
+    "classify",
+    "get_selector",
+    "min_interatomic_distance",
+    "register_selector",
+    "select_candidates",
+    "selection_summary",
+]
+
+ACCURATE = "accurate"
+CANDIDATE = "candidate"
+FAILED = "failed"
+
+
+class SelectionError(ValueError):
+    """Bad input to a selection function (the message names the problem)."""
+
+
+# --------------------------------------------------------------------------- trust window
+
+
+def _check_window(lo: float, hi: float) -> None:
+    for name, v in (("lo", lo), ("hi", hi)):
+        if not isinstance(v, (int, float, np.floating, np.integer)) or np.isnan(v):
+            raise SelectionError(f"trust window {name} must be a number, got {v!r}")
+        if v < 0:
+            raise SelectionError(f"trust window {name} must be >= 0, got {v}")
+    if np.isinf(lo):
+        raise SelectionError("trust window lo must be finite")
+    if not lo < hi:
+        raise SelectionError(f"trust window needs lo < hi, got lo={lo}, hi={hi}")
+
+
+def classify(values: ArrayLike, lo: float, hi: float) -> NDArray[np.str_]:
+    """Classify uncertainties: ``accurate`` if x < lo, ``candidate`` if lo <= x < hi,
+    ``failed`` if x >= hi or x is NaN.
+
+    Args:
+        values: per-frame uncertainties (any shape).
+        lo: lower threshold (>= 0, finite).
+        hi: upper threshold (> lo; may be ``inf`` for "never stop").
+
+    Returns:
+        String array of the same shape as ``values``.
+    """
+    _check_window(lo, hi)
+    x = np.asarray(values, dtype=np.float64)
+    out = np.full(x.shape, FAILED, dtype="<U9")
+    with np.errstate(invalid="ignore"):
+        out[x < lo] = ACCURATE
+        out[(x >= lo) & (x < hi)] = CANDIDATE
+    return out
+
+
+@dataclass(frozen=True)
+class TrustWindow:
+    """Thresholds on the committee uncertainty.
+
+    Attributes:
+        lo: below it a frame is trusted (``accurate``).
+        hi: at or above it the model is lost (``failed``): MD walkers stop.
+        relative: the thresholds apply to the relative deviation
+            (``mlip_core.uncertainty.max_force_deviation(..., relative=True)``,
+            dimensionless) instead of the absolute one (eV/Å).
+    """
+
+    lo: float
+    hi: float
+    relative: bool = False
+
+    def __post_init__(self) -> None:
+        _check_window(self.lo, self.hi)
+
+    def classify(self, values: ArrayLike) -> NDArray[np.str_]:
+        """:func:`classify` with this window's thresholds."""
+        return classify(values, self.lo, self.hi)
+
+    @classmethod
+    def from_error_tolerances(
+        cls, calibration: Calibration, lo_error: float, hi_error: float
+    ) -> TrustWindow:
+        """Window on the raw (absolute) deviation from tolerances on the true force error.
+
+        ``lo``/``hi`` are the smallest deviations whose calibrated error reaches
+        ``lo_error``/``hi_error`` (eV/Å), via :meth:`Calibration.deviation_for`.
+        """
+        lo = calibration.deviation_for(lo_error)
+        hi = calibration.deviation_for(hi_error)
+        return cls(lo=lo, hi=hi, relative=False)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def min_interatomic_distance(
+    atoms: Atoms, cutoff: float = 3.0
+) -> tuple[float, int, int] | None:
+    """Shortest distance between two atoms (periodic images included) below ``cutoff``.
+
+    Returns ``(distance, i, j)`` or ``None`` if no pair is closer than ``cutoff``. An atom
+    close to its own periodic image gives ``i == j``.
+    """
+    if len(atoms) == 0:
+        return None
+    nl = NeighborList(cutoff=float(cutoff), full_list=False)
+    i, j, d = nl.compute(
+        points=np.asarray(atoms.positions, dtype=np.float64),
+        box=np.asarray(atoms.cell[:], dtype=np.float64),
+        periodic=np.asarray(atoms.pbc, dtype=bool),
+        quantities="ijd",
+    )
+    if d.size == 0:
+        return None
+    k = int(np.argmin(d))
+    return float(d[k]), int(i[k]), int(j[k])
+
+
+def check_geometry(
+    atoms: Atoms,
+    *,
+    min_distance: float = 0.5,
+    covalent_factor: float | None = 0.5,
+    max_cell_skew_deg: float = 60.0,
+    min_volume_per_atom: float = 2.0,
+    max_volume_per_atom: float = 200.0,
+) -> list[str]:
+    """Sanity problems that make a frame unfit for labelling; an empty list means fine.
+
+    Checks:
+        - NaN/inf positions or cell (reported alone: nothing else can be measured);
+        - atoms too close (periodic images included): a pair ``i, j`` closer than
+          ``max(min_distance, covalent_factor * (r_cov(Z_i) + r_cov(Z_j)))`` Å
+          (ASE covalent radii; ``covalent_factor=None`` uses only ``min_distance``);
+        - for fully periodic cells: any cell angle further than ``max_cell_skew_deg``
+          from 90° (a collapsing / sheared NPT cell), and volume per atom outside
+          ``[min_volume_per_atom, max_volume_per_atom]`` Å^3.
+    """
+    problems: list[str] = []
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    bad = np.flatnonzero(~np.all(np.isfinite(pos), axis=1))
+    if bad.size:
+        return [f"non-finite positions for atoms {bad[:10].tolist()}"]
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    if not np.all(np.isfinite(cell)):
+        return ["non-finite cell"]
+    if len(atoms) == 0:
+        return ["structure has no atoms"]
+
+    periodic = bool(np.all(atoms.pbc))
+    if periodic:
+        volume = abs(float(np.linalg.det(cell)))
+        if volume < 1e-8:
+            return ["periodic cell has zero volume"]
+        angles = atoms.cell.angles()
+        for name, ang in zip(("alpha", "beta", "gamma"), angles, strict=True):
+            if abs(ang - 90.0) > max_cell_skew_deg:
+                problems.append(
+                    f"cell angle {name} = {ang:.1f} deg is more than {max_cell_skew_deg:g} deg "
+                    "from 90 (cell too skewed)"
+                )
+        vpa = volume / len(atoms)
+        if vpa < min_volume_per_atom:
+            problems.append(
+                f"volume per atom {vpa:.2f} Å^3 below min_volume_per_atom={min_volume_per_atom:g}"
+            )
+        elif vpa > max_volume_per_atom:
+            problems.append(
+                f"volume per atom {vpa:.2f} Å^3 above max_volume_per_atom={max_volume_per_atom:g}"
+            )
+
+    z = np.asarray(atoms.numbers)
+    r_cov = covalent_radii[z]
+    reach = 2.0 * float(r_cov.max()) * (covalent_factor or 0.0)
+    cutoff = max(min_distance, reach)
+    if cutoff > 0:
+        nl = NeighborList(cutoff=cutoff, full_list=False)
+        i, j, d = nl.compute(pos, cell, np.asarray(atoms.pbc, dtype=bool), "ijd")
+        i = i.astype(np.intp)
+        j = j.astype(np.intp)
+        limit = np.full(d.shape, float(min_distance))
+        if covalent_factor is not None:
+            limit = np.maximum(limit, covalent_factor * (r_cov[i] + r_cov[j]))
+        close = np.flatnonzero(d < limit)
+        if close.size:
+            worst = close[np.argsort(d[close] / limit[close])][:5]
+            pairs = ", ".join(
+                f"{i[k]}-{j[k]} ({chemical_symbols[z[i[k]]]}-{chemical_symbols[z[j[k]]]}) "
+                f"{d[k]:.3f} < {limit[k]:.3f} Å"
+                for k in worst
+            )
+            problems.append(f"atoms too close: {close.size} pair(s), closest: {pairs}")
+    return problems
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """Picks at most ``max_n`` frames among candidates.
+
+    ``select`` receives validated input from :func:`select_candidates`:
+    ``candidates`` sorted unique frame indices, ``deviations`` finite for every candidate,
+    ``descriptors`` either ``None`` or shape ``(n_frames, D)`` (never ``None`` when
+    ``requires_descriptors`` or ``min_distance > 0``). It returns frame indices in pick
+    order: unique, a subset of ``candidates``, at most ``max_n``, and no two picked frames
+    closer than ``min_distance`` in descriptor space. Given the same ``rng`` state it must
+    return the same picks.
+    """
+
+    name: str
+    requires_descriptors: bool
+
+    def select(
+        self,
+        candidates: NDArray[np.intp],
+        deviations: NDArray[np.float64],
+        max_n: int,
+        *,
+        rng: np.random.Generator,
+        descriptors: NDArray[np.float64] | None,
+        min_distance: float,
+    ) -> NDArray[np.intp]:
+        """Return the picked frame indices, in pick order."""
+        ...
+
+
+def _greedy_diverse(
+    order: NDArray[np.intp],
+    max_n: int,
+    descriptors: NDArray[np.float64] | None,
+    min_distance: float,
+) -> NDArray[np.intp]:
+    """Walk ``order``; keep a frame unless it is within ``min_distance`` of a kept one."""
+    if min_distance <= 0 or descriptors is None:
+        return np.asarray(order[:max_n], dtype=np.intp)
+    kept: list[int] = []
+    nearest = np.full(order.size, np.inf)  # distance of each ordered frame to the kept set
+    x = descriptors[order]
+    for pos in range(order.size):
+        if len(kept) >= max_n:
+            break
+        if nearest[pos] < min_distance:
+            continue
+        kept.append(int(order[pos]))
+        d = np.linalg.norm(x - x[pos], axis=1)
+        np.minimum(nearest, d, out=nearest)
+    return np.asarray(kept, dtype=np.intp)
+
+
+class RandomSelector:
+    """Uniformly random candidates (seeded), near-duplicates skipped."""
+
+    name = "random"
+    requires_descriptors = False
+
+    def select(
+        self,
+        candidates: NDArray[np.intp],
+        deviations: NDArray[np.float64],
+        max_n: int,
+        *,
+        rng: np.random.Generator,
+        descriptors: NDArray[np.float64] | None,
+        min_distance: float,
+    ) -> NDArray[np.intp]:
+        """Random permutation of the candidates, then greedy de-duplication."""
+        order = rng.permutation(candidates)
+        return _greedy_diverse(order, max_n, descriptors, min_distance)
+
+
+class MaxFirstSelector:
+    """Highest deviation first (ties: lower frame index first), near-duplicates skipped."""
+
+    name = "max-first"
+    requires_descriptors = False
+
+    def select(
+        self,
+        candidates: NDArray[np.intp],
+        deviations: NDArray[np.float64],
+        max_n: int,
+        *,
+        rng: np.random.Generator,
+        descriptors: NDArray[np.float64] | None,
+        min_distance: float,
+    ) -> NDArray[np.intp]:
+        """Candidates sorted by decreasing deviation, then greedy de-duplication."""
+        order = candidates[np.argsort(-deviations[candidates], kind="stable")]
+        return _greedy_diverse(order, max_n, descriptors, min_distance)
+
+
+class FarthestPointSelector:
+    """Farthest-point sampling in descriptor space, starting from the most uncertain frame.
+
+    Each next pick maximises the Euclidean distance to the nearest already-picked frame
+    (ties: higher deviation, then lower index). Sampling stops early when that distance
+    drops below ``min_distance``: every remaining candidate is then a near-duplicate.
+    """
+
+    name = "fps"
+    requires_descriptors = True
+
+    def select(
+        self,
+        candidates: NDArray[np.intp],
+        deviations: NDArray[np.float64],
+        max_n: int,
+        *,
+        rng: np.random.Generator,
+        descriptors: NDArray[np.float64] | None,
+        min_distance: float,
+    ) -> NDArray[np.intp]:
+        """Farthest-point order over the candidates, capped at ``max_n``."""
+        if descriptors is None:
+            raise SelectionError("the 'fps' selector needs descriptors")
+        if max_n == 0 or candidates.size == 0:
+            return np.zeros(0, dtype=np.intp)
+        # Order candidates by (deviation desc, index asc) so argmax ties prefer uncertain.
+        cand = candidates[np.argsort(-deviations[candidates], kind="stable")]
+        x = descriptors[cand]
+        picked = [0]
+        nearest = np.linalg.norm(x - x[0], axis=1)
+        nearest[0] = -np.inf
+        while len(picked) < min(max_n, cand.size):
+            k = int(np.argmax(nearest))
+            if nearest[k] < min_distance or nearest[k] == -np.inf:
+                break
+            picked.append(k)
+            np.minimum(nearest, np.linalg.norm(x - x[k], axis=1), out=nearest)
+            nearest[picked] = -np.inf
+        return cand[np.asarray(picked, dtype=np.intp)]
+
+
+SELECTORS: dict[str, Selector] = {}
+
+
+def register_selector(selector: Selector, *, replace: bool = False) -> Selector:
+    """Add a selector to the registry under ``selector.name`` (returns it)."""
+    if not isinstance(selector, Selector):
+        raise SelectionError(f"{selector!r} does not implement the Selector protocol")
+    if selector.name in SELECTORS and not replace:
+        raise SelectionError(f"a selector named {selector.name!r} is already registered")
+    SELECTORS[selector.name] = selector
+    return selector
+
+
+def get_selector(name: str) -> Selector:
+    """The registered selector called ``name``."""
+    try:
+        return SELECTORS[name]
+    except KeyError:
+        raise SelectionError(
+            f"unknown selection strategy {name!r}; registered: {sorted(SELECTORS)}"
+        ) from None
+
+
+for _sel in (RandomSelector(), MaxFirstSelector(), FarthestPointSelector()):
+    register_selector(_sel)
+
+
+def _candidate_indices(candidates: ArrayLike, n_frames: int) -> NDArray[np.intp]:
+    c = np.asarray(candidates)
+    if c.dtype == bool:
+        if c.shape != (n_frames,):
+            raise SelectionError(
+                f"candidate mask has shape {c.shape}, expected ({n_frames},) like deviations"
+            )
+        return np.flatnonzero(c).astype(np.intp)
+    if c.size == 0:
+        return np.zeros(0, dtype=np.intp)
+    if c.ndim != 1 or not np.issubdtype(c.dtype, np.integer):
+        raise SelectionError(
+            f"candidates must be a boolean mask or 1-D integer indices, got dtype {c.dtype}, "
+            f"shape {c.shape}"
+        )
+    out_of_range = c[(c < 0) | (c >= n_frames)]
+    if out_of_range.size:
+        raise SelectionError(
+            f"candidate indices out of range [0, {n_frames}): {out_of_range[:10].tolist()}"
+        )
+    uniq = np.unique(c)
+    if uniq.size != c.size:
+        raise SelectionError("candidate indices contain duplicates")
+    return uniq.astype(np.intp)
+
+
+def select_candidates(
+    candidates: ArrayLike,
+    deviations: ArrayLike,
+    max_n: int,
+    strategy: str = "max-first",
+    *,
+    seed: int | np.random.Generator | None = None,
+    descriptors: ArrayLike | None = None,
+    min_distance: float = 0.0,
+) -> NDArray[np.intp]:
+    """Pick at most ``max_n`` frames to label among the candidates.
+
+    Args:
+        candidates: boolean mask over frames, or integer frame indices.
+        deviations: per-frame uncertainty, shape ``(n_frames,)``; must be finite for
+            candidates (other frames may be NaN).
+        max_n: cap on the number of picks (>= 0).
+        strategy: a registered selector name: ``"random"``, ``"max-first"``, ``"fps"``.
+        seed: integer seed or numpy ``Generator`` (``None``: fresh entropy; only the
+            ``random`` strategy uses randomness).
+        descriptors: per-frame structure descriptors, shape ``(n_frames, D)``
+            (:func:`mlip_core.descriptors.descriptor_matrix`); required by ``fps`` and by
+            near-duplicate avoidance.
+        min_distance: frames closer than this (Euclidean descriptor distance) to an
+            already-picked frame are skipped; 0 disables it.
+
+    Returns:
+        Picked frame indices (``np.intp``) in pick order.
+    """
+    dev = np.asarray(deviations, dtype=np.float64)
+    if dev.ndim != 1:
+        raise SelectionError(f"deviations must be 1-D (one per frame), got shape {dev.shape}")
+    n_frames = dev.size
+    if isinstance(max_n, bool) or not isinstance(max_n, (int, np.integer)) or max_n < 0:
+        raise SelectionError(f"max_n must be a non-negative integer, got {max_n!r}")
+    if not np.isfinite(min_distance) or min_distance < 0:
+        raise SelectionError(f"min_distance must be finite and >= 0, got {min_distance!r}")
+    selector = get_selector(strategy)
+    cand = _candidate_indices(candidates, n_frames)
+    bad = cand[~np.isfinite(dev[cand])]
+    if bad.size:
+        raise SelectionError(f"candidates with non-finite deviation: frames {bad[:10].tolist()}")
+    desc: NDArray[np.float64] | None = None
+    if descriptors is not None:
+        desc = np.asarray(descriptors, dtype=np.float64)
+        if desc.ndim != 2 or desc.shape[0] != n_frames:
+            raise SelectionError(
+                f"descriptors must have shape (n_frames={n_frames}, D), got {desc.shape}"
+            )
+        if not np.all(np.isfinite(desc[cand])):
+            raise SelectionError("descriptors of candidate frames contain NaN/inf")
+    elif selector.requires_descriptors:
+        raise SelectionError(f"strategy {strategy!r} needs descriptors")
+    elif min_distance > 0:
+        raise SelectionError("near-duplicate avoidance (min_distance > 0) needs descriptors")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    picked = selector.select(
+        cand, dev, int(max_n), rng=rng, descriptors=desc, min_distance=float(min_distance)
+    )
+    return np.asarray(picked, dtype=np.intp)
+
+
+def selection_summary(labels: Sequence[str]) -> dict[str, int]:
+    """Counts of ``accurate`` / ``candidate`` / ``failed`` in a classification."""
+    arr = np.asarray(labels)
+    return {k: int(np.sum(arr == k)) for k in (ACCURATE, CANDIDATE, FAILED)}

@@ -1,1 +1,48 @@
-"""pesflow: dft_adapters."""
+"""pesflow: dft_adapters — the DFT oracle of the active-learning loop.
+
+One :class:`Labeler` interface (``Atoms`` in, :class:`LabelResult` or typed
+:class:`LabelFailure` out), backends found by name through :func:`get_labeler`:
+``emt`` / ``lj`` / ``morse`` (mocks with fault injection), ``espresso`` (Quantum ESPRESSO pw.x),
+``pyscf`` (in-process), ``vasp`` (pymatgen input sets, vasprun.xml) and ``cp2k``.
+No Prefect, no SQL. Heavy backends are imported on first use.
+"""
+
+from .base import Labeler, RawLabel
+from .execution import Executor, ProcessResult, ProcessRunner, SubprocessRunner
+from .preflight import PreflightLimits, check_geometry
+from .registry import available_labelers, get_labeler, labeler_class, register
+from .results import (
+    AttemptRecord,
+    FailureKind,
+    LabelError,
+    LabelFailure,
+    LabelOutcome,
+    LabelResult,
+)
+from .retry import RetryPolicy
+from .settings import Settings, canonical_json, settings_hash
+
+__all__ = [
+    "AttemptRecord",
+    "Executor",
+    "FailureKind",
+    "LabelError",
+    "LabelFailure",
+    "LabelOutcome",
+    "LabelResult",
+    "Labeler",
+    "PreflightLimits",
+    "ProcessResult",
+    "ProcessRunner",
+    "RawLabel",
+    "RetryPolicy",
+    "Settings",
+    "SubprocessRunner",
+    "available_labelers",
+    "canonical_json",
+    "check_geometry",
+    "get_labeler",
+    "labeler_class",
+    "register",
+    "settings_hash",
+]

@@ -1,0 +1,253 @@
+"""Quantum ESPRESSO ``pw.x`` backend: input written and output parsed by ASE 3.29's
+``EspressoTemplate``, command built by ``EspressoProfile``, process run through the executor.
+
+One pw.x run gives energy, forces and stress (``tprnfor``/``tstress`` set). Failures:
+"convergence NOT achieved" in the output -> ``scf_unconverged``; a non-zero exit -> ``crashed``
+with QE's ``Error in routine ...`` message; executor timeout -> ``timeout``. Pseudopotentials come
+from ``settings.pseudopotentials`` or are picked from ``pseudo_dir`` by element and functional
+(:func:`find_pseudopotential`); k-points from a density in reciprocal space.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import kptdensity2monkhorstpack
+from ase.units import Ry
+
+from .base import Labeler, RawLabel
+from .files import read_text, tail
+from .results import FailureKind, LabelError
+from .settings import Settings
+
+__all__ = ["DEFAULT_PSEUDO_DIR", "EspressoLabeler", "EspressoSettings", "find_pseudopotential"]
+
+DEFAULT_PSEUDO_DIR = "/usr/share/espresso/pseudo"
+"""Where Debian's ``quantum-espresso-data`` puts its UPF files (``$ESPRESSO_PSEUDO`` wins)."""
+
+_EXCLUDED_TOKENS = {"rel"}  # fully relativistic pseudopotentials need noncollinear runs
+
+
+def _default_pseudo_dir() -> str:
+    return os.environ.get("ESPRESSO_PSEUDO", DEFAULT_PSEUDO_DIR)
+
+
+@dataclass(frozen=True)
+class EspressoSettings(Settings):
+    """What pw.x computes (QE units where QE has them: cutoffs in Ry).
+
+    ``smearing`` is the Marzari–Vanderbilt width in eV (``None``: fixed occupations);
+    ``kpoint_density`` is k-points per Å^-1 of reciprocal length (ASE's ``kptdensity``),
+    overridden by an explicit ``kpts`` grid; ``conv_thr`` is QE's SCF threshold in Ry per cell;
+    ``input_data`` adds or overrides pw.x namelist entries (flat or nested).
+    ``pseudo_dir`` is *where* the files are and is not hashed.
+    """
+
+    ecutwfc: float = 40.0
+    ecutrho: float | None = None
+    kpoint_density: float = 3.5
+    kpts: tuple[int, int, int] | None = None
+    smearing: float | None = 0.1
+    max_scf_steps: int = 100
+    mixing: float = 0.7
+    conv_thr: float = 1e-8
+    functional: str = "pbe"
+    pseudopotentials: Mapping[str, str] = field(default_factory=dict)
+    input_data: Mapping[str, Any] = field(default_factory=dict)
+    pseudo_dir: str = field(default_factory=_default_pseudo_dir, metadata={"hash": False})
+
+    def __post_init__(self) -> None:
+        if self.ecutwfc <= 0 or self.max_scf_steps < 1 or not 0 < self.mixing <= 1:
+            raise ValueError(
+                "EspressoSettings needs ecutwfc > 0, max_scf_steps >= 1, 0 < mixing <= 1"
+            )
+        if self.kpts is not None:
+            object.__setattr__(self, "kpts", tuple(int(k) for k in self.kpts))
+        object.__setattr__(self, "pseudopotentials", dict(self.pseudopotentials))
+        object.__setattr__(self, "input_data", dict(self.input_data))
+
+
+def find_pseudopotential(
+    element: str, pseudo_dir: str | Path, functional: str = "pbe"
+) -> str | None:
+    """Pick a UPF file for ``element`` in ``pseudo_dir`` whose name has ``functional`` as a token.
+
+    Names look like ``Si.pbe-rrkj.UPF``: the element, then tokens split by ``.``, ``-``, ``_``.
+    Fully relativistic (``rel``) files are skipped. Among matches the shortest name wins
+    (then alphabetical), so the choice is deterministic. ``None`` when nothing fits.
+    """
+    directory = Path(pseudo_dir)
+    if not directory.is_dir():
+        return None
+    candidates = []
+    for path in directory.iterdir():
+        if not path.is_file() or path.suffix.lower() != ".upf":
+            continue
+        head = path.name.partition(".")[0]
+        if head.lower() != element.lower() and not re.fullmatch(
+            rf"{re.escape(element)}[_-].*", head, flags=re.IGNORECASE
+        ):
+            continue
+        tokens = {t.lower() for t in re.split(r"[._-]", path.stem)[1:]}
+        if functional.lower() in tokens and not tokens & _EXCLUDED_TOKENS:
+            candidates.append(path.name)
+    if not candidates:
+        return None
+    return sorted(candidates, key=lambda n: (len(n), n))[0]
+
+
+_VERSION = re.compile(r"Program PWSCF\s+v\.(\S+)")
+_ERROR = re.compile(r"Error in routine\s+(.*?)\n(.*?)\n\s*%{10,}", re.S)
+
+
+def _qe_error(text: str) -> str | None:
+    match = _ERROR.search(text)
+    if match is None:
+        return None
+    return f"Error in routine {match.group(1).strip()}: {' '.join(match.group(2).split())}"
+
+
+class EspressoLabeler(Labeler):
+    """Quantum ESPRESSO pw.x through ASE (registry name ``espresso``)."""
+
+    name: ClassVar[str] = "espresso"
+    settings_cls: ClassVar[type[Settings]] = EspressoSettings
+    default_command: ClassVar[str | None] = "pw.x"
+
+    def pseudopotentials_for(self, atoms: Atoms, settings: EspressoSettings) -> dict[str, str]:
+        """Element -> UPF file name for the elements of ``atoms`` (raises ``LabelError``)."""
+        chosen: dict[str, str] = {}
+        missing = []
+        for element in sorted(set(atoms.get_chemical_symbols())):
+            name = settings.pseudopotentials.get(element) or find_pseudopotential(
+                element, settings.pseudo_dir, settings.functional
+            )
+            if name is None or not (Path(settings.pseudo_dir) / name).is_file():
+                missing.append(f"{element} ({name or 'no ' + settings.functional + ' UPF'})")
+            else:
+                chosen[element] = name
+        if missing:
+            raise LabelError(
+                FailureKind.INVALID_INPUT,
+                f"no pseudopotential for element(s) {', '.join(missing)} in {settings.pseudo_dir}",
+            )
+        return chosen
+
+    def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
+        """pw.x needs a cell with a volume and a pseudopotential file per element."""
+        if abs(atoms.cell.volume) < 1e-6:
+            return "pw.x needs a simulation cell with non-zero volume (set atoms.cell, e.g. atoms.center(vacuum=6))"
+        self.pseudopotentials_for(atoms, settings)  # type: ignore[arg-type]
+        return None
+
+    def kpoint_grid(self, atoms: Atoms, settings: EspressoSettings) -> tuple[int, int, int] | None:
+        """Monkhorst–Pack grid (1 along non-periodic directions); ``None`` for Γ only."""
+        if settings.kpts is not None:
+            grid = settings.kpts
+        elif not atoms.pbc.any():
+            return None
+        else:
+            grid = tuple(
+                int(k) for k in kptdensity2monkhorstpack(atoms, settings.kpoint_density, even=False)
+            )
+        return tuple(int(k) if atoms.pbc[i] else 1 for i, k in enumerate(grid))  # type: ignore[return-value]
+
+    def input_parameters(self, atoms: Atoms, settings: EspressoSettings) -> dict[str, Any]:
+        """The keyword parameters ASE's ``espresso-in`` writer receives."""
+        system: dict[str, Any] = {"ecutwfc": settings.ecutwfc}
+        if settings.ecutrho is not None:
+            system["ecutrho"] = settings.ecutrho
+        if settings.smearing:
+            system.update(occupations="smearing", smearing="mv", degauss=settings.smearing / Ry)
+        else:
+            system["occupations"] = "fixed"
+        input_data: dict[str, Any] = {
+            "control": {
+                "calculation": "scf",
+                "tprnfor": True,
+                "tstress": True,
+                "outdir": "./out",
+                "prefix": "pwscf",
+                "disk_io": "low",
+                "pseudo_dir": str(settings.pseudo_dir),
+            },
+            "system": system,
+            "electrons": {
+                "electron_maxstep": int(settings.max_scf_steps),
+                "mixing_beta": float(settings.mixing),
+                "conv_thr": float(settings.conv_thr),
+            },
+        }
+        for key, value in settings.input_data.items():
+            if isinstance(value, Mapping):
+                input_data.setdefault(key.lower(), {}).update(value)
+            else:
+                input_data.setdefault("system", {})[key] = value  # ASE re-sorts flat keys anyway
+        return {
+            "input_data": input_data,
+            "pseudopotentials": self.pseudopotentials_for(atoms, settings),
+            "kpts": self.kpoint_grid(atoms, settings),
+        }
+
+    def _compute(
+        self, atoms: Atoms, settings: Settings, directory: Path | None, attempt: int
+    ) -> RawLabel:
+        from ase.calculators.espresso import EspressoProfile, EspressoTemplate
+
+        assert directory is not None and isinstance(settings, EspressoSettings)
+        template = EspressoTemplate()
+        profile = EspressoProfile(
+            command=self.executor.command_line(self.default_command or "pw.x"),
+            pseudo_dir=settings.pseudo_dir,
+        )
+        params = self.input_parameters(atoms, settings)
+        resolved = {"pseudopotentials": dict(params["pseudopotentials"]), "kpts": params["kpts"]}
+        template.write_input(
+            profile, directory, atoms, dict(params), ["energy", "forces", "stress"]
+        )
+        argv = profile.get_command(template.inputname)
+        proc = self.executor.run(argv, directory, template.outputname, template.errorname)
+        out = read_text(directory / template.outputname)
+        err = read_text(directory / template.errorname)
+        version_match = _VERSION.search(out)
+        version = f"pw.x {version_match.group(1)}" if version_match else "pw.x unknown"
+        if proc.timed_out:
+            raise LabelError(
+                FailureKind.TIMEOUT,
+                f"pw.x killed after the {self.executor.timeout} s limit; last output:\n{tail(out, 5)}",
+            )
+        unconverged = re.search(r"^.*convergence NOT achieved.*$", out, re.M)
+        if unconverged:
+            raise LabelError(FailureKind.SCF_UNCONVERGED, unconverged.group(0).strip())
+        if proc.returncode != 0:
+            message = (
+                _qe_error(out) or _qe_error(read_text(directory / "CRASH")) or tail(err or out)
+            )
+            raise LabelError(
+                FailureKind.CRASHED, f"pw.x exited with status {proc.returncode}: {message}"
+            )
+        if "JOB DONE" not in out:
+            raise LabelError(FailureKind.CRASHED, f"pw.x output is incomplete:\n{tail(out, 5)}")
+        try:
+            results = template.read_results(directory)
+        except Exception as exc:  # a parse error of a finished run is a crash, not a traceback
+            raise LabelError(FailureKind.CRASHED, f"cannot parse pw.x output: {exc!r}") from exc
+        if results.get("forces") is None or results.get("energy") is None:
+            raise LabelError(FailureKind.CRASHED, "pw.x output has no energy or forces")
+        shutil.rmtree(directory / "out", ignore_errors=True)  # wavefunctions: large, not needed
+        stress = results.get("stress")
+        return RawLabel(
+            energy=float(results["energy"]),
+            forces=np.asarray(results["forces"], dtype=float),
+            stress=None if stress is None else np.asarray(stress, dtype=float),
+            code_version=version,
+            resolved=resolved,
+        )

@@ -1,0 +1,86 @@
+"""Pre-flight checks run before any code starts: geometry sanity.
+
+Element support (pseudopotentials, basis sets) and executables are checked by each backend's
+``check_inputs`` hook; the base class runs all checks and returns a typed failure value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+
+__all__ = ["PreflightLimits", "check_geometry"]
+
+
+@dataclass(frozen=True)
+class PreflightLimits:
+    """Thresholds for :func:`check_geometry`.
+
+    ``min_distance`` (Å) applies to every pair, periodic images included;
+    volumes per atom (Å^3) apply to cells periodic in all three directions.
+    """
+
+    min_distance: float = 0.5
+    min_volume_per_atom: float = 1.0
+    max_volume_per_atom: float = 10_000.0
+
+
+def check_geometry(atoms: Atoms, limits: PreflightLimits | None = None) -> str | None:
+    """Return a message naming the problem, or ``None`` when the geometry is sane."""
+    limits = limits or PreflightLimits()
+    n = len(atoms)
+    if n == 0:
+        return "structure has no atoms"
+    pos = atoms.get_positions()
+    if not np.all(np.isfinite(pos)):
+        bad = np.unique(np.nonzero(~np.isfinite(pos))[0]).tolist()
+        return f"non-finite positions for atom indices {bad}"
+    pbc = atoms.pbc
+    cell = atoms.cell.array
+    lengths = np.linalg.norm(cell, axis=1)
+    for axis in np.nonzero(pbc)[0]:
+        if lengths[axis] < 1e-6:
+            return f"periodic direction {int(axis)} has a zero-length cell vector"
+    if pbc.all():
+        volume = abs(float(np.linalg.det(cell)))
+        if volume < 1e-6:
+            return "cell is degenerate (zero volume)"
+        per_atom = volume / n
+        if not limits.min_volume_per_atom <= per_atom <= limits.max_volume_per_atom:
+            return (
+                f"cell volume {volume:.4g} Å^3 = {per_atom:.4g} Å^3/atom is outside "
+                f"[{limits.min_volume_per_atom}, {limits.max_volume_per_atom}] Å^3/atom"
+            )
+    if limits.min_distance > 0:
+        probe = atoms.copy()
+        if not pbc.all():
+            # the neighbour list needs a box around the non-periodic directions
+            probe.set_cell(_padded_cell(probe), scale_atoms=False)
+        i, j, d = neighbor_list("ijd", probe, limits.min_distance, self_interaction=False)
+        if len(d):
+            k = int(np.argmin(d))
+            a, b = int(i[k]), int(j[k])
+            what = "its own periodic image" if a == b else f"atom {b} ({atoms[b].symbol})"
+            return (
+                f"atoms too close: atom {a} ({atoms[a].symbol}) is {d[k]:.3f} Å from {what}; "
+                f"minimum allowed distance is {limits.min_distance} Å"
+            )
+    return None
+
+
+def _padded_cell(atoms: Atoms) -> np.ndarray:
+    """Cell with each non-periodic direction replaced by a vector spanning the atoms + margin."""
+    cell = atoms.cell.array.copy()
+    pos = atoms.get_positions()
+    extent = pos.max(axis=0) - pos.min(axis=0) + 10.0
+    for axis in range(3):
+        if not atoms.pbc[axis]:
+            vec = np.zeros(3)
+            vec[axis] = max(extent[axis], 10.0)
+            cell[axis] = vec
+    if abs(np.linalg.det(cell)) < 1e-9:  # periodic vectors not orthogonal to the padding axes
+        cell = np.diag(np.maximum(extent, 10.0))
+    return cell

@@ -1,0 +1,92 @@
+"""Retry policy as data: which failure kinds are retried, how often, and with what changes.
+
+On ``scf_unconverged`` the next attempt gets more SCF steps, a smaller mixing fraction and
+more smearing (each only where the backend's settings have that knob); ``crashed`` is retried
+once with unchanged settings; ``timeout`` is not retried by default; ``invalid_input`` and
+``missing_executable`` are never retried (a rerun cannot fix them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .results import FailureKind
+from .settings import Settings
+
+__all__ = ["NEVER_RETRIED", "RetryPolicy"]
+
+NEVER_RETRIED = frozenset({FailureKind.INVALID_INPUT, FailureKind.MISSING_EXECUTABLE})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a labeler reacts to failures (plain data; ``to_dict`` for the database/config).
+
+    Attributes
+    ----------
+    scf_retries:
+        Extra attempts after ``scf_unconverged``.
+    scf_steps_factor:
+        Multiplies ``max_scf_steps`` per retry.
+    mixing_factor:
+        Multiplies ``mixing`` per retry (smaller mixing is more stable).
+    smearing_increment:
+        Added to ``smearing`` (eV) per retry, capped at ``max_smearing``; skipped when the
+        settings use no smearing (``smearing`` is ``None`` or 0).
+    crashed_retries, timeout_retries:
+        Extra attempts, with unchanged settings, after ``crashed`` / ``timeout``.
+    """
+
+    scf_retries: int = 2
+    scf_steps_factor: float = 2.0
+    mixing_factor: float = 0.5
+    smearing_increment: float = 0.05
+    max_smearing: float = 0.5
+    crashed_retries: int = 1
+    timeout_retries: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("scf_retries", "crashed_retries", "timeout_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RetryPolicy.{name} must be >= 0")
+        if self.scf_steps_factor < 1 or not 0 < self.mixing_factor <= 1:
+            raise ValueError("RetryPolicy needs scf_steps_factor >= 1 and 0 < mixing_factor <= 1")
+
+    @classmethod
+    def no_retries(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(scf_retries=0, crashed_retries=0, timeout_retries=0)
+
+    def max_retries(self, kind: FailureKind) -> int:
+        """How many retries a failure of ``kind`` gets."""
+        kind = FailureKind(kind)
+        if kind in NEVER_RETRIED:
+            return 0
+        return {
+            FailureKind.SCF_UNCONVERGED: self.scf_retries,
+            FailureKind.CRASHED: self.crashed_retries,
+            FailureKind.TIMEOUT: self.timeout_retries,
+        }[kind]
+
+    def next_settings(self, settings: Settings, kind: FailureKind) -> Settings:
+        """Settings for the attempt after a failure of ``kind`` (unchanged unless SCF trouble)."""
+        if FailureKind(kind) is not FailureKind.SCF_UNCONVERGED:
+            return settings
+        changes: dict[str, Any] = {}
+        if settings.has("max_scf_steps") and settings.max_scf_steps is not None:  # type: ignore[attr-defined]
+            steps = settings.max_scf_steps  # type: ignore[attr-defined]
+            changes["max_scf_steps"] = max(steps + 1, math.ceil(steps * self.scf_steps_factor))
+        if settings.has("mixing") and settings.mixing is not None:  # type: ignore[attr-defined]
+            changes["mixing"] = round(settings.mixing * self.mixing_factor, 10)  # type: ignore[attr-defined]
+        if settings.has("smearing") and settings.smearing:  # type: ignore[attr-defined]
+            changes["smearing"] = round(
+                min(self.max_smearing, settings.smearing + self.smearing_increment),  # type: ignore[attr-defined]
+                10,
+            )
+        return settings.replace(**changes) if changes else settings
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the policy."""
+        return asdict(self)

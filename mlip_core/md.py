@@ -1,0 +1,389 @@
+"""Exploration molecular dynamics with a committee uncertainty monitor.
+
+A *walker* runs ASE dynamics (NVT Langevin, NPT Langevin-BAOAB barostat, or NVE velocity
+Verlet) with any ASE calculator that reports committee results (CONTRIBUTING.md:
+``calc.results["forces_committee"]`` of shape ``(K, N, 3)``). After every step the frame's
+uncertainty is :func:`mlip_core.uncertainty.max_force_deviation` of the member forces
+(absolute eV/Å, or relative if the spec says so) and the walker
+
+- records a frame every ``record_every`` steps (step 0 included);
+- stops at the first step whose uncertainty is ``>= hi`` (the model is lost there), at
+  non-finite energies/forces, at atoms closer than ``min_distance`` Å, or when the
+  calculator raises after step 0; the first failed frame is recorded and marked
+  (``info["failed"] = True``) so the active-learning loop may label it.
+
+A blow-up never raises into the caller: it ends the walker with ``stop_reason`` set.
+Configuration errors (bad spec, a calculator without committee results, a calculator
+failing on the very first evaluation) do raise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+from ase.md.langevin import Langevin
+from ase.md.langevinbaoab import LangevinBAOAB
+from ase.md.md import MolecularDynamics
+from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+from ase.md.verlet import VelocityVerlet
+from numpy.typing import NDArray
+
+from mlip_core.selection import TrustWindow, classify, min_interatomic_distance
+from mlip_core.uncertainty import max_force_deviation
+
+__all__ = [
+    "ENSEMBLES",
+    "WalkerError",
+    "WalkerResult",
+    "WalkerSpec",
+    "run_walker",
+    "run_walkers",
+]
+
+ENSEMBLES = ("nvt", "npt", "nve")
+
+
+class WalkerError(ValueError):
+    """Bad walker configuration or a calculator that cannot drive a walker."""
+
+
+@dataclass(frozen=True)
+class WalkerSpec:
+    """One exploration MD run.
+
+    Attributes:
+        ensemble: ``"nvt"`` (Langevin), ``"npt"`` (Langevin-BAOAB with a Langevin-Hoover
+            barostat, ``ase.md.langevinbaoab.LangevinBAOAB``) or ``"nve"`` (velocity Verlet).
+        temperature_K: thermostat target and initial Maxwell-Boltzmann temperature, K.
+        pressure_GPa: external pressure for ``npt``, GPa.
+        timestep_fs: MD time step, fs.
+        n_steps: number of steps to run (unless stopped early).
+        record_every: keep a frame every this many steps (step 0 included).
+        friction: Langevin friction, 1/fs (for ``npt`` the thermostat time is 1/friction).
+        barostat_time_fs: barostat time constant for ``npt``, fs.
+        hydrostatic: ``npt`` keeps the cell shape (isotropic volume changes) if True,
+            otherwise the full cell fluctuates.
+        seed: seeds the initial velocities and the thermostat noise.
+        lo: lower trust threshold (frames ``>= lo`` are labelling candidates).
+        hi: upper trust threshold: the walker stops at the first step with uncertainty ``>= hi``.
+        relative: thresholds apply to the relative deviation (dimensionless).
+        relative_eps: regulariser of the relative deviation, eV/Å.
+        min_distance: stop when two atoms come closer than this, Å (0 disables the check).
+        init_velocities: draw Maxwell-Boltzmann velocities; if False keep the start's momenta.
+    """
+
+    ensemble: str = "nvt"
+    temperature_K: float = 300.0
+    pressure_GPa: float = 0.0
+    timestep_fs: float = 1.0
+    n_steps: int = 1000
+    record_every: int = 10
+    friction: float = 0.01
+    barostat_time_fs: float = 500.0
+    hydrostatic: bool = True
+    seed: int = 0
+    lo: float = 0.05
+    hi: float = 0.5
+    relative: bool = False
+    relative_eps: float = 1.0
+    min_distance: float = 0.5
+    init_velocities: bool = True
+
+    def __post_init__(self) -> None:
+        if self.ensemble not in ENSEMBLES:
+            raise WalkerError(f"unknown ensemble {self.ensemble!r}; expected one of {ENSEMBLES}")
+        positive = {
+            "timestep_fs": self.timestep_fs,
+            "friction": self.friction,
+            "barostat_time_fs": self.barostat_time_fs,
+            "relative_eps": self.relative_eps,
+        }
+        for name, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise WalkerError(f"{name} must be finite and > 0, got {value!r}")
+        if not (math.isfinite(self.temperature_K) and self.temperature_K >= 0):
+            raise WalkerError(f"temperature_K must be finite and >= 0, got {self.temperature_K!r}")
+        if not math.isfinite(self.pressure_GPa):
+            raise WalkerError(f"pressure_GPa must be finite, got {self.pressure_GPa!r}")
+        if self.ensemble != "nve" and self.temperature_K == 0:
+            raise WalkerError(f"a thermostatted ({self.ensemble}) walker needs temperature_K > 0")
+        if int(self.n_steps) != self.n_steps or self.n_steps < 0:
+            raise WalkerError(f"n_steps must be a non-negative integer, got {self.n_steps!r}")
+        if int(self.record_every) != self.record_every or self.record_every < 1:
+            raise WalkerError(f"record_every must be a positive integer, got {self.record_every!r}")
+        if not (math.isfinite(self.min_distance) and self.min_distance >= 0):
+            raise WalkerError(f"min_distance must be finite and >= 0, got {self.min_distance!r}")
+        TrustWindow(self.lo, self.hi, self.relative)  # validates lo < hi, both >= 0
+
+    @property
+    def trust_window(self) -> TrustWindow:
+        """The spec's thresholds as a :class:`~mlip_core.selection.TrustWindow`."""
+        return TrustWindow(self.lo, self.hi, self.relative)
+
+
+@dataclass
+class WalkerResult:
+    """What one walker produced.
+
+    ``frames``, ``deviations``, ``energies``, ``steps`` are aligned (one entry per recorded
+    frame). Frames are independent ``Atoms`` copies without a calculator; their ``info``
+    holds ``step``, ``time_fs``, ``temperature_K``, ``max_force_dev`` (absolute, eV/Å),
+    ``uncertainty`` (the value compared with the trust window), ``mlip_energy`` (committee
+    mean, eV), ``status`` (accurate / candidate / failed) and ``failed`` (True only for the
+    frame that stopped the walker).
+    """
+
+    spec: WalkerSpec
+    frames: list[Atoms]
+    deviations: NDArray[np.float64]
+    energies: NDArray[np.float64]
+    steps: NDArray[np.int64]
+    stopped_early: bool
+    stop_step: int | None
+    stop_reason: str | None
+    n_steps_done: int
+    step_deviations: NDArray[np.float64]
+    wall_time_s: float
+    start_index: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> NDArray[np.str_]:
+        """Trust-window class of each recorded frame."""
+        return classify(self.deviations, self.spec.lo, self.spec.hi)
+
+    @property
+    def candidate_indices(self) -> NDArray[np.intp]:
+        """Indices into ``frames`` of the labelling candidates (``lo <= x < hi``)."""
+        return np.flatnonzero(self.labels == "candidate")
+
+    @property
+    def failed_frame(self) -> Atoms | None:
+        """The frame that stopped the walker, if it was recorded."""
+        for f in self.frames:
+            if f.info.get("failed"):
+                return f
+        return None
+
+
+def _make_dynamics(atoms: Atoms, spec: WalkerSpec, rng: np.random.Generator) -> MolecularDynamics:
+    dt = spec.timestep_fs * units.fs
+    if spec.ensemble == "nvt":
+        return Langevin(
+            atoms,
+            dt,
+            temperature_K=spec.temperature_K,
+            friction=spec.friction / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
+    if spec.ensemble == "npt":
+        if not np.all(atoms.pbc) or atoms.cell.volume <= 0:
+            raise WalkerError("an npt walker needs a fully periodic cell with non-zero volume")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using heuristic P_mass")
+            return LangevinBAOAB(
+                atoms,
+                dt,
+                temperature_K=spec.temperature_K,
+                # ASE stress convention: external stress = -pressure
+                externalstress=-spec.pressure_GPa * units.GPa,
+                hydrostatic=spec.hydrostatic,
+                T_tau=units.fs / spec.friction,
+                P_tau=spec.barostat_time_fs * units.fs,
+                rng=rng,
+            )
+    return VelocityVerlet(atoms, dt)
+
+
+def _init_velocities(atoms: Atoms, spec: WalkerSpec, rng: np.random.Generator) -> None:
+    if not spec.init_velocities:
+        return
+    if spec.temperature_K == 0:
+        atoms.set_momenta(np.zeros((len(atoms), 3)))
+        return
+    thermalize_momenta(atoms, spec.temperature_K, rng=rng)
+    Stationary(atoms)
+    # Angular momentum is conserved only without periodic boundaries: removing a rigid
+    # rotation is meaningful (and harmless) only for a non-periodic system.
+    if not np.any(atoms.pbc):
+        with np.errstate(invalid="ignore", divide="ignore"):  # linear molecules: I_p = 0
+            ZeroRotation(atoms)
+
+
+class _Stop(Exception):
+    def __init__(self, reason: str, record: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.record = record
+
+
+def run_walker(
+    atoms: Atoms, calculator: Calculator, spec: WalkerSpec, *, start_index: int = 0
+) -> WalkerResult:
+    """Run one exploration walker from ``atoms`` (not modified) with ``calculator``.
+
+    The calculator must report ``results["forces_committee"]`` ``(K, N, 3)``; its mean
+    ``forces`` (and ``stress`` for ``npt``) drive the dynamics.
+
+    Returns:
+        A :class:`WalkerResult`. ``stopped_early`` is True when the uncertainty reached
+        ``spec.hi``, forces/energies went non-finite, atoms came too close, or the
+        calculator raised after step 0; ``stop_reason`` says which, e.g.
+        ``"uncertainty above hi at step 120: 0.93 eV/Å"``.
+    """
+    if len(atoms) == 0:
+        raise WalkerError("cannot run a walker on a structure with no atoms")
+    t0 = time.perf_counter()
+    unit = "" if spec.relative else " eV/Å"
+    rng = np.random.default_rng(spec.seed)
+    work = atoms.copy()
+    work.calc = calculator
+    _init_velocities(work, spec, rng)
+
+    frames: list[Atoms] = []
+    devs: list[float] = []
+    energies: list[float] = []
+    steps: list[int] = []
+    trace: list[float] = []
+
+    def observe(step: int) -> None:
+        """Measure the current state; record it; raise _Stop on a failure."""
+        results = work.calc.results  # type: ignore[union-attr]
+        if "forces_committee" not in results:
+            work.get_forces()
+            results = work.calc.results  # type: ignore[union-attr]
+        if "forces_committee" not in results:
+            raise WalkerError(
+                "the calculator did not report results['forces_committee'] (K, N, 3): "
+                "a walker needs a committee calculator (see CONTRIBUTING.md)"
+            )
+        fc = np.asarray(results["forces_committee"], dtype=np.float64)
+        energy = float(work.get_potential_energy())
+        forces = np.asarray(work.get_forces(), dtype=np.float64)
+        if not (np.all(np.isfinite(fc)) and np.all(np.isfinite(forces))):
+            trace.append(float("nan"))
+            record(step, float("nan"), float("nan"), energy, failed=True)
+            raise _Stop(f"nan forces at step {step}", record=True)
+        if not np.isfinite(energy):
+            trace.append(float("nan"))
+            record(step, float("nan"), float("nan"), energy, failed=True)
+            raise _Stop(f"nan energy at step {step}", record=True)
+        dev_abs = max_force_deviation(fc)
+        dev = (
+            max_force_deviation(fc, relative=True, eps=spec.relative_eps)
+            if spec.relative
+            else dev_abs
+        )
+        trace.append(dev)
+        if dev >= spec.hi:
+            record(step, dev, dev_abs, energy, failed=True)
+            raise _Stop(f"uncertainty above hi at step {step}: {dev:.3g}{unit}", record=True)
+        if spec.min_distance > 0:
+            close = min_interatomic_distance(work, cutoff=spec.min_distance)
+            if close is not None:
+                d, i, j = close
+                record(step, dev, dev_abs, energy, failed=True)
+                raise _Stop(
+                    f"atoms too close at step {step}: atoms {i}-{j} at {d:.3f} Å "
+                    f"< min_distance={spec.min_distance:g} Å",
+                    record=True,
+                )
+        if step % spec.record_every == 0:
+            record(step, dev, dev_abs, energy, failed=False)
+
+    def record(step: int, dev: float, dev_abs: float, energy: float, *, failed: bool) -> None:
+        if not np.all(np.isfinite(work.positions)):
+            return  # nothing a DFT code could label
+        frame = work.copy()  # Atoms.copy() never carries the calculator
+        status = "failed" if failed else str(classify([dev], spec.lo, spec.hi)[0])
+        frame.info.update(
+            step=step,
+            time_fs=step * spec.timestep_fs,
+            temperature_K=float(work.get_temperature()),
+            max_force_dev=dev_abs,
+            uncertainty=dev,
+            mlip_energy=energy,
+            status=status,
+            failed=failed,
+        )
+        frames.append(frame)
+        devs.append(dev)
+        energies.append(energy)
+        steps.append(step)
+
+    stop_step: int | None = None
+    stop_reason: str | None = None
+    # Step 0: construction and the first evaluation run unguarded — a failure there is a
+    # configuration problem that the caller must see.
+    dyn = _make_dynamics(work, spec, rng)
+    it = dyn.irun(steps=int(spec.n_steps))
+    next(it)
+    done = 0
+    try:
+        observe(0)
+        while True:
+            try:
+                next(it)
+            except StopIteration:
+                break
+            except Exception as exc:  # a blow-up inside the calculator/integrator
+                stop_step = done + 1
+                raise _Stop(
+                    f"calculator error at step {stop_step}: {type(exc).__name__}: {exc}",
+                    record=False,
+                ) from exc
+            done = int(dyn.nsteps)
+            observe(done)
+    except _Stop as stop:
+        stop_reason = stop.reason
+        if stop_step is None:
+            stop_step = done
+    finally:
+        work.calc = None
+
+    return WalkerResult(
+        spec=spec,
+        frames=frames,
+        deviations=np.asarray(devs, dtype=np.float64),
+        energies=np.asarray(energies, dtype=np.float64),
+        steps=np.asarray(steps, dtype=np.int64),
+        stopped_early=stop_reason is not None,
+        stop_step=stop_step,
+        stop_reason=stop_reason,
+        n_steps_done=done,
+        step_deviations=np.asarray(trace, dtype=np.float64),
+        wall_time_s=time.perf_counter() - t0,
+        start_index=start_index,
+    )
+
+
+def run_walkers(
+    starts: Sequence[Atoms],
+    calculator_factory: Callable[[], Calculator],
+    specs: Sequence[WalkerSpec],
+) -> list[WalkerResult]:
+    """Run every spec from every start structure, one after the other.
+
+    Walkers run sequentially in ``starts``-major order (``starts[0]`` with every spec, then
+    ``starts[1]``, ...); the workflow layer parallelises. ``calculator_factory`` is called
+    once per walker (it may return a shared calculator). Each spec's seed is used as given.
+    ``WalkerResult.start_index`` tells which start a result came from.
+    """
+    if len(starts) == 0 or len(specs) == 0:
+        raise WalkerError(
+            f"need at least one start structure and one spec, got {len(starts)} and {len(specs)}"
+        )
+    results = []
+    for i, start in enumerate(starts):
+        for spec in specs:
+            results.append(run_walker(start, calculator_factory(), spec, start_index=i))
+    return results

@@ -1,0 +1,147 @@
+"""Dataset export / import as extended XYZ (ASE's writer and reader).
+
+Export format, one frame per ``done`` label:
+
+* ``info``: ``REF_energy`` (eV), ``REF_stress`` (Voigt xx yy zz yz xz xy, eV/Å^3, when known),
+  ``config_type``, and provenance: ``label_id``, ``structure_id``, ``structure_hash``,
+  ``labeler``, ``labeler_version``, ``settings_hash``, ``campaign``, ``source``, and when
+  known ``iteration``, ``walker``, ``temperature`` (K), ``md_step``;
+* ``arrays``: ``REF_forces`` (eV/Å).
+
+The bare keys ``energy`` / ``forces`` / ``stress`` are never written: ASE would turn them into a
+``SinglePointCalculator`` on reading. MACE (``--energy_key=REF_energy --forces_key=REF_forces
+--stress_key=REF_stress``) and NequIP (``key_mapping``) train on these files directly.
+Positions and forces are written by ASE with 8 decimals; energies and stresses in full precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import DatabaseInputError
+from .records import LabelledStructure, Origin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import CampaignRef, Store
+
+ENERGY_KEY = "REF_energy"
+FORCES_KEY = "REF_forces"
+STRESS_KEY = "REF_stress"
+
+
+def labelled_atoms(item: LabelledStructure, *, config_type: str = "pesflow",
+                   campaign: str | None = None, iteration: int | None = None):
+    """One training example as ``ase.Atoms`` with ``REF_*`` keys and provenance in ``info``."""
+    atoms = item.structure.to_atoms()
+    lb, st = item.label, item.structure
+    info: dict[str, Any] = {ENERGY_KEY: float(lb.energy)}
+    if lb.stress is not None:
+        info[STRESS_KEY] = np.asarray(lb.stress, dtype=np.float64).copy()
+    info.update(config_type=config_type, label_id=lb.id, structure_id=st.id,
+                structure_hash=st.hash, labeler=lb.labeler,
+                labeler_version=lb.labeler_version or "-", settings_hash=lb.settings_hash,
+                source=st.source)
+    optional = {"campaign": campaign, "iteration": iteration, "walker": st.walker,
+                "temperature": st.temperature, "md_step": st.md_step}
+    info.update({k: v for k, v in optional.items() if v is not None})
+    atoms.info.update(info)
+    atoms.arrays[FORCES_KEY] = np.asarray(lb.forces, dtype=np.float64).copy()
+    return atoms
+
+
+def export_extxyz(store: Store, path: str | Path, campaign: CampaignRef, *, labeler: str,
+                  settings_hash: str, config_type: str = "pesflow") -> int:
+    """Write a campaign's training set (all ``done`` labels for one labeler / settings hash)
+    to ``path`` as extended XYZ; returns the number of frames written."""
+    import ase.io
+
+    c = store.get_campaign(campaign)
+    index_of = {it.id: it.index for it in store.list_iterations(c.id)}
+    items = store.training_set(c.id, labeler=labeler, settings_hash=settings_hash)
+    images = [labelled_atoms(x, config_type=config_type, campaign=c.name,
+                             iteration=index_of.get(x.label.iteration_id))
+              for x in items]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, images, format="extxyz", write_results=False)
+    return len(images)
+
+
+def reference_from_atoms(atoms, *, energy_key: str = ENERGY_KEY, forces_key: str = FORCES_KEY,
+                         stress_key: str = STRESS_KEY, where: str = "frame"
+                         ) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """(energy, forces, stress-or-None) of a labelled frame.
+
+    Looks for ``info[energy_key]`` / ``arrays[forces_key]`` / ``info[stress_key]`` first, then
+    for a calculator's results (extxyz with bare ``energy``/``forces``, VASP ``vasprun.xml``);
+    from a calculator the force-consistent ``free_energy`` is preferred when present.
+    Raises :class:`DatabaseInputError` naming the frame when energy or forces are missing."""
+    results = dict(getattr(atoms.calc, "results", {}) or {}) if atoms.calc is not None else {}
+    if energy_key in atoms.info:
+        energy = atoms.info[energy_key]
+    elif "free_energy" in results:
+        energy = results["free_energy"]
+    elif "energy" in results:
+        energy = results["energy"]
+    else:
+        raise DatabaseInputError(f"{where}: no energy ({energy_key!r} in info or a calculator)")
+    if forces_key in atoms.arrays:
+        forces = atoms.arrays[forces_key]
+    elif "forces" in results:
+        forces = results["forces"]
+    else:
+        raise DatabaseInputError(f"{where}: no forces ({forces_key!r} in arrays or a calculator)")
+    stress = atoms.info.get(stress_key, results.get("stress"))
+    return energy, np.asarray(forces, dtype=np.float64), (
+        None if stress is None else np.asarray(stress, dtype=np.float64))
+
+
+def read_labelled(path: str | Path, *, format: str | None = None,
+                  index: str | int = ":") -> list[Any]:
+    """Read all frames of a labelled file with ASE (format guessed from the name:
+    ``*.xyz``/``*.extxyz`` → extxyz, ``vasprun*.xml`` → vasp-xml, else ASE's guess)."""
+    import ase.io
+
+    path = Path(path)
+    if format is None:
+        name = path.name.lower()
+        if name.endswith((".xyz", ".extxyz")):
+            format = "extxyz"
+        elif name.startswith("vasprun") and name.endswith(".xml"):
+            format = "vasp-xml"
+    frames = ase.io.read(path, index=index, format=format)
+    return frames if isinstance(frames, list) else [frames]
+
+
+def import_labelled(store: Store, paths: str | Path | Sequence[str | Path],
+                    campaign: CampaignRef, *, labeler: str, settings_hash: str,
+                    labeler_version: str = "", settings: dict[str, Any] | None = None,
+                    format: str | None = None,
+                    energy_key: str = ENERGY_KEY, forces_key: str = FORCES_KEY,
+                    stress_key: str = STRESS_KEY, reason: str = "seed") -> list[int]:
+    """Seed a campaign with existing labelled data (one transaction for all files): every
+    frame becomes a structure (deduplicated), a ``seed`` selection and a ``done`` label.
+    Returns label ids in frame order. Nothing is stored if any frame is invalid."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    atoms_list, energies, forces, stresses, origins = [], [], [], [], []
+    for p in paths:
+        for i, atoms in enumerate(read_labelled(p, format=format)):
+            e, f, s = reference_from_atoms(atoms, energy_key=energy_key, forces_key=forces_key,
+                                           stress_key=stress_key, where=f"{p} frame {i}")
+            atoms_list.append(atoms)
+            energies.append(e)
+            forces.append(f)
+            stresses.append(s)
+            extra = {"file": str(p), "frame": i}
+            if "config_type" in atoms.info:
+                extra["config_type"] = str(atoms.info["config_type"])
+            origins.append(Origin(info=extra))
+    return store.add_labelled(campaign, atoms_list, energies=energies, forces=forces,
+                              stresses=stresses, labeler=labeler, settings_hash=settings_hash,
+                              labeler_version=labeler_version, settings=settings,
+                              source="import", reason=reason, origins=origins)

@@ -1,0 +1,58 @@
+"""Alembic environment for pesflow.
+
+Used programmatically by :func:`database.upgrade` (the engine comes in
+``config.attributes["engine"]``) and from the command line with ``database/alembic.ini``
+(the URL comes from ``PESFLOW_DATABASE_URL`` or ``sqlalchemy.url``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+
+from database.engine import make_engine
+from database.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _engine():
+    engine = config.attributes.get("engine")
+    if engine is not None:
+        return engine, False
+    url = os.environ.get("PESFLOW_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("set PESFLOW_DATABASE_URL (or sqlalchemy.url) to migrate")
+    return make_engine(url), True
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL to stdout instead of running it."""
+    url = os.environ.get("PESFLOW_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
+                      render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run the migrations on a live connection (one transaction)."""
+    engine, owned = _engine()
+    try:
+        with engine.connect() as connection:
+            context.configure(connection=connection, target_metadata=target_metadata,
+                              render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+    finally:
+        if owned:
+            engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,106 @@
+"""Input checks: every function raises :class:`DatabaseInputError` naming the problem."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import DatabaseInputError
+from .models import FAILURE_KINDS
+
+
+def check_atoms(atoms, what: str = "structure") -> None:
+    """Check an ``ase.Atoms``-like object: (N,3) finite positions, (3,3) finite cell."""
+    try:
+        numbers = np.asarray(atoms.numbers)
+        positions = np.asarray(atoms.positions)
+        cell = np.asarray(atoms.cell.array if hasattr(atoms.cell, "array") else atoms.cell)
+        pbc = np.asarray(atoms.pbc)
+    except AttributeError as exc:
+        raise DatabaseInputError(f"{what}: expected an ase.Atoms, got {type(atoms).__name__}") from exc
+    n = len(numbers)
+    if n == 0:
+        raise DatabaseInputError(f"{what}: has no atoms")
+    if positions.shape != (n, 3):
+        raise DatabaseInputError(f"{what}: positions have shape {positions.shape}, expected ({n}, 3)")
+    if not np.all(np.isfinite(positions)):
+        bad = np.unique(np.argwhere(~np.isfinite(positions))[:, 0]).tolist()
+        raise DatabaseInputError(f"{what}: non-finite positions at atom indices {bad}")
+    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+        raise DatabaseInputError(f"{what}: cell must be a finite 3x3 matrix")
+    if pbc.shape != (3,):
+        raise DatabaseInputError(f"{what}: pbc must have 3 flags")
+    if np.any(numbers <= 0) or np.any(numbers > 118):
+        raise DatabaseInputError(f"{what}: invalid atomic numbers {sorted(set(numbers.tolist()))}")
+
+
+def check_energy(energy: Any, what: str = "energy") -> float:
+    """A finite float energy (eV)."""
+    if energy is None:
+        raise DatabaseInputError(f"{what}: missing")
+    try:
+        value = float(energy)
+    except (TypeError, ValueError) as exc:
+        raise DatabaseInputError(f"{what}: not a number: {energy!r}") from exc
+    if not math.isfinite(value):
+        raise DatabaseInputError(f"{what}: not finite ({value})")
+    return value
+
+
+def check_forces(forces: Any, natoms: int, what: str = "forces") -> np.ndarray:
+    """Finite float64 (natoms, 3) forces (eV/Å)."""
+    if forces is None:
+        raise DatabaseInputError(f"{what}: missing (a label result must contain forces)")
+    arr = np.asarray(forces, dtype=np.float64)
+    if arr.shape != (natoms, 3):
+        raise DatabaseInputError(f"{what}: shape {arr.shape}, expected ({natoms}, 3)")
+    if not np.all(np.isfinite(arr)):
+        bad = np.unique(np.argwhere(~np.isfinite(arr))[:, 0]).tolist()
+        raise DatabaseInputError(f"{what}: non-finite values at atom indices {bad}")
+    return arr
+
+
+def check_stress(stress: Any, what: str = "stress") -> np.ndarray | None:
+    """Finite stress as Voigt (6,) eV/Å^3 (xx yy zz yz xz xy); a 3x3 tensor is converted."""
+    if stress is None:
+        return None
+    arr = np.asarray(stress, dtype=np.float64)
+    if arr.shape == (3, 3):
+        arr = np.array([arr[0, 0], arr[1, 1], arr[2, 2], arr[1, 2], arr[0, 2], arr[0, 1]])
+    if arr.shape != (6,):
+        raise DatabaseInputError(f"{what}: shape {arr.shape}, expected (6,) Voigt or (3, 3)")
+    if not np.all(np.isfinite(arr)):
+        raise DatabaseInputError(f"{what}: non-finite values")
+    return arr
+
+
+def check_failure_kind(kind: str) -> str:
+    """One of :data:`database.models.FAILURE_KINDS`."""
+    if kind not in FAILURE_KINDS:
+        raise DatabaseInputError(f"failure kind {kind!r} unknown; expected one of {FAILURE_KINDS}")
+    return kind
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise DatabaseInputError(f"{what} {value!r} unknown; expected one of {choices}")
+    return value
+
+
+def check_json(value: Any, what: str) -> Any:
+    """A JSON-serialisable value (dicts of plain types); returns a normalised copy."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise DatabaseInputError(f"{what}: not JSON-serialisable ({exc})") from exc
+
+
+def check_nonempty(value: str, what: str) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise DatabaseInputError(f"{what}: must be a non-empty string")
+    return value

@@ -1,0 +1,84 @@
+"""Campaigns, iterations and dashboard metrics, models, API tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from database import DuplicateError, NotFoundError, SelectionInput, UnknownCampaignError
+
+from .conftest import make_atoms, make_result
+
+
+def test_campaign_lifecycle(store):
+    c = store.create_campaign("cu", {"T": [300.0], "nested": {"k": 1}})
+    assert (c.status, c.config) == ("created", {"T": [300.0], "nested": {"k": 1}})
+    assert c.created_at.tzinfo is not None
+    with pytest.raises(DuplicateError, match="cu"):
+        store.create_campaign("cu")
+    assert store.create_campaign("cu", exist_ok=True).id == c.id
+    running = store.set_campaign_status("cu", "running")
+    assert running.started_at is not None and running.finished_at is None
+    done = store.set_campaign_status(c.id, "converged", "accurate ratio 0.99")
+    assert done.finished_at is not None and done.status_message == "accurate ratio 0.99"
+    with pytest.raises(ValueError, match="bogus"):
+        store.set_campaign_status(c.id, "bogus")
+    assert [x.name for x in store.list_campaigns()] == ["cu"]
+    with pytest.raises(UnknownCampaignError, match="nope"):
+        store.get_campaign("nope")
+
+
+def test_iterations_metrics_and_histogram(store, campaign):
+    it0 = store.start_iteration(campaign.id)
+    assert (it0.index, it0.status) == (0, "running")
+    assert store.start_iteration(campaign.id, 0).id == it0.id  # idempotent on resume
+    store.record_step_time(it0.id, "train", 10.0)
+    store.record_step_time(it0.id, "train", 2.5)
+    store.record_step_time(it0.id, "explore", 30.0)
+    devs = np.linspace(0.0, 1.0, 101)
+    store.update_iteration(it0.id, n_explored=100, n_accurate=70, n_candidate=25, n_failed=5,
+                           validation={"force_rmse": 0.12}, max_force_devs=devs)
+    store.update_iteration(it0.id, validation={"energy_rmse": 0.004}, status="done")
+    sids = store.add_structures([make_atoms(i) for i in range(3)], campaign=campaign.id,
+                                iteration_id=it0.id)
+    store.record_selections(campaign.id, [SelectionInput(s, 0.3) for s in sids],
+                            iteration_id=it0.id)
+    lids = store.request_labels(campaign.id, sids, labeler="mock", settings_hash="h",
+                                iteration_id=it0.id)
+    t = store.claim_labels()[0]
+    e, f, _ = make_result(t.atoms)
+    store.store_result(t.label_id, energy=e, forces=f)
+    it1 = store.start_iteration(campaign.id)
+    assert it1.index == 1 and store.latest_iteration(campaign.id).id == it1.id
+
+    m0, m1 = store.iteration_metrics(campaign.id)
+    assert m0.step_timings == {"train": 12.5, "explore": 30.0}
+    assert (m0.n_accurate, m0.n_candidate, m0.n_failed, m0.n_selected) == (70, 25, 5, 3)
+    assert (m0.accurate_fraction, m0.candidate_fraction) == (0.7, 0.25)
+    assert m0.validation == {"force_rmse": 0.12, "energy_rmse": 0.004}
+    assert m0.labels == {"pending": 2, "running": 0, "done": 1, "failed": 0}
+    assert m0.status == "done" and m0.finished_at is not None
+    assert m1.candidate_fraction is None and m1.labels["pending"] == 0
+    counts, edges = store.force_deviation_histogram(it0.id, bins=10, range=(0.0, 1.0))
+    assert counts.sum() == 101 and edges[0] == 0.0 and edges[-1] == 1.0
+    assert len(lids) == 3
+    with pytest.raises(NotFoundError):
+        store.get_iteration(campaign.id, 7)
+
+
+def test_models_and_tokens(store, campaign):
+    it = store.start_iteration(campaign.id)
+    m = store.record_model(campaign.id, iteration_id=it.id, member_count=4,
+                           checkpoint_uri="/data/ckpt/it0.pt", checkpoint_sha256="0" * 64,
+                           training_label_ids=np.arange(5), validation={"force_rmse": 0.1})
+    assert store.latest_model(campaign.id).id == m.id
+    assert m.training_label_ids.tolist() == [0, 1, 2, 3, 4] and m.member_count == 4
+    tok = store.add_api_token("ci", "s3cret")
+    assert tok.token_sha256 != "s3cret" and len(tok.token_sha256) == 64
+    assert store.verify_api_token("s3cret").name == "ci"
+    assert store.verify_api_token("wrong") is None
+    store.revoke_api_token("ci")
+    assert store.verify_api_token("s3cret") is None
+    assert store.list_api_tokens()[0].revoked_at is not None
+    with pytest.raises(DuplicateError):
+        store.add_api_token("ci", "other")

@@ -1,0 +1,123 @@
+"""Label life cycle: request (idempotent), claim, result / failure, requeue, training set."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from database import LabelStateError, SelectionInput
+
+from .conftest import make_atoms, make_result
+
+
+@pytest.fixture
+def setup(store, campaign):
+    it = store.start_iteration(campaign.id)
+    frames = [make_atoms(i) for i in range(6)]
+    sids = store.add_structures(frames, campaign=campaign.id, iteration_id=it.id)
+    store.record_selections(campaign.id, [SelectionInput(s, 0.2 + 0.01 * k, reason="candidate",
+                                                          strategy="max_force_dev")
+                                          for k, s in enumerate(sids)], iteration_id=it.id)
+    return store, campaign, it, frames, sids
+
+
+def test_request_is_idempotent_per_structure_labeler_settings(setup):
+    store, c, it, _, sids = setup
+    a = store.request_labels(c.id, sids, labeler="mock", settings_hash="h1",
+                             labeler_version="1.0", settings={"ecut": 30}, iteration_id=it.id)
+    b = store.request_labels(c.id, sids[:3], labeler="mock", settings_hash="h1")
+    other = store.request_labels(c.id, sids[:2], labeler="mock", settings_hash="h2")
+    assert a[:3] == b and len(set(a)) == 6 and not set(other) & set(a)
+    assert store.count_labels(c.id) == {"pending": 8, "running": 0, "done": 0, "failed": 0}
+    lb = store.get_label(a[0])
+    assert (lb.labeler, lb.labeler_version, lb.settings, lb.iteration_id) == (
+        "mock", "1.0", {"ecut": 30}, it.id)
+    assert len(store.list_selections(c.id)) == 6  # already selected: no extra selection
+
+
+def test_claim_result_failure_and_provenance(setup):
+    store, c, it, frames, sids = setup
+    lids = store.request_labels(c.id, sids, labeler="mock", settings_hash="h1", iteration_id=it.id)
+    tasks = store.claim_labels(limit=4, labeler="mock", worker="w1")
+    assert [t.label_id for t in tasks] == lids[:4]
+    assert np.array_equal(tasks[0].atoms.positions, frames[0].positions)
+    assert all(t.attempts == 1 for t in tasks)
+    assert store.claim_labels(limit=10, labeler="other") == []
+    e, f, s = make_result(frames[0])
+    done = store.store_result(lids[0], energy=e, forces=f, stress=s, wall_time=12.5, host="node7")
+    assert (done.status, done.host, done.wall_time, done.worker) == ("done", "node7", 12.5, "w1")
+    assert done.finished_at is not None and done.claimed_at is not None
+    failed = store.store_failure(lids[1], kind="scf_unconverged", message="SCF not converged in 100")
+    assert (failed.status, failed.failure_kind) == ("failed", "scf_unconverged")
+    assert failed.failure_message == "SCF not converged in 100" and failed.energy is None
+    with pytest.raises(LabelStateError, match="done"):
+        store.store_result(lids[0], energy=e, forces=f)
+    with pytest.raises(LabelStateError, match="failed"):
+        store.store_failure(lids[1], kind="crashed")
+    # 3x3 stress is converted to Voigt xx yy zz yz xz xy
+    sig = np.array([[1.0, 6.0, 5.0], [6.0, 2.0, 4.0], [5.0, 4.0, 3.0]])
+    rec = store.store_result(lids[2], energy=e, forces=f, stress=sig)
+    assert rec.stress.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_requeue_running_and_failed(setup):
+    store, c, _it, _, sids = setup
+    lids = store.request_labels(c.id, sids, labeler="mock", settings_hash="h1")
+    store.claim_labels(limit=3)
+    assert store.requeue_running(c.id, older_than=timedelta(hours=1)) == 0
+    assert store.requeue_running(c.id) == 3
+    assert store.count_labels(c.id)["pending"] == 6
+    again = store.claim_labels(limit=1)
+    assert again[0].label_id == lids[0] and again[0].attempts == 2
+    store.store_failure(lids[0], kind="timeout", message="walltime")
+    (t,) = store.claim_labels(limit=1)
+    store.store_failure(t.label_id, kind="invalid_input", message="bad")
+    assert store.requeue_failed(c.id, kinds=["timeout"], max_attempts=2) == 0  # 2 attempts used
+    assert store.requeue_failed(c.id, kinds=["timeout"], max_attempts=3) == 1
+    assert store.get_label(lids[0]).status == "pending"
+    assert store.get_label(lids[0]).failure_kind is None
+    assert store.get_label(t.label_id).status == "failed"
+
+
+def test_training_set_only_done_labels_of_campaign_labeler_and_settings(setup):
+    store, c, _it, frames, sids = setup
+    lids = store.request_labels(c.id, sids, labeler="mock", settings_hash="h1")
+    other_settings = store.request_labels(c.id, sids[:2], labeler="mock", settings_hash="h2")
+    other_c = store.create_campaign("other")
+    foreign_sid = store.add_structure(make_atoms(77), campaign=other_c.id)
+    foreign = store.request_labels(other_c.id, [foreign_sid], labeler="mock", settings_hash="h1")
+    for t in store.claim_labels(limit=100):
+        if t.label_id == lids[1]:
+            store.store_failure(t.label_id, kind="crashed", message="segfault")
+        else:
+            e, f, s = make_result(t.atoms, t.label_id)
+            store.store_result(t.label_id, energy=e, forces=f, stress=s)
+    ts = store.training_set(c.id, labeler="mock", settings_hash="h1")
+    assert [x.label.id for x in ts] == [lids[0], *lids[2:]]
+    assert store.training_label_ids(c.id, labeler="mock", settings_hash="h1").tolist() == [
+        lids[0], *lids[2:]]
+    assert [x.label.id for x in store.training_set(c.id, labeler="mock", settings_hash="h2")] == \
+        other_settings
+    assert [x.label.id for x in store.training_set(other_c.id, labeler="mock",
+                                                   settings_hash="h1")] == foreign
+    # A structure shared by two campaigns is labelled once and counted by both once selected.
+    store.record_selections(other_c.id, [SelectionInput(sids[0], reason="shared")])
+    assert lids[0] in store.training_label_ids(other_c.id, labeler="mock", settings_hash="h1")
+    x = ts[0]
+    assert np.array_equal(x.structure.positions, frames[0].positions)
+    atoms = x.to_atoms(campaign="cu")
+    assert atoms.calc is None and "energy" not in atoms.info and "forces" not in atoms.arrays
+    assert atoms.info["REF_energy"] == x.label.energy
+    assert np.array_equal(atoms.arrays["REF_forces"], x.label.forces)
+
+
+def test_paging_labels_by_status(setup):
+    store, c, it, _, sids = setup
+    lids = store.request_labels(c.id, sids, labeler="mock", settings_hash="h1", iteration_id=it.id)
+    store.claim_labels(limit=2)
+    assert [x.id for x in store.list_labels(c.id, status="pending", limit=2)] == lids[2:4]
+    assert [x.id for x in store.list_labels(c.id, status="pending", offset=2, limit=2)] == lids[4:6]
+    assert [x.id for x in store.list_labels(c.id, status="running")] == lids[:2]
+    assert len(store.list_labels(iteration_id=it.id, limit=None)) == 6

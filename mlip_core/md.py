@@ -8,13 +8,17 @@ uncertainty is :func:`mlip_core.uncertainty.max_force_deviation` of the member f
 
 - records a frame every ``record_every`` steps (step 0 included);
 - stops at the first step whose uncertainty is ``>= hi`` (the model is lost there), at
-  non-finite energies/forces, at atoms closer than ``min_distance`` Å, or when the
-  calculator raises after step 0; the first failed frame is recorded and marked
-  (``info["failed"] = True``) so the active-learning loop may label it.
+  non-finite energies/forces, or at atoms closer than ``min_distance`` Å; the first
+  failed frame is recorded and marked (``info["failed"] = True``) so the active-learning
+  loop may label it.
 
-A blow-up never raises into the caller: it ends the walker with ``stop_reason`` set.
-Configuration errors (bad spec, a calculator without committee results, a calculator
-failing on the very first evaluation) do raise.
+A calculator that raises (``CommitteeCalculator`` raises ``FloatingPointError`` on
+non-finite output and a ``ValueError`` on atoms too close) is diagnosed the same way:
+non-finite positions, atoms too close, ``FloatingPointError`` -> "nan forces"; any other
+exception after step 0 stops the walker as "calculator error". So a blow-up never raises
+into the caller: it ends the walker with ``stop_reason`` set. Configuration errors (bad
+spec, a calculator without committee results, any other exception on the very first
+evaluation, e.g. an element the model does not know) do raise.
 """
 
 from __future__ import annotations
@@ -220,10 +224,9 @@ def _init_velocities(atoms: Atoms, spec: WalkerSpec, rng: np.random.Generator) -
 
 
 class _Stop(Exception):
-    def __init__(self, reason: str, record: bool) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.record = record
 
 
 def run_walker(
@@ -237,8 +240,16 @@ def run_walker(
     Returns:
         A :class:`WalkerResult`. ``stopped_early`` is True when the uncertainty reached
         ``spec.hi``, forces/energies went non-finite, atoms came too close, or the
-        calculator raised after step 0; ``stop_reason`` says which, e.g.
-        ``"uncertainty above hi at step 120: 0.93 eV/Å"``.
+        calculator raised after step 0; ``stop_reason`` says which:
+        ``"uncertainty above hi at step 120: 0.93 eV/Å"``, ``"nan forces at step N"``,
+        ``"nan energy at step N"``, ``"atoms too close at step N: atoms i-j at d Å < ..."``,
+        ``"nan positions at step N"``, ``"calculator error at step N: Type: message"``.
+
+    Raises:
+        WalkerError: the calculator reports no ``forces_committee``, or the spec does not
+            fit the structure (``npt`` without a periodic cell).
+        Exception: whatever the calculator raised on the start structure, unless it is a
+            blow-up diagnosed as above.
     """
     if len(atoms) == 0:
         raise WalkerError("cannot run a walker on a structure with no atoms")
@@ -272,11 +283,11 @@ def run_walker(
         if not (np.all(np.isfinite(fc)) and np.all(np.isfinite(forces))):
             trace.append(float("nan"))
             record(step, float("nan"), float("nan"), energy, failed=True)
-            raise _Stop(f"nan forces at step {step}", record=True)
+            raise _Stop(f"nan forces at step {step}")
         if not np.isfinite(energy):
             trace.append(float("nan"))
             record(step, float("nan"), float("nan"), energy, failed=True)
-            raise _Stop(f"nan energy at step {step}", record=True)
+            raise _Stop(f"nan energy at step {step}")
         dev_abs = max_force_deviation(fc)
         dev = (
             max_force_deviation(fc, relative=True, eps=spec.relative_eps)
@@ -286,7 +297,7 @@ def run_walker(
         trace.append(dev)
         if dev >= spec.hi:
             record(step, dev, dev_abs, energy, failed=True)
-            raise _Stop(f"uncertainty above hi at step {step}: {dev:.3g}{unit}", record=True)
+            raise _Stop(f"uncertainty above hi at step {step}: {dev:.3g}{unit}")
         if spec.min_distance > 0:
             close = min_interatomic_distance(work, cutoff=spec.min_distance)
             if close is not None:
@@ -294,8 +305,7 @@ def run_walker(
                 record(step, dev, dev_abs, energy, failed=True)
                 raise _Stop(
                     f"atoms too close at step {step}: atoms {i}-{j} at {d:.3f} Å "
-                    f"< min_distance={spec.min_distance:g} Å",
-                    record=True,
+                    f"< min_distance={spec.min_distance:g} Å"
                 )
         if step % spec.record_every == 0:
             record(step, dev, dev_abs, energy, failed=False)
@@ -320,15 +330,43 @@ def run_walker(
         energies.append(energy)
         steps.append(step)
 
+    def diagnose(exc: Exception, step: int) -> _Stop | None:
+        """Turn a calculator exception into a stop reason; None if it is not a blow-up."""
+        trace.append(float("nan"))
+        record(step, float("nan"), float("nan"), float("nan"), failed=True)
+        if not np.all(np.isfinite(work.positions)):
+            return _Stop(f"nan positions at step {step}")
+        if spec.min_distance > 0:
+            close = min_interatomic_distance(work, cutoff=spec.min_distance)
+            if close is not None:
+                d, i, j = close
+                return _Stop(
+                    f"atoms too close at step {step}: atoms {i}-{j} at {d:.3f} Å "
+                    f"< min_distance={spec.min_distance:g} Å"
+                )
+        if isinstance(exc, FloatingPointError):
+            return _Stop(f"nan forces at step {step} ({exc})")
+        if step == 0:
+            return None  # a configuration problem: the caller must see it
+        return _Stop(f"calculator error at step {step}: {type(exc).__name__}: {exc}")
+
     stop_step: int | None = None
     stop_reason: str | None = None
-    # Step 0: construction and the first evaluation run unguarded — a failure there is a
-    # configuration problem that the caller must see.
-    dyn = _make_dynamics(work, spec, rng)
-    it = dyn.irun(steps=int(spec.n_steps))
-    next(it)
     done = 0
     try:
+        try:
+            # LangevinBAOAB evaluates forces in its constructor, the others in irun's
+            # first next(): both are step 0.
+            dyn = _make_dynamics(work, spec, rng)
+            it = dyn.irun(steps=int(spec.n_steps))
+            next(it)
+        except WalkerError:
+            raise
+        except Exception as exc:
+            stop = diagnose(exc, 0)
+            if stop is None:
+                raise
+            raise stop from exc
         observe(0)
         while True:
             try:
@@ -336,17 +374,15 @@ def run_walker(
             except StopIteration:
                 break
             except Exception as exc:  # a blow-up inside the calculator/integrator
-                stop_step = done + 1
-                raise _Stop(
-                    f"calculator error at step {stop_step}: {type(exc).__name__}: {exc}",
-                    record=False,
-                ) from exc
+                stop = diagnose(exc, done + 1)
+                assert stop is not None
+                raise stop from exc
             done = int(dyn.nsteps)
             observe(done)
     except _Stop as stop:
         stop_reason = stop.reason
-        if stop_step is None:
-            stop_step = done
+        stop_step = len(trace) - 1
+        done = max(done, stop_step)
     finally:
         work.calc = None
 

@@ -33,6 +33,8 @@ class CommitteeEMT(Calculator):
         n_members: int = 4,
         nan_after_calls: int | None = None,
         raise_after_calls: int | None = None,
+        raise_type: type[Exception] = RuntimeError,
+        min_distance: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -40,6 +42,8 @@ class CommitteeEMT(Calculator):
         self.n_members = n_members
         self.nan_after_calls = nan_after_calls
         self.raise_after_calls = raise_after_calls
+        self.raise_type = raise_type
+        self.min_distance = min_distance
         self.seed = seed
         self.n_calls = 0
         self._emt = EMT()
@@ -54,7 +58,11 @@ class CommitteeEMT(Calculator):
         super().calculate(atoms, properties, system_changes)
         self.n_calls += 1
         if self.raise_after_calls is not None and self.n_calls > self.raise_after_calls:
-            raise RuntimeError("SCF-like explosion in the test double")
+            raise self.raise_type("explosion in the test double")
+        if self.min_distance > 0:  # like CommitteeCalculator's structure check
+            d = self.atoms.get_all_distances(mic=True)[np.triu_indices(len(self.atoms), 1)]
+            if d.min() < self.min_distance:
+                raise ValueError(f"atoms closer than {self.min_distance} Å")
         a = self.atoms.copy()
         a.calc = self._emt
         e = a.get_potential_energy()
@@ -241,8 +249,41 @@ def test_nan_forces_stop_cleanly() -> None:
 def test_calculator_error_mid_run_stops_cleanly() -> None:
     res = run_walker(cu32(), CommitteeEMT(0.01, raise_after_calls=10), quick_spec(n_steps=50))
     assert res.stopped_early
-    assert res.stop_reason.startswith(f"calculator error at step {res.stop_step}: RuntimeError")
-    assert not any(f.info["failed"] for f in res.frames)
+    assert 0 < res.stop_step < 50
+    assert res.stop_reason == (
+        f"calculator error at step {res.stop_step}: RuntimeError: explosion in the test double"
+    )
+    # the configuration the calculator choked on is kept (marked) for labelling
+    assert res.frames[-1].info["failed"] and res.frames[-1].info["step"] == res.stop_step
+    assert np.isnan(res.step_deviations[-1]) and len(res.step_deviations) == res.stop_step + 1
+
+
+def test_floating_point_error_from_calculator_is_nan_forces() -> None:
+    calc = CommitteeEMT(0.01, raise_after_calls=10, raise_type=FloatingPointError)
+    res = run_walker(cu32(), calc, quick_spec(n_steps=50))
+    assert res.stop_reason.startswith(f"nan forces at step {res.stop_step} (")
+
+
+def test_nan_at_start_stops_but_other_start_errors_raise() -> None:
+    nan0 = CommitteeEMT(0.01, raise_after_calls=0, raise_type=FloatingPointError)
+    res = run_walker(cu32(), nan0, quick_spec(n_steps=5))
+    assert res.stopped_early and res.stop_step == 0
+    assert res.stop_reason.startswith("nan forces at step 0")
+    broken = CommitteeEMT(0.01, raise_after_calls=0, raise_type=KeyError)
+    with pytest.raises(KeyError):
+        run_walker(cu32(), broken, quick_spec(n_steps=5))
+    # npt evaluates forces while building the integrator: same handling
+    res = run_walker(cu32(), nan0, quick_spec(ensemble="npt", n_steps=5))
+    assert res.stop_reason.startswith("nan forces at step 0")
+
+
+def test_calculator_refusing_close_atoms_reports_atoms_too_close() -> None:
+    # The calculator refuses pairs below 2.3 Å (like CommitteeCalculator's check) and the
+    # walker's own check is at the same distance: the refusal is reported as a geometry stop.
+    spec = quick_spec(temperature_K=2500.0, min_distance=2.3, n_steps=300)
+    res = run_walker(cu32(), CommitteeEMT(0.01, min_distance=2.3), spec)
+    assert res.stop_reason.startswith(f"atoms too close at step {res.stop_step}: atoms ")
+    assert res.frames[-1].info["failed"]
 
 
 def test_atoms_too_close_stops() -> None:

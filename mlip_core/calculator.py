@@ -13,7 +13,7 @@ any ASE tool (MD, relaxations, EOS, phonons, NEB) uses the mean potential. Extra
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class CommitteeCalculator(Calculator):
         device: torch device for the graph (the model must already be there).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", *COMMITTEE_PROPERTIES]
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress", *COMMITTEE_PROPERTIES]
 
     def __init__(
         self,

@@ -318,6 +318,22 @@ class CommitteePotential(nn.Module):
         """Floating dtype of the weights."""
         return self.embedding.dtype
 
+    def select_members(self, indices: list[int]) -> CommitteePotential:
+        """A new committee made of copies of the given members (same weights, same buffers)."""
+        if not indices or any(not 0 <= i < self.n_members for i in indices):
+            raise ValueError(f"member indices must be in [0, {self.n_members}), got {indices}")
+        cfg = ModelConfig(**{**self.config.to_dict(), "n_members": len(indices),
+                             "seeds": [self.config.seeds[i] for i in indices]})
+        new = CommitteePotential(cfg).to(self.dtype)
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        with torch.no_grad():
+            own = dict(self.named_parameters())
+            for name, param in new.named_parameters():
+                param.copy_(own[name].index_select(0, idx))
+            for name, buf in self.named_buffers():
+                new.get_buffer(name).copy_(buf)
+        return new
+
     def reset_parameters(self) -> None:
         """Initialise member k from its own seed (independent initialisation = diversity)."""
         gens = [torch.Generator().manual_seed(int(s)) for s in self.config.seeds]

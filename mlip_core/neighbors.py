@@ -22,7 +22,7 @@ from ase import Atoms
 from numpy.typing import NDArray
 from vesin import NeighborList
 
-__all__ = ["AtomicGraph", "build_graph", "neighbor_pairs"]
+__all__ = ["AtomicGraph", "build_graph", "concat_graphs", "neighbor_pairs"]
 
 
 def neighbor_pairs(
@@ -203,4 +203,47 @@ def build_graph(
         shifts=t(dense_shifts, dtype),
         mask=t(mask),
         n_atoms=t(np.asarray(nat_l, dtype=np.int64)),
+    )
+
+
+def concat_graphs(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
+    """Concatenate prebuilt graphs into one batch (neighbor width padded to the widest).
+
+    Building each structure's graph once and concatenating per mini-batch is how training
+    avoids recomputing neighbor lists every epoch.
+    """
+    if not graphs:
+        raise ValueError("cannot concatenate zero graphs")
+    if len(graphs) == 1:
+        return graphs[0]
+    width = max(g.max_neighbors for g in graphs)
+    pos, spc, num, bat, cell, vol, nbr, sh, msk, nat = ([] for _ in range(10))
+    atom_off = struct_off = 0
+    for g in graphs:
+        n, m = g.neighbors.shape
+        pad = width - m
+        self_idx = torch.arange(n, device=g.neighbors.device).unsqueeze(1).expand(n, pad)
+        nbr.append(torch.cat([g.neighbors, self_idx], dim=1) + atom_off)
+        sh.append(torch.nn.functional.pad(g.shifts, (0, 0, 0, pad)))
+        msk.append(torch.nn.functional.pad(g.mask, (0, pad)))
+        pos.append(g.positions)
+        spc.append(g.species)
+        num.append(g.numbers)
+        bat.append(g.batch + struct_off)
+        cell.append(g.cell)
+        vol.append(g.volume)
+        nat.append(g.n_atoms)
+        atom_off += n
+        struct_off += g.n_structures
+    return AtomicGraph(
+        positions=torch.cat(pos),
+        species=torch.cat(spc),
+        numbers=torch.cat(num),
+        batch=torch.cat(bat),
+        cell=torch.cat(cell),
+        volume=torch.cat(vol),
+        neighbors=torch.cat(nbr),
+        shifts=torch.cat(sh),
+        mask=torch.cat(msk),
+        n_atoms=torch.cat(nat),
     )

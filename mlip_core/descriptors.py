@@ -42,9 +42,11 @@ def _cosine_cutoff(r: NDArray[np.float64], r_cut: float) -> NDArray[np.float64]:
     return np.where(r < r_cut, 0.5 * (np.cos(np.pi * r / r_cut) + 1.0), 0.0)
 
 
-def _neighbors(atoms: Atoms, cutoff: float) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
-    """Full neighbour list (each pair in both directions) with distance vectors."""
-    nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
+def _neighbors(
+    atoms: Atoms, cutoff: float, full: bool
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+    """Neighbour pairs with distance vectors: full (both directions, sorted by i) or half."""
+    nl = NeighborList(cutoff=float(cutoff), full_list=full, sorted=full)
     i, j, vec = nl.compute(
         points=np.asarray(atoms.positions, dtype=np.float64),
         box=np.asarray(atoms.cell[:], dtype=np.float64),
@@ -116,22 +118,22 @@ def structure_descriptor(
         pair_index[a, b] = pair_index[b, a] = p
     atom_spec = s_index[numbers]
 
-    i, j, vec = _neighbors(atoms, r_cut)
-    r = np.linalg.norm(vec, axis=1)
-
     # ---- 2-body: sum over ordered pairs of fc(r) * G(r - mu) per species pair
+    # (= twice the sum over the half list: each unordered pair once)
+    i, j, vec = _neighbors(atoms, r_cut, full=False)
+    r = np.linalg.norm(vec, axis=1)
     mu = np.linspace(r_min, r_cut, n_radial)
     width = mu[1] - mu[0]
     g = np.exp(-0.5 * ((r[:, None] - mu[None, :]) / width) ** 2) * _cosine_cutoff(r, r_cut)[:, None]
     ptype = pair_index[atom_spec[i], atom_spec[j]]
     onehot = np.zeros((r.size, len(pairs)))
     onehot[np.arange(r.size), ptype] = 1.0
-    radial = onehot.T @ g
+    radial = 2.0 * (onehot.T @ g)
 
     # ---- 3-body: per centre, all neighbour pairs j < k within r_cut_angular
     angular = np.zeros((n_spec, n_angular))
-    close = r < r_cut_angular
-    ia, ra, va = i[close], r[close], vec[close]
+    ia, _, va = _neighbors(atoms, r_cut_angular, full=True)
+    ra = np.linalg.norm(va, axis=1)
     if ia.size:
         counts = np.bincount(ia, minlength=n_atoms)
         m = int(counts.max())

@@ -100,6 +100,14 @@ def test_too_close_pair_through_periodic_boundary_is_found() -> None:
     assert check_geometry(a, min_distance=0.5, covalent_factor=None) == []
 
 
+def test_atom_too_close_to_its_own_image() -> None:
+    a = Atoms("H", positions=[[0, 0, 0]], cell=[0.4, 5, 5], pbc=True)
+    d, i, j = min_interatomic_distance(a)
+    assert (d, i, j) == (pytest.approx(0.4), 0, 0)
+    assert any("0-0 (H-H)" in p for p in check_geometry(a))
+    assert min_interatomic_distance(bulk("Cu", "fcc", a=3.61), cutoff=2.0) is None
+
+
 def test_covalent_factor_is_species_aware() -> None:
     # 1.0 Å is a fine O-H bond but a collapsed Cu-Cu contact.
     oh = Atoms("OH", positions=[[0, 0, 0], [1.0, 0, 0]])

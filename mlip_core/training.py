@@ -340,7 +340,7 @@ def train_committee(
         train_idx, val_idx = order.tolist(), []
         val_structs = list(validation)
     else:
-        n_val = int(round(cfg.val_fraction * len(structures)))
+        n_val = round(cfg.val_fraction * len(structures))
         n_val = max(1, n_val) if cfg.val_fraction > 0 and len(structures) > 1 else 0
         val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
         val_structs = [structures[i] for i in val_idx]

@@ -11,7 +11,12 @@ Export format, one frame per ``done`` label:
 The bare keys ``energy`` / ``forces`` / ``stress`` are never written: ASE would turn them into a
 ``SinglePointCalculator`` on reading. MACE (``--energy_key=REF_energy --forces_key=REF_forces
 --stress_key=REF_stress``) and NequIP (``key_mapping``) train on these files directly.
-Positions and forces are written by ASE with 8 decimals; energies and stresses in full precision.
+Positions and forces are written with 8 decimals; energies and stresses in full precision.
+
+The file is byte-for-byte what ``ase.io.write(path, images, format="extxyz",
+write_results=False)`` writes (a test checks this): the comment line comes from ASE's own
+``ase.io.extxyz.output_column_format``, and only the per-atom lines are formatted in one
+``%`` operation per frame instead of one per atom (about 8x faster for 108-atom frames).
 """
 
 from __future__ import annotations
@@ -57,8 +62,6 @@ def export_extxyz(store: Store, path: str | Path, campaign: CampaignRef, *, labe
                   settings_hash: str, config_type: str = "pesflow") -> int:
     """Write a campaign's training set (all ``done`` labels for one labeler / settings hash)
     to ``path`` as extended XYZ; returns the number of frames written."""
-    import ase.io
-
     c = store.get_campaign(campaign)
     index_of = {it.id: it.index for it in store.list_iterations(c.id)}
     items = store.training_set(c.id, labeler=labeler, settings_hash=settings_hash)
@@ -67,8 +70,33 @@ def export_extxyz(store: Store, path: str | Path, campaign: CampaignRef, *, labe
               for x in items]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ase.io.write(path, images, format="extxyz", write_results=False)
+    with open(path, "w") as fh:
+        write_frames(fh, images)
     return len(images)
+
+
+def write_frames(fh, images: Sequence[Any]) -> None:
+    """Write frames carrying ``REF_forces`` (and no other per-atom array, no constraints) in
+    exactly ASE's extxyz layout; anything else is handed to ``ase.io.write``."""
+    import ase.io
+    from ase.io.extxyz import output_column_format
+
+    for atoms in images:
+        extra = set(atoms.arrays) - {"numbers", "positions", FORCES_KEY}
+        if extra or atoms.constraints or atoms.calc is not None or FORCES_KEY not in atoms.arrays:
+            ase.io.write(fh, atoms, format="extxyz", write_results=False)
+            continue
+        n = len(atoms)
+        symbols = np.array(atoms.get_chemical_symbols())
+        arrays = {"symbols": symbols, "positions": atoms.positions,
+                  FORCES_KEY: atoms.arrays[FORCES_KEY]}
+        comment, _, _, fmt = output_column_format(atoms, list(arrays), arrays, True)
+        table = np.empty((n, 7), dtype=object)
+        table[:, 0] = symbols
+        table[:, 1:4] = atoms.positions
+        table[:, 4:7] = atoms.arrays[FORCES_KEY]
+        fh.write(f"{n}\n{comment}\n")
+        fh.write((fmt * n) % tuple(table.ravel().tolist()))
 
 
 def reference_from_atoms(atoms, *, energy_key: str = ENERGY_KEY, forces_key: str = FORCES_KEY,

@@ -82,7 +82,7 @@ def test_mace_style_reader_sees_energy_forces_stress(labelled, tmp_path):
 
 
 def test_export_then_import_into_a_new_campaign_reuses_structures_and_labels(labelled, tmp_path):
-    store, c, frames, lids, results = labelled
+    store, c, _frames, lids, results = labelled
     path = tmp_path / "train.xyz"
     store.export_extxyz(path, c.id, labeler="mock", settings_hash="h1")
     n_structures = store.count_structures()
@@ -177,3 +177,14 @@ def test_import_without_forces_is_refused_and_stores_nothing(store, campaign, tm
     with pytest.raises(DatabaseInputError, match=r"frame 1: no forces"):
         store.import_labelled(path, campaign.id, labeler="x", settings_hash="y")
     assert store.count_structures() == 0
+
+
+def test_export_is_byte_identical_to_ase_writer(labelled, tmp_path):
+    store, c, *_ = labelled
+    ours = tmp_path / "ours.xyz"
+    store.export_extxyz(ours, c.id, labeler="mock", settings_hash="h1")
+    images = [x.to_atoms(campaign="cu", iteration=0) for x in
+              store.training_set(c.id, labeler="mock", settings_hash="h1")]
+    ref = tmp_path / "ase.xyz"
+    ase.io.write(ref, images, format="extxyz", write_results=False)
+    assert ours.read_bytes() == ref.read_bytes()

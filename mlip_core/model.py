@@ -261,7 +261,45 @@ class InteractionLayer(nn.Module):
         messages = self.radial(basis) * h[:, neighbors]  # (K, N, M, C); 0 at and beyond r_c
         moments = torch.bmm(
             messages.reshape(k * n, m, c).transpose(1, 2), ylm.reshape(k * n, m, 9)
-        ).reshape(k, n, c, 9) * self.inv_avg
+        ).reshape(k, n, c, 9)
+        return self._update(h, moments)
+
+    def forward_embedded(
+        self,
+        h: torch.Tensor,
+        embedding: torch.Tensor,
+        neighbor_onehot: torch.Tensor,
+        basis: torch.Tensor,
+        ylm: torch.Tensor,
+    ) -> torch.Tensor:
+        """Same result as :meth:`forward` when neighbor features are species embeddings.
+
+        Then ``message_ijc = sum_b basis_ijb W_bc emb[z_j, c]``, so the sum over neighbors can
+        run first on a small species-resolved density ``G_i[s, b, lm] = sum_j [z_j = s]
+        basis_ijb Y_lm(u_ij)`` and the member weights act per atom, not per edge.
+
+        Args:
+            h: (K, N, C) own embeddings.
+            embedding: (K, S, C) species embeddings.
+            neighbor_onehot: (N, M, S) species one-hot of each neighbor slot.
+            basis: (K, N, M, n_basis); ylm: (K, N, M, 9).
+        """
+        k, n, c = h.shape
+        m, n_s, n_b = basis.shape[2], embedding.shape[1], basis.shape[-1]
+        x = (basis.unsqueeze(-2) * neighbor_onehot.unsqueeze(0).unsqueeze(-1)).reshape(
+            k * n, m, n_s * n_b
+        )
+        dens = torch.bmm(x.transpose(1, 2), ylm.reshape(k * n, m, 9))  # (K*N, S*nb, 9)
+        weights = (embedding.unsqueeze(2) * self.radial.weight.unsqueeze(1)).reshape(k, n_s * n_b, c)
+        moments = torch.bmm(
+            dens.reshape(k, n, n_s * n_b, 9).transpose(2, 3).reshape(k, n * 9, n_s * n_b), weights
+        ).reshape(k, n, 9, c).transpose(2, 3)
+        return self._update(h, moments)
+
+    def _update(self, h: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
+        """Rotational invariants of the moments (K, N, C, 9) -> residual feature update."""
+        k, n, c = h.shape
+        moments = moments * self.inv_avg
         feats = [h, moments[..., 0]]
         for (lo, hi), wa, wb in zip(_L_SLICES, self.mix_a, self.mix_b, strict=True):
             a_l = moments[..., lo:hi].transpose(2, 3).reshape(k, -1, c)  # (K, N*(2l+1), C)
@@ -423,8 +461,14 @@ class CommitteePotential(nn.Module):
             graph: the graph (species, neighbors).
         """
         h = self.embedding[:, graph.species]  # (K, N, C)
-        for layer in self.layers:
-            h = layer(h, graph.neighbors, basis, ylm)
+        onehot = torch.nn.functional.one_hot(
+            graph.species[graph.neighbors], len(self.config.species)
+        ).to(basis.dtype)
+        for i, layer in enumerate(self.layers):
+            if i == 0:
+                h = layer.forward_embedded(h, self.embedding, onehot, basis, ylm)
+            else:
+                h = layer(h, graph.neighbors, basis, ylm)
         return self.readout(h).squeeze(-1) * self.energy_scale.to(h.dtype)
 
     def predict(

@@ -233,3 +233,20 @@ def test_model_config_rejects_bad_values():
         ModelConfig(species=[29], cutoff=-1.0)
     with pytest.raises(ValueError, match="seeds"):
         ModelConfig(species=[29], n_members=3, seeds=[1, 2])
+
+
+def test_embedded_first_layer_equals_general_message_passing(model64, structure):
+    """The factorised first layer is an exact rewrite of the per-edge message passing."""
+    g = build_graph(structure, model64.cutoff, model64.species_index)
+    pos = g.positions
+    vectors = pos[g.neighbors] - pos.unsqueeze(1) + g.shifts
+    basis, ylm, _, _ = model64.edge_features(vectors, g.mask, with_jacobian=False)
+    k = model64.n_members
+    basis_k = basis.unsqueeze(0).expand(k, -1, -1, -1)
+    ylm_k = ylm.unsqueeze(0).expand(k, -1, -1, -1)
+    h = model64.embedding[:, g.species]
+    onehot = torch.nn.functional.one_hot(g.species[g.neighbors], 3).double()
+    layer = model64.layers[0]
+    fast = layer.forward_embedded(h, model64.embedding, onehot, basis_k, ylm_k)
+    general = layer(h, g.neighbors, basis_k, ylm_k)
+    torch.testing.assert_close(fast, general, atol=1e-12, rtol=1e-10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -11,6 +12,9 @@ from sqlalchemy.pool import NullPool
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_FILENAME = "pesflow.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Alembic's environment (``alembic.context``) is a process-global proxy: run one command at a
+# time per process. Across processes the migration transaction itself serialises (env.py).
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def sqlite_url(data_dir: str | Path) -> str:
@@ -85,7 +89,8 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
 
     engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
     try:
-        command.upgrade(_alembic_config(engine), revision)
+        with _ALEMBIC_LOCK:
+            command.upgrade(_alembic_config(engine), revision)
     finally:
         if not isinstance(url_or_engine, Engine):
             engine.dispose()
@@ -97,7 +102,8 @@ def downgrade(url_or_engine: str | Engine, revision: str = "base") -> None:
 
     engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
     try:
-        command.downgrade(_alembic_config(engine), revision)
+        with _ALEMBIC_LOCK:
+            command.downgrade(_alembic_config(engine), revision)
     finally:
         if not isinstance(url_or_engine, Engine):
             engine.dispose()

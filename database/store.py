@@ -135,6 +135,19 @@ def _token(t: ApiToken) -> ApiTokenRecord:
     return ApiTokenRecord(t.id, t.name, t.token_sha256, _utc(t.created_at), _utc(t.revoked_at))
 
 
+def hill_formula(numbers: np.ndarray) -> str:
+    """Chemical formula in Hill order (C, H, then alphabetical; alphabetical without C), as
+    ``ase.Atoms.get_chemical_formula()`` writes it, computed with one ``numpy.unique``."""
+    from ase.data import chemical_symbols
+
+    zs, counts = np.unique(numbers, return_counts=True)
+    parts = {chemical_symbols[z]: int(n) for z, n in zip(zs.tolist(), counts.tolist(), strict=True)}
+    order = sorted(parts)
+    if "C" in parts:
+        order = ["C"] + (["H"] if "H" in parts else []) + [x for x in order if x not in ("C", "H")]
+    return "".join(x + (str(parts[x]) if parts[x] > 1 else "") for x in order)
+
+
 def _structure_row(atoms, origin: Origin | None, *, source: str, campaign_id: int | None,
                    iteration_id: int | None, now: datetime) -> dict[str, Any]:
     numbers = np.asarray(atoms.numbers, dtype=np.int64)
@@ -145,7 +158,7 @@ def _structure_row(atoms, origin: Origin | None, *, source: str, campaign_id: in
     return {
         "hash": structure_hash(numbers, positions, cell, pbc),
         "natoms": len(numbers),
-        "formula": atoms.get_chemical_formula(),
+        "formula": hill_formula(numbers),
         "numbers": numbers,
         "positions": positions,
         "cell": cell,
@@ -218,8 +231,9 @@ class Store:
             yield s
 
     def _insert(self, model):
+        # Core insert on the table: executemany / insertmanyvalues without ORM bookkeeping.
         dialect = postgresql if self.backend == "postgresql" else sqlite
-        return dialect.insert(model)
+        return dialect.insert(model.__table__)
 
     # ------------------------------------------------------------------ lookups
     @staticmethod
@@ -683,25 +697,30 @@ class Store:
                               lb.settings_hash, dict(lb.settings or {}), lb.attempts,
                               _structure(st).to_atoms()) for lb, st in rows]
 
-    def _label_for_update(self, s: Session, label_id: int) -> Label:
+    def _label_for_update(self, s: Session, label_id: int, worker: str | None) -> Label:
         lb = s.scalars(select(Label).where(Label.id == label_id).with_for_update()).one_or_none()
         if lb is None:
             raise NotFoundError(f"unknown label id {label_id}")
         if lb.status not in ("pending", "running"):
             raise LabelStateError(f"label {label_id} is {lb.status}; only pending or running "
                                   "labels take a result")
+        if worker is not None and lb.worker != worker:
+            raise LabelStateError(f"label {label_id} is claimed by {lb.worker!r}, not {worker!r}")
         return lb
 
     def store_result(self, label_id: int, *, energy: float, forces: Any, stress: Any = None,
-                     wall_time: float | None = None, host: str | None = None) -> LabelRecord:
+                     wall_time: float | None = None, host: str | None = None,
+                     worker: str | None = None) -> LabelRecord:
         """Store a successful calculation: energy (eV), forces (N,3) eV/Å, optional stress
-        (Voigt (6,) or (3,3), eV/Å^3). Validated first; the label becomes ``done``."""
+        (Voigt (6,) or (3,3), eV/Å^3). Validated first; the label becomes ``done``. With
+        ``worker``, refuse (:class:`LabelStateError`) unless that worker holds the claim (a
+        label requeued and claimed by another worker meanwhile)."""
         energy = check_energy(energy, f"label {label_id}: energy")
         stress = check_stress(stress, f"label {label_id}: stress")
         if wall_time is not None:
             wall_time = check_energy(wall_time, f"label {label_id}: wall_time")
         with self.session() as s:
-            lb = self._label_for_update(s, label_id)
+            lb = self._label_for_update(s, label_id, worker)
             natoms = s.scalar(select(Structure.natoms).where(Structure.id == lb.structure_id))
             lb.forces = check_forces(forces, natoms, f"label {label_id}: forces")
             lb.energy = energy
@@ -715,14 +734,16 @@ class Store:
             return _label(lb)
 
     def store_failure(self, label_id: int, *, kind: str, message: str = "",
-                      wall_time: float | None = None, host: str | None = None) -> LabelRecord:
+                      wall_time: float | None = None, host: str | None = None,
+                      worker: str | None = None) -> LabelRecord:
         """Record a failed calculation (kind: scf_unconverged / crashed / timeout /
-        invalid_input / other, with the code's own message); the label becomes ``failed``."""
+        invalid_input / other, with the code's own message); the label becomes ``failed``.
+        ``worker``: as in :meth:`store_result`."""
         check_failure_kind(kind)
         if wall_time is not None:
             wall_time = check_energy(wall_time, f"label {label_id}: wall_time")
         with self.session() as s:
-            lb = self._label_for_update(s, label_id)
+            lb = self._label_for_update(s, label_id, worker)
             lb.status = "failed"
             lb.failure_kind = kind
             lb.failure_message = message

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 
 from alembic import context
+from sqlalchemy import text
 
 from database.engine import make_engine
 from database.models import Base
 
+MIGRATION_LOCK_KEY = 0x7065_7366_6C6F_77  # "pesflow"
 config = context.config
 target_metadata = Base.metadata
 
@@ -41,10 +43,16 @@ def run_migrations_online() -> None:
     """Run the migrations on a live connection (one transaction)."""
     engine, owned = _engine()
     try:
-        with engine.connect() as connection:
+        # pesflow_write: on SQLite the transaction starts with BEGIN IMMEDIATE, and on
+        # PostgreSQL an advisory lock is taken, so concurrent upgrades run one after the other
+        # (the second finds the schema at head and does nothing).
+        with engine.execution_options(pesflow_write=True).connect() as connection:
             context.configure(connection=connection, target_metadata=target_metadata,
                               render_as_batch=True)
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                       {"k": MIGRATION_LOCK_KEY})
                 context.run_migrations()
             connection.commit()
     finally:

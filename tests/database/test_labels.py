@@ -121,3 +121,15 @@ def test_paging_labels_by_status(setup):
     assert [x.id for x in store.list_labels(c.id, status="pending", offset=2, limit=2)] == lids[4:6]
     assert [x.id for x in store.list_labels(c.id, status="running")] == lids[:2]
     assert len(store.list_labels(iteration_id=it.id, limit=None)) == 6
+
+
+def test_stale_worker_cannot_overwrite_a_reclaimed_label(setup):
+    store, c, _, frames, sids = setup
+    (lid,) = store.request_labels(c.id, sids[:1], labeler="mock", settings_hash="h1")
+    store.claim_labels(worker="old")
+    store.requeue_running(c.id)
+    store.claim_labels(worker="new")
+    e, f, _ = make_result(frames[0])
+    with pytest.raises(LabelStateError, match="'new', not 'old'"):
+        store.store_result(lid, energy=e, forces=f, worker="old")
+    assert store.store_result(lid, energy=e, forces=f, worker="new").status == "done"

@@ -75,3 +75,23 @@ def test_sqlite_write_transactions_take_the_write_lock_up_front(tmp_path):
         other.execute("BEGIN IMMEDIATE")  # a read transaction does not block writers
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_concurrent_upgrades_of_an_empty_database(db_url):
+    # Three processes (e.g. workers starting at once) migrate the same empty database.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys; from database import upgrade; upgrade(sys.argv[1])"
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_url], cwd=root,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    engine = make_engine(db_url)
+    try:
+        assert _tables(engine) == TABLES
+    finally:
+        engine.dispose()

@@ -75,3 +75,13 @@ def test_concurrent_inserts_of_the_same_structures_store_each_once(db_url):
     assert results[0] == results[1]
     with Store.from_url(db_url, migrate=False) as st:
         assert st.count_structures() == 150
+
+
+def test_formula_matches_ase():
+    from ase import Atoms
+
+    from database.store import hill_formula
+
+    for sym in ["Cu32", "H2O", "CH4", "C2H5OH", "NaCl", "AuCu3", "OCH2", "SiO2C", "Fe"]:
+        a = Atoms(sym)
+        assert hill_formula(a.numbers) == a.get_chemical_formula(), sym

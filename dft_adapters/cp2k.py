@@ -1,0 +1,284 @@
+"""CP2K backend: input built with ASE's CP2K input-section helpers, ``cp2k -i cp2k.inp -o
+cp2k.out`` run through the executor (batch mode, so the launcher, timeout and scratch apply —
+ASE's ``CP2K`` calculator drives an interactive ``cp2k_shell`` instead), output parsed here.
+
+CP2K is silent about an unconverged SCF: it prints forces anyway. The output is scanned for
+"SCF run NOT converged" and such a run is ``scf_unconverged``. Units: energy Hartree -> eV,
+forces Hartree/Bohr -> eV/Å, stress GPa (CP2K sign: pressure-positive) -> ASE eV/Å^3.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.units import Bohr, GPa, Hartree, Ry
+
+from .base import Labeler, RawLabel
+from .files import read_text, tail
+from .results import FailureKind, LabelError
+from .settings import Settings
+
+__all__ = ["CP2KLabeler", "CP2KSettings", "parse_cp2k_output"]
+
+DEFAULT_DATA_DIR = "/usr/share/cp2k"
+_NUM = r"[-+]?\d+\.\d*(?:[EeDd][-+]?\d+)?"
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("CP2K_DATA_DIR", DEFAULT_DATA_DIR)
+
+
+@dataclass(frozen=True)
+class CP2KSettings(Settings):
+    """What CP2K computes (Quickstep GPW).
+
+    ``cutoff`` is the plane-wave cutoff in Ry; ``smearing`` (eV, Fermi–Dirac) switches from the
+    orbital-transformation (OT) minimiser to diagonalisation with Broyden mixing, whose
+    fraction is ``mixing``; ``kpts`` a Monkhorst–Pack grid (needs diagonalisation; ``None``:
+    Γ only); ``inp`` extra CP2K input merged in. ``data_dir`` (not hashed) holds the basis and
+    potential files.
+    """
+
+    xc: str = "PBE"
+    basis_set: str = "DZVP-MOLOPT-SR-GTH"
+    potential: str = "GTH-PBE"
+    basis_set_file: str = "BASIS_MOLOPT"
+    potential_file: str = "GTH_POTENTIALS"
+    cutoff: float = 400.0
+    rel_cutoff: float = 50.0
+    eps_scf: float = 1e-7
+    max_scf_steps: int = 50
+    mixing: float = 0.4
+    smearing: float | None = None
+    kpts: tuple[int, int, int] | None = None
+    charge: int = 0
+    multiplicity: int | None = None
+    inp: str = ""
+    data_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.max_scf_steps < 1 or not 0 < self.mixing <= 1 or self.cutoff <= 0:
+            raise ValueError("CP2KSettings needs max_scf_steps >= 1, 0 < mixing <= 1, cutoff > 0")
+        if self.kpts is not None:
+            object.__setattr__(self, "kpts", tuple(int(k) for k in self.kpts))
+        if not self.data_dir:
+            object.__setattr__(self, "data_dir", _default_data_dir())
+
+
+# data_dir is where, not what: keep it out of the hash
+CP2KSettings.__dataclass_fields__["data_dir"].metadata = {"hash": False}  # type: ignore[misc]
+
+
+def _has_entry(path: Path, element: str, name: str) -> bool:
+    """True when a CP2K data file has a line ``<element> ... <name> ...``."""
+    try:
+        with open(path, errors="replace") as fh:
+            for line in fh:
+                tokens = line.split()
+                if len(tokens) >= 2 and tokens[0] == element and name in tokens[1:]:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def parse_cp2k_output(text: str, natoms: int) -> dict[str, Any]:
+    """Energy (eV), forces (eV/Å), stress (eV/Å^3, ASE Voigt, or ``None``), ``converged``,
+    ``version`` and ``complete`` from CP2K's main output. Raises ``ValueError`` if the energy or
+    the forces are missing."""
+    version = re.search(r"CP2K\| version string:\s+(.+)", text)
+    energy = re.findall(
+        rf"ENERGY\| Total FORCE_EVAL \( \w+ \) energy \[(?:a\.u\.|hartree)\]:\s+({_NUM})", text
+    )
+    if not energy:
+        raise ValueError("no 'ENERGY| Total FORCE_EVAL' line in the CP2K output")
+    block = text.rsplit("ATOMIC FORCES in [a.u.]", 1)
+    if len(block) != 2:
+        raise ValueError("no 'ATOMIC FORCES in [a.u.]' block in the CP2K output")
+    rows = re.findall(
+        rf"^\s*\d+\s+\d+\s+[A-Za-z]+\s+({_NUM})\s+({_NUM})\s+({_NUM})\s*$",
+        block[1].split("SUM OF ATOMIC FORCES", 1)[0],
+        re.M,
+    )
+    forces = np.array(rows, dtype=float).reshape(-1, 3) * Hartree / Bohr
+    if forces.shape != (natoms, 3):
+        raise ValueError(f"CP2K output has forces for {forces.shape[0]} atoms, expected {natoms}")
+    stress = None
+    srows = re.findall(
+        rf"STRESS\|\s+([xyz])\s+({_NUM})\s+({_NUM})\s+({_NUM})\s*$",
+        text.rsplit("STRESS| Analytical stress tensor [GPa]", 1)[-1],
+        re.M,
+    )
+    if "STRESS| Analytical stress tensor [GPa]" in text and len(srows) >= 3:
+        s = -np.array([r[1:] for r in srows[:3]], dtype=float) * GPa  # CP2K: pressure-positive
+        s = 0.5 * (s + s.T)
+        stress = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    return {
+        "energy": float(energy[-1].replace("D", "E")) * Hartree,
+        "forces": forces,
+        "stress": stress,
+        "converged": "SCF run NOT converged" not in text,
+        "version": version.group(1).strip() if version else "CP2K unknown",
+        "complete": "PROGRAM ENDED AT" in text,
+    }
+
+
+def _abort_message(text: str) -> str | None:
+    """The text of CP2K's ``[ABORT]`` box, without the ASCII art."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "[ABORT]" in line:
+            msg = []
+            for raw in lines[i + 1 : i + 8]:
+                if raw.strip().startswith("****"):
+                    break
+                body = raw.strip().strip("*")
+                body = re.sub(r"^\s*(\\___/|\||O/\||/\| \||/ \\)", "", body).strip()
+                if body:
+                    msg.append(body)
+            return " ".join(msg) or None
+    return None
+
+
+class CP2KLabeler(Labeler):
+    """CP2K in batch mode (registry name ``cp2k``)."""
+
+    name: ClassVar[str] = "cp2k"
+    settings_cls: ClassVar[type[Settings]] = CP2KSettings
+    default_command: ClassVar[str | None] = "cp2k"
+
+    def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
+        """A cell with volume, and basis set + potential entries for every element."""
+        assert isinstance(settings, CP2KSettings)
+        if abs(atoms.cell.volume) < 1e-6:
+            return "CP2K needs a simulation cell with non-zero volume (e.g. atoms.center(vacuum=6))"
+        data = Path(settings.data_dir)
+        missing = []
+        for element in sorted(set(atoms.get_chemical_symbols())):
+            if not _has_entry(data / settings.basis_set_file, element, settings.basis_set):
+                missing.append(f"basis {settings.basis_set} for {element}")
+            if not _has_entry(data / settings.potential_file, element, settings.potential):
+                missing.append(f"potential {settings.potential} for {element}")
+        if missing:
+            return f"not found in {data}: {'; '.join(missing)}"
+        return None
+
+    def write_input(self, atoms: Atoms, settings: CP2KSettings) -> str:
+        """The CP2K input file for ``atoms``."""
+        from ase.calculators.cp2k import InputSection, parse_input
+
+        root = parse_input(settings.inp)
+        root.add_keyword("GLOBAL", "PROJECT cp2k")
+        root.add_keyword("GLOBAL", "RUN_TYPE ENERGY_FORCE")
+        root.add_keyword("GLOBAL", "PRINT_LEVEL LOW")
+        root.add_keyword("FORCE_EVAL", "METHOD Quickstep")
+        root.add_keyword("FORCE_EVAL/PRINT/FORCES", "_SECTION_PARAMETERS_ ON")
+        if atoms.pbc.all():
+            root.add_keyword("FORCE_EVAL", "STRESS_TENSOR ANALYTICAL")
+            root.add_keyword("FORCE_EVAL/PRINT/STRESS_TENSOR", "_SECTION_PARAMETERS_ ON")
+        dft = "FORCE_EVAL/DFT"
+        root.add_keyword(
+            dft, f"BASIS_SET_FILE_NAME {Path(settings.data_dir) / settings.basis_set_file}"
+        )
+        root.add_keyword(
+            dft, f"POTENTIAL_FILE_NAME {Path(settings.data_dir) / settings.potential_file}"
+        )
+        if settings.charge:
+            root.add_keyword(dft, f"CHARGE {settings.charge}")
+        if settings.multiplicity:
+            root.add_keyword(dft, "UNRESTRICTED_KOHN_SHAM ON")
+            root.add_keyword(dft, f"MULTIPLICITY {settings.multiplicity}")
+        root.add_keyword(f"{dft}/MGRID", f"CUTOFF {settings.cutoff}")
+        root.add_keyword(f"{dft}/MGRID", f"REL_CUTOFF {settings.rel_cutoff}")
+        root.add_keyword(f"{dft}/SCF", f"MAX_SCF {settings.max_scf_steps}")
+        root.add_keyword(f"{dft}/SCF", f"EPS_SCF {settings.eps_scf}")
+        if settings.smearing or settings.kpts is not None:
+            root.add_keyword(f"{dft}/SCF", "ADDED_MOS 20")
+            root.add_keyword(f"{dft}/SCF/DIAGONALIZATION", "ALGORITHM STANDARD")
+            root.add_keyword(f"{dft}/SCF/MIXING", "METHOD BROYDEN_MIXING")
+            root.add_keyword(f"{dft}/SCF/MIXING", f"ALPHA {settings.mixing}")
+            if settings.smearing:
+                temperature = settings.smearing / 8.617333262e-5  # eV -> K
+                root.add_keyword(f"{dft}/SCF/SMEAR", "METHOD FERMI_DIRAC")
+                root.add_keyword(
+                    f"{dft}/SCF/SMEAR", f"ELECTRONIC_TEMPERATURE [K] {temperature:.6f}"
+                )
+        else:
+            root.add_keyword(f"{dft}/SCF/OT", "MINIMIZER DIIS")
+            root.add_keyword(f"{dft}/SCF/OT", "PRECONDITIONER FULL_SINGLE_INVERSE")
+        if settings.kpts is not None:
+            k = " ".join(str(int(x)) for x in settings.kpts)
+            root.add_keyword(f"{dft}/KPOINTS", f"SCHEME MONKHORST-PACK {k}")
+        root.add_keyword(f"{dft}/XC/XC_FUNCTIONAL", f"_SECTION_PARAMETERS_ {settings.xc}")
+        if not atoms.pbc.any():
+            root.add_keyword(f"{dft}/POISSON", "PERIODIC NONE")
+            root.add_keyword(f"{dft}/POISSON", "PSOLVER MT")
+        for sym, pos in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True):
+            root.add_keyword(
+                "FORCE_EVAL/SUBSYS/COORD",
+                f"{sym} {pos[0]:.12f} {pos[1]:.12f} {pos[2]:.12f}",
+                unique=False,
+            )
+        periodic = "".join(a for a, p in zip("XYZ", atoms.pbc, strict=True) if p) or "NONE"
+        root.add_keyword("FORCE_EVAL/SUBSYS/CELL", f"PERIODIC {periodic}")
+        for label, vec in zip("ABC", atoms.cell.array, strict=True):
+            root.add_keyword(
+                "FORCE_EVAL/SUBSYS/CELL", f"{label} {vec[0]:.12f} {vec[1]:.12f} {vec[2]:.12f}"
+            )
+        subsys = root.get_subsection("FORCE_EVAL/SUBSYS").subsections
+        for element in sorted(set(atoms.get_chemical_symbols())):
+            kind = InputSection(name="KIND", params=element)
+            kind.keywords.append(f"BASIS_SET {settings.basis_set}")
+            kind.keywords.append(f"POTENTIAL {settings.potential}")
+            subsys.append(kind)
+        return "\n".join(["! generated by pesflow dft_adapters.cp2k", *root.write()]) + "\n"
+
+    def _compute(
+        self, atoms: Atoms, settings: Settings, directory: Path | None, attempt: int
+    ) -> RawLabel:
+        assert directory is not None and isinstance(settings, CP2KSettings)
+        (directory / "cp2k.inp").write_text(self.write_input(atoms, settings))
+        argv = [
+            *self.executor.argv(self.default_command or "cp2k"),
+            "-i",
+            "cp2k.inp",
+            "-o",
+            "cp2k.out",
+        ]
+        proc = self.executor.run(argv, directory, "cp2k.stdout", "cp2k.stderr")
+        out = read_text(directory / "cp2k.out")
+        if proc.timed_out:
+            raise LabelError(
+                FailureKind.TIMEOUT,
+                f"CP2K killed after the {self.executor.timeout} s limit:\n{tail(out, 5)}",
+            )
+        if proc.returncode != 0:
+            message = _abort_message(out) or tail(read_text(directory / "cp2k.stderr") or out, 10)
+            raise LabelError(
+                FailureKind.CRASHED, f"CP2K exited with status {proc.returncode}: {message}"
+            )
+        if "SCF run NOT converged" in out:
+            line = re.search(r"^.*SCF run NOT converged.*$", out, re.M)
+            raise LabelError(
+                FailureKind.SCF_UNCONVERGED,
+                line.group(0).strip() if line else "SCF run NOT converged",
+            )
+        try:
+            parsed = parse_cp2k_output(out, len(atoms))
+        except ValueError as exc:
+            raise LabelError(FailureKind.CRASHED, f"cannot parse CP2K output: {exc}") from exc
+        if not parsed["complete"]:
+            raise LabelError(FailureKind.CRASHED, f"CP2K output is incomplete:\n{tail(out, 5)}")
+        return RawLabel(
+            energy=parsed["energy"],
+            forces=parsed["forces"],
+            stress=parsed["stress"],
+            code_version=parsed["version"],
+            resolved={"cutoff_eV": settings.cutoff * Ry},
+        )

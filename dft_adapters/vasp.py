@@ -1,0 +1,246 @@
+"""VASP backend (clusters only): input through pymatgen input sets (``MPStaticSet`` by
+default), output parsed with pymatgen's ``Vasprun`` (the one parser used for VASP here).
+
+Atoms are grouped by element (stable order) for the POSCAR and the forces are mapped back to
+the caller's atom order. The energy is the force-consistent ``e_fr_energy`` (TOTEN); the stress
+in ``vasprun.xml`` (kBar, VASP sign) is converted to ASE's eV/Å^3 Voigt convention.
+A truncated or unparsable ``vasprun.xml`` is a ``crashed`` failure; an electronic loop that hit
+NELM is ``scf_unconverged``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.units import GPa
+
+from .base import Labeler, RawLabel
+from .execution import Executor
+from .files import read_text, tail
+from .results import FailureKind, LabelError
+from .settings import Settings
+
+__all__ = ["VaspLabeler", "VaspSettings", "parse_vasprun", "species_order"]
+
+KBAR = 0.1 * GPa  # 1 kBar in eV/Å^3
+
+
+@dataclass(frozen=True)
+class VaspSettings(Settings):
+    """What VASP computes: a pymatgen input set plus overrides.
+
+    ``kpoint_density`` is pymatgen's ``reciprocal_density`` (k-points per Å^-3);
+    ``smearing`` is SIGMA in eV with Gaussian smearing (ISMEAR = 0); ``max_scf_steps`` is NELM;
+    ``mixing`` is AMIX; ``ediff`` EDIFF in eV; ``incar`` overrides anything (applied last);
+    ``potcar`` maps element -> POTCAR symbol (``user_potcar_settings``).
+    """
+
+    input_set: str = "MPStaticSet"
+    kpoint_density: float = 64.0
+    smearing: float = 0.05
+    max_scf_steps: int = 100
+    mixing: float = 0.4
+    ediff: float = 1e-6
+    incar: Mapping[str, Any] = field(default_factory=dict)
+    potcar: Mapping[str, str] = field(default_factory=dict)
+    potcar_functional: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_scf_steps < 1 or not 0 < self.mixing <= 1 or self.kpoint_density <= 0:
+            raise ValueError(
+                "VaspSettings needs max_scf_steps >= 1, 0 < mixing <= 1, kpoint_density > 0"
+            )
+        object.__setattr__(self, "incar", dict(self.incar))
+        object.__setattr__(self, "potcar", dict(self.potcar))
+
+
+def species_order(atoms: Atoms) -> np.ndarray:
+    """Permutation grouping atoms by element in order of first appearance (stable)."""
+    symbols = atoms.get_chemical_symbols()
+    first = {s: i for i, s in reversed(list(enumerate(symbols)))}
+    return np.array(sorted(range(len(symbols)), key=lambda i: (first[symbols[i]], i)), dtype=int)
+
+
+def parse_vasprun(path: Path) -> dict[str, Any]:
+    """Parse ``vasprun.xml`` with pymatgen: energy (eV), forces (eV/Å), stress (eV/Å^3, ASE Voigt
+    order and sign, ``None`` if absent), ``converged_electronic``, ``nelm``, ``version``.
+
+    Raises whatever pymatgen raises on a truncated file (the caller maps it to ``crashed``).
+    """
+    from pymatgen.io.vasp.outputs import Vasprun
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = Vasprun(
+            str(path),
+            parse_dos=False,
+            parse_eigen=False,
+            parse_projected_eigen=False,
+            parse_potcar_file=False,
+            exception_on_bad_xml=True,
+        )
+    if not run.ionic_steps:
+        raise ValueError("vasprun.xml has no ionic step")
+    step = run.ionic_steps[-1]
+    stress = None
+    if step.get("stress") is not None:
+        s = -np.asarray(step["stress"], dtype=float) * KBAR  # VASP: kBar, pressure-positive
+        s = 0.5 * (s + s.T)
+        stress = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    return {
+        "energy": float(step["e_fr_energy"]),
+        "forces": np.asarray(step["forces"], dtype=float),
+        "stress": stress,
+        "converged_electronic": bool(run.converged_electronic),
+        "nelm": run.parameters.get("NELM"),
+        "n_electronic_steps": len(step.get("electronic_steps", [])),
+        "version": str(run.vasp_version),
+    }
+
+
+class VaspLabeler(Labeler):
+    """VASP through pymatgen (registry name ``vasp``).
+
+    ``potcar_spec=True`` writes ``POTCAR.spec`` instead of a POTCAR (input generation without
+    POTCAR files, e.g. in tests or dry runs; VASP itself needs the real POTCAR).
+    """
+
+    name: ClassVar[str] = "vasp"
+    settings_cls: ClassVar[type[Settings]] = VaspSettings
+    default_command: ClassVar[str | None] = "vasp_std"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        potcar_spec: bool = False,
+        executor: Executor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(settings, executor=executor, **kwargs)
+        self.potcar_spec = potcar_spec
+
+    def input_set(self, atoms: Atoms, settings: VaspSettings) -> Any:
+        """The pymatgen input set for ``atoms`` (already grouped by element)."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+        from pymatgen.io.vasp import sets as pmg_sets
+
+        cls = getattr(pmg_sets, settings.input_set, None)
+        if cls is None:
+            raise LabelError(
+                FailureKind.INVALID_INPUT, f"unknown pymatgen input set {settings.input_set!r}"
+            )
+        incar: dict[str, Any] = {
+            "NSW": 0,
+            "IBRION": -1,
+            "ISIF": 2,
+            "ISMEAR": 0,
+            "SIGMA": settings.smearing,
+            "NELM": settings.max_scf_steps,
+            "AMIX": settings.mixing,
+            "EDIFF": settings.ediff,
+            "LWAVE": False,
+            "LCHARG": False,
+        }
+        incar.update(settings.incar)
+        kwargs: dict[str, Any] = {
+            "user_incar_settings": incar,
+            "user_kpoints_settings": {"reciprocal_density": settings.kpoint_density},
+            "sort_structure": False,
+        }
+        if settings.potcar:
+            kwargs["user_potcar_settings"] = dict(settings.potcar)
+        if settings.potcar_functional:
+            kwargs["user_potcar_functional"] = settings.potcar_functional
+        structure = AseAtomsAdaptor.get_structure(atoms)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls(structure, **kwargs)
+
+    def write_inputs(
+        self, atoms: Atoms, directory: Path, settings: VaspSettings | None = None
+    ) -> np.ndarray:
+        """Write INCAR/KPOINTS/POSCAR/POTCAR(.spec) for ``atoms``; return the atom permutation."""
+        settings = settings or self.settings  # type: ignore[assignment]
+        order = species_order(atoms)
+        vis = self.input_set(atoms[order], settings)  # type: ignore[arg-type]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vis.write_input(str(directory), potcar_spec=self.potcar_spec)
+        return order
+
+    def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
+        """A 3D cell, and a POTCAR symbol (or POTCAR file) for every element."""
+        if not atoms.pbc.all() or abs(atoms.cell.volume) < 1e-6:
+            return "VASP needs a cell periodic in all three directions (molecules: put them in a box with pbc=True)"
+        try:
+            vis = self.input_set(atoms[species_order(atoms)], settings)  # type: ignore[arg-type]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if self.potcar_spec:
+                    vis.potcar_symbols  # noqa: B018 - raises for an element without a POTCAR symbol
+                else:
+                    vis.potcar  # noqa: B018 - raises without PMG_VASP_PSP_DIR
+        except LabelError:
+            raise
+        except Exception as exc:
+            return f"cannot build VASP inputs ({type(exc).__name__}): {exc}"
+        return None
+
+    def _compute(
+        self, atoms: Atoms, settings: Settings, directory: Path | None, attempt: int
+    ) -> RawLabel:
+        assert directory is not None and isinstance(settings, VaspSettings)
+        order = self.write_inputs(atoms, directory, settings)
+        argv = self.executor.argv(self.default_command or "vasp_std")
+        proc = self.executor.run(argv, directory, "vasp.out", "vasp.err")
+        out = read_text(directory / "vasp.out")
+        if proc.timed_out:
+            raise LabelError(
+                FailureKind.TIMEOUT,
+                f"VASP killed after the {self.executor.timeout} s limit:\n{tail(out, 5)}",
+            )
+        if proc.returncode != 0:
+            err = read_text(directory / "vasp.err")
+            raise LabelError(
+                FailureKind.CRASHED,
+                f"VASP exited with status {proc.returncode}:\n{tail(err or out, 10)}",
+            )
+        vasprun = directory / "vasprun.xml"
+        if not vasprun.is_file():
+            raise LabelError(FailureKind.CRASHED, f"VASP wrote no vasprun.xml:\n{tail(out, 10)}")
+        try:
+            parsed = parse_vasprun(vasprun)
+        except Exception as exc:
+            raise LabelError(
+                FailureKind.CRASHED,
+                f"vasprun.xml is truncated or malformed ({type(exc).__name__}: {exc})",
+            ) from exc
+        version = f"vasp {parsed['version']}"
+        if not parsed["converged_electronic"]:
+            error = LabelError(
+                FailureKind.SCF_UNCONVERGED,
+                f"electronic SCF not converged: {parsed['n_electronic_steps']} steps reached NELM = {parsed['nelm']}",
+            )
+            error.code_version = version  # type: ignore[attr-defined]
+            raise error
+        forces_sorted = parsed["forces"]
+        if forces_sorted.shape != (len(atoms), 3):
+            raise LabelError(
+                FailureKind.CRASHED,
+                f"vasprun.xml has forces for {forces_sorted.shape[0]} atoms, the input has {len(atoms)}",
+            )
+        forces = np.empty_like(forces_sorted)
+        forces[order] = forces_sorted
+        return RawLabel(
+            energy=parsed["energy"],
+            forces=forces,
+            stress=parsed["stress"],
+            code_version=version,
+        )

@@ -1,0 +1,174 @@
+"""Shared helpers for dft_adapters tests: structures, a fake process runner (the one seam we
+fake; parsers always run for real on committed output files), finite differences."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+
+from dft_adapters import LabelResult
+from dft_adapters.execution import ProcessResult
+
+FIXTURES = Path(__file__).parent / "fixtures"
+QE_PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
+
+
+def in_ci() -> bool:
+    """True on the CI machine (env CI set to a true value)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def require_pw_x() -> None:
+    """Skip when pw.x is absent on a user's machine; FAIL in CI, which must install it."""
+    if shutil.which("pw.x") and (QE_PSEUDO_DIR / "Si.pbe-rrkj.UPF").is_file():
+        return
+    reason = (
+        "Quantum ESPRESSO pw.x (and its Si.pbe-rrkj.UPF pseudopotential) not found: "
+        "apt-get install quantum-espresso quantum-espresso-data"
+    )
+    if in_ci():
+        pytest.fail(f"{reason} — CI must run the real QE tests (.ci/run installs them)")
+    pytest.skip(reason)
+
+
+def si2() -> Atoms:
+    """Rattled two-atom diamond Si cell (forces and shear stress are non-zero)."""
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
+def cu4() -> Atoms:
+    """Rattled, slightly strained conventional fcc Cu cell."""
+    atoms = bulk("Cu", "fcc", a=3.60, cubic=True)
+    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.02, 0], [0, 0.99, 0.01], [0, 0, 1.01]]), scale_atoms=True)
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def h2o() -> Atoms:
+    """Slightly distorted water molecule (non-periodic)."""
+    atoms = molecule("H2O")
+    atoms.rattle(0.03, seed=2)
+    return atoms
+
+
+def c2_diamond_for_fixture() -> Atoms:
+    """The structure of the committed VASP fixture (C2, a=3.57 Å, atom 2 displaced)."""
+    cell = np.array([[0.0, 1.785, 1.785], [1.785, 0.0, 1.785], [1.785, 1.785, 0.0]])
+    return Atoms("C2", cell=cell, scaled_positions=[[0, 0, 0], [0.26, 0.25, 0.24]], pbc=True)
+
+
+def too_close(atoms: Atoms, distance: float = 0.1) -> Atoms:
+    """A copy with atom 1 placed ``distance`` Å from atom 0."""
+    bad = atoms.copy()
+    bad.positions[1] = bad.positions[0] + np.array([distance, 0.0, 0.0])
+    return bad
+
+
+def fake_executable(directory: Path, name: str) -> str:
+    """An executable file that exits 1 (only for the PATH check: the fake runner never runs it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\nexit 1\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+@dataclass
+class FakeRunner:
+    """Stands in for process execution: writes files a real run would leave, returns a status.
+
+    ``stdout`` (path or text) becomes the process's stdout file; ``files`` maps names in the
+    working directory to fixture paths or text.
+    """
+
+    stdout: Path | str = ""
+    files: Mapping[str, Path | str] = field(default_factory=dict)
+    returncode: int = 0
+    timed_out: bool = False
+    missing: bool = False
+    calls: list[Sequence[str]] = field(default_factory=list)
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        timeout: float | None,
+        stdout: Path,
+        stderr: Path,
+    ) -> ProcessResult:
+        self.calls.append(list(argv))
+        if self.missing:
+            raise FileNotFoundError(2, "No such file or directory", argv[0])
+        stdout.write_text(_content(self.stdout))
+        stderr.write_text("")
+        for name, src in self.files.items():
+            (cwd / name).write_text(_content(src), encoding="latin-1")
+        return ProcessResult(self.returncode, self.timed_out, 0.01)
+
+
+def _content(src: Path | str) -> str:
+    return src.read_text(encoding="latin-1") if isinstance(src, Path) else src
+
+
+def fd_forces(
+    energy: Callable[[Atoms], float], atoms: Atoms, components: Sequence[tuple[int, int]], h: float
+) -> np.ndarray:
+    """-dE/dx by central differences for the given (atom, axis) components."""
+    out = []
+    for i, k in components:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, k] += h
+        minus.positions[i, k] -= h
+        out.append(-(energy(plus) - energy(minus)) / (2 * h))
+    return np.array(out)
+
+
+def fd_stress(energy: Callable[[Atoms], float], atoms: Atoms, voigt: int, h: float) -> float:
+    """(1/V) dE/d(strain) for one Voigt component by central differences."""
+    pairs = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
+    a, b = pairs[voigt]
+    values = []
+    for sign in (1, -1):
+        eps = np.zeros((3, 3))
+        eps[a, b] += sign * h
+        if a != b:
+            eps[b, a] += sign * h
+        if a != b:
+            eps /= 2  # symmetric strain: d/d(eps_ab) of the Voigt component
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+        values.append(energy(strained))
+    return (values[0] - values[1]) / (2 * h) / atoms.get_volume()
+
+
+def energy_of(labeler) -> Callable[[Atoms], float]:  # noqa: ANN001 - any Labeler
+    """Energy function of a labeler that fails the test on a failure value."""
+
+    def energy(atoms: Atoms) -> float:
+        result = labeler.label(atoms)
+        assert isinstance(result, LabelResult), result
+        return result.energy
+
+    return energy
+
+
+@pytest.fixture
+def qe_pseudo_dir(tmp_path: Path) -> str:
+    """A pseudopotential directory with a dummy Si file (for fake-runner QE tests)."""
+    directory = tmp_path / "pseudo"
+    directory.mkdir()
+    (directory / "Si.pbe-rrkj.UPF").write_text("dummy: the fake runner never reads it\n")
+    return str(directory)

@@ -38,36 +38,65 @@ FORCES_KEY = "REF_forces"
 STRESS_KEY = "REF_stress"
 
 
-def labelled_atoms(item: LabelledStructure, *, config_type: str = "pesflow",
-                   campaign: str | None = None, iteration: int | None = None):
+def labelled_atoms(
+    item: LabelledStructure,
+    *,
+    config_type: str = "pesflow",
+    campaign: str | None = None,
+    iteration: int | None = None,
+):
     """One training example as ``ase.Atoms`` with ``REF_*`` keys and provenance in ``info``."""
     atoms = item.structure.to_atoms()
     lb, st = item.label, item.structure
     info: dict[str, Any] = {ENERGY_KEY: float(lb.energy)}
     if lb.stress is not None:
         info[STRESS_KEY] = np.asarray(lb.stress, dtype=np.float64).copy()
-    info.update(config_type=config_type, label_id=lb.id, structure_id=st.id,
-                structure_hash=st.hash, labeler=lb.labeler,
-                labeler_version=lb.labeler_version or "-", settings_hash=lb.settings_hash,
-                source=st.source)
-    optional = {"campaign": campaign, "iteration": iteration, "walker": st.walker,
-                "temperature": st.temperature, "md_step": st.md_step}
+    info.update(
+        config_type=config_type,
+        label_id=lb.id,
+        structure_id=st.id,
+        structure_hash=st.hash,
+        labeler=lb.labeler,
+        labeler_version=lb.labeler_version or "-",
+        settings_hash=lb.settings_hash,
+        source=st.source,
+    )
+    optional = {
+        "campaign": campaign,
+        "iteration": iteration,
+        "walker": st.walker,
+        "temperature": st.temperature,
+        "md_step": st.md_step,
+    }
     info.update({k: v for k, v in optional.items() if v is not None})
     atoms.info.update(info)
     atoms.arrays[FORCES_KEY] = np.asarray(lb.forces, dtype=np.float64).copy()
     return atoms
 
 
-def export_extxyz(store: Store, path: str | Path, campaign: CampaignRef, *, labeler: str,
-                  settings_hash: str, config_type: str = "pesflow") -> int:
+def export_extxyz(
+    store: Store,
+    path: str | Path,
+    campaign: CampaignRef,
+    *,
+    labeler: str,
+    settings_hash: str,
+    config_type: str = "pesflow",
+) -> int:
     """Write a campaign's training set (all ``done`` labels for one labeler / settings hash)
     to ``path`` as extended XYZ; returns the number of frames written."""
     c = store.get_campaign(campaign)
     index_of = {it.id: it.index for it in store.list_iterations(c.id)}
     items = store.training_set(c.id, labeler=labeler, settings_hash=settings_hash)
-    images = [labelled_atoms(x, config_type=config_type, campaign=c.name,
-                             iteration=index_of.get(x.label.iteration_id))
-              for x in items]
+    images = [
+        labelled_atoms(
+            x,
+            config_type=config_type,
+            campaign=c.name,
+            iteration=index_of.get(x.label.iteration_id),
+        )
+        for x in items
+    ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
@@ -88,8 +117,11 @@ def write_frames(fh, images: Sequence[Any]) -> None:
             continue
         n = len(atoms)
         symbols = np.array(atoms.get_chemical_symbols())
-        arrays = {"symbols": symbols, "positions": atoms.positions,
-                  FORCES_KEY: atoms.arrays[FORCES_KEY]}
+        arrays = {
+            "symbols": symbols,
+            "positions": atoms.positions,
+            FORCES_KEY: atoms.arrays[FORCES_KEY],
+        }
         comment, _, _, fmt = output_column_format(atoms, list(arrays), arrays, True)
         table = np.empty((n, 7), dtype=object)
         table[:, 0] = symbols
@@ -99,9 +131,14 @@ def write_frames(fh, images: Sequence[Any]) -> None:
         fh.write((fmt * n) % tuple(table.ravel().tolist()))
 
 
-def reference_from_atoms(atoms, *, energy_key: str = ENERGY_KEY, forces_key: str = FORCES_KEY,
-                         stress_key: str = STRESS_KEY, where: str = "frame"
-                         ) -> tuple[float, np.ndarray, np.ndarray | None]:
+def reference_from_atoms(
+    atoms,
+    *,
+    energy_key: str = ENERGY_KEY,
+    forces_key: str = FORCES_KEY,
+    stress_key: str = STRESS_KEY,
+    where: str = "frame",
+) -> tuple[float, np.ndarray, np.ndarray | None]:
     """(energy, forces, stress-or-None) of a labelled frame.
 
     Looks for ``info[energy_key]`` / ``arrays[forces_key]`` / ``info[stress_key]`` first, then
@@ -124,12 +161,16 @@ def reference_from_atoms(atoms, *, energy_key: str = ENERGY_KEY, forces_key: str
     else:
         raise DatabaseInputError(f"{where}: no forces ({forces_key!r} in arrays or a calculator)")
     stress = atoms.info.get(stress_key, results.get("stress"))
-    return energy, np.asarray(forces, dtype=np.float64), (
-        None if stress is None else np.asarray(stress, dtype=np.float64))
+    return (
+        energy,
+        np.asarray(forces, dtype=np.float64),
+        (None if stress is None else np.asarray(stress, dtype=np.float64)),
+    )
 
 
-def read_labelled(path: str | Path, *, format: str | None = None,
-                  index: str | int = ":") -> list[Any]:
+def read_labelled(
+    path: str | Path, *, format: str | None = None, index: str | int = ":"
+) -> list[Any]:
     """Read all frames of a labelled file with ASE (format guessed from the name:
     ``*.xyz``/``*.extxyz`` → extxyz, ``vasprun*.xml`` → vasp-xml, else ASE's guess)."""
     import ase.io
@@ -145,12 +186,21 @@ def read_labelled(path: str | Path, *, format: str | None = None,
     return frames if isinstance(frames, list) else [frames]
 
 
-def import_labelled(store: Store, paths: str | Path | Sequence[str | Path],
-                    campaign: CampaignRef, *, labeler: str, settings_hash: str,
-                    labeler_version: str = "", settings: dict[str, Any] | None = None,
-                    format: str | None = None,
-                    energy_key: str = ENERGY_KEY, forces_key: str = FORCES_KEY,
-                    stress_key: str = STRESS_KEY, reason: str = "seed") -> list[int]:
+def import_labelled(
+    store: Store,
+    paths: str | Path | Sequence[str | Path],
+    campaign: CampaignRef,
+    *,
+    labeler: str,
+    settings_hash: str,
+    labeler_version: str = "",
+    settings: dict[str, Any] | None = None,
+    format: str | None = None,
+    energy_key: str = ENERGY_KEY,
+    forces_key: str = FORCES_KEY,
+    stress_key: str = STRESS_KEY,
+    reason: str = "seed",
+) -> list[int]:
     """Seed a campaign with existing labelled data (one transaction for all files): every
     frame becomes a structure (deduplicated), a ``seed`` selection and a ``done`` label.
     Returns label ids in frame order. Nothing is stored if any frame is invalid."""
@@ -159,8 +209,13 @@ def import_labelled(store: Store, paths: str | Path | Sequence[str | Path],
     atoms_list, energies, forces, stresses, origins = [], [], [], [], []
     for p in paths:
         for i, atoms in enumerate(read_labelled(p, format=format)):
-            e, f, s = reference_from_atoms(atoms, energy_key=energy_key, forces_key=forces_key,
-                                           stress_key=stress_key, where=f"{p} frame {i}")
+            e, f, s = reference_from_atoms(
+                atoms,
+                energy_key=energy_key,
+                forces_key=forces_key,
+                stress_key=stress_key,
+                where=f"{p} frame {i}",
+            )
             atoms_list.append(atoms)
             energies.append(e)
             forces.append(f)
@@ -169,7 +224,17 @@ def import_labelled(store: Store, paths: str | Path | Sequence[str | Path],
             if "config_type" in atoms.info:
                 extra["config_type"] = str(atoms.info["config_type"])
             origins.append(Origin(info=extra))
-    return store.add_labelled(campaign, atoms_list, energies=energies, forces=forces,
-                              stresses=stresses, labeler=labeler, settings_hash=settings_hash,
-                              labeler_version=labeler_version, settings=settings,
-                              source="import", reason=reason, origins=origins)
+    return store.add_labelled(
+        campaign,
+        atoms_list,
+        energies=energies,
+        forces=forces,
+        stresses=stresses,
+        labeler=labeler,
+        settings_hash=settings_hash,
+        labeler_version=labeler_version,
+        settings=settings,
+        source="import",
+        reason=reason,
+        origins=origins,
+    )

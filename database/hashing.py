@@ -36,8 +36,9 @@ def _quantize(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(q).tobytes()
 
 
-def structure_hash(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
-                   pbc: np.ndarray) -> str:
+def structure_hash(
+    numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+) -> str:
     """Return the canonical content hash (hex SHA-256) of a structure; see module docstring."""
     numbers = np.asarray(numbers, dtype="<i8")
     h = hashlib.sha256(_TAG)

@@ -20,12 +20,16 @@ def check_atoms(atoms, what: str = "structure") -> None:
         cell = np.asarray(atoms.cell.array if hasattr(atoms.cell, "array") else atoms.cell)
         pbc = np.asarray(atoms.pbc)
     except AttributeError as exc:
-        raise DatabaseInputError(f"{what}: expected an ase.Atoms, got {type(atoms).__name__}") from exc
+        raise DatabaseInputError(
+            f"{what}: expected an ase.Atoms, got {type(atoms).__name__}"
+        ) from exc
     n = len(numbers)
     if n == 0:
         raise DatabaseInputError(f"{what}: has no atoms")
     if positions.shape != (n, 3):
-        raise DatabaseInputError(f"{what}: positions have shape {positions.shape}, expected ({n}, 3)")
+        raise DatabaseInputError(
+            f"{what}: positions have shape {positions.shape}, expected ({n}, 3)"
+        )
     if not np.all(np.isfinite(positions)):
         bad = np.unique(np.argwhere(~np.isfinite(positions))[:, 0]).tolist()
         raise DatabaseInputError(f"{what}: non-finite positions at atom indices {bad}")

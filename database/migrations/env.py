@@ -33,8 +33,9 @@ def _engine():
 def run_migrations_offline() -> None:
     """Emit SQL to stdout instead of running it."""
     url = os.environ.get("PESFLOW_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+    context.configure(
+        url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -47,12 +48,14 @@ def run_migrations_online() -> None:
         # PostgreSQL an advisory lock is taken, so concurrent upgrades run one after the other
         # (the second finds the schema at head and does nothing).
         with engine.execution_options(pesflow_write=True).connect() as connection:
-            context.configure(connection=connection, target_metadata=target_metadata,
-                              render_as_batch=True)
+            context.configure(
+                connection=connection, target_metadata=target_metadata, render_as_batch=True
+            )
             with context.begin_transaction():
                 if connection.dialect.name == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                                       {"k": MIGRATION_LOCK_KEY})
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
+                    )
                 context.run_migrations()
             connection.commit()
     finally:

@@ -41,8 +41,12 @@ def main(argv: list[str]) -> None:
                 break
             t = tasks[0]
             claimed.append(t.label_id)
-            store.store_result(t.label_id, energy=-float(t.label_id),
-                               forces=np.full((len(t.atoms), 3), float(t.label_id)), host=worker)
+            store.store_result(
+                t.label_id,
+                energy=-float(t.label_id),
+                forces=np.full((len(t.atoms), 3), float(t.label_id)),
+                host=worker,
+            )
         print(json.dumps(claimed), flush=True)
     elif mode == "hang-result":
         label_id = int(argv[2])
@@ -55,9 +59,15 @@ def main(argv: list[str]) -> None:
         frames = [make_atoms(1000 + i) for i in range(n)]
         results = [make_result(a, i) for i, a in enumerate(frames)]
         _hang_before_commit()
-        store.add_labelled(argv[2], frames, energies=[r[0] for r in results],
-                           forces=[r[1] for r in results], stresses=[r[2] for r in results],
-                           labeler="mock", settings_hash="h")
+        store.add_labelled(
+            argv[2],
+            frames,
+            energies=[r[0] for r in results],
+            forces=[r[1] for r in results],
+            stresses=[r[2] for r in results],
+            labeler="mock",
+            settings_hash="h",
+        )
     else:  # pragma: no cover
         raise SystemExit(f"unknown mode {mode}")
 

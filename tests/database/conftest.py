@@ -23,7 +23,9 @@ def postgres_url_or_skip() -> str:
     """The PostgreSQL test URL (safety-checked), or skip with the reason."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
     return require_test_database(url)
 
 
@@ -58,8 +60,11 @@ def make_atoms(seed: int = 0, n_cells: int = 2, symbols: str = "Cu") -> Atoms:
 def make_result(atoms: Atoms, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
     """Random but reproducible (energy, forces, stress) with full float64 mantissas."""
     rng = np.random.default_rng(10_000 + seed)
-    return (float(rng.normal(-3.5 * len(atoms), 1.0)), rng.normal(size=(len(atoms), 3)),
-            rng.normal(scale=1e-3, size=6))
+    return (
+        float(rng.normal(-3.5 * len(atoms), 1.0)),
+        rng.normal(size=(len(atoms), 3)),
+        rng.normal(scale=1e-3, size=6),
+    )
 
 
 @pytest.fixture

@@ -19,8 +19,13 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 @settings(max_examples=200, deadline=None)
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, max_side=7),
-                  elements=st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True)))
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=0, max_dims=3, max_side=7),
+        elements=st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    )
+)
 def test_float64_round_trip_is_bit_exact(arr):
     out = decode_array(encode_array(arr))
     assert _same_bits(arr, out)
@@ -34,10 +39,15 @@ def test_special_values_and_nan_payload_survive():
     assert _same_bits(arr, decode_array(encode_array(arr)))
 
 
-@pytest.mark.parametrize("arr", [np.arange(12, dtype=np.int64).reshape(3, 4),
-                                 np.array([29, 79, 1], dtype=np.int32),
-                                 np.array([True, False, True]),
-                                 np.zeros((0, 3))])
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(12, dtype=np.int64).reshape(3, 4),
+        np.array([29, 79, 1], dtype=np.int32),
+        np.array([True, False, True]),
+        np.zeros((0, 3)),
+    ],
+)
 def test_other_dtypes_round_trip(arr):
     assert _same_bits(arr, decode_array(encode_array(arr)))
 
@@ -63,8 +73,9 @@ def test_store_round_trip_every_array_bit_exact(store, campaign):
     it = store.start_iteration(campaign.id)
     (sid,) = store.add_structures([atoms], campaign=campaign.id, iteration_id=it.id)
     fstd = rng.exponential(size=len(atoms))
-    store.record_selections(campaign.id, [SelectionInput(sid, 0.31, 0.02, fstd)],
-                            iteration_id=it.id)
+    store.record_selections(
+        campaign.id, [SelectionInput(sid, 0.31, 0.02, fstd)], iteration_id=it.id
+    )
     (lid,) = store.request_labels(campaign.id, [sid], labeler="mock", settings_hash="s")
     forces = rng.normal(size=(len(atoms), 3))
     forces[1] = [np.nextafter(0, 1), -0.0, 1e308]
@@ -73,8 +84,13 @@ def test_store_round_trip_every_array_bit_exact(store, campaign):
     store.store_result(lid, energy=energy, forces=forces, stress=stress)
     devs = rng.exponential(size=1000)
     store.update_iteration(it.id, max_force_devs=devs)
-    m = store.record_model(campaign.id, member_count=4, checkpoint_uri="file:///ckpt.pt",
-                           checkpoint_sha256="a" * 64, training_label_ids=[lid, 2**40])
+    m = store.record_model(
+        campaign.id,
+        member_count=4,
+        checkpoint_uri="file:///ckpt.pt",
+        checkpoint_sha256="a" * 64,
+        training_label_ids=[lid, 2**40],
+    )
 
     s = store.get_structure(sid)
     assert _same_bits(s.positions, atoms.positions)

@@ -24,8 +24,10 @@ def _row_counts(store: Store) -> dict[str, int]:
     from sqlalchemy import text
 
     with store.session(write=False) as s:
-        return {t: s.execute(text(f"SELECT count(*) FROM {t}")).scalar()
-                for t in ("structures", "selections", "labels")}
+        return {
+            t: s.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+            for t in ("structures", "selections", "labels")
+        }
 
 
 @pytest.fixture
@@ -67,14 +69,24 @@ def test_exception_midway_through_bulk_import_stores_nothing(store, campaign, mo
 
     monkeypatch.setattr(Store, "_record_selections", fail)
     with pytest.raises(RuntimeError, match="injected"):
-        store.add_labelled(campaign.id, frames, energies=[r[0] for r in results],
-                           forces=[r[1] for r in results], labeler="mock", settings_hash="h")
+        store.add_labelled(
+            campaign.id,
+            frames,
+            energies=[r[0] for r in results],
+            forces=[r[1] for r in results],
+            labeler="mock",
+            settings_hash="h",
+        )
     assert _row_counts(store) == before
 
 
 def _spawn_and_kill(args: list[str]) -> None:
-    p = subprocess.Popen([sys.executable, "-m", "tests.database._worker", *args], cwd=ROOT,
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tests.database._worker", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = p.stdout.readline()
         assert line.strip() == "READY", f"worker did not reach the commit: {line!r}"
@@ -90,7 +102,12 @@ def test_killed_worker_mid_result_leaves_no_half_written_label(store, db_url, ru
     _spawn_and_kill(["hang-result", db_url, str(lid), str(len(atoms))])
     lb = store.get_label(lid)
     assert (lb.status, lb.energy, lb.forces, lb.stress, lb.finished_at) == (
-        "running", None, None, None, None)
+        "running",
+        None,
+        None,
+        None,
+        None,
+    )
     # The database is not left locked: the label is requeued and completed normally.
     assert store.requeue_running() == 1
     (task,) = store.claim_labels()

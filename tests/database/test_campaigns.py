@@ -36,15 +36,25 @@ def test_iterations_metrics_and_histogram(store, campaign):
     store.record_step_time(it0.id, "train", 2.5)
     store.record_step_time(it0.id, "explore", 30.0)
     devs = np.linspace(0.0, 1.0, 101)
-    store.update_iteration(it0.id, n_explored=100, n_accurate=70, n_candidate=25, n_failed=5,
-                           validation={"force_rmse": 0.12}, max_force_devs=devs)
+    store.update_iteration(
+        it0.id,
+        n_explored=100,
+        n_accurate=70,
+        n_candidate=25,
+        n_failed=5,
+        validation={"force_rmse": 0.12},
+        max_force_devs=devs,
+    )
     store.update_iteration(it0.id, validation={"energy_rmse": 0.004}, status="done")
-    sids = store.add_structures([make_atoms(i) for i in range(3)], campaign=campaign.id,
-                                iteration_id=it0.id)
-    store.record_selections(campaign.id, [SelectionInput(s, 0.3) for s in sids],
-                            iteration_id=it0.id)
-    lids = store.request_labels(campaign.id, sids, labeler="mock", settings_hash="h",
-                                iteration_id=it0.id)
+    sids = store.add_structures(
+        [make_atoms(i) for i in range(3)], campaign=campaign.id, iteration_id=it0.id
+    )
+    store.record_selections(
+        campaign.id, [SelectionInput(s, 0.3) for s in sids], iteration_id=it0.id
+    )
+    lids = store.request_labels(
+        campaign.id, sids, labeler="mock", settings_hash="h", iteration_id=it0.id
+    )
     t = store.claim_labels()[0]
     e, f, _ = make_result(t.atoms)
     store.store_result(t.label_id, energy=e, forces=f)
@@ -68,9 +78,15 @@ def test_iterations_metrics_and_histogram(store, campaign):
 
 def test_models_and_tokens(store, campaign):
     it = store.start_iteration(campaign.id)
-    m = store.record_model(campaign.id, iteration_id=it.id, member_count=4,
-                           checkpoint_uri="/data/ckpt/it0.pt", checkpoint_sha256="0" * 64,
-                           training_label_ids=np.arange(5), validation={"force_rmse": 0.1})
+    m = store.record_model(
+        campaign.id,
+        iteration_id=it.id,
+        member_count=4,
+        checkpoint_uri="/data/ckpt/it0.pt",
+        checkpoint_sha256="0" * 64,
+        training_label_ids=np.arange(5),
+        validation={"force_rmse": 0.1},
+    )
     assert store.latest_model(campaign.id).id == m.id
     assert m.training_label_ids.tolist() == [0, 1, 2, 3, 4] and m.member_count == 4
     tok = store.add_api_token("ci", "s3cret")

@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _small_frames(n: int) -> list[Atoms]:
     rng = np.random.default_rng(42)
-    return [Atoms("Cu4", positions=rng.uniform(0, 5, size=(4, 3)), cell=np.eye(3) * 5, pbc=True)
-            for _ in range(n)]
+    return [
+        Atoms("Cu4", positions=rng.uniform(0, 5, size=(4, 3)), cell=np.eye(3) * 5, pbc=True)
+        for _ in range(n)
+    ]
 
 
 def _pending_labels(store: Store, n: int) -> list[int]:
@@ -30,9 +32,15 @@ def _pending_labels(store: Store, n: int) -> list[int]:
 
 def test_two_worker_processes_claim_1000_labels_disjointly(store, db_url):
     lids = _pending_labels(store, 1000)
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.database._worker", "claim", db_url,
-                               f"w{i}"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.database._worker", "claim", db_url, f"w{i}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     claimed = []
     for p in procs:
         out, _ = p.communicate(timeout=120)

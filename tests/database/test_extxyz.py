@@ -20,21 +20,34 @@ def labelled(store, campaign):
     it = store.start_iteration(campaign.id)
     frames = [make_atoms(i, symbols="Cu") for i in range(8)]
     frames[3].numbers[:4] = 79  # mixed species
-    sids = store.add_structures(frames, campaign=campaign.id, iteration_id=it.id,
-                                origins=[Origin(walker=f"w{i % 2}", temperature=300.0 + i,
-                                                md_step=10 * i) for i in range(8)])
-    store.record_selections(campaign.id, [SelectionInput(s, 0.25) for s in sids],
-                            iteration_id=it.id)
-    lids = store.request_labels(campaign.id, sids, labeler="mock", settings_hash="h1",
-                                labeler_version="2.1 beta", iteration_id=it.id)
+    sids = store.add_structures(
+        frames,
+        campaign=campaign.id,
+        iteration_id=it.id,
+        origins=[
+            Origin(walker=f"w{i % 2}", temperature=300.0 + i, md_step=10 * i) for i in range(8)
+        ],
+    )
+    store.record_selections(
+        campaign.id, [SelectionInput(s, 0.25) for s in sids], iteration_id=it.id
+    )
+    lids = store.request_labels(
+        campaign.id,
+        sids,
+        labeler="mock",
+        settings_hash="h1",
+        labeler_version="2.1 beta",
+        iteration_id=it.id,
+    )
     results = {}
     for t in store.claim_labels(limit=100):
         e, f, s = make_result(t.atoms, t.label_id)
         if t.label_id == lids[5]:
             store.store_failure(t.label_id, kind="crashed", message="boom")
             continue
-        store.store_result(t.label_id, energy=e, forces=f, stress=None if t.label_id == lids[0]
-                           else s)
+        store.store_result(
+            t.label_id, energy=e, forces=f, stress=None if t.label_id == lids[0] else s
+        )
         results[t.label_id] = (e, f, s)
     return store, campaign, frames, lids, results
 
@@ -90,8 +103,9 @@ def test_export_then_import_into_a_new_campaign_reuses_structures_and_labels(lab
     ids = store.import_labelled(path, new.id, labeler="mock", settings_hash="h1")
     assert store.count_structures() == n_structures  # every frame found again by its hash
     assert ids == [i for i in lids if i != lids[5]]  # the existing done labels are reused
-    assert store.training_label_ids(new.id, labeler="mock", settings_hash="h1").tolist() == \
-        sorted(ids)
+    assert store.training_label_ids(new.id, labeler="mock", settings_hash="h1").tolist() == sorted(
+        ids
+    )
     # Imported under other settings they become new done labels of the same structures.
     other = store.import_labelled(path, new.id, labeler="mock", settings_hash="h-imported")
     assert not set(other) & set(ids) and store.count_structures() == n_structures
@@ -121,28 +135,34 @@ def test_import_extxyz_with_bare_calculator_keys(store, campaign, tmp_path):
 
 def _write_vasprun(path, atoms, steps) -> None:
     """A minimal vasprun.xml (the parts ASE's vasp-xml reader uses); stress in kBar."""
+
     def varray(name, rows):
         body = "".join(f"<v>{' '.join(f'{x:.10f}' for x in r)}</v>" for r in rows)
         return f'<varray name="{name}">{body}</varray>'
 
     species = "".join(f"<rc><c>{s}</c><c>1</c></rc>" for s in atoms.get_chemical_symbols())
-    structure = (f'<crystal>{varray("basis", atoms.cell.array)}</crystal>'
-                 f'{varray("positions", atoms.get_scaled_positions())}')
+    structure = (
+        f"<crystal>{varray('basis', atoms.cell.array)}</crystal>"
+        f"{varray('positions', atoms.get_scaled_positions())}"
+    )
     calcs = ""
     for e_fr, e_0, forces, stress_kbar in steps:
-        calcs += (f"<calculation><scstep><energy><i name=\"e_fr_energy\">{e_fr}</i>"
-                  f"<i name=\"e_0_energy\">{e_0}</i></energy></scstep>"
-                  f"<structure>{structure}</structure>{varray('forces', forces)}"
-                  f"{varray('stress', stress_kbar)}"
-                  f"<energy><i name=\"e_fr_energy\">{e_fr}</i><i name=\"e_0_energy\">{e_0}</i>"
-                  f"</energy></calculation>")
+        calcs += (
+            f'<calculation><scstep><energy><i name="e_fr_energy">{e_fr}</i>'
+            f'<i name="e_0_energy">{e_0}</i></energy></scstep>'
+            f"<structure>{structure}</structure>{varray('forces', forces)}"
+            f"{varray('stress', stress_kbar)}"
+            f'<energy><i name="e_fr_energy">{e_fr}</i><i name="e_0_energy">{e_0}</i>'
+            f"</energy></calculation>"
+        )
     path.write_text(
         '<?xml version="1.0" encoding="ISO-8859-1"?><modeling>'
         '<kpoints><varray name="kpointlist"><v>0 0 0</v></varray>'
         '<varray name="weights"><v>1.0</v></varray></kpoints>'
         '<parameters><i name="ENCUT">400.0</i></parameters>'
         f'<atominfo><array name="atoms"><set>{species}</set></array></atominfo>'
-        f'<structure name="initialpos">{structure}</structure>{calcs}</modeling>')
+        f'<structure name="initialpos">{structure}</structure>{calcs}</modeling>'
+    )
 
 
 def test_import_vasprun(store, campaign, tmp_path):
@@ -183,8 +203,10 @@ def test_export_is_byte_identical_to_ase_writer(labelled, tmp_path):
     store, c, *_ = labelled
     ours = tmp_path / "ours.xyz"
     store.export_extxyz(ours, c.id, labeler="mock", settings_hash="h1")
-    images = [x.to_atoms(campaign="cu", iteration=0) for x in
-              store.training_set(c.id, labeler="mock", settings_hash="h1")]
+    images = [
+        x.to_atoms(campaign="cu", iteration=0)
+        for x in store.training_set(c.id, labeler="mock", settings_hash="h1")
+    ]
     ref = tmp_path / "ase.xyz"
     ase.io.write(ref, images, format="extxyz", write_results=False)
     assert ours.read_bytes() == ref.read_bytes()

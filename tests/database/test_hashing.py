@@ -14,8 +14,12 @@ from .conftest import make_atoms
 
 # The hash definition is part of the stored data: changing it silently would break
 # deduplication against existing databases. This pins version 1.
-GOLDEN = (np.array([1, 8]), np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9572]]),
-          np.diag([10.0, 10.0, 10.0]), np.array([True, True, False]))
+GOLDEN = (
+    np.array([1, 8]),
+    np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9572]]),
+    np.diag([10.0, 10.0, 10.0]),
+    np.array([True, True, False]),
+)
 
 
 def test_golden_value_pins_the_definition():

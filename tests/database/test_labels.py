@@ -17,23 +17,39 @@ def setup(store, campaign):
     it = store.start_iteration(campaign.id)
     frames = [make_atoms(i) for i in range(6)]
     sids = store.add_structures(frames, campaign=campaign.id, iteration_id=it.id)
-    store.record_selections(campaign.id, [SelectionInput(s, 0.2 + 0.01 * k, reason="candidate",
-                                                          strategy="max_force_dev")
-                                          for k, s in enumerate(sids)], iteration_id=it.id)
+    store.record_selections(
+        campaign.id,
+        [
+            SelectionInput(s, 0.2 + 0.01 * k, reason="candidate", strategy="max_force_dev")
+            for k, s in enumerate(sids)
+        ],
+        iteration_id=it.id,
+    )
     return store, campaign, it, frames, sids
 
 
 def test_request_is_idempotent_per_structure_labeler_settings(setup):
     store, c, it, _, sids = setup
-    a = store.request_labels(c.id, sids, labeler="mock", settings_hash="h1",
-                             labeler_version="1.0", settings={"ecut": 30}, iteration_id=it.id)
+    a = store.request_labels(
+        c.id,
+        sids,
+        labeler="mock",
+        settings_hash="h1",
+        labeler_version="1.0",
+        settings={"ecut": 30},
+        iteration_id=it.id,
+    )
     b = store.request_labels(c.id, sids[:3], labeler="mock", settings_hash="h1")
     other = store.request_labels(c.id, sids[:2], labeler="mock", settings_hash="h2")
     assert a[:3] == b and len(set(a)) == 6 and not set(other) & set(a)
     assert store.count_labels(c.id) == {"pending": 8, "running": 0, "done": 0, "failed": 0}
     lb = store.get_label(a[0])
     assert (lb.labeler, lb.labeler_version, lb.settings, lb.iteration_id) == (
-        "mock", "1.0", {"ecut": 30}, it.id)
+        "mock",
+        "1.0",
+        {"ecut": 30},
+        it.id,
+    )
     assert len(store.list_selections(c.id)) == 6  # already selected: no extra selection
 
 
@@ -49,7 +65,9 @@ def test_claim_result_failure_and_provenance(setup):
     done = store.store_result(lids[0], energy=e, forces=f, stress=s, wall_time=12.5, host="node7")
     assert (done.status, done.host, done.wall_time, done.worker) == ("done", "node7", 12.5, "w1")
     assert done.finished_at is not None and done.claimed_at is not None
-    failed = store.store_failure(lids[1], kind="scf_unconverged", message="SCF not converged in 100")
+    failed = store.store_failure(
+        lids[1], kind="scf_unconverged", message="SCF not converged in 100"
+    )
     assert (failed.status, failed.failure_kind) == ("failed", "scf_unconverged")
     assert failed.failure_message == "SCF not converged in 100" and failed.energy is None
     with pytest.raises(LabelStateError, match="done"):
@@ -67,7 +85,7 @@ def test_requeue_running_and_failed(setup):
     lids = store.request_labels(c.id, sids, labeler="mock", settings_hash="h1")
     store.claim_labels(limit=3)
     assert store.requeue_running(c.id, older_than=timedelta(hours=1)) == 0
-    assert store.requeue_running(c.id) == 3
+    assert store.requeue_running(c.id, older_than=timedelta(0)) == 3
     assert store.count_labels(c.id)["pending"] == 6
     again = store.claim_labels(limit=1)
     assert again[0].label_id == lids[0] and again[0].attempts == 2
@@ -97,11 +115,15 @@ def test_training_set_only_done_labels_of_campaign_labeler_and_settings(setup):
     ts = store.training_set(c.id, labeler="mock", settings_hash="h1")
     assert [x.label.id for x in ts] == [lids[0], *lids[2:]]
     assert store.training_label_ids(c.id, labeler="mock", settings_hash="h1").tolist() == [
-        lids[0], *lids[2:]]
-    assert [x.label.id for x in store.training_set(c.id, labeler="mock", settings_hash="h2")] == \
-        other_settings
-    assert [x.label.id for x in store.training_set(other_c.id, labeler="mock",
-                                                   settings_hash="h1")] == foreign
+        lids[0],
+        *lids[2:],
+    ]
+    assert [
+        x.label.id for x in store.training_set(c.id, labeler="mock", settings_hash="h2")
+    ] == other_settings
+    assert [
+        x.label.id for x in store.training_set(other_c.id, labeler="mock", settings_hash="h1")
+    ] == foreign
     # A structure shared by two campaigns is labelled once and counted by both once selected.
     store.record_selections(other_c.id, [SelectionInput(sids[0], reason="shared")])
     assert lids[0] in store.training_label_ids(other_c.id, labeler="mock", settings_hash="h1")
@@ -133,3 +155,25 @@ def test_stale_worker_cannot_overwrite_a_reclaimed_label(setup):
     with pytest.raises(LabelStateError, match="'new', not 'old'"):
         store.store_result(lid, energy=e, forces=f, worker="old")
     assert store.store_result(lid, energy=e, forces=f, worker="new").status == "done"
+
+
+def test_claim_query_uses_skip_locked_on_postgres(setup):
+    from sqlalchemy import event
+
+    store, c, _, _, sids = setup
+    store.request_labels(c.id, sids, labeler="mock", settings_hash="h1")
+    seen: list[str] = []
+
+    def capture(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        store.claim_labels(limit=2)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    sql = " ".join(seen).upper()
+    if store.backend == "postgresql":
+        assert "FOR UPDATE SKIP LOCKED" in sql
+    else:
+        assert "BEGIN IMMEDIATE" in sql

@@ -10,8 +10,7 @@ from sqlalchemy import inspect
 from database import Store, current_revision, downgrade, make_engine, upgrade
 from database.models import Base
 
-TABLES = {"campaigns", "iterations", "structures", "selections", "labels", "models",
-          "api_tokens"}
+TABLES = {"campaigns", "iterations", "structures", "selections", "labels", "models", "api_tokens"}
 
 
 def _tables(engine) -> set[str]:
@@ -85,8 +84,12 @@ def test_concurrent_upgrades_of_an_empty_database(db_url):
 
     code = "import sys; from database import upgrade; upgrade(sys.argv[1])"
     root = Path(__file__).resolve().parents[2]
-    procs = [subprocess.Popen([sys.executable, "-c", code, db_url], cwd=root,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, db_url], cwd=root, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err

@@ -18,6 +18,8 @@ def test_accepts_test_names(name):
 def test_refuses_other_names(name):
     with pytest.raises(UnsafeTestDatabaseError, match="refusing"):
         require_test_database(f"postgresql+psycopg://u@127.0.0.1:5432/{name}")
-    with pytest.raises(UnsafeTestDatabaseError), temporary_postgres_schema(
-            f"postgresql+psycopg://u@127.0.0.1:5432/{name}"):
+    with (
+        pytest.raises(UnsafeTestDatabaseError),
+        temporary_postgres_schema(f"postgresql+psycopg://u@127.0.0.1:5432/{name}"),
+    ):
         pass  # pragma: no cover - never reached

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from database import NotFoundError, Origin, Store
+from database import NotFoundError, Origin, SelectionInput, Store
 
 from .conftest import make_atoms
 
@@ -23,6 +23,10 @@ def test_same_structure_twice_is_stored_once(store, campaign):
     assert store.get_structure(first).walker == "w0"  # the first origin is kept
     assert store.find_structure(a) == first
     assert store.find_structure(make_atoms(99)) is None
+    store.record_selections(campaign.id, [SelectionInput(first)])
+    assert store.count_structures(campaign.id) == 1
+    assert [x.id for x in store.list_structures(campaign.id)] == [first]
+    assert [x.id for x in store.list_structures(offset=1, limit=1)] == [ids[0]]
 
 
 def test_atoms_round_trip_and_origin(store, campaign):
@@ -30,9 +34,19 @@ def test_atoms_round_trip_and_origin(store, campaign):
     a = make_atoms(5, symbols="Au")
     a.pbc = [True, True, False]
     (sid,) = store.add_structures(
-        [a], campaign=campaign.id, iteration_id=it.id,
-        origins=[Origin(walker="T600-0", temperature=600.0, pressure=0.0, md_step=1234,
-                        info={"thermostat": "langevin"})])
+        [a],
+        campaign=campaign.id,
+        iteration_id=it.id,
+        origins=[
+            Origin(
+                walker="T600-0",
+                temperature=600.0,
+                pressure=0.0,
+                md_step=1234,
+                info={"thermostat": "langevin"},
+            )
+        ],
+    )
     rec = store.get_structure(sid)
     assert (rec.origin_campaign_id, rec.origin_iteration_id) == (campaign.id, it.id)
     assert (rec.walker, rec.temperature, rec.md_step) == ("T600-0", 600.0, 1234)

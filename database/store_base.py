@@ -1,0 +1,114 @@
+"""Base of :class:`database.Store`: engine, sessions (one transaction per call), lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import engine as _engine
+from .convert import (
+    CampaignRef,
+)
+from .errors import (
+    DatabaseInputError,
+    NotFoundError,
+    UnknownCampaignError,
+)
+from .models import (
+    Campaign,
+    Iteration,
+)
+from .records import (
+    CampaignRecord,
+)
+
+
+class StoreBase:
+    """Engine, sessions and transactions, and the lookups every repository part shares."""
+
+    def __init__(self, engine: Engine, *, owns_engine: bool = True) -> None:
+        self.engine = engine
+        self._owns_engine = owns_engine
+        self.backend: str = engine.dialect.name  # "sqlite" | "postgresql"
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            engine.execution_options(pesflow_write=True), expire_on_commit=False
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def from_url(cls, url: str, *, migrate: bool = True, echo: bool = False) -> Self:
+        """Open the database at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+        store = cls(_engine.make_engine(url, echo=echo))
+        if migrate:
+            store.upgrade()
+        return store
+
+    @classmethod
+    def sqlite(cls, data_dir: str | Path, **kwargs: Any) -> Self:
+        """Open (creating if needed) the embedded default ``<data_dir>/pesflow.sqlite``."""
+        return cls.from_url(_engine.sqlite_url(data_dir), **kwargs)
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run the Alembic migrations up to ``revision``."""
+        _engine.upgrade(self.engine, revision)
+
+    def close(self) -> None:
+        """Release the connections."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any exception.
+
+        Public for the rare query the methods below do not cover; prefer the methods.
+        On SQLite a write transaction starts with ``BEGIN IMMEDIATE``."""
+        factory = self._write if write else self._read
+        with factory() as s, s.begin():
+            yield s
+
+    def _insert(self, model):
+        # Core insert on the table: executemany / insertmanyvalues without ORM bookkeeping.
+        dialect = postgresql if self.backend == "postgresql" else sqlite
+        return dialect.insert(model.__table__)
+
+    # ------------------------------------------------------------------ lookups
+    @staticmethod
+    def _campaign_row(s: Session, campaign: CampaignRef, *, lock: bool = False) -> Campaign:
+        if isinstance(campaign, CampaignRecord):
+            campaign = campaign.id
+        if isinstance(campaign, bool) or not isinstance(campaign, int | str):
+            raise DatabaseInputError(f"campaign must be an id or a name, got {campaign!r}")
+        q = select(Campaign).where(
+            Campaign.id == campaign if isinstance(campaign, int) else Campaign.name == campaign
+        )
+        if lock:
+            q = q.with_for_update()
+        row = s.scalars(q).one_or_none()
+        if row is None:
+            raise UnknownCampaignError(f"unknown campaign {campaign!r}")
+        return row
+
+    @staticmethod
+    def _iteration_row(s: Session, iteration_id: int, campaign_id: int | None = None) -> Iteration:
+        it = s.get(Iteration, iteration_id)
+        if it is None:
+            raise NotFoundError(f"unknown iteration id {iteration_id}")
+        if campaign_id is not None and it.campaign_id != campaign_id:
+            raise DatabaseInputError(
+                f"iteration id {iteration_id} belongs to campaign {it.campaign_id}, not {campaign_id}"
+            )
+        return it

@@ -12,6 +12,7 @@ cycle or the gradient cannot be interrupted.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,7 +92,9 @@ class PySCFLabeler(Labeler):
         ]
         for element in sorted(set(symbols)):
             try:
-                found = gto.basis.load(settings.basis, element)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "install basis-set-exchange" hint
+                    found = gto.basis.load(settings.basis, element)
             except Exception as exc:
                 raise LabelError(
                     FailureKind.INVALID_INPUT,

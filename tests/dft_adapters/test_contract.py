@@ -46,6 +46,7 @@ class Case:
     fd: tuple[tuple[tuple[int, int], ...], float, float] | None  # components, step (Å), tol (eV/Å)
     fd_stress: tuple[tuple[int, ...], float, float] | None = None  # Voigt comps, strain step, tol
     needs: Callable[[], None] | None = None
+    marks: tuple = ()
 
 
 def _vasp(tmp: Path) -> Labeler:
@@ -71,14 +72,12 @@ CASES = {
                ((((0, 0), (2, 1))), 1e-4, 1e-5), ((0, 3), 1e-5, 1e-5)),
     "morse": Case(lambda _: get_labeler("morse", r0=2.55), cu4, (-10.0, 0.0),
                   ((((1, 0), (2, 2))), 1e-4, 1e-5), ((1, 5), 1e-5, 1e-5)),
-    "espresso": pytest.param(
-        Case(lambda _: get_labeler("espresso", **QE_FAST), si2, (-110.0, -100.0),
+    "espresso": Case(lambda _: get_labeler("espresso", **QE_FAST), si2, (-110.0, -100.0),
              # measured: FD error 2.5e-4 eV/Å at h=5e-3 (truncation, ~h^2); shear stress 1e-4 eV/Å^3.
              # Diagonal stress is off by ~1e-3 eV/Å^3 at 20 Ry: Pulay stress of a fixed-cutoff
              # basis (isotropic, so it does not touch the shear components tested here).
-             ((((0, 0), (1, 2))), 2e-3, 5e-4), ((3, 5), 2e-3, 5e-4), needs=require_pw_x),
-        marks=pytest.mark.qe,
-    ),
+             ((((0, 0), (1, 2))), 2e-3, 5e-4), ((3, 5), 2e-3, 5e-4), needs=require_pw_x,
+             marks=(pytest.mark.qe,)),
     # PBE on a finite DFT grid without grid response: FD differs by ~2e-4 eV/Å (measured)
     "pyscf": Case(lambda _: get_labeler("pyscf", basis="6-31g", xc="pbe"), h2o, (-800.0, -600.0),
                   ((((0, 2), (1, 1))), 1e-3, 5e-4)),
@@ -87,12 +86,29 @@ CASES = {
 }
 
 
-@pytest.fixture(params=[c if not isinstance(c, Case) else pytest.param(c) for c in CASES.values()], ids=list(CASES))
-def case(request: pytest.FixtureRequest) -> Case:
-    c: Case = request.param
+def _cases(keep: Callable[[Case], bool] = lambda c: True) -> list:
+    return [pytest.param(c, id=name, marks=c.marks) for name, c in CASES.items() if keep(c)]
+
+
+def _ready(c: Case) -> Case:
     if c.needs:
         c.needs()
     return c
+
+
+@pytest.fixture(params=_cases())
+def case(request: pytest.FixtureRequest) -> Case:
+    return _ready(request.param)
+
+
+@pytest.fixture(params=_cases(lambda c: c.fd is not None))
+def fd_case(request: pytest.FixtureRequest) -> Case:
+    return _ready(request.param)
+
+
+@pytest.fixture(params=_cases(lambda c: c.fd_stress is not None))
+def stress_case(request: pytest.FixtureRequest) -> Case:
+    return _ready(request.param)
 
 
 def test_every_registered_builtin_backend_is_under_contract() -> None:
@@ -148,9 +164,9 @@ def test_input_atoms_are_not_mutated(case: Case, tmp_path: Path) -> None:
     assert len(atoms.constraints) == 1 and list(atoms.constraints[0].index) == [0]
 
 
-def test_forces_are_minus_the_gradient_of_the_energy(case: Case, tmp_path: Path) -> None:
-    if case.fd is None:
-        pytest.skip("fixture-based backend: no energy surface to differentiate")
+def test_forces_are_minus_the_gradient_of_the_energy(fd_case: Case, tmp_path: Path) -> None:
+    case = fd_case
+    assert case.fd is not None
     components, h, tol = case.fd
     labeler = case.make(tmp_path)
     atoms = case.atoms()
@@ -162,9 +178,9 @@ def test_forces_are_minus_the_gradient_of_the_energy(case: Case, tmp_path: Path)
     np.testing.assert_allclose(analytic, numeric, atol=tol, rtol=0)
 
 
-def test_stress_is_the_strain_derivative_of_the_energy(case: Case, tmp_path: Path) -> None:
-    if case.fd_stress is None:
-        pytest.skip("no stress for this backend/structure in the contract")
+def test_stress_is_the_strain_derivative_of_the_energy(stress_case: Case, tmp_path: Path) -> None:
+    case = stress_case
+    assert case.fd_stress is not None
     voigt, h, tol = case.fd_stress
     labeler = case.make(tmp_path)
     atoms = case.atoms()

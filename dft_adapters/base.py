@@ -202,6 +202,7 @@ class Labeler(ABC):
                     host=socket.gethostname(),
                     workdir=_str(kept),
                     attempts=tuple(attempts),
+                    effective_settings_hash=settings_hash(self.name, settings),
                 )
             assert error is not None
             code_version = getattr(error, "code_version", None) or code_version

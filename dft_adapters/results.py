@@ -85,9 +85,11 @@ class LabelResult:
     ``energy`` is the force-consistent energy (the Mermin free energy where smearing is used),
     i.e. the quantity whose negative gradient ``forces`` is. ``stress`` is ``None`` unless the
     cell is periodic in all three directions. ``settings_hash`` hashes the *requested* "what"
-    settings (see :func:`dft_adapters.settings.settings_hash`); ``settings`` are the settings
-    actually used by the successful attempt (after retry changes, with resolved inputs such as
-    pseudopotential file names).
+    settings (see :func:`dft_adapters.settings.settings_hash`; use it to avoid labelling the same
+    structure twice); ``settings`` are the settings actually used by the successful attempt
+    (after retry changes, plus resolved inputs such as pseudopotential file names) and
+    ``effective_settings_hash`` hashes them. The two hashes differ when a retry changed a
+    setting that changes the physics (e.g. more smearing): do not mix such labels blindly.
     """
 
     labeler: str
@@ -101,6 +103,7 @@ class LabelResult:
     host: str
     workdir: str | None
     attempts: tuple[AttemptRecord, ...] = ()
+    effective_settings_hash: str = ""
 
     @property
     def ok(self) -> bool:

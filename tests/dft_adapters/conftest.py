@@ -154,7 +154,7 @@ def fd_stress(energy: Callable[[Atoms], float], atoms: Atoms, voigt: int, h: flo
     return (values[0] - values[1]) / (2 * h) / atoms.get_volume()
 
 
-def energy_of(labeler) -> Callable[[Atoms], float]:  # noqa: ANN001 - any Labeler
+def energy_of(labeler) -> Callable[[Atoms], float]:
     """Energy function of a labeler that fails the test on a failure value."""
 
     def energy(atoms: Atoms) -> float:

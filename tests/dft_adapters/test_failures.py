@@ -18,7 +18,16 @@ from ase import Atoms
 from dft_adapters import Executor, FailureKind, LabelFailure, RetryPolicy, get_labeler
 from dft_adapters.mock import FaultInjection
 
-from .conftest import FIXTURES, FakeRunner, c2_diamond_for_fixture, cu4, fake_executable, h2o, si2, too_close
+from .conftest import (
+    FIXTURES,
+    FakeRunner,
+    c2_diamond_for_fixture,
+    cu4,
+    fake_executable,
+    h2o,
+    si2,
+    too_close,
+)
 
 K = FailureKind
 NO_RETRY = RetryPolicy.no_retries()

@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test test-slow test-all bench lint format clean
+.PHONY: install test test-slow test-all bench lint format clean demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	@for m in mlip_core dft_adapters database workflows api; do \
 	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench || exit 1; fi; \
 	done
+
+## The example campaign (Cu, EMT oracle) on SQLite and the temporary local Prefect server.
+demo: $(STAMP)
+	rm -rf data/demo
+	PESFLOW_DATA_DIR=data/demo $(VENV)/bin/pesflow run examples/cu_emt.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,165 @@
+"""Campaign config: the example validates; every invalid config is one line, exit code 2."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from workflows.cli import app
+from workflows.config import ConfigError, example_config_text, load_config, parse_config
+
+from .conftest import EXAMPLE
+
+BASE = yaml.safe_load(EXAMPLE.read_text())
+runner = CliRunner()
+
+
+def _err(data, **kwargs) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, source="c.yaml", **kwargs)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("c.yaml: ")
+    assert "Traceback" not in msg
+    return msg
+
+
+def test_example_validates_and_init_writes_it(tmp_path: Path):
+    cfg = load_config(EXAMPLE)
+    assert cfg.name == "cu-emt" and cfg.committee.n_members == 4
+    assert max(w.temperature for w in cfg.exploration.walkers) >= 1200
+    assert EXAMPLE.read_text() == example_config_text()  # examples/ and `init` agree
+    out = tmp_path / "c.yaml"
+    res = runner.invoke(app, ["init", str(out)])
+    assert res.exit_code == 0, res.output
+    assert load_config(out) == cfg
+    res = runner.invoke(app, ["init", str(out)])  # refuses to overwrite
+    assert res.exit_code == 2
+
+
+def test_typo_gets_did_you_mean():
+    data = copy.deepcopy(BASE)
+    w = data["exploration"]["walkers"][0]
+    w["temperatre"] = w.pop("temperature")
+    msg = _err(data)
+    assert "exploration.walkers[0]: unknown field 'temperatre' — did you mean 'temperature'?" in msg
+
+
+def test_top_level_typo():
+    data = copy.deepcopy(BASE)
+    data["convergance"] = data.pop("convergence")
+    assert "unknown field 'convergance' — did you mean 'convergence'?" in _err(data)
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["exploration"]["walkers"][0].update(temperature=-5),
+     "exploration.walkers[0].temperature: must be > 0.0 (got -5)"),
+    (lambda d: d["trust"].update(lo=0.6, hi=0.5), "trust: lo must be < hi (got lo=0.6, hi=0.5)"),
+    (lambda d: d["trust"].update(lo=0.5, hi=0.5), "lo must be < hi"),
+    (lambda d: d.pop("exploration"), "exploration: required field missing"),
+    (lambda d: d["committee"].update(n_members="four"), "committee.n_members: input should be"),
+    (lambda d: d["labeler"].update(name="vaps"), "unknown labeler 'vaps'"),
+    (lambda d: d["labeler"].update(settings={"asap_cutof": True}),
+     "did you mean 'asap_cutoff'?"),
+    (lambda d: d["structures"].append({"file": "missing.cif"}), "structure file not found"),
+    (lambda d: d["structures"].append({}), "give exactly one of 'file' or 'generate'"),
+    (lambda d: d["structures"][0]["generate"].update(element="Xy"), "unknown chemical symbol"),
+    (lambda d: d["selection"].update(strategy="best"), "selection.strategy: must be one of"),
+    (lambda d: d["convergence"].update(accurate_ratio=1.5), "must be <= 1"),
+])
+def test_invalid_values_are_one_line(mutate, expected):
+    data = copy.deepcopy(BASE)
+    mutate(data)
+    assert expected in _err(data)
+
+
+def test_unreadable_structure_file(tmp_path: Path):
+    bad = tmp_path / "junk.cif"
+    bad.write_text("this is not a crystal\x00\x01")
+    data = copy.deepcopy(BASE)
+    data["structures"] = [{"file": str(bad)}]
+    assert "cannot read structure file" in _err(data)
+
+
+def test_structure_file_relative_to_config(tmp_path: Path):
+    import ase.io
+    from ase.build import bulk
+
+    ase.io.write(tmp_path / "POSCAR", bulk("Cu", cubic=True), format="vasp")
+    data = copy.deepcopy(BASE)
+    data["structures"] = [{"file": "POSCAR"}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_config(tmp_path / "c.yaml")
+    assert Path(cfg.structures[0].file) == (tmp_path / "POSCAR").resolve()
+
+
+def test_cli_validate_exit_codes(tmp_path: Path):
+    res = runner.invoke(app, ["validate", str(EXAMPLE)])
+    assert res.exit_code == 0 and "ok" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nexploration: [1, 2\n")
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 2
+    assert res.output.strip().count("\n") == 0 and "YAML syntax error" in res.output
+    res = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "no such file" in res.output
+
+
+# --------------------------------------------------------------------------- fuzzing
+_PATHS = [("exploration", "walkers", 0, "temperature"), ("exploration", "walkers", 0, "steps"),
+          ("exploration", "walkers", 0, "timestep"), ("trust", "lo"), ("trust", "hi"),
+          ("committee", "n_members"), ("committee", "cutoff"), ("selection", "max_per_iteration"),
+          ("convergence", "accurate_ratio"), ("convergence", "max_iterations"),
+          ("bootstrap", "n_structures"), ("training", "max_epochs"), ("labeler", "name"),
+          ("structures", 0, "generate", "element"), ("name",), ("exploration", "walkers"),
+          ("structures",), ("labeler",), ("validation", "rattle")]
+_BAD_VALUES = st.one_of(
+    st.text(alphabet="abcxyz!?", min_size=1, max_size=5),
+    st.lists(st.integers(), max_size=2).map(lambda v: v or [[]]),
+    st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), min_size=1, max_size=2),
+    st.floats(max_value=-1e-6, allow_nan=False, allow_infinity=False),
+    st.integers(max_value=-1),
+    st.just(None),
+    st.floats(allow_nan=True).filter(lambda x: x != x),
+)
+
+
+def _set(data, path, value):
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(_PATHS), value=_BAD_VALUES, drop=st.booleans())
+def test_fuzzed_configs_give_one_line(path, value, drop):
+    data = copy.deepcopy(BASE)
+    if drop and path[-1] in ("exploration", "structures", "name"):
+        data.pop(path[-1])
+    else:
+        _set(data, path, value)
+    try:
+        parse_config(data, source="f.yaml")
+    except ConfigError as exc:
+        msg = str(exc)
+        assert "\n" not in msg and msg.startswith("f.yaml: ") and len(msg) < 400
+    else:  # the few "bad" values that are valid must really be valid
+        pytest.fail(f"accepted {path}={value!r}")
+
+
+@settings(max_examples=15, deadline=None)
+@given(path=st.sampled_from(_PATHS), value=_BAD_VALUES)
+def test_fuzzed_configs_through_cli(tmp_path_factory, path, value):
+    data = copy.deepcopy(BASE)
+    _set(data, path, value)
+    f = tmp_path_factory.mktemp("fuzz") / "bad.yaml"
+    f.write_text(yaml.safe_dump(data))
+    res = runner.invoke(app, ["validate", str(f)])
+    assert res.exit_code == 2
+    assert res.output.strip().count("\n") == 0 and res.output.startswith("error: bad.yaml: ")

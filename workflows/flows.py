@@ -1,0 +1,97 @@
+"""Prefect tasks and the campaign flow: thin wrappers around :mod:`workflows.steps`.
+
+This is the one place where the steps are bound to Prefect. Tasks take database ids, paths and
+the small :class:`~workflows.steps.CampaignHandle`; the database, not Prefect's result cache,
+decides what is already done (``cache_policy=NO_CACHE``: nothing is reused across runs).
+
+The task runner comes from the campaign's ``execution`` section: a thread pool by default,
+``prefect_dask.DaskTaskRunner`` when ``task_runner: dask``. Import this module only after
+:func:`workflows.settings.configure_prefect_env`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from . import steps
+from .config import ExecutionConfig
+from .steps import CampaignHandle
+
+__all__ = ["campaign_flow", "explore_task", "label_task", "make_task_runner", "run_flow",
+           "train_task"]
+
+
+@task(name="train-committee", cache_policy=NO_CACHE)
+def train_task(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
+    """Train (or reuse) the iteration's committee; returns its checkpoint path and errors."""
+    return steps.train_step(handle, iteration_id)
+
+
+@task(name="explore-walker", cache_policy=NO_CACHE)
+def explore_task(handle: CampaignHandle, iteration_id: int, walker: int,
+                 checkpoint: str) -> dict[str, Any]:
+    """One MD walker with the committee at ``checkpoint``; statistics go to the database."""
+    stats = steps.explore_one(handle, iteration_id, walker, checkpoint)
+    return {k: v for k, v in stats.items() if k not in ("devs", "candidates")}
+
+
+@task(name="label", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def label_task(handle: CampaignHandle, label_id: int) -> str:
+    """Label one claimed structure. Code failures are stored as data (no retry); only an
+    unexpected exception (e.g. a database hiccup) makes Prefect retry the task."""
+    return steps.label_one(handle, label_id)
+
+
+def make_task_runner(execution: ExecutionConfig):
+    """The configured task runner (thread pool, or Dask via prefect-dask)."""
+    if execution.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        d = execution.dask
+        kwargs: dict[str, Any] = {}
+        if d is not None:
+            if d.address:
+                kwargs["address"] = d.address
+            if d.cluster_class:
+                kwargs["cluster_class"] = d.cluster_class
+            if d.cluster_kwargs:
+                kwargs["cluster_kwargs"] = dict(d.cluster_kwargs)
+            if d.adapt_kwargs:
+                kwargs["adapt_kwargs"] = dict(d.adapt_kwargs)
+        if "address" not in kwargs and "cluster_kwargs" not in kwargs:
+            kwargs["cluster_kwargs"] = {"n_workers": execution.max_workers,
+                                        "threads_per_worker": 1, "processes": True}
+        return DaskTaskRunner(**kwargs)
+    return ThreadPoolTaskRunner(max_workers=execution.max_workers)
+
+
+def _wait(futures: list) -> list:
+    return [f.result() for f in futures]
+
+
+@flow(name="pesflow-campaign", log_prints=False, validate_parameters=False)
+def campaign_flow(handle: CampaignHandle, retry_failed: bool = False) -> dict[str, Any]:
+    """Run or resume a campaign until it converges, stops or fails; returns the decision."""
+    ctx = steps.open_context(handle)
+
+    def walker_map(indices: list[int], iteration_id: int, checkpoint: str) -> list:
+        return _wait([explore_task.submit(handle, iteration_id, i, checkpoint)
+                      for i in indices])
+
+    def label_map(label_ids: list[int]) -> list[str]:
+        return _wait([label_task.submit(handle, i) for i in label_ids])
+
+    decision = steps.run_campaign(ctx, train=train_task, walker_map=walker_map,
+                                  label_map=label_map, retry_failed=retry_failed)
+    return {"stop": decision.stop, "status": decision.status, "message": decision.message}
+
+
+def run_flow(handle: CampaignHandle, execution: ExecutionConfig, *,
+             retry_failed: bool = False) -> dict[str, Any]:
+    """Run :func:`campaign_flow` with the configured task runner (raises the step's error)."""
+    runner = make_task_runner(execution)
+    return campaign_flow.with_options(task_runner=runner)(handle, retry_failed=retry_failed)

@@ -95,31 +95,24 @@ class LabelsRepo(StructuresRepo):
                 }
                 for i in dict.fromkeys(sids)
             ]
-            for chunk in _chunks(rows):
-                s.execute(
-                    self._insert(Label).on_conflict_do_nothing(
-                        index_elements=["structure_id", "labeler", "settings_hash"]
-                    ),
-                    list(chunk),
-                )
-            ids = self._label_ids(s, sids, labeler, settings_hash)
+            ids = self._insert_new(
+                s, Label, rows, ["structure_id", "labeler", "settings_hash"], "structure_id"
+            )
+            existing = [i for i in dict.fromkeys(sids) if i not in ids]
+            ids.update(self._label_ids(s, existing, labeler, settings_hash))
             return [ids[i] for i in sids]
 
-    @staticmethod
     def _label_ids(
-        s: Session, structure_ids: Sequence[int], labeler: str, settings_hash: str
+        self, s: Session, structure_ids: Sequence[int], labeler: str, settings_hash: str
     ) -> dict[int, int]:
         out: dict[int, int] = {}
         for chunk in _chunks(list(dict.fromkeys(structure_ids))):
-            out.update(
-                s.execute(
-                    select(Label.structure_id, Label.id).where(
-                        Label.labeler == labeler,
-                        Label.settings_hash == settings_hash,
-                        Label.structure_id.in_(chunk),
-                    )
-                ).all()
+            q = select(Label.structure_id, Label.id).where(
+                Label.labeler == labeler,
+                Label.settings_hash == settings_hash,
+                self._member(Label.structure_id, chunk),
             )
+            out.update(s.execute(q).all())
         return out
 
     def claim_labels(
@@ -474,20 +467,17 @@ class LabelsRepo(StructuresRepo):
                         "host": None,
                     }
                 )
-            for chunk in _chunks(rows):
-                s.execute(
-                    self._insert(Label).on_conflict_do_nothing(
-                        index_elements=["structure_id", "labeler", "settings_hash"]
-                    ),
-                    list(chunk),
-                )
-            ids = self._label_ids(s, sids, labeler, settings_hash)
+            ids = self._insert_new(
+                s, Label, rows, ["structure_id", "labeler", "settings_hash"], "structure_id"
+            )
+            existing = [i for i in dict.fromkeys(sids) if i not in ids]
+            old = self._label_ids(s, existing, labeler, settings_hash)
+            ids.update(old)
             by_sid = {r["structure_id"]: r for r in rows}
             not_done = []
-            for chunk in _chunks(list(ids.values())):
-                not_done += list(
-                    s.scalars(select(Label).where(Label.id.in_(chunk), Label.status != "done"))
-                )
+            for chunk in _chunks(list(old.values())):
+                q = select(Label).where(self._member(Label.id, chunk), Label.status != "done")
+                not_done += list(s.scalars(q))
             for lb in not_done:
                 r = by_sid[lb.structure_id]
                 lb.energy, lb.forces, lb.stress = r["energy"], r["forces"], r["stress"]

@@ -89,30 +89,18 @@ class StructuresRepo(StoreBase):
             for i, a in enumerate(atoms_list)
         ]
         hashes = [r["hash"] for r in rows]
-        ids = self._ids_for_hashes(s, hashes)
-        new, seen = [], set()
-        for r in rows:
-            if r["hash"] not in ids and r["hash"] not in seen:
-                seen.add(r["hash"])
-                new.append(r)
-        for chunk in _chunks(new):
-            s.execute(
-                self._insert(Structure).on_conflict_do_nothing(index_elements=["hash"]), list(chunk)
-            )
-        if new:
-            ids.update(self._ids_for_hashes(s, [r["hash"] for r in new]))
+        unique = list({r["hash"]: r for r in reversed(rows)}.values())[::-1]  # first wins
+        ids = self._insert_new(s, Structure, unique, ["hash"], "hash")
+        existing = [h for h in dict.fromkeys(hashes) if h not in ids]
+        if existing:
+            ids.update(self._ids_for_hashes(s, existing))
         return [ids[h] for h in hashes]
 
-    @staticmethod
-    def _ids_for_hashes(s: Session, hashes: Sequence[str]) -> dict[str, int]:
+    def _ids_for_hashes(self, s: Session, hashes: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
-        uniq = list(dict.fromkeys(hashes))
-        for chunk in _chunks(uniq):
-            out.update(
-                s.execute(
-                    select(Structure.hash, Structure.id).where(Structure.hash.in_(chunk))
-                ).all()
-            )
+        for chunk in _chunks(list(dict.fromkeys(hashes))):
+            q = select(Structure.hash, Structure.id).where(self._member(Structure.hash, chunk))
+            out.update(s.execute(q).all())
         return out
 
     def add_structure(self, atoms: Any, **kwargs: Any) -> int:
@@ -141,7 +129,7 @@ class StructuresRepo(StoreBase):
         found: dict[int, StructureRecord] = {}
         with self.session(write=False) as s:
             for chunk in _chunks(list(dict.fromkeys(ids))):
-                for st in s.scalars(select(Structure).where(Structure.id.in_(chunk))):
+                for st in s.scalars(select(Structure).where(self._member(Structure.id, chunk))):
                     found[st.id] = _structure(st)
         missing = [i for i in ids if i not in found]
         if missing:
@@ -227,36 +215,26 @@ class StructuresRepo(StoreBase):
                 }
             )
         self._check_structures_exist(s, [r["structure_id"] for r in rows])
-        for chunk in _chunks(rows):
-            s.execute(
-                self._insert(Selection).on_conflict_do_nothing(
-                    index_elements=["campaign_id", "structure_id"]
-                ),
-                list(chunk),
-            )
+        unique = list({r["structure_id"]: r for r in reversed(rows)}.values())[::-1]
+        found = self._insert_new(
+            s, Selection, unique, ["campaign_id", "structure_id"], "structure_id"
+        )
         sids = [r["structure_id"] for r in rows]
-        found: dict[int, int] = {}
-        for chunk in _chunks(list(dict.fromkeys(sids))):
-            found.update(
-                s.execute(
-                    select(Selection.structure_id, Selection.id).where(
-                        Selection.campaign_id == campaign_id, Selection.structure_id.in_(chunk)
-                    )
-                ).all()
+        existing = [i for i in dict.fromkeys(sids) if i not in found]
+        for chunk in _chunks(existing):
+            q = select(Selection.structure_id, Selection.id).where(
+                Selection.campaign_id == campaign_id, self._member(Selection.structure_id, chunk)
             )
+            found.update(s.execute(q).all())
         return [found[i] for i in sids]
 
-    @staticmethod
-    def _check_structures_exist(s: Session, structure_ids: Sequence[int]) -> dict[int, int]:
+    def _check_structures_exist(self, s: Session, structure_ids: Sequence[int]) -> dict[int, int]:
         """natoms by structure id; raises NotFoundError on unknown ids."""
         natoms: dict[int, int] = {}
         uniq = list(dict.fromkeys(structure_ids))
         for chunk in _chunks(uniq):
-            natoms.update(
-                s.execute(
-                    select(Structure.id, Structure.natoms).where(Structure.id.in_(chunk))
-                ).all()
-            )
+            q = select(Structure.id, Structure.natoms).where(self._member(Structure.id, chunk))
+            natoms.update(s.execute(q).all())
         missing = [i for i in uniq if i not in natoms]
         if missing:
             raise NotFoundError(f"unknown structure ids {missing[:10]}")

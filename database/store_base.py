@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, any_, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import engine as _engine
-from .convert import (
-    CampaignRef,
-)
+from .convert import CampaignRef, _chunks
 from .errors import (
     DatabaseInputError,
     NotFoundError,
@@ -84,6 +82,30 @@ class StoreBase:
         # Core insert on the table: executemany / insertmanyvalues without ORM bookkeeping.
         dialect = postgresql if self.backend == "postgresql" else sqlite
         return dialect.insert(model.__table__)
+
+    def _insert_new(
+        self, s: Session, model, rows: Sequence[dict[str, Any]], conflict: Sequence[str], key: str
+    ) -> dict[Any, int]:
+        """Bulk ``INSERT ... ON CONFLICT (conflict) DO NOTHING RETURNING key, id``: inserts the
+        rows that do not exist yet and maps their ``key`` column to the new id (existing rows
+        are absent from the result; look them up with :meth:`_member`)."""
+        table = model.__table__
+        stmt = (
+            self._insert(model)
+            .on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(table.c[key], table.c.id)
+        )
+        out: dict[Any, int] = {}
+        for chunk in _chunks(rows):
+            out.update(s.execute(stmt, list(chunk)).all())
+        return out
+
+    def _member(self, column, values: Sequence[Any]):
+        """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one bound array
+        instead of one parameter per value (much cheaper to bind and plan)."""
+        if self.backend == "postgresql":
+            return column == any_(literal(list(values), postgresql.ARRAY(column.type)))
+        return column.in_(values)
 
     # ------------------------------------------------------------------ lookups
     @staticmethod

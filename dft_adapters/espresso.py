@@ -112,7 +112,9 @@ def _qe_error(text: str) -> str | None:
     match = _ERROR.search(text)
     if match is None:
         return None
-    return f"Error in routine {match.group(1).strip().rstrip(':')}: {' '.join(match.group(2).split())}"
+    return (
+        f"Error in routine {match.group(1).strip().rstrip(':')}: {' '.join(match.group(2).split())}"
+    )
 
 
 class EspressoLabeler(Labeler):

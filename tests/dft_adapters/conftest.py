@@ -50,7 +50,10 @@ def si2() -> Atoms:
 def cu4() -> Atoms:
     """Rattled, slightly strained conventional fcc Cu cell."""
     atoms = bulk("Cu", "fcc", a=3.60, cubic=True)
-    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.02, 0], [0, 0.99, 0.01], [0, 0, 1.01]]), scale_atoms=True)
+    atoms.set_cell(
+        atoms.cell.array @ np.array([[1.0, 0.02, 0], [0, 0.99, 0.01], [0, 0, 1.01]]),
+        scale_atoms=True,
+    )
     atoms.rattle(0.05, seed=1)
     return atoms
 

@@ -33,7 +33,12 @@ from .conftest import (
     si2,
 )
 
-QE_FAST = {"ecutwfc": 20, "kpts": (3, 3, 3), "conv_thr": 1e-10, "pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}}
+QE_FAST = {
+    "ecutwfc": 20,
+    "kpts": (3, 3, 3),
+    "conv_thr": 1e-10,
+    "pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"},
+}
 
 
 @dataclass
@@ -50,37 +55,74 @@ class Case:
 
 
 def _vasp(tmp: Path) -> Labeler:
-    runner = FakeRunner(stdout="running on 1 node\n", files={"vasprun.xml": FIXTURES / "vasp/vasprun_C2_static.xml"})
-    return get_labeler("vasp", potcar_spec=True, executor=Executor(command=fake_executable(tmp / "bin", "vasp_std"), runner=runner))
+    runner = FakeRunner(
+        stdout="running on 1 node\n", files={"vasprun.xml": FIXTURES / "vasp/vasprun_C2_static.xml"}
+    )
+    return get_labeler(
+        "vasp",
+        potcar_spec=True,
+        executor=Executor(command=fake_executable(tmp / "bin", "vasp_std"), runner=runner),
+    )
 
 
 def _cp2k(tmp: Path) -> Labeler:
     runner = FakeRunner(files={"cp2k.out": FIXTURES / "cp2k/Si2_converged.out"})
-    return get_labeler("cp2k", basis_set="SZV-MOLOPT-SR-GTH", cutoff=200,
-                       executor=Executor(command=fake_executable(tmp / "bin", "cp2k"), runner=runner))
+    return get_labeler(
+        "cp2k",
+        basis_set="SZV-MOLOPT-SR-GTH",
+        cutoff=200,
+        executor=Executor(command=fake_executable(tmp / "bin", "cp2k"), runner=runner),
+    )
 
 
 def _cp2k_available() -> None:
     if not Path("/usr/share/cp2k/BASIS_MOLOPT").is_file():
-        pytest.skip("CP2K data files (/usr/share/cp2k) absent: the cp2k pre-flight needs the basis file")
+        pytest.skip(
+            "CP2K data files (/usr/share/cp2k) absent: the cp2k pre-flight needs the basis file"
+        )
 
 
 CASES = {
-    "emt": Case(lambda _: get_labeler("emt"), cu4, (-1.0, 1.0), ((((0, 0), (1, 2), (3, 1))), 1e-4, 1e-5),
-                ((0, 1, 2, 3, 4, 5), 1e-5, 1e-5)),
-    "lj": Case(lambda _: get_labeler("lj", sigma=2.3, epsilon=0.1), lambda: cu4().copy(), (-5.0, 5.0),
-               ((((0, 0), (2, 1))), 1e-4, 1e-5), ((0, 3), 1e-5, 1e-5)),
-    "morse": Case(lambda _: get_labeler("morse", r0=2.55), cu4, (-10.0, 0.0),
-                  ((((1, 0), (2, 2))), 1e-4, 1e-5), ((1, 5), 1e-5, 1e-5)),
-    "espresso": Case(lambda _: get_labeler("espresso", **QE_FAST), si2, (-110.0, -100.0),
-             # measured: FD error 2.5e-4 eV/Å at h=5e-3 (truncation, ~h^2); shear stress 1e-4 eV/Å^3.
-             # Diagonal stress is off by ~1e-3 eV/Å^3 at 20 Ry: Pulay stress of a fixed-cutoff
-             # basis (isotropic, so it does not touch the shear components tested here).
-             ((((0, 0), (1, 2))), 2e-3, 5e-4), ((3, 5), 2e-3, 5e-4), needs=require_pw_x,
-             marks=(pytest.mark.qe,)),
+    "emt": Case(
+        lambda _: get_labeler("emt"),
+        cu4,
+        (-1.0, 1.0),
+        ((((0, 0), (1, 2), (3, 1))), 1e-4, 1e-5),
+        ((0, 1, 2, 3, 4, 5), 1e-5, 1e-5),
+    ),
+    "lj": Case(
+        lambda _: get_labeler("lj", sigma=2.3, epsilon=0.1),
+        lambda: cu4().copy(),
+        (-5.0, 5.0),
+        ((((0, 0), (2, 1))), 1e-4, 1e-5),
+        ((0, 3), 1e-5, 1e-5),
+    ),
+    "morse": Case(
+        lambda _: get_labeler("morse", r0=2.55),
+        cu4,
+        (-10.0, 0.0),
+        ((((1, 0), (2, 2))), 1e-4, 1e-5),
+        ((1, 5), 1e-5, 1e-5),
+    ),
+    "espresso": Case(
+        lambda _: get_labeler("espresso", **QE_FAST),
+        si2,
+        (-110.0, -100.0),
+        # measured: FD error 2.5e-4 eV/Å at h=5e-3 (truncation, ~h^2); shear stress 1e-4 eV/Å^3.
+        # Diagonal stress is off by ~1e-3 eV/Å^3 at 20 Ry: Pulay stress of a fixed-cutoff
+        # basis (isotropic, so it does not touch the shear components tested here).
+        ((((0, 0), (1, 2))), 2e-3, 5e-4),
+        ((3, 5), 2e-3, 5e-4),
+        needs=require_pw_x,
+        marks=(pytest.mark.qe,),
+    ),
     # PBE on a finite DFT grid without grid response: FD differs by ~2e-4 eV/Å (measured)
-    "pyscf": Case(lambda _: get_labeler("pyscf", basis="6-31g", xc="pbe"), h2o, (-800.0, -600.0),
-                  ((((0, 2), (1, 1))), 1e-3, 5e-4)),
+    "pyscf": Case(
+        lambda _: get_labeler("pyscf", basis="6-31g", xc="pbe"),
+        h2o,
+        (-800.0, -600.0),
+        ((((0, 2), (1, 1))), 1e-3, 5e-4),
+    ),
     "vasp": Case(_vasp, c2_diamond_for_fixture, (-11.0, -9.0), None),
     "cp2k": Case(_cp2k, si2, (-100.0, -90.0), None, needs=_cp2k_available),
 }

@@ -39,11 +39,19 @@ def test_canonical_json_is_order_and_type_stable() -> None:
 
 
 def test_settings_hash_depends_on_what_not_where_or_how() -> None:
-    a = get_labeler("espresso", ecutwfc=30, pseudo_dir="/a", pseudopotentials={"Si": "x.UPF", "O": "o.UPF"})
-    b = get_labeler("espresso", ecutwfc=30.0, pseudo_dir="/elsewhere",
-                    pseudopotentials={"O": "o.UPF", "Si": "x.UPF"},
-                    executor=Executor(command="pw.x -nk 4", launcher="srun", timeout=100))
-    c = get_labeler("espresso", ecutwfc=31, pseudo_dir="/a", pseudopotentials={"Si": "x.UPF", "O": "o.UPF"})
+    a = get_labeler(
+        "espresso", ecutwfc=30, pseudo_dir="/a", pseudopotentials={"Si": "x.UPF", "O": "o.UPF"}
+    )
+    b = get_labeler(
+        "espresso",
+        ecutwfc=30.0,
+        pseudo_dir="/elsewhere",
+        pseudopotentials={"O": "o.UPF", "Si": "x.UPF"},
+        executor=Executor(command="pw.x -nk 4", launcher="srun", timeout=100),
+    )
+    c = get_labeler(
+        "espresso", ecutwfc=31, pseudo_dir="/a", pseudopotentials={"Si": "x.UPF", "O": "o.UPF"}
+    )
     assert a.settings_hash == b.settings_hash
     assert a.settings_hash != c.settings_hash
     assert a.settings_hash != settings_hash("cp2k", a.settings)  # the code is part of the identity
@@ -73,14 +81,19 @@ def test_registry_names_and_errors() -> None:
 
 def test_registry_builds_settings_and_how_from_keywords() -> None:
     ex = Executor(timeout=5)
-    labeler = get_labeler("espresso", ecutwfc=25, executor=ex, retry_policy=RetryPolicy.no_retries())
+    labeler = get_labeler(
+        "espresso", ecutwfc=25, executor=ex, retry_policy=RetryPolicy.no_retries()
+    )
     assert labeler.settings.ecutwfc == 25 and labeler.executor is ex
     assert labeler.retry_policy.max_retries(FailureKind.SCF_UNCONVERGED) == 0
     same = get_labeler("espresso", settings=EspressoSettings(ecutwfc=25))
     assert same.settings_hash == labeler.settings_hash
     assert get_labeler("emt").settings == EMTSettings()
     described = labeler.describe()
-    assert described["settings_hash"] == labeler.settings_hash and described["executor"]["timeout"] == 5
+    assert (
+        described["settings_hash"] == labeler.settings_hash
+        and described["executor"]["timeout"] == 5
+    )
 
 
 def test_third_party_backend_can_register() -> None:
@@ -99,7 +112,9 @@ def test_third_party_backend_can_register() -> None:
         uses_scratch = False
 
         def _compute(self, atoms, settings, directory, attempt):
-            return RawLabel(0.0, np.zeros((len(atoms), 3)), np.zeros(6) if atoms.pbc.all() else None, "0")
+            return RawLabel(
+                0.0, np.zeros((len(atoms), 3)), np.zeros(6) if atoms.pbc.all() else None, "0"
+            )
 
     assert "zero-test" in available_labelers()
     assert get_labeler("zero-test", scale=2.0).label(cu4()).energy == 0.0
@@ -108,12 +123,19 @@ def test_third_party_backend_can_register() -> None:
 # ----------------------------------------------------------------------------- pre-flight
 def test_atoms_point_one_angstrom_apart_are_rejected_with_indices() -> None:
     message = check_geometry(too_close(molecule("H2O")))
-    assert message is not None and "atom 0 (O)" in message and "atom 1 (H)" in message and "0.100 Å" in message
+    assert (
+        message is not None
+        and "atom 0 (O)" in message
+        and "atom 1 (H)" in message
+        and "0.100 Å" in message
+    )
 
 
 def test_periodic_image_too_close_is_rejected() -> None:
     atoms = Atoms("H", cell=[0.3, 5, 5], pbc=True)
-    assert "its own periodic image" in check_geometry(atoms, PreflightLimits(min_volume_per_atom=0.1))
+    assert "its own periodic image" in check_geometry(
+        atoms, PreflightLimits(min_volume_per_atom=0.1)
+    )
 
 
 def test_image_distance_across_the_boundary_counts() -> None:
@@ -123,11 +145,14 @@ def test_image_distance_across_the_boundary_counts() -> None:
     assert check_geometry(atoms) is None
 
 
-@pytest.mark.parametrize(("cell", "expected"), [
-    ([[2, 0, 0], [0, 2, 0], [0, 0, 0]], "zero-length cell vector"),
-    ([[1, 0, 0], [0, 1, 0], [0, 0, 0.5]], "outside"),
-    ([[100, 0, 0], [0, 100, 0], [0, 0, 100]], "outside"),
-])
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ([[2, 0, 0], [0, 2, 0], [0, 0, 0]], "zero-length cell vector"),
+        ([[1, 0, 0], [0, 1, 0], [0, 0, 0.5]], "outside"),
+        ([[100, 0, 0], [0, 100, 0], [0, 0, 100]], "outside"),
+    ],
+)
 def test_insane_cell_volumes_are_rejected(cell, expected: str) -> None:
     atoms = Atoms("Cu", cell=cell, pbc=True)
     assert expected in check_geometry(atoms)
@@ -158,13 +183,17 @@ def test_retry_policy_is_data_with_the_issue_rules() -> None:
     assert policy.max_retries(FailureKind.MISSING_EXECUTABLE) == 0
     assert policy.max_retries(FailureKind.SCF_UNCONVERGED) == 2
     assert policy.to_dict()["scf_steps_factor"] == 2.0
-    nxt = policy.next_settings(EspressoSettings(max_scf_steps=50, mixing=0.4, smearing=0.1), FailureKind.SCF_UNCONVERGED)
+    nxt = policy.next_settings(
+        EspressoSettings(max_scf_steps=50, mixing=0.4, smearing=0.1), FailureKind.SCF_UNCONVERGED
+    )
     assert (nxt.max_scf_steps, nxt.mixing, nxt.smearing) == (100, 0.2, 0.15)
     same = EspressoSettings()
     assert policy.next_settings(same, FailureKind.CRASHED) is same
     no_smear = policy.next_settings(EspressoSettings(smearing=None), FailureKind.SCF_UNCONVERGED)
     assert no_smear.smearing is None  # fixed occupations are not silently smeared
-    capped = RetryPolicy(max_smearing=0.12).next_settings(EspressoSettings(smearing=0.1), "scf_unconverged")
+    capped = RetryPolicy(max_smearing=0.12).next_settings(
+        EspressoSettings(smearing=0.1), "scf_unconverged"
+    )
     assert capped.smearing == 0.12
     with pytest.raises(ValueError):
         RetryPolicy(scf_retries=-1)
@@ -184,19 +213,33 @@ def test_crashed_is_retried_once_and_each_attempt_is_recorded() -> None:
 # ----------------------------------------------------------------------------- execution
 def test_subprocess_runner_kills_the_process_group_on_timeout(tmp_path: Path) -> None:
     marker = tmp_path / "child_survived"
-    script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
-              f"\"import time; time.sleep(1.5); open('{marker}', 'w').close()\"]); time.sleep(30)")
+    script = (
+        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+        f"\"import time; time.sleep(1.5); open('{marker}', 'w').close()\"]); time.sleep(30)"
+    )
     t0 = time.perf_counter()
-    result = SubprocessRunner(kill_grace=1.0)([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ),
-                                              timeout=0.5, stdout=tmp_path / "o", stderr=tmp_path / "e")
+    result = SubprocessRunner(kill_grace=1.0)(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        timeout=0.5,
+        stdout=tmp_path / "o",
+        stderr=tmp_path / "e",
+    )
     assert result.timed_out and time.perf_counter() - t0 < 5
     time.sleep(1.5)
     assert not marker.exists()  # the grandchild died with its group
 
 
 def test_subprocess_runner_reports_exit_status_and_output(tmp_path: Path) -> None:
-    result = SubprocessRunner()([sys.executable, "-c", "import sys; print('hello'); sys.exit(3)"], cwd=tmp_path,
-                                env=dict(os.environ), timeout=10, stdout=tmp_path / "o", stderr=tmp_path / "e")
+    result = SubprocessRunner()(
+        [sys.executable, "-c", "import sys; print('hello'); sys.exit(3)"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        timeout=10,
+        stdout=tmp_path / "o",
+        stderr=tmp_path / "e",
+    )
     assert result.returncode == 3 and not result.timed_out
     assert (tmp_path / "o").read_text() == "hello\n"
 
@@ -205,7 +248,9 @@ def test_executor_builds_argv_and_finds_missing_executables() -> None:
     ex = Executor(command="pw.x -nk 2", launcher="mpirun -np 4", env={"OMP_NUM_THREADS": "1"})
     assert ex.argv("ignored") == ["mpirun", "-np", "4", "pw.x", "-nk", "2"]
     assert ex.environment()["OMP_NUM_THREADS"] == "1"
-    missing = Executor(command="surely-not-here.x", launcher="no-such-mpirun").missing_executables("x")
+    missing = Executor(command="surely-not-here.x", launcher="no-such-mpirun").missing_executables(
+        "x"
+    )
     assert missing == ["no-such-mpirun", "surely-not-here.x"]
     assert Executor().missing_executables(sys.executable) == []
     with pytest.raises(ValueError):

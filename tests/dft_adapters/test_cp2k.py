@@ -21,11 +21,19 @@ CP2K = FIXTURES / "cp2k"
 def test_parser_reads_energy_forces_stress_in_ase_units() -> None:
     parsed = parse_cp2k_output((CP2K / "Si2_converged.out").read_text(), natoms=2)
     assert parsed["energy"] == pytest.approx(-7.081986342668626 * Hartree, abs=1e-9)
-    np.testing.assert_allclose(parsed["forces"], np.array([[-0.03642564, -0.00107842, -0.01458956],
-                                                           [0.03642529, 0.00107843, 0.01458949]]) * Hartree / Bohr)
-    gpa = np.array([[6.50730912645e1, 2.79453814220, -6.51781688598e-2],
-                    [2.79453814220, 6.56849333469e1, 6.98304540960],
-                    [-6.51781688598e-2, 6.98304540960, 6.55866177421e1]])
+    np.testing.assert_allclose(
+        parsed["forces"],
+        np.array([[-0.03642564, -0.00107842, -0.01458956], [0.03642529, 0.00107843, 0.01458949]])
+        * Hartree
+        / Bohr,
+    )
+    gpa = np.array(
+        [
+            [6.50730912645e1, 2.79453814220, -6.51781688598e-2],
+            [2.79453814220, 6.56849333469e1, 6.98304540960],
+            [-6.51781688598e-2, 6.98304540960, 6.55866177421e1],
+        ]
+    )
     np.testing.assert_allclose(parsed["stress"], -gpa[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] * GPa)
     assert parsed["converged"] and parsed["complete"] and parsed["version"] == "CP2K version 2023.1"
 
@@ -50,34 +58,57 @@ def data_dir() -> str:
 
 def test_input_has_forces_stress_and_settings(tmp_path: Path, data_dir: str) -> None:
     runner = FakeRunner(files={"cp2k.out": CP2K / "Si2_converged.out"})
-    labeler = get_labeler("cp2k", basis_set="SZV-MOLOPT-SR-GTH", cutoff=250, smearing=0.1, kpts=(2, 2, 2),
-                          max_scf_steps=33, mixing=0.25,
-                          executor=Executor(command=fake_executable(tmp_path, "cp2k.psmp"), runner=runner))
+    labeler = get_labeler(
+        "cp2k",
+        basis_set="SZV-MOLOPT-SR-GTH",
+        cutoff=250,
+        smearing=0.1,
+        kpts=(2, 2, 2),
+        max_scf_steps=33,
+        mixing=0.25,
+        executor=Executor(command=fake_executable(tmp_path, "cp2k.psmp"), runner=runner),
+    )
     result = labeler.label(si2(), workdir=tmp_path / "c")
     assert isinstance(result, LabelResult), result
     text = (Path(result.workdir) / "cp2k.inp").read_text()
-    for line in ("RUN_TYPE ENERGY_FORCE", "STRESS_TENSOR ANALYTICAL", "MAX_SCF 33", "ALPHA 0.25", "CUTOFF 250",
-                 "SCHEME MONKHORST-PACK 2 2 2", "METHOD FERMI_DIRAC", "BASIS_SET SZV-MOLOPT-SR-GTH",
-                 "PERIODIC XYZ", "&FORCES ON"):
+    for line in (
+        "RUN_TYPE ENERGY_FORCE",
+        "STRESS_TENSOR ANALYTICAL",
+        "MAX_SCF 33",
+        "ALPHA 0.25",
+        "CUTOFF 250",
+        "SCHEME MONKHORST-PACK 2 2 2",
+        "METHOD FERMI_DIRAC",
+        "BASIS_SET SZV-MOLOPT-SR-GTH",
+        "PERIODIC XYZ",
+        "&FORCES ON",
+    ):
         assert line in text, line
     assert runner.calls[0][-4:] == ["-i", "cp2k.inp", "-o", "cp2k.out"]
 
 
 def test_unknown_basis_for_element_fails_before_running(tmp_path: Path, data_dir: str) -> None:
     runner = FakeRunner()
-    labeler = get_labeler("cp2k", basis_set="SZV-MOLOPT-SR-GTH",
-                          executor=Executor(command=fake_executable(tmp_path, "cp2k"), runner=runner))
+    labeler = get_labeler(
+        "cp2k",
+        basis_set="SZV-MOLOPT-SR-GTH",
+        executor=Executor(command=fake_executable(tmp_path, "cp2k"), runner=runner),
+    )
     atoms = si2()
     atoms[0].symbol = "Og"
     outcome = labeler.label(atoms)
-    assert outcome.kind.value == "invalid_input" and "for Og" in outcome.message and runner.calls == []
+    assert (
+        outcome.kind.value == "invalid_input" and "for Og" in outcome.message and runner.calls == []
+    )
 
 
 @pytest.mark.slow
 def test_real_cp2k_si2_label_and_force_check(tmp_path: Path) -> None:
     if shutil.which("cp2k") is None:
         pytest.skip("cp2k not installed (apt-get install cp2k)")
-    labeler = get_labeler("cp2k", basis_set="SZV-MOLOPT-SR-GTH", cutoff=200, smearing=0.1, eps_scf=1e-8)
+    labeler = get_labeler(
+        "cp2k", basis_set="SZV-MOLOPT-SR-GTH", cutoff=200, smearing=0.1, eps_scf=1e-8
+    )
     atoms = si2()
     result = labeler.label(atoms, workdir=tmp_path)
     assert isinstance(result, LabelResult), result

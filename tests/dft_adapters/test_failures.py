@@ -33,12 +33,27 @@ K = FailureKind
 NO_RETRY = RetryPolicy.no_retries()
 
 
-def _file_backend(name: str, atoms: Callable[[], Atoms], runner: FakeRunner, tmp: Path, kind: FailureKind,
-                  **settings: Any) -> tuple[Any, Atoms, FakeRunner]:
-    command = f"no-such-{name}-binary" if kind is K.MISSING_EXECUTABLE else fake_executable(tmp / "bin", name)
+def _file_backend(
+    name: str,
+    atoms: Callable[[], Atoms],
+    runner: FakeRunner,
+    tmp: Path,
+    kind: FailureKind,
+    **settings: Any,
+) -> tuple[Any, Atoms, FakeRunner]:
+    command = (
+        f"no-such-{name}-binary"
+        if kind is K.MISSING_EXECUTABLE
+        else fake_executable(tmp / "bin", name)
+    )
     extra = {"potcar_spec": True} if name == "vasp" else {}
-    labeler = get_labeler(name, executor=Executor(command=command, runner=runner, timeout=5.0),
-                          retry_policy=NO_RETRY, **extra, **settings)
+    labeler = get_labeler(
+        name,
+        executor=Executor(command=command, runner=runner, timeout=5.0),
+        retry_policy=NO_RETRY,
+        **extra,
+        **settings,
+    )
     structure = too_close(atoms()) if kind is K.INVALID_INPUT else atoms()
     return labeler, structure, runner
 
@@ -48,7 +63,9 @@ def espresso_case(kind: FailureKind, tmp: Path, pseudo_dir: str) -> tuple[Any, A
     runner = {
         K.SCF_UNCONVERGED: FakeRunner(stdout=d / "Si2_unconverged.pwo", returncode=2),
         K.CRASHED: FakeRunner(stdout=d / "Si2_missing_pseudo.pwo", returncode=1),
-        K.TIMEOUT: FakeRunner(stdout="     Program PWSCF v.6.7MaX starts\n", returncode=-15, timed_out=True),
+        K.TIMEOUT: FakeRunner(
+            stdout="     Program PWSCF v.6.7MaX starts\n", returncode=-15, timed_out=True
+        ),
     }.get(kind, FakeRunner(stdout=d / "Si2_converged.pwo"))
     return _file_backend("espresso", si2, runner, tmp, kind, pseudo_dir=pseudo_dir, ecutwfc=20)
 
@@ -82,7 +99,10 @@ def mock_case(kind: FailureKind, tmp: Path, _: str) -> tuple[Any, Atoms, None]:
 
 EXPECTED_MESSAGE = {
     ("espresso", K.SCF_UNCONVERGED): "convergence NOT achieved after   3 iterations",
-    ("espresso", K.CRASHED): "Error in routine readpp (1): file /usr/share/espresso/pseudo/Si.nonexist.UPF not found",
+    (
+        "espresso",
+        K.CRASHED,
+    ): "Error in routine readpp (1): file /usr/share/espresso/pseudo/Si.nonexist.UPF not found",
     ("espresso", K.TIMEOUT): "killed after the 5.0 s limit",
     ("vasp", K.SCF_UNCONVERGED): "9 steps reached NELM = 9",
     ("vasp", K.CRASHED): "vasprun.xml is truncated or malformed",
@@ -97,7 +117,9 @@ BACKENDS = {"espresso": espresso_case, "vasp": vasp_case, "cp2k": cp2k_case, "em
 
 @pytest.mark.parametrize("kind", list(FailureKind), ids=[k.value for k in FailureKind])
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_every_failure_kind_is_a_value(backend: str, kind: FailureKind, tmp_path: Path, qe_pseudo_dir: str) -> None:
+def test_every_failure_kind_is_a_value(
+    backend: str, kind: FailureKind, tmp_path: Path, qe_pseudo_dir: str
+) -> None:
     labeler, atoms, runner = BACKENDS[backend](kind, tmp_path, qe_pseudo_dir)
     outcome = labeler.label(atoms, workdir=tmp_path / "calc")
     assert isinstance(outcome, LabelFailure), outcome
@@ -120,26 +142,44 @@ def test_every_failure_kind_is_a_value(backend: str, kind: FailureKind, tmp_path
 
 def test_vasp_crash_with_nonzero_exit_reports_the_code_output(tmp_path: Path) -> None:
     runner = FakeRunner(stdout="VERY BAD NEWS! internal error in subroutine SGRCON\n", returncode=1)
-    labeler = get_labeler("vasp", potcar_spec=True, retry_policy=NO_RETRY,
-                          executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=runner))
+    labeler = get_labeler(
+        "vasp",
+        potcar_spec=True,
+        retry_policy=NO_RETRY,
+        executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=runner),
+    )
     outcome = labeler.label(c2_diamond_for_fixture(), workdir=tmp_path / "calc")
-    assert outcome.kind is K.CRASHED and "SGRCON" in outcome.message and "status 1" in outcome.message
+    assert (
+        outcome.kind is K.CRASHED and "SGRCON" in outcome.message and "status 1" in outcome.message
+    )
 
 
-def test_espresso_incomplete_output_with_exit_zero_is_crashed(tmp_path: Path, qe_pseudo_dir: str) -> None:
+def test_espresso_incomplete_output_with_exit_zero_is_crashed(
+    tmp_path: Path, qe_pseudo_dir: str
+) -> None:
     text = (FIXTURES / "espresso/Si2_converged.pwo").read_text()
     runner = FakeRunner(stdout=text[: len(text) // 2], returncode=0)
-    labeler = get_labeler("espresso", pseudo_dir=qe_pseudo_dir, retry_policy=NO_RETRY,
-                          executor=Executor(command=fake_executable(tmp_path, "pw.x"), runner=runner))
+    labeler = get_labeler(
+        "espresso",
+        pseudo_dir=qe_pseudo_dir,
+        retry_policy=NO_RETRY,
+        executor=Executor(command=fake_executable(tmp_path, "pw.x"), runner=runner),
+    )
     outcome = labeler.label(si2(), workdir=tmp_path / "calc")
     assert outcome.kind is K.CRASHED and "incomplete" in outcome.message
 
 
-def test_runner_raising_file_not_found_is_missing_executable(tmp_path: Path, qe_pseudo_dir: str) -> None:
+def test_runner_raising_file_not_found_is_missing_executable(
+    tmp_path: Path, qe_pseudo_dir: str
+) -> None:
     """An executable that vanishes between the PATH check and the start is still a value."""
     runner = FakeRunner(missing=True)
-    labeler = get_labeler("espresso", pseudo_dir=qe_pseudo_dir, retry_policy=NO_RETRY,
-                          executor=Executor(command=fake_executable(tmp_path, "pw.x"), runner=runner))
+    labeler = get_labeler(
+        "espresso",
+        pseudo_dir=qe_pseudo_dir,
+        retry_policy=NO_RETRY,
+        executor=Executor(command=fake_executable(tmp_path, "pw.x"), runner=runner),
+    )
     outcome = labeler.label(si2(), workdir=tmp_path / "calc")
     assert outcome.kind is K.MISSING_EXECUTABLE and len(runner.calls) == 1
 
@@ -152,7 +192,9 @@ def test_pyscf_unconverged_is_a_value() -> None:
 
 
 def test_pyscf_timeout_is_a_value() -> None:
-    labeler = get_labeler("pyscf", basis="6-31g", executor=Executor(timeout=1e-6), retry_policy=NO_RETRY)
+    labeler = get_labeler(
+        "pyscf", basis="6-31g", executor=Executor(timeout=1e-6), retry_policy=NO_RETRY
+    )
     outcome = labeler.label(h2o())
     assert outcome.kind is K.TIMEOUT and "exceeds the 1e-06 s limit" in outcome.message
 
@@ -170,14 +212,18 @@ def test_pyscf_crash_inside_the_scf_is_a_value(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(PySCFLabeler, "_mean_field", lambda self, *a: Exploding())
     outcome = get_labeler("pyscf", basis="6-31g", retry_policy=NO_RETRY).label(h2o())
-    assert outcome.kind is K.CRASHED and "MemoryError: cannot allocate ERI tensor" in outcome.message
+    assert (
+        outcome.kind is K.CRASHED and "MemoryError: cannot allocate ERI tensor" in outcome.message
+    )
 
 
 def test_pyscf_bad_input_is_a_value() -> None:
     assert get_labeler("pyscf", basis="6-31g").label(too_close(h2o())).kind is K.INVALID_INPUT
     odd = get_labeler("pyscf", basis="6-31g", spin=1).label(h2o())
     assert odd.kind is K.INVALID_INPUT and "spin" in odd.message
-    no_basis = get_labeler("pyscf", basis="sto-3g").label(Atoms("Og2", positions=[[0, 0, 0], [0, 0, 3]]))
+    no_basis = get_labeler("pyscf", basis="sto-3g").label(
+        Atoms("Og2", positions=[[0, 0, 0], [0, 0, 3]])
+    )
     assert no_basis.kind is K.INVALID_INPUT and "Og" in no_basis.message
 
 

@@ -41,18 +41,32 @@ def test_pair_potentials_work_for_any_element(name: str) -> None:
 def test_faults_are_deterministic_and_seeded() -> None:
     structures = _structures(60)
     faults = FaultInjection.spread(0.5, seed=7)
-    first = [get_labeler("emt", faults=faults, retry_policy=RetryPolicy.no_retries()).label(a).status
-             for a in structures]
-    again = [get_labeler("emt", faults=faults, retry_policy=RetryPolicy.no_retries()).label(a.copy()).status
-             for a in structures]
-    other = [get_labeler("emt", faults=FaultInjection.spread(0.5, seed=8),
-                         retry_policy=RetryPolicy.no_retries()).label(a).status for a in structures]
+    first = [
+        get_labeler("emt", faults=faults, retry_policy=RetryPolicy.no_retries()).label(a).status
+        for a in structures
+    ]
+    again = [
+        get_labeler("emt", faults=faults, retry_policy=RetryPolicy.no_retries())
+        .label(a.copy())
+        .status
+        for a in structures
+    ]
+    other = [
+        get_labeler(
+            "emt", faults=FaultInjection.spread(0.5, seed=8), retry_policy=RetryPolicy.no_retries()
+        )
+        .label(a)
+        .status
+        for a in structures
+    ]
     assert first == again
     assert first != other
 
 
 def test_fraction_and_kinds_of_injected_faults() -> None:
-    labeler = get_labeler("emt", faults=FaultInjection.spread(0.3, seed=1), retry_policy=RetryPolicy.no_retries())
+    labeler = get_labeler(
+        "emt", faults=FaultInjection.spread(0.3, seed=1), retry_policy=RetryPolicy.no_retries()
+    )
     counts = Counter(labeler.label(a).status for a in _structures(500))
     failed = 500 - counts["ok"]
     assert 0.24 < failed / 500 < 0.36  # binomial sd 0.02
@@ -63,7 +77,9 @@ def test_retries_recover_retryable_faults() -> None:
     """Attempt index enters the decision, so the retry of an injected SCF failure can succeed."""
     faults = FaultInjection({FailureKind.SCF_UNCONVERGED: 0.5, FailureKind.CRASHED: 0.2}, seed=3)
     no_retry = get_labeler("emt", faults=faults, retry_policy=RetryPolicy.no_retries())
-    with_retry = get_labeler("emt", faults=faults, retry_policy=RetryPolicy(scf_retries=4, crashed_retries=1))
+    with_retry = get_labeler(
+        "emt", faults=faults, retry_policy=RetryPolicy(scf_retries=4, crashed_retries=1)
+    )
     structures = _structures(200)
     plain = sum(no_retry.label(a).ok for a in structures)
     retried = [with_retry.label(a) for a in structures]
@@ -74,7 +90,9 @@ def test_retries_recover_retryable_faults() -> None:
     for atoms, result in list(zip(structures, retried, strict=True))[:20]:
         if result.ok:  # faults never perturb a successful label
             reference = clean.label(atoms)
-            assert result.energy == reference.energy and np.array_equal(result.forces, reference.forces)
+            assert result.energy == reference.energy and np.array_equal(
+                result.forces, reference.forces
+            )
 
 
 def test_non_retryable_faults_are_tried_once() -> None:

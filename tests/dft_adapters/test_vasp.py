@@ -21,12 +21,18 @@ VASP = FIXTURES / "vasp"
 
 
 def _sio_mixed() -> Atoms:
-    return Atoms("SiOSiO", cell=[[4, 0, 0], [0, 4.2, 0], [0.3, 0, 4.4]],
-                 scaled_positions=[[0, 0, 0], [0.25, 0.3, 0.2], [0.5, 0.5, 0.5], [0.7, 0.8, 0.75]], pbc=True)
+    return Atoms(
+        "SiOSiO",
+        cell=[[4, 0, 0], [0, 4.2, 0], [0.3, 0, 4.4]],
+        scaled_positions=[[0, 0, 0], [0.25, 0.3, 0.2], [0.5, 0.5, 0.5], [0.7, 0.8, 0.75]],
+        pbc=True,
+    )
 
 
-@pytest.mark.parametrize(("name", "atoms"), [("reference_Si2", lambda: bulk("Si", "diamond", a=5.43)),
-                                             ("reference_SiO_mixed", _sio_mixed)])
+@pytest.mark.parametrize(
+    ("name", "atoms"),
+    [("reference_Si2", lambda: bulk("Si", "diamond", a=5.43)), ("reference_SiO_mixed", _sio_mixed)],
+)
 def test_generated_inputs_match_reference_files(name: str, atoms, tmp_path: Path) -> None:
     labeler = get_labeler("vasp", potcar_spec=True)
     labeler.write_inputs(atoms(), tmp_path)
@@ -45,11 +51,24 @@ def test_reference_incar_is_a_static_force_and_stress_run() -> None:
 
 
 def test_settings_reach_the_incar_and_kpoints(tmp_path: Path) -> None:
-    labeler = get_labeler("vasp", potcar_spec=True, kpoint_density=200, smearing=0.1, max_scf_steps=40,
-                          mixing=0.2, incar={"ENCUT": 600, "ISPIN": 1, "MAGMOM": None})
+    labeler = get_labeler(
+        "vasp",
+        potcar_spec=True,
+        kpoint_density=200,
+        smearing=0.1,
+        max_scf_steps=40,
+        mixing=0.2,
+        incar={"ENCUT": 600, "ISPIN": 1, "MAGMOM": None},
+    )
     labeler.write_inputs(bulk("Si", "diamond", a=5.43), tmp_path)
     incar = Incar.from_file(tmp_path / "INCAR")
-    assert (incar["ENCUT"], incar["ISPIN"], incar["SIGMA"], incar["NELM"], incar["AMIX"]) == (600, 1, 0.1, 40, 0.2)
+    assert (incar["ENCUT"], incar["ISPIN"], incar["SIGMA"], incar["NELM"], incar["AMIX"]) == (
+        600,
+        1,
+        0.1,
+        40,
+        0.2,
+    )
     assert "MAGMOM" not in incar
     grid = (tmp_path / "KPOINTS").read_text().splitlines()[3]
     assert [int(x) for x in grid.split()] == [10, 10, 10]  # 7 7 7 at the default density
@@ -67,30 +86,48 @@ def test_vasprun_fixture_parsed_to_ase_units() -> None:
     stress in kBar with VASP's pressure-positive sign -> ASE eV/Å^3, Voigt xx yy zz yz xz xy."""
     parsed = parse_vasprun(VASP / "vasprun_C2_static.xml")
     assert parsed["energy"] == pytest.approx(-20.24695937, abs=1e-8)
-    np.testing.assert_allclose(parsed["forces"], [[1.23456789, -0.5, 0.25], [-1.23456789, 0.5, -0.25]])
+    np.testing.assert_allclose(
+        parsed["forces"], [[1.23456789, -0.5, 0.25], [-1.23456789, 0.5, -0.25]]
+    )
     kbar = 0.1 * GPa
     expected = -np.array([-10.5, 20.25, 5.0, 4.5, -3.0, 2.0]) * kbar
     np.testing.assert_allclose(parsed["stress"], expected, rtol=1e-12)
-    assert parsed["stress"][0] == pytest.approx(1.05 * GPa)  # -10.5 kBar (tensile) = +1.05 GPa in ASE
+    assert parsed["stress"][0] == pytest.approx(
+        1.05 * GPa
+    )  # -10.5 kBar (tensile) = +1.05 GPa in ASE
     assert parsed["converged_electronic"] and parsed["version"] == "6.3.0"
 
 
 def test_label_through_fake_vasp_run(tmp_path: Path) -> None:
-    runner = FakeRunner(stdout=" running on    1 total cores\n", files={"vasprun.xml": VASP / "vasprun_C2_static.xml"})
-    labeler = get_labeler("vasp", potcar_spec=True,
-                          executor=Executor(command=fake_executable(tmp_path, "vasp_std"), launcher=None, runner=runner))
+    runner = FakeRunner(
+        stdout=" running on    1 total cores\n",
+        files={"vasprun.xml": VASP / "vasprun_C2_static.xml"},
+    )
+    labeler = get_labeler(
+        "vasp",
+        potcar_spec=True,
+        executor=Executor(
+            command=fake_executable(tmp_path, "vasp_std"), launcher=None, runner=runner
+        ),
+    )
     result = labeler.label(c2_diamond_for_fixture(), workdir=tmp_path / "calc")
     assert isinstance(result, LabelResult), result
     assert result.energy == pytest.approx(-20.24695937)
     assert result.code_version == "vasp 6.3.0"
     workdir = Path(result.workdir)
-    assert {"INCAR", "KPOINTS", "POSCAR", "POTCAR.spec", "vasprun.xml", "vasp.out"} <= {p.name for p in workdir.iterdir()}
+    assert {"INCAR", "KPOINTS", "POSCAR", "POTCAR.spec", "vasprun.xml", "vasp.out"} <= {
+        p.name for p in workdir.iterdir()
+    }
 
 
 def test_atom_count_mismatch_is_crashed(tmp_path: Path) -> None:
     runner = FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_static.xml"})
-    labeler = get_labeler("vasp", potcar_spec=True, retry_policy=RetryPolicy.no_retries(),
-                          executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=runner))
+    labeler = get_labeler(
+        "vasp",
+        potcar_spec=True,
+        retry_policy=RetryPolicy.no_retries(),
+        executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=runner),
+    )
     atoms = bulk("C", "diamond", a=3.57, cubic=True)  # 8 atoms, the output has 2
     outcome = labeler.label(atoms, workdir=tmp_path / "calc")
     assert outcome.kind is FailureKind.CRASHED and "2 atoms" in outcome.message
@@ -109,23 +146,40 @@ class _Sequence:
 
 
 def test_retry_changes_reach_the_incar(tmp_path: Path) -> None:
-    runner = _Sequence(FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_unconverged.xml"}),
-                       FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_static.xml"}))
-    labeler = get_labeler("vasp", potcar_spec=True, max_scf_steps=60, mixing=0.4, smearing=0.05,
-                          executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=runner))
+    runner = _Sequence(
+        FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_unconverged.xml"}),
+        FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_static.xml"}),
+    )
+    labeler = get_labeler(
+        "vasp",
+        potcar_spec=True,
+        max_scf_steps=60,
+        mixing=0.4,
+        smearing=0.05,
+        executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=runner),
+    )
     result = labeler.label(c2_diamond_for_fixture(), workdir=tmp_path / "calc")
     assert isinstance(result, LabelResult), result
     assert [a.status for a in result.attempts] == ["scf_unconverged", "ok"]
     first, second = runner.incars
     assert (first["NELM"], first["AMIX"], first["SIGMA"]) == (60, 0.4, 0.05)
     assert (second["NELM"], second["AMIX"], second["SIGMA"]) == (120, 0.2, 0.1)
-    assert result.attempts[1].settings_changes == {"max_scf_steps": 120, "mixing": 0.2, "smearing": 0.1}
+    assert result.attempts[1].settings_changes == {
+        "max_scf_steps": 120,
+        "mixing": 0.2,
+        "smearing": 0.1,
+    }
 
 
-def test_without_potcars_the_preflight_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_potcars_the_preflight_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pymatgen.core import SETTINGS
 
     monkeypatch.setitem(SETTINGS, "PMG_VASP_PSP_DIR", None)
-    labeler = get_labeler("vasp", executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=FakeRunner()))
+    labeler = get_labeler(
+        "vasp",
+        executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=FakeRunner()),
+    )
     outcome = labeler.label(c2_diamond_for_fixture())
     assert outcome.kind is FailureKind.INVALID_INPUT and "POTCAR" in outcome.message

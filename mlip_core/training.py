@@ -62,9 +62,13 @@ class TrainingConfig:
         max_time_s: wall-clock budget in seconds (None: no limit); the best state is kept.
         batch_size: structures per optimiser step.
         learning_rate: initial Adam learning rate.
+        schedule: "cosine" (anneal to ``min_learning_rate`` over the epoch or time budget,
+            whichever runs out first) or "plateau" (drop by ``lr_factor`` on stagnation).
         lr_factor: factor of the plateau learning-rate schedule.
-        lr_patience: epochs without validation improvement before the learning rate drops.
-        min_learning_rate: learning rate at which training stops.
+        lr_patience: plateau schedule: epochs without validation improvement before a drop.
+        min_learning_rate: final learning rate (cosine) / stop threshold (plateau).
+        ema_decay: decay of the exponential moving average of the weights used for validation
+            and returned (None disables it).
         patience: early stopping: epochs without validation improvement.
         energy_weight: weight of the per-atom energy term, (eV/atom)^-2 relative to forces.
         force_weight: weight of the force term, (eV/Å)^-2.
@@ -80,9 +84,11 @@ class TrainingConfig:
     max_time_s: float | None = None
     batch_size: int = 4
     learning_rate: float = 5e-3
+    schedule: str = "cosine"
     lr_factor: float = 0.5
     lr_patience: int = 8
     min_learning_rate: float = 1e-5
+    ema_decay: float | None = 0.99
     patience: int = 25
     energy_weight: float = 100.0
     force_weight: float = 1.0
@@ -94,6 +100,10 @@ class TrainingConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "plateau"):
+            raise ValueError(f"schedule must be 'cosine' or 'plateau', got {self.schedule!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -297,6 +307,8 @@ def _new_model(
     ]
     cfg.avg_neighbors = float(np.mean(counts)) if counts else 1.0
     model = CommitteePotential(cfg).to(dtype)
+    sample = structures[:: max(1, len(structures) // 50)]
+    model.fit_feature_statistics([build_graph(at, cfg.cutoff, model.species_index, dtype=dtype) for at in sample])
     ref = fit_reference_energies(structures, cfg.species)
     model.reference_energies.copy_(torch.as_tensor(ref, dtype=torch.float64))
     return model
@@ -375,6 +387,27 @@ def train_committee(
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_learning_rate * 0.5
     )
+    params = [p for p in net.parameters() if p.requires_grad]
+    ema = [p.detach().clone() for p in params] if cfg.ema_decay else None
+
+    def set_cosine_lr(epoch_float: float) -> None:
+        progress = epoch_float / cfg.max_epochs
+        if cfg.max_time_s:
+            progress = max(progress, (time.perf_counter() - t0) / cfg.max_time_s)
+        progress = min(progress, 1.0)
+        lr = cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (
+            1.0 + math.cos(math.pi * progress)
+        )
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+    def swap_ema() -> None:
+        if ema is not None:
+            with torch.no_grad():
+                for p, e in zip(params, ema, strict=True):
+                    tmp = p.detach().clone()
+                    p.copy_(e)
+                    e.copy_(tmp)
     best_loss, best_state, best_epoch = math.inf, copy.deepcopy(net.state_dict()), 0
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -389,13 +422,19 @@ def train_committee(
             batch = train_data.batch(idx, weights[:, idx])
             if float(batch.weights.sum()) == 0.0:
                 continue
+            if cfg.schedule == "cosine":
+                set_cosine_lr(epoch - 1 + start / n_train)
             opt.zero_grad(set_to_none=True)
             loss, _ = _losses(net, batch, cfg, create_graph=True)
             loss.sum().backward()
             opt.step()
+            if ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema_decay)  # type: ignore[operator]
             total += float(loss.sum().detach()) * len(idx)
         row = {"epoch": float(epoch), "train_loss": total / n_train / k, "lr": opt.param_groups[0]["lr"]}
         val_loss = row["train_loss"]
+        swap_ema()  # validate (and keep as best) the averaged weights
         if val_data is not None:
             net.eval()
             vl = 0.0
@@ -410,14 +449,16 @@ def train_committee(
         history.append(row)
         if callback is not None:
             callback(row)
-        sched.step(val_loss)
         if val_loss < best_loss * (1 - 1e-4):
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(net.state_dict())
+        swap_ema()
+        if cfg.schedule == "plateau":
+            sched.step(val_loss)
         if epoch - best_epoch >= cfg.patience:
             stop_reason = f"early stop: no validation improvement for {cfg.patience} epochs"
             break
-        if opt.param_groups[0]["lr"] < cfg.min_learning_rate:
+        if cfg.schedule == "plateau" and opt.param_groups[0]["lr"] < cfg.min_learning_rate:
             stop_reason = f"learning rate fell below {cfg.min_learning_rate}"
             break
         if cfg.max_time_s is not None and row["seconds"] >= cfg.max_time_s:

@@ -1,0 +1,141 @@
+"""Benchmark: MD step time of one model vs a K-member committee (stacked and as a loop).
+
+Run ``python -m mlip_core.bench`` (``make bench`` does). Every configuration runs the same
+ASE Langevin MD on the same Cu cell; rounds are interleaved (A B C A B C ...) so each sees the
+same machine load, and medians of per-step times are printed with ratios to the single model.
+Add ``--device cuda`` on a GPU machine. MACE is included when ``mace-torch`` is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.build import bulk
+from ase.calculators.calculator import Calculator
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from mlip_core.calculator import CommitteeCalculator
+from mlip_core.model import CommitteePotential, LoopCommittee, ModelConfig
+from mlip_core.neighbors import build_graph
+
+__all__ = ["bench_md", "main"]
+
+
+def _cu(n_rep: int) -> Atoms:
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(n_rep)
+    atoms.rattle(0.02, seed=1)
+    return atoms
+
+
+def _model(k: int, atoms: Atoms, device: str, dtype: torch.dtype, **cfg: object) -> CommitteePotential:
+    model = CommitteePotential(
+        ModelConfig(species=[29], n_members=k, seeds=list(range(k)), energy_scale=0.5, **cfg)  # type: ignore[arg-type]
+    ).to(dtype)
+    model.fit_feature_statistics([build_graph(atoms, model.cutoff, model.species_index, dtype=dtype)])
+    return model.to(device)
+
+
+def _mace_calculator(k: int, device: str) -> Calculator | None:
+    """A K-member MACE committee through pesflow's MACE backend, or None if unavailable."""
+    try:
+        from mlip_core.mace_backend import mace_committee_calculator
+    except ImportError:
+        return None
+    return mace_committee_calculator(k, species=[29], device=device)
+
+
+def _time_md(atoms: Atoms, calc: Calculator, steps: int) -> list[float]:
+    a = atoms.copy()
+    a.calc = calc
+    MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = Langevin(a, 1.0 * units.fs, temperature_K=300, friction=0.01, rng=np.random.default_rng(0))
+    dyn.run(1)  # warm-up
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        dyn.run(1)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_md(
+    sizes: tuple[int, ...] = (3, 10),
+    k: int = 4,
+    steps: int = 10,
+    rounds: int = 3,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, dict[str, float]]:
+    """Median MD step time (ms) per configuration and cubic-cell repeat; also ratios.
+
+    Args:
+        sizes: repeats of the 4-atom cubic Cu cell (3 -> 108 atoms, 10 -> 4000 atoms).
+        k: committee size.
+        steps: MD steps timed per round.
+        rounds: interleaved rounds.
+        device: torch device.
+        dtype: model dtype.
+    """
+    results: dict[str, dict[str, float]] = {}
+    for rep in sizes:
+        atoms = _cu(rep)
+        single = _model(1, atoms, device, dtype)
+        stacked = _model(k, atoms, device, dtype)
+        loop = LoopCommittee([stacked.select_members([i]) for i in range(k)])
+        configs: dict[str, Callable[[], Calculator]] = {
+            "single": lambda m=single: CommitteeCalculator(m, device=device),
+            f"committee K={k} stacked": lambda m=stacked: CommitteeCalculator(m, device=device),
+            f"committee K={k} loop": lambda m=loop: CommitteeCalculator(m, device=device),
+        }
+        mace = _mace_calculator(k, device)
+        if mace is not None:
+            configs[f"MACE K={k}"] = lambda c=mace: c
+        else:
+            print("MACE: not measured (mace-torch / pesflow MACE backend not installed)")
+        per: dict[str, list[float]] = {name: [] for name in configs}
+        for _ in range(rounds):
+            for name, make in configs.items():
+                per[name].extend(_time_md(atoms, make(), steps))
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+        med = {name: statistics.median(v) * 1e3 for name, v in per.items()}
+        base = med["single"]
+        results[f"{len(atoms)} atoms"] = {
+            **{f"{n} ms": v for n, v in med.items()},
+            **{f"{n} ratio": v / base for n, v in med.items() if n != "single"},
+        }
+        print(f"\nMD step (ASE Langevin, {len(atoms)} Cu atoms, {device}, {str(dtype)[6:]}), median of {rounds}x{steps} steps")
+        print(f"{'configuration':<26}{'ms/step':>10}{'x single':>10}")
+        for name, v in med.items():
+            print(f"{name:<26}{v:>10.2f}{v / base:>10.2f}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry: ``python -m mlip_core.bench [--device cuda] [--json out.json]``."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", type=int, nargs="+", default=[3, 10])
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--float64", action="store_true")
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    res = bench_md(tuple(a.sizes), a.k, a.steps, a.rounds, a.device,
+                   torch.float64 if a.float64 else torch.float32)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

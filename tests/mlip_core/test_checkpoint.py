@@ -53,5 +53,5 @@ def test_bad_checkpoints(model64, tmp_path):
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a pesflow"):
         load_committee(tmp_path / "other.pt")
-    with pytest.raises(TypeError, match="metadata.obj"):
+    with pytest.raises(TypeError, match=r"metadata\.obj"):
         save_committee(model64, tmp_path / "x.pt", {"obj": object()})

@@ -9,6 +9,7 @@ No Prefect, no SQL. Heavy backends are imported on first use.
 
 from .base import Labeler, RawLabel
 from .execution import Executor, ProcessResult, ProcessRunner, SubprocessRunner
+from .mock import FaultInjection
 from .preflight import PreflightLimits, check_geometry
 from .registry import available_labelers, get_labeler, labeler_class, register
 from .results import (
@@ -26,6 +27,7 @@ __all__ = [
     "AttemptRecord",
     "Executor",
     "FailureKind",
+    "FaultInjection",
     "LabelError",
     "LabelFailure",
     "LabelOutcome",

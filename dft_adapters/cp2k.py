@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,19 +60,13 @@ class CP2KSettings(Settings):
     charge: int = 0
     multiplicity: int | None = None
     inp: str = ""
-    data_dir: str = ""
+    data_dir: str = field(default_factory=_default_data_dir, metadata={"hash": False})
 
     def __post_init__(self) -> None:
         if self.max_scf_steps < 1 or not 0 < self.mixing <= 1 or self.cutoff <= 0:
             raise ValueError("CP2KSettings needs max_scf_steps >= 1, 0 < mixing <= 1, cutoff > 0")
         if self.kpts is not None:
             object.__setattr__(self, "kpts", tuple(int(k) for k in self.kpts))
-        if not self.data_dir:
-            object.__setattr__(self, "data_dir", _default_data_dir())
-
-
-# data_dir is where, not what: keep it out of the hash
-CP2KSettings.__dataclass_fields__["data_dir"].metadata = {"hash": False}  # type: ignore[misc]
 
 
 def _has_entry(path: Path, element: str, name: str) -> bool:

@@ -175,3 +175,20 @@ def qe_pseudo_dir(tmp_path: Path) -> str:
     directory.mkdir()
     (directory / "Si.pbe-rrkj.UPF").write_text("dummy: the fake runner never reads it\n")
     return str(directory)
+
+
+def cp2k_stub_data(directory: Path) -> str:
+    """Minimal CP2K basis/potential files with Si entries (for fake-runner CP2K tests, so they
+    need no CP2K installation)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "BASIS_MOLOPT").write_text(
+        "# test stub\nSi SZV-MOLOPT-SR-GTH SZV-MOLOPT-SR-GTH-q4\n 1\n"
+    )
+    (directory / "GTH_POTENTIALS").write_text("# test stub\nSi GTH-PBE-q4 GTH-PBE\n 2 2\n")
+    return str(directory)
+
+
+@pytest.fixture
+def cp2k_data_dir(tmp_path: Path) -> str:
+    """A stub CP2K data directory (see :func:`cp2k_stub_data`)."""
+    return cp2k_stub_data(tmp_path / "cp2k-data")

@@ -23,6 +23,7 @@ from .conftest import (
     FIXTURES,
     FakeRunner,
     c2_diamond_for_fixture,
+    cp2k_stub_data,
     cu4,
     energy_of,
     fake_executable,
@@ -71,15 +72,9 @@ def _cp2k(tmp: Path) -> Labeler:
         "cp2k",
         basis_set="SZV-MOLOPT-SR-GTH",
         cutoff=200,
+        data_dir=cp2k_stub_data(tmp / "cp2k-data"),
         executor=Executor(command=fake_executable(tmp / "bin", "cp2k"), runner=runner),
     )
-
-
-def _cp2k_available() -> None:
-    if not Path("/usr/share/cp2k/BASIS_MOLOPT").is_file():
-        pytest.skip(
-            "CP2K data files (/usr/share/cp2k) absent: the cp2k pre-flight needs the basis file"
-        )
 
 
 CASES = {
@@ -124,7 +119,7 @@ CASES = {
         ((((0, 2), (1, 1))), 1e-3, 5e-4),
     ),
     "vasp": Case(_vasp, c2_diamond_for_fixture, (-11.0, -9.0), None),
-    "cp2k": Case(_cp2k, si2, (-100.0, -90.0), None, needs=_cp2k_available),
+    "cp2k": Case(_cp2k, si2, (-100.0, -90.0), None),
 }
 
 

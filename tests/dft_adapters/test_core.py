@@ -255,3 +255,22 @@ def test_executor_builds_argv_and_finds_missing_executables() -> None:
     assert Executor().missing_executables(sys.executable) == []
     with pytest.raises(ValueError):
         Executor(timeout=0)
+
+
+def test_cp2k_data_dir_is_not_hashed() -> None:
+    a = get_labeler("cp2k", data_dir="/a")
+    b = get_labeler("cp2k", data_dir="/b")
+    assert a.settings_hash == b.settings_hash
+    assert a.settings_hash != get_labeler("cp2k", cutoff=300).settings_hash
+
+
+def test_missing_pw_x_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from . import conftest
+
+    monkeypatch.setattr(conftest.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the real QE tests"):
+        conftest.require_pw_x()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match=r"pw\.x"):
+        conftest.require_pw_x()

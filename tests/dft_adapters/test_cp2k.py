@@ -49,17 +49,11 @@ def test_parser_rejects_wrong_atom_count() -> None:
         parse_cp2k_output((CP2K / "Si2_converged.out").read_text(), natoms=3)
 
 
-@pytest.fixture
-def data_dir() -> str:
-    if not Path("/usr/share/cp2k/BASIS_MOLOPT").is_file():
-        pytest.skip("CP2K data files absent (/usr/share/cp2k): apt-get install cp2k")
-    return "/usr/share/cp2k"
-
-
-def test_input_has_forces_stress_and_settings(tmp_path: Path, data_dir: str) -> None:
+def test_input_has_forces_stress_and_settings(tmp_path: Path, cp2k_data_dir: str) -> None:
     runner = FakeRunner(files={"cp2k.out": CP2K / "Si2_converged.out"})
     labeler = get_labeler(
         "cp2k",
+        data_dir=cp2k_data_dir,
         basis_set="SZV-MOLOPT-SR-GTH",
         cutoff=250,
         smearing=0.1,
@@ -87,10 +81,11 @@ def test_input_has_forces_stress_and_settings(tmp_path: Path, data_dir: str) -> 
     assert runner.calls[0][-4:] == ["-i", "cp2k.inp", "-o", "cp2k.out"]
 
 
-def test_unknown_basis_for_element_fails_before_running(tmp_path: Path, data_dir: str) -> None:
+def test_unknown_basis_for_element_fails_before_running(tmp_path: Path, cp2k_data_dir: str) -> None:
     runner = FakeRunner()
     labeler = get_labeler(
         "cp2k",
+        data_dir=cp2k_data_dir,
         basis_set="SZV-MOLOPT-SR-GTH",
         executor=Executor(command=fake_executable(tmp_path, "cp2k"), runner=runner),
     )

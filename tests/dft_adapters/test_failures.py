@@ -22,6 +22,7 @@ from .conftest import (
     FIXTURES,
     FakeRunner,
     c2_diamond_for_fixture,
+    cp2k_stub_data,
     cu4,
     fake_executable,
     h2o,
@@ -81,15 +82,21 @@ def vasp_case(kind: FailureKind, tmp: Path, _: str) -> tuple[Any, Atoms, FakeRun
 
 
 def cp2k_case(kind: FailureKind, tmp: Path, _: str) -> tuple[Any, Atoms, FakeRunner]:
-    if not Path("/usr/share/cp2k/BASIS_MOLOPT").is_file():
-        pytest.skip("CP2K data files absent (/usr/share/cp2k)")
     d = FIXTURES / "cp2k"
     runner = {
         K.SCF_UNCONVERGED: FakeRunner(files={"cp2k.out": d / "Si2_unconverged.out"}),
         K.CRASHED: FakeRunner(files={"cp2k.out": d / "Si2_bad_basis.out"}, returncode=1),
         K.TIMEOUT: FakeRunner(returncode=-15, timed_out=True),
     }.get(kind, FakeRunner(files={"cp2k.out": d / "Si2_converged.out"}))
-    return _file_backend("cp2k", si2, runner, tmp, kind, basis_set="SZV-MOLOPT-SR-GTH")
+    return _file_backend(
+        "cp2k",
+        si2,
+        runner,
+        tmp,
+        kind,
+        basis_set="SZV-MOLOPT-SR-GTH",
+        data_dir=cp2k_stub_data(tmp / "data"),
+    )
 
 
 def mock_case(kind: FailureKind, tmp: Path, _: str) -> tuple[Any, Atoms, None]:

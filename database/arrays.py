@@ -11,6 +11,7 @@ bit-exact (including -0.0, subnormals, inf and NaN payloads).
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -45,16 +46,17 @@ def encode_array(array: np.ndarray | list | tuple) -> bytes:
 
 def decode_array(blob: bytes | memoryview) -> np.ndarray:
     """Decode bytes written by :func:`encode_array` into a new, writable numpy array."""
-    blob = bytes(blob)
+    if not isinstance(blob, bytes):
+        blob = bytes(blob)
     if blob[:4] != MAGIC:
         raise ValueError("not an encoded array (bad magic)")
     code = chr(blob[4])
     ndim = blob[5]
     shape = struct.unpack_from(f"<{ndim}I", blob, 6)
-    offset = 6 + 4 * ndim
+    count = math.prod(shape)
     dtype = _CODES[code]
-    arr = np.frombuffer(blob, dtype=dtype, offset=offset, count=int(np.prod(shape, dtype=np.int64)))
-    return arr.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+    arr = np.frombuffer(blob, dtype=dtype, offset=6 + 4 * ndim, count=count).reshape(shape)
+    return arr.copy() if dtype.isnative else arr.astype(dtype.newbyteorder("="))
 
 
 class NDArray(TypeDecorator):

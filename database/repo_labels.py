@@ -344,9 +344,9 @@ class LabelsRepo(StructuresRepo):
         campaign selected (explored, seeded or requested), ordered by label id."""
         with self.session(write=False) as s:
             c = self._campaign_row(s, campaign)
-            q = (
-                select(Label, Structure)
-                .join(Structure, Structure.id == Label.structure_id)
+            # Core rows (no ORM identity map): two queries sharing one filter, joined here.
+            labels = (
+                select(Label.__table__)
                 .join(
                     Selection,
                     and_(
@@ -358,9 +358,14 @@ class LabelsRepo(StructuresRepo):
                     Label.labeler == labeler,
                     Label.settings_hash == settings_hash,
                 )
-                .order_by(Label.id)
             )
-            return [LabelledStructure(_label(lb), _structure(st)) for lb, st in s.execute(q)]
+            label_rows = s.execute(labels.order_by(Label.id)).all()
+            sub = labels.with_only_columns(Label.structure_id).scalar_subquery()
+            structures = {
+                row.id: _structure(row)
+                for row in s.execute(select(Structure.__table__).where(Structure.id.in_(sub)))
+            }
+            return [LabelledStructure(_label(lb), structures[lb.structure_id]) for lb in label_rows]
 
     def training_label_ids(
         self, campaign: CampaignRef, *, labeler: str, settings_hash: str

@@ -82,7 +82,7 @@ class TrainingConfig:
 
     max_epochs: int = 300
     max_time_s: float | None = None
-    batch_size: int = 4
+    batch_size: int = 2
     learning_rate: float = 5e-3
     schedule: str = "cosine"
     lr_factor: float = 0.5

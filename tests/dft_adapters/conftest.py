@@ -192,3 +192,13 @@ def cp2k_stub_data(directory: Path) -> str:
 def cp2k_data_dir(tmp_path: Path) -> str:
     """A stub CP2K data directory (see :func:`cp2k_stub_data`)."""
     return cp2k_stub_data(tmp_path / "cp2k-data")
+
+
+@pytest.fixture(autouse=True)
+def _scratch_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels made without ``workdir`` put their scratch under the test's tmp_path, not /tmp."""
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))

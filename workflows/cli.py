@@ -24,8 +24,8 @@ __all__ = ["app", "main", "summary_table"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="pesflow: active-learning campaigns for machine-learned potentials.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory "
                                               "(env PESFLOW_DATA_DIR, default ./data).")]
@@ -198,10 +198,12 @@ def _run(handle, cfg, settings: PesflowSettings, *, retry_failed: bool = False,
     from .steps import open_store, summary_rows
 
     configure_prefect_env(settings)
+    from . import timing
     from .flows import run_flow  # imports Prefect: after its environment is set
 
     store = open_store(handle.db_url)
     t0 = time.perf_counter()
+    timing.clear()
     with RichReporter(Console(quiet=quiet)) as rep:
         old = progress.set_reporter(rep)
         try:
@@ -209,9 +211,12 @@ def _run(handle, cfg, settings: PesflowSettings, *, retry_failed: bool = False,
         finally:
             progress.set_reporter(old)
     wall = time.perf_counter() - t0
+    busy = timing.busy_seconds(since=t0)
     rows = summary_rows(store, handle.campaign_id)
     console.print(summary_table(rows, title=f"campaign {handle.name}"))
-    console.print(f"{result['status']}: {result['message']} (wall time {wall:.1f} s)",
+    console.print(f"{result['status']}: {result['message']}", markup=False, highlight=False)
+    console.print(f"wall time {wall:.1f} s; inside MD/labelling/training {busy:.1f} s; "
+                  f"orchestration overhead {wall - busy:.1f} s ({100 * (wall - busy) / wall:.1f} %)",
                   markup=False, highlight=False)
     return 0
 

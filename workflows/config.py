@@ -230,6 +230,9 @@ class TrainingSection(_Section):
     warm_start: bool = Field(default=True, description="Fine-tune the previous committee.")
     warm_start_epochs: int = Field(default=80, ge=1, description="Epochs when warm-starting.")
     learning_rate: PosFloat = Field(default=5e-3, description="Initial Adam learning rate.")
+    warm_start_learning_rate: PosFloat = Field(
+        default=2e-3, description="Initial learning rate when fine-tuning the previous committee."
+    )
     batch_size: int = Field(default=4, ge=1, description="Structures per optimiser step.")
     patience: int = Field(default=25, ge=1, description="Early-stopping patience, epochs.")
     energy_weight: float = Field(default=100.0, ge=0, description="Per-atom energy weight.")

@@ -503,7 +503,8 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
     warm = load_model(prev) if prev is not None else None
     tcfg = TrainingConfig(
         max_epochs=tc.warm_start_epochs if warm is not None else tc.max_epochs,
-        max_time_s=tc.max_time_s, batch_size=tc.batch_size, learning_rate=tc.learning_rate,
+        max_time_s=tc.max_time_s, batch_size=tc.batch_size,
+        learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
         patience=tc.patience, energy_weight=tc.energy_weight, val_fraction=tc.val_fraction,
         seed=_seed(cfg.seed, "train", it.index) % (2**31),
     )

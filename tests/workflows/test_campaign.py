@@ -1,0 +1,128 @@
+"""The reduced demo campaign end to end through the Prefect flow and the CLI: it learns
+(validation force RMSE falls >= 3x), stops by its convergence rule, exports a dataset that
+plain ASE reads and a calculator that reproduces the committee."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from workflows.cli import app
+
+from ._campaigns import write_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def campaign(prefect_harness, tmp_path_factory):
+    """Run the reduced campaign once for the whole module."""
+    root = tmp_path_factory.mktemp("campaign")
+    cfg = write_config(root / "reduced.yaml")
+    data = root / "data"
+    res = runner.invoke(app, ["run", str(cfg), "--data-dir", str(data), "--quiet"])
+    from database import Store
+    from workflows.steps import summary_rows
+
+    store = Store.sqlite(data)
+    rec = store.get_campaign("reduced")
+    rows = summary_rows(store, rec.id)
+    yield {"result": res, "data": data, "store": store, "rec": rec, "rows": rows, "cfg": cfg}
+    store.close()
+
+
+def test_campaign_converges_and_learns(campaign):
+    res, rec, rows = campaign["result"], campaign["rec"], campaign["rows"]
+    assert res.exit_code == 0, res.output
+    assert rec.status == "converged", rec.status_message
+    assert rec.status_message.startswith("converged at iteration")
+    assert len(rows) < 8  # stopped by the rule, not by max_iterations
+    first, last = rows[0]["val_force_rmse_meV"], rows[-1]["val_force_rmse_meV"]
+    assert first / last >= 3.0, [r["val_force_rmse_meV"] for r in rows]
+    # the committee is uncertain about less and less of what it explores
+    uncertain = [1 - r["accurate"] for r in rows]
+    assert uncertain[-1] < uncertain[0]
+    assert rows[-1]["accurate"] >= 0.7
+    assert rows[-1]["candidate"] < max(r["candidate"] for r in rows[:-1])
+    assert "converged" in res.output and "val F RMSE" in res.output
+
+
+def test_every_selection_labelled_once(campaign):
+    store, rec = campaign["store"], campaign["rec"]
+    labels = store.list_labels(rec.id, limit=None)
+    selected = {s.structure_id for s in store.list_selections(rec.id)}
+    sids = [lb.structure_id for lb in labels]
+    assert len(sids) == len(set(sids)) == len(selected)
+    assert set(sids) == selected
+    assert all(lb.status == "done" for lb in labels)
+    # one model per iteration, checkpoints where the database says, sha256 matching
+    models = store.list_models(rec.id)
+    assert len(models) == len(campaign["rows"])
+    from mlip_core.checkpoint import file_sha256
+
+    for m in models:
+        assert file_sha256(m.checkpoint_uri) == m.checkpoint_sha256
+
+
+def test_validation_set_never_trained_on(campaign):
+    store, rec = campaign["store"], campaign["rec"]
+    val_sids = {s.structure_id for s in store.list_selections(rec.id) if s.reason == "validation"}
+    assert len(val_sids) == 12
+    val_labels = {lb.id for lb in store.list_labels(rec.id, limit=None)
+                  if lb.structure_id in val_sids}
+    for m in store.list_models(rec.id):
+        assert not (set(m.training_label_ids.tolist()) & val_labels)
+
+
+def test_status_and_resume_of_converged(campaign):
+    data = campaign["data"]
+    res = runner.invoke(app, ["status", "--data-dir", str(data)])
+    assert res.exit_code == 0 and "reduced" in res.output and "converged" in res.output
+    res = runner.invoke(app, ["status", "reduced", "--data-dir", str(data)])
+    assert res.exit_code == 0 and "val F RMSE" in res.output
+    res = runner.invoke(app, ["status", "nope", "--data-dir", str(data)])
+    assert res.exit_code == 2 and "unknown campaign 'nope'" in res.output
+    n_before = len(campaign["store"].list_iterations(campaign["rec"].id))
+    res = runner.invoke(app, ["resume", "reduced", "--data-dir", str(data), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert len(campaign["store"].list_iterations(campaign["rec"].id)) == n_before
+
+
+def test_export_loads_in_plain_ase(campaign, tmp_path: Path):
+    import ase.io
+
+    from mlip_core.calculator import CommitteeCalculator
+    from mlip_core.checkpoint import load_committee
+
+    out = tmp_path / "export"
+    res = runner.invoke(app, ["export", "reduced", "--out", str(out), "--data-dir",
+                              str(campaign["data"])])
+    assert res.exit_code == 0, res.output
+    frames = ase.io.read(out / "dataset.extxyz", index=":")
+    val = ase.io.read(out / "validation.extxyz", index=":")
+    store, rec = campaign["store"], campaign["rec"]
+    n_labels = len(store.list_labels(rec.id, limit=None))
+    assert len(frames) + len(val) == n_labels and len(val) == 12
+    for a in frames + val:
+        assert isinstance(a.info["REF_energy"], float)
+        assert a.arrays["REF_forces"].shape == (len(a), 3)
+        assert np.asarray(a.info["REF_stress"]).shape == (6,)
+        assert a.calc is None  # REF_* keys, not a calculator's energy/forces
+    # the exported loader gives the committee of the last model
+    spec = importlib.util.spec_from_file_location("exported_loader", out / "load_calculator.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    calc = mod.get_calculator()
+    model, _ = load_committee(store.latest_model(rec.id).checkpoint_uri)
+    ref_calc = CommitteeCalculator(model)
+    for a in val[:4]:
+        b, c = a.copy(), a.copy()
+        b.calc, c.calc = calc, ref_calc
+        assert b.get_potential_energy() == pytest.approx(c.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(b.get_forces(), c.get_forces(), atol=1e-9)
+        # and the committee is a decent potential on held-out structures
+        assert abs(b.get_potential_energy() - a.info["REF_energy"]) / len(a) < 0.02

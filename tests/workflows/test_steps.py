@@ -1,0 +1,98 @@
+"""The plain steps (no Prefect): idempotent against the database, failures as data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workflows import steps, timing
+from workflows.config import load_config
+
+from ._campaigns import write_config
+
+
+@pytest.fixture
+def ctx(tmp_path: Path):
+    cfg = load_config(write_config(
+        tmp_path / "c.yaml", name="unit",
+        bootstrap={"n_structures": 4}, validation={"n_structures": 4},
+        training={"max_epochs": 3, "max_time_s": 5},
+        exploration={"walkers": [{"temperature": 600, "steps": 20, "record_every": 5}]},
+    ))
+    store = steps.open_store(f"sqlite:///{tmp_path / 'pesflow.sqlite'}")
+    handle = steps.setup_campaign(store, cfg, tmp_path)
+    return steps.open_context(handle)
+
+
+def test_setup_is_idempotent_and_refuses_other_config(ctx, tmp_path: Path):
+    again = steps.setup_campaign(ctx.store, ctx.cfg, tmp_path)
+    assert again == ctx.handle
+    assert len(ctx.store.list_campaigns()) == 1
+    other = ctx.cfg.model_copy(update={"seed": 99})
+    with pytest.raises(steps.CampaignConflictError, match="already exists with a different"):
+        steps.setup_campaign(ctx.store, other, tmp_path)
+
+
+def test_seed_then_killed_labels_are_retried_done_never_recomputed(ctx):
+    store, cid = ctx.store, ctx.campaign_id
+    it = store.start_iteration(cid, 0)
+    steps.seed_step(ctx, it)
+    steps.seed_step(ctx, store.get_iteration(cid, 0))  # second call: nothing new
+    assert store.count_labels(cid)["pending"] == 8
+    # a killed worker: three labels claimed, one finished, two left running
+    claimed = store.claim_labels(limit=3, campaign=cid)
+    assert steps.label_one(ctx.handle, claimed[0].label_id) == "done"
+    first = store.get_label(claimed[0].label_id)
+    assert store.count_labels(cid)["running"] == 2
+    out = steps.prepare_resume(ctx)
+    assert out["requeued_running"] == 2
+    counts = steps.label_step(ctx, store.get_iteration(cid, 0))
+    assert counts == {"done": 7, "failed": 0}  # the finished one was not redone
+    assert store.get_label(first.id).finished_at == first.finished_at
+    assert store.count_labels(cid) == {"pending": 0, "running": 0, "done": 8, "failed": 0}
+    # label_one on a finished label leaves it alone
+    assert steps.label_one(ctx.handle, first.id) == "done"
+    assert store.get_label(first.id).finished_at == first.finished_at
+
+
+def test_train_step_skips_when_model_exists_and_excludes_validation(ctx):
+    store, cid = ctx.store, ctx.campaign_id
+    it = store.start_iteration(cid, 0)
+    steps.seed_step(ctx, it)
+    steps.label_step(ctx, it)
+    out = steps.train_step(ctx.handle, it.id)
+    assert Path(out["checkpoint"]).is_file() and out["val_force_rmse"] > 0
+    models = store.list_models(cid)
+    assert len(models) == 1 and len(models[0].training_label_ids) == 4  # bootstrap only
+    again = steps.train_step(ctx.handle, it.id)
+    assert again["checkpoint"] == out["checkpoint"] and len(store.list_models(cid)) == 1
+
+
+def test_walker_errors_are_recorded_not_raised(ctx, tmp_path: Path):
+    store, cid = ctx.store, ctx.campaign_id
+    it = store.start_iteration(cid, 0)
+    stats = steps.explore_one(ctx.handle, it.id, 0, str(tmp_path / "missing.pt"))
+    assert stats["error"].startswith("FileNotFoundError") and stats["n_failed"] == 1
+    assert store.get_iteration(cid, 0).validation["walker:0"]["error"] == stats["error"]
+    # finished walkers are not rerun
+    assert steps.explore_one(ctx.handle, it.id, 0, "whatever") == stats
+
+
+def test_decide_marks_done_and_stops_at_max_iterations(ctx):
+    store, cid = ctx.store, ctx.campaign_id
+    cfg = ctx.cfg
+    it = store.start_iteration(cid, cfg.convergence.max_iterations - 1)
+    store.update_iteration(it.id, n_explored=10, n_accurate=1, n_candidate=9, n_failed=0)
+    d = steps.decide(ctx, it)
+    assert d.stop and d.status == "paused" and "max_iterations" in d.message
+    assert store.get_iteration(cid, it.index).status == "done"
+    assert store.get_campaign(cid).status == "paused"
+
+
+def test_busy_seconds_counts_overlaps_once():
+    timing.clear()
+    timing._intervals.extend([("md", 0.0, 2.0), ("md", 1.0, 3.0), ("label", 5.0, 6.0)])
+    assert timing.busy_seconds() == pytest.approx(4.0)
+    assert timing.busy_seconds(kinds={"label"}) == pytest.approx(1.0)
+    timing.clear()

@@ -149,21 +149,21 @@ def _new_mace(species: Sequence[int], cutoff: float, seed: int, avg_neighbors: f
         r_max=cutoff,
         num_bessel=8,
         num_polynomial_cutoff=5,
-        max_ell=3,
+        max_ell=2,
         interaction_cls=block,
         interaction_cls_first=block,
         num_interactions=2,
         num_elements=len(species),
-        hidden_irreps=o3.Irreps("32x0e + 32x1o"),
+        hidden_irreps=o3.Irreps("32x0e"),
         MLP_irreps=o3.Irreps("16x0e"),
         atomic_energies=np.zeros(len(species)),
         avg_num_neighbors=avg_neighbors,
         atomic_numbers=sorted(int(z) for z in species),
-        correlation=3,
+        correlation=2,
         gate=torch.nn.functional.silu,
         atomic_inter_scale=1.0,
         atomic_inter_shift=0.0,
-        radial_MLP=[64, 64, 64],
+        radial_MLP=[32, 32],
     )
 
 
@@ -176,7 +176,7 @@ def mace_committee(
     avg_neighbors: float = 40.0,
     dtype: torch.dtype = torch.float32,
 ) -> LoopCommittee:
-    """K freshly initialised ScaleShiftMACE members (2 layers, 32x0e+32x1o, L=3, correlation 3)."""
+    """K freshly initialised small ScaleShiftMACE members (2 layers, 32x0e, l <= 2, correlation 2)."""
     seeds = list(seeds) if seeds is not None else list(range(k))
     if len(seeds) != k:
         raise ValueError(f"{len(seeds)} seeds for {k} members")

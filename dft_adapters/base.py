@@ -205,14 +205,16 @@ class Labeler(ABC):
                     effective_settings_hash=settings_hash(self.name, settings),
                 )
             assert error is not None
-            code_version = getattr(error, "code_version", None) or code_version
+            code_version = error.code_version or code_version
             kept_dir = _keep_failed(attempt_dir, error.kind) if attempt_dir else None
             attempts.append(
                 AttemptRecord(index, error.kind.value, changes, error.message, wall, _str(kept_dir))
             )
             if retries[error.kind] < self.retry_policy.max_retries(error.kind):
                 retries[error.kind] += 1
-                settings = self.retry_policy.next_settings(settings, error.kind)
+                settings = self.retry_policy.next_settings(
+                    settings, error.kind, retries[error.kind]
+                )
                 continue
             return self._failure(
                 error.kind,

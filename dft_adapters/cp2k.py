@@ -259,9 +259,11 @@ class CP2KLabeler(Labeler):
             )
         if "SCF run NOT converged" in out:
             line = re.search(r"^.*SCF run NOT converged.*$", out, re.M)
+            found = re.search(r"CP2K\| version string:\s+(.+)", out)
             raise LabelError(
                 FailureKind.SCF_UNCONVERGED,
                 line.group(0).strip() if line else "SCF run NOT converged",
+                found.group(1).strip() if found else None,
             )
         try:
             parsed = parse_cp2k_output(out, len(atoms))

@@ -220,7 +220,7 @@ class EspressoLabeler(Labeler):
         out = read_text(directory / template.outputname)
         err = read_text(directory / template.errorname)
         version_match = _VERSION.search(out)
-        version = f"pw.x {version_match.group(1)}" if version_match else "pw.x unknown"
+        version = f"pw.x {version_match.group(1)}" if version_match else None
         if proc.timed_out:
             raise LabelError(
                 FailureKind.TIMEOUT,
@@ -228,13 +228,15 @@ class EspressoLabeler(Labeler):
             )
         unconverged = re.search(r"^.*convergence NOT achieved.*$", out, re.M)
         if unconverged:
-            raise LabelError(FailureKind.SCF_UNCONVERGED, unconverged.group(0).strip())
+            raise LabelError(FailureKind.SCF_UNCONVERGED, unconverged.group(0).strip(), version)
         if proc.returncode != 0:
             message = (
                 _qe_error(out) or _qe_error(read_text(directory / "CRASH")) or tail(err or out)
             )
             raise LabelError(
-                FailureKind.CRASHED, f"pw.x exited with status {proc.returncode}: {message}"
+                FailureKind.CRASHED,
+                f"pw.x exited with status {proc.returncode}: {message}",
+                version,
             )
         if "JOB DONE" not in out:
             raise LabelError(FailureKind.CRASHED, f"pw.x output is incomplete:\n{tail(out, 5)}")
@@ -250,6 +252,6 @@ class EspressoLabeler(Labeler):
             energy=float(results["energy"]),
             forces=np.asarray(results["forces"], dtype=float),
             stress=None if stress is None else np.asarray(stress, dtype=float),
-            code_version=version,
+            code_version=version or "pw.x unknown",
             resolved=resolved,
         )

@@ -40,9 +40,12 @@ class LabelError(Exception):
     Never escapes :meth:`dft_adapters.base.Labeler.label`.
     """
 
-    def __init__(self, kind: FailureKind | str, message: str) -> None:
+    def __init__(
+        self, kind: FailureKind | str, message: str, code_version: str | None = None
+    ) -> None:
         self.kind = FailureKind(kind)
         self.message = message
+        self.code_version = code_version
         super().__init__(f"{self.kind.value}: {message}")
 
 
@@ -120,6 +123,24 @@ class LabelResult:
         """Directory holding the code's raw input/output files (``None`` for in-memory codes)."""
         return self.workdir
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (arrays as nested lists) of every field plus ``status``."""
+        return {
+            "status": self.status,
+            "labeler": self.labeler,
+            "energy": self.energy,
+            "forces": self.forces.tolist(),
+            "stress": None if self.stress is None else self.stress.tolist(),
+            "code_version": self.code_version,
+            "settings_hash": self.settings_hash,
+            "effective_settings_hash": self.effective_settings_hash,
+            "settings": self.settings,
+            "wall_time": self.wall_time,
+            "host": self.host,
+            "workdir": self.workdir,
+            "attempts": [a.to_dict() for a in self.attempts],
+        }
+
 
 @dataclass(frozen=True)
 class LabelFailure:
@@ -144,6 +165,21 @@ class LabelFailure:
     def status(self) -> str:
         """The failure kind as a string (e.g. ``"scf_unconverged"``)."""
         return self.kind.value
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of every field plus ``status``."""
+        return {
+            "status": self.status,
+            "labeler": self.labeler,
+            "kind": self.kind.value,
+            "message": self.message,
+            "settings_hash": self.settings_hash,
+            "code_version": self.code_version,
+            "wall_time": self.wall_time,
+            "host": self.host,
+            "workdir": self.workdir,
+            "attempts": [a.to_dict() for a in self.attempts],
+        }
 
 
 LabelOutcome = LabelResult | LabelFailure

@@ -1,7 +1,9 @@
 """Retry policy as data: which failure kinds are retried, how often, and with what changes.
 
-On ``scf_unconverged`` the next attempt gets more SCF steps, a smaller mixing fraction and
-more smearing (each only where the backend's settings have that knob); ``crashed`` is retried
+On ``scf_unconverged`` the next attempt gets more SCF steps and a smaller mixing fraction
+(these change only how the SCF gets there, not the converged answer) and, from the
+``smearing_from_retry``-th retry on, more smearing (which does change the answer); each only where
+the backend's settings have that knob; ``crashed`` is retried
 once with unchanged settings; ``timeout`` is not retried by default; ``invalid_input`` and
 ``missing_executable`` are never retried (a rerun cannot fix them).
 """
@@ -33,8 +35,9 @@ class RetryPolicy:
     mixing_factor:
         Multiplies ``mixing`` per retry (smaller mixing is more stable).
     smearing_increment:
-        Added to ``smearing`` (eV) per retry, capped at ``max_smearing``; skipped when the
-        settings use no smearing (``smearing`` is ``None`` or 0).
+        Added to ``smearing`` (eV) per retry from retry ``smearing_from_retry`` on, capped at
+        ``max_smearing``; skipped when the settings use no smearing (``smearing`` is ``None``
+        or 0). Set it to 0 to never change the physics on a retry.
     crashed_retries, timeout_retries:
         Extra attempts, with unchanged settings, after ``crashed`` / ``timeout``.
     """
@@ -44,6 +47,7 @@ class RetryPolicy:
     mixing_factor: float = 0.5
     smearing_increment: float = 0.05
     max_smearing: float = 0.5
+    smearing_from_retry: int = 2
     crashed_retries: int = 1
     timeout_retries: int = 0
 
@@ -70,8 +74,9 @@ class RetryPolicy:
             FailureKind.TIMEOUT: self.timeout_retries,
         }[kind]
 
-    def next_settings(self, settings: Settings, kind: FailureKind) -> Settings:
-        """Settings for the attempt after a failure of ``kind`` (unchanged unless SCF trouble)."""
+    def next_settings(self, settings: Settings, kind: FailureKind, retry: int = 1) -> Settings:
+        """Settings for retry number ``retry`` (1 = first) after a failure of ``kind``
+        (unchanged unless SCF trouble)."""
         if FailureKind(kind) is not FailureKind.SCF_UNCONVERGED:
             return settings
         changes: dict[str, Any] = {}
@@ -80,7 +85,8 @@ class RetryPolicy:
             changes["max_scf_steps"] = max(steps + 1, math.ceil(steps * self.scf_steps_factor))
         if settings.has("mixing") and settings.mixing is not None:  # type: ignore[attr-defined]
             changes["mixing"] = round(settings.mixing * self.mixing_factor, 10)  # type: ignore[attr-defined]
-        if settings.has("smearing") and settings.smearing:  # type: ignore[attr-defined]
+        smear = retry >= self.smearing_from_retry and self.smearing_increment > 0
+        if smear and settings.has("smearing") and settings.smearing:  # type: ignore[attr-defined]
             changes["smearing"] = round(
                 min(self.max_smearing, settings.smearing + self.smearing_increment),  # type: ignore[attr-defined]
                 10,

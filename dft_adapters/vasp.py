@@ -224,12 +224,11 @@ class VaspLabeler(Labeler):
             ) from exc
         version = f"vasp {parsed['version']}"
         if not parsed["converged_electronic"]:
-            error = LabelError(
+            raise LabelError(
                 FailureKind.SCF_UNCONVERGED,
                 f"electronic SCF not converged: {parsed['n_electronic_steps']} steps reached NELM = {parsed['nelm']}",
+                code_version=version,
             )
-            error.code_version = version  # type: ignore[attr-defined]
-            raise error
         forces_sorted = parsed["forces"]
         if forces_sorted.shape != (len(atoms), 3):
             raise LabelError(

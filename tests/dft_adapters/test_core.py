@@ -186,13 +186,19 @@ def test_retry_policy_is_data_with_the_issue_rules() -> None:
     nxt = policy.next_settings(
         EspressoSettings(max_scf_steps=50, mixing=0.4, smearing=0.1), FailureKind.SCF_UNCONVERGED
     )
-    assert (nxt.max_scf_steps, nxt.mixing, nxt.smearing) == (100, 0.2, 0.15)
+    assert (nxt.max_scf_steps, nxt.mixing, nxt.smearing) == (
+        100,
+        0.2,
+        0.1,
+    )  # 1st retry: numerics only
+    second = policy.next_settings(nxt, FailureKind.SCF_UNCONVERGED, retry=2)
+    assert (second.max_scf_steps, second.mixing, second.smearing) == (200, 0.1, 0.15)
     same = EspressoSettings()
     assert policy.next_settings(same, FailureKind.CRASHED) is same
     no_smear = policy.next_settings(EspressoSettings(smearing=None), FailureKind.SCF_UNCONVERGED)
     assert no_smear.smearing is None  # fixed occupations are not silently smeared
     capped = RetryPolicy(max_smearing=0.12).next_settings(
-        EspressoSettings(smearing=0.1), "scf_unconverged"
+        EspressoSettings(smearing=0.1), "scf_unconverged", retry=2
     )
     assert capped.smearing == 0.12
     with pytest.raises(ValueError):
@@ -274,3 +280,17 @@ def test_missing_pw_x_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception, match=r"pw\.x"):
         conftest.require_pw_x()
+
+
+def test_outcomes_serialise_to_json_for_the_database() -> None:
+    import json
+
+    from dft_adapters.mock import FaultInjection
+
+    ok = get_labeler("emt").label(cu4())
+    record = json.loads(json.dumps(ok.to_dict()))
+    assert record["status"] == "ok" and len(record["forces"]) == 4 and len(record["stress"]) == 6
+    assert record["settings_hash"] == ok.settings_hash and record["attempts"][0]["status"] == "ok"
+    bad = get_labeler("emt", faults=FaultInjection({FailureKind.TIMEOUT: 1.0})).label(cu4())
+    record = json.loads(json.dumps(bad.to_dict()))
+    assert record["status"] == record["kind"] == "timeout" and record["attempts"][0]["index"] == 0

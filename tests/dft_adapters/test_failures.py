@@ -119,6 +119,8 @@ EXPECTED_MESSAGE = {
     ("cp2k", K.TIMEOUT): "killed after the 5.0 s limit",
 }
 
+CODE_VERSION = {"espresso": "pw.x 6.7MaX", "vasp": "vasp 6.3.0", "cp2k": "CP2K version 2023.1"}
+
 BACKENDS = {"espresso": espresso_case, "vasp": vasp_case, "cp2k": cp2k_case, "emt": mock_case}
 
 
@@ -135,6 +137,8 @@ def test_every_failure_kind_is_a_value(
     if (backend, kind) in EXPECTED_MESSAGE:
         assert EXPECTED_MESSAGE[(backend, kind)] in outcome.message
     assert outcome.settings_hash == labeler.settings_hash
+    if kind is K.SCF_UNCONVERGED and backend in CODE_VERSION:
+        assert outcome.code_version == CODE_VERSION[backend]  # read from the failed run's output
     if runner is None:
         return
     pre_flight = kind in (K.INVALID_INPUT, K.MISSING_EXECUTABLE)

@@ -148,6 +148,7 @@ class _Sequence:
 def test_retry_changes_reach_the_incar(tmp_path: Path) -> None:
     runner = _Sequence(
         FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_unconverged.xml"}),
+        FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_unconverged.xml"}),
         FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_static.xml"}),
     )
     labeler = get_labeler(
@@ -160,13 +161,15 @@ def test_retry_changes_reach_the_incar(tmp_path: Path) -> None:
     )
     result = labeler.label(c2_diamond_for_fixture(), workdir=tmp_path / "calc")
     assert isinstance(result, LabelResult), result
-    assert [a.status for a in result.attempts] == ["scf_unconverged", "ok"]
-    first, second = runner.incars
+    assert [a.status for a in result.attempts] == ["scf_unconverged", "scf_unconverged", "ok"]
+    first, second, third = runner.incars
     assert (first["NELM"], first["AMIX"], first["SIGMA"]) == (60, 0.4, 0.05)
-    assert (second["NELM"], second["AMIX"], second["SIGMA"]) == (120, 0.2, 0.1)
-    assert result.attempts[1].settings_changes == {
-        "max_scf_steps": 120,
-        "mixing": 0.2,
+    assert (second["NELM"], second["AMIX"], second["SIGMA"]) == (120, 0.2, 0.05)  # numerics only
+    assert (third["NELM"], third["AMIX"], third["SIGMA"]) == (240, 0.1, 0.1)  # then more smearing
+    assert result.attempts[1].settings_changes == {"max_scf_steps": 120, "mixing": 0.2}
+    assert result.attempts[2].settings_changes == {
+        "max_scf_steps": 240,
+        "mixing": 0.1,
         "smearing": 0.1,
     }
 

@@ -191,8 +191,8 @@ class EspressoLabeler(Labeler):
         for key, value in settings.input_data.items():
             if isinstance(value, Mapping):
                 input_data.setdefault(key.lower(), {}).update(value)
-            else:
-                input_data.setdefault("system", {})[key] = value  # ASE re-sorts flat keys anyway
+            else:  # flat key: ASE's Namelist.to_nested puts it into its namelist (and wins)
+                input_data[key] = value
         return {
             "input_data": input_data,
             "pseudopotentials": self.pseudopotentials_for(atoms, settings),

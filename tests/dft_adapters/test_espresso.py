@@ -91,6 +91,7 @@ def test_input_file_carries_settings(tmp_path: Path, qe_pseudo_dir: str) -> None
         smearing=0.2,
         max_scf_steps=7,
         mixing=0.3,
+        input_data={"nbnd": 12, "electrons": {"startingwfc": "random"}, "conv_thr": 1e-9},
         executor=Executor(command=fake_executable(tmp_path, "pw.x"), runner=runner),
     )
     result = labeler.label(si2(), workdir=tmp_path / "c")
@@ -105,8 +106,12 @@ def test_input_file_carries_settings(tmp_path: Path, qe_pseudo_dir: str) -> None
         f"degauss          = {0.2 / Ry}",
         "Si 28.085 Si.pbe-rrkj.UPF",
         "5 5 5  0 0 0",
+        "nbnd             = 12",
+        "startingwfc      = 'random'",
+        "conv_thr         = 1e-09",
     ):
         assert line in text, line
+    assert text.count("conv_thr") == 1  # input_data overrides, never duplicates
     assert result.settings["kpts"] == (5, 5, 5)  # 2.0 points per Å^-1 on a 3.84 Å fcc cell
     assert result.settings["pseudopotentials"] == {"Si": "Si.pbe-rrkj.UPF"}
 

@@ -133,6 +133,8 @@ class Labeler(ABC):
                 problem = self.check_inputs(atoms, self.settings)
             except LabelError as err:  # backends may raise instead of returning
                 kind, problem = err.kind, err.message
+            except Exception as err:  # a check that blows up still answers with a value
+                problem = f"pre-flight check failed: {type(err).__name__}: {err}"
         if problem is None and self.default_command is not None:
             missing = self.executor.missing_executables(self.default_command)
             if missing:
@@ -155,17 +157,23 @@ class Labeler(ABC):
         failure = self.preflight(atoms)
         if failure is not None:
             return failure
-        calc_dir = self._calc_dir(workdir)
+        try:
+            calc_dir = self._calc_dir(workdir)
+        except OSError as err:
+            return self._failure(
+                FailureKind.CRASHED, f"cannot create the scratch directory: {err}", 0.0, None, ()
+            )
         settings = self.settings
         attempts: list[AttemptRecord] = []
         retries: Counter[FailureKind] = Counter()
         code_version: str | None = None
         while True:
             index = len(attempts)
-            attempt_dir = _fresh_dir(calc_dir / f"attempt-{index}") if calc_dir else None
             ta = time.perf_counter()
             raw: RawLabel | None = None
+            attempt_dir: Path | None = None
             try:
+                attempt_dir = _fresh_dir(calc_dir / f"attempt-{index}") if calc_dir else None
                 raw = self._compute(atoms.copy(), settings, attempt_dir, index)
                 stress = raw.stress if atoms.pbc.all() else None
                 if atoms.pbc.all() and stress is None:

@@ -294,3 +294,23 @@ def test_outcomes_serialise_to_json_for_the_database() -> None:
     bad = get_labeler("emt", faults=FaultInjection({FailureKind.TIMEOUT: 1.0})).label(cu4())
     record = json.loads(json.dumps(bad.to_dict()))
     assert record["status"] == record["kind"] == "timeout" and record["attempts"][0]["index"] == 0
+
+
+def test_unwritable_workdir_is_a_crashed_value(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    outcome = get_labeler("pyscf", basis="sto-3g").label(molecule("H2"), workdir=blocker / "calc")
+    assert outcome.kind is FailureKind.CRASHED and "scratch directory" in outcome.message
+
+
+def test_a_pre_flight_check_that_raises_still_returns_a_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dft_adapters.mock import EMTLabeler
+
+    def boom(self, atoms, settings):
+        raise KeyError("Cu")
+
+    monkeypatch.setattr(EMTLabeler, "check_inputs", boom)
+    outcome = get_labeler("emt").label(cu4())
+    assert outcome.kind is FailureKind.INVALID_INPUT and "KeyError" in outcome.message

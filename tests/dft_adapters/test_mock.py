@@ -121,3 +121,35 @@ def test_invalid_fault_rates_are_rejected() -> None:
         FaultInjection({FailureKind.CRASHED: 0.8, FailureKind.TIMEOUT: 0.3})
     with pytest.raises(ValueError):
         FaultInjection({"no_such_kind": 0.1})
+
+
+def test_concurrent_labels_equal_sequential_ones(tmp_path) -> None:
+    """Workflows label from a thread pool: one labeler, many threads, same outcomes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    labeler = get_labeler("emt", faults=FaultInjection.spread(0.3, seed=5))
+    structures = _structures(40)
+    sequential = [labeler.label(a) for a in structures]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(labeler.label, structures))
+    for s, p in zip(sequential, parallel, strict=True):
+        assert s.status == p.status
+        if s.ok:
+            assert s.energy == p.energy and np.array_equal(s.forces, p.forces)
+
+
+def test_concurrent_file_labels_get_distinct_attempt_dirs(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    labeler = get_labeler("pyscf", basis="sto-3g")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(
+                lambda _: labeler.label(
+                    Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), workdir=tmp_path / "same"
+                ),
+                range(4),
+            )
+        )
+    assert all(r.ok for r in results)
+    assert len({r.workdir for r in results}) == 4

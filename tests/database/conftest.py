@@ -1,19 +1,23 @@
 """Database test fixtures: every ``store`` test runs on SQLite and on PostgreSQL.
 
-PostgreSQL tests need ``PESFLOW_TEST_POSTGRES_URL`` (``.ci/run`` exports it) and get a fresh
-schema each; the URL must name a test database (``test``, ``test_*``, ``*_test``).
+PostgreSQL tests need ``PESFLOW_TEST_POSTGRES_URL`` (``.ci/run`` exports it). They share one
+temporary schema per session whose tables are emptied before each test; migration tests get a
+fresh, empty schema each. The URL must name a test database (``test``, ``test_*``, ``*_test``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from database import Store, sqlite_url
+from database import Store, make_engine, sqlite_url, upgrade
+from database.models import Base
 from database.testing import POSTGRES_ENV, require_test_database, temporary_postgres_schema
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -29,9 +33,55 @@ def postgres_url_or_skip() -> str:
     return require_test_database(url)
 
 
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    directory = tmp_path_factory.mktemp("sqlite-template")
+    engine = make_engine(sqlite_url(directory))
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+    return directory / "pesflow.sqlite"
+
+
+@pytest.fixture(scope="session")
+def _postgres_schema():
+    """One migrated schema for the session; tests get it truncated (see ``db_url``)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        yield None
+        return
+    with temporary_postgres_schema(require_test_database(url)) as scoped:
+        upgrade(scoped)
+        yield scoped
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path):
-    """URL of an empty, isolated database (SQLite file in tmp_path, or a fresh PG schema)."""
+    """URL of a migrated, empty, isolated database: a copy of a migrated SQLite file in
+    tmp_path, or the session's PostgreSQL schema with every table emptied."""
+    if request.param == "sqlite":
+        (tmp_path / "data").mkdir()
+        shutil.copy(request.getfixturevalue("_sqlite_template"), tmp_path / "data")
+        return sqlite_url(tmp_path / "data")
+    postgres_url_or_skip()
+    url = request.getfixturevalue("_postgres_schema")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:  # DELETE is much cheaper than TRUNCATE on tiny tables
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request, tmp_path):
+    """URL of an empty, never migrated database (SQLite file, or a fresh PostgreSQL schema)."""
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "data")
     else:
@@ -41,8 +91,8 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def store(db_url):
-    """A migrated :class:`Store` on each backend."""
-    s = Store.from_url(db_url)
+    """A :class:`Store` on each backend (schema at head, all tables empty)."""
+    s = Store.from_url(db_url, migrate=False)
     try:
         yield s
     finally:

@@ -17,7 +17,8 @@ def _tables(engine) -> set[str]:
     return set(inspect(engine).get_table_names()) - {"alembic_version"}
 
 
-def test_upgrade_downgrade_upgrade(db_url):
+def test_upgrade_downgrade_upgrade(empty_db_url):
+    db_url = empty_db_url
     engine = make_engine(db_url)
     try:
         assert _tables(engine) == set()
@@ -39,7 +40,8 @@ def test_upgrade_downgrade_upgrade(db_url):
         engine.dispose()
 
 
-def test_store_works_after_a_downgrade_upgrade_cycle(db_url):
+def test_store_works_after_a_downgrade_upgrade_cycle(empty_db_url):
+    db_url = empty_db_url
     upgrade(db_url)
     downgrade(db_url)
     with Store.from_url(db_url) as store:
@@ -76,7 +78,8 @@ def test_sqlite_write_transactions_take_the_write_lock_up_front(tmp_path):
         other.close()
 
 
-def test_concurrent_upgrades_of_an_empty_database(db_url):
+def test_concurrent_upgrades_of_an_empty_database(empty_db_url):
+    db_url = empty_db_url
     # Three processes (e.g. workers starting at once) migrate the same empty database.
     import subprocess
     import sys

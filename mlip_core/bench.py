@@ -76,6 +76,7 @@ def bench_md(
     rounds: int = 3,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    mace_max_atoms: int = 500,
 ) -> dict[str, dict[str, float]]:
     """Median MD step time (ms) per configuration and cubic-cell repeat; also ratios.
 
@@ -86,6 +87,8 @@ def bench_md(
         rounds: interleaved rounds.
         device: torch device.
         dtype: model dtype.
+        mace_max_atoms: MACE is timed only up to this size (a K=4 MACE loop on 4000 atoms
+            takes minutes per round on 2 CPU cores).
     """
     results: dict[str, dict[str, float]] = {}
     for rep in sizes:
@@ -98,10 +101,10 @@ def bench_md(
             f"committee K={k} stacked": lambda m=stacked: CommitteeCalculator(m, device=device),
             f"committee K={k} loop": lambda m=loop: CommitteeCalculator(m, device=device),
         }
-        mace = _mace_calculators(k, device)
+        mace = _mace_calculators(k, device) if len(atoms) <= mace_max_atoms else {}
         for name, calc in mace.items():
             configs[name] = lambda c=calc: c
-        if not mace:
+        if not mace and len(atoms) <= mace_max_atoms:
             print("MACE: not measured (mace-torch not installed: pip install 'pesflow[mace]')")
         per: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(rounds):

@@ -46,7 +46,7 @@ def test_campaign_converges_and_learns(campaign):
     # the committee is uncertain about less and less of what it explores
     uncertain = [1 - r["accurate"] for r in rows]
     assert uncertain[-1] < uncertain[0]
-    assert rows[-1]["accurate"] >= 0.7
+    assert rows[-1]["accurate"] >= 0.6  # the configured accurate_ratio
     assert rows[-1]["candidate"] < max(r["candidate"] for r in rows[:-1])
     assert "converged" in res.output and "val F RMSE" in res.output
 

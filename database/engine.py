@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_FILENAME = "pesflow.sqlite"
@@ -47,7 +47,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             url,
             echo=echo,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-            poolclass=NullPool if u.database in (None, "", ":memory:") else None,
+            # In-memory: one shared connection, or every checkout would see a new empty database.
+            poolclass=StaticPool if u.database in (None, "", ":memory:") else None,
         )
         _install_sqlite_hooks(engine)
         return engine

@@ -101,3 +101,9 @@ def test_concurrent_upgrades_of_an_empty_database(empty_db_url):
         assert _tables(engine) == TABLES
     finally:
         engine.dispose()
+
+
+def test_in_memory_sqlite_store():
+    with Store.from_url("sqlite://") as store:
+        store.create_campaign("mem")
+        assert [c.name for c in store.list_campaigns()] == ["mem"]

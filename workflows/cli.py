@@ -307,11 +307,12 @@ def export(campaign: Annotated[str, typer.Argument(help="Campaign name.")],
 
 @app.command()
 @_guard
-def bench(data_dir: DataDir = None) -> None:
-    """Measure the orchestration overhead of a reduced demo campaign (see workflows.bench)."""
+def bench(config: Annotated[Path | None, typer.Argument(
+        help="Campaign YAML (default: examples/cu_emt.yaml).")] = None) -> None:
+    """Measure the orchestration overhead of a campaign (see workflows.bench)."""
     from .bench import main as bench_main
 
-    raise typer.Exit(bench_main(data_dir=data_dir))
+    raise typer.Exit(bench_main([str(config)] if config else []))
 
 
 def main() -> None:

@@ -96,3 +96,22 @@ def test_busy_seconds_counts_overlaps_once():
     assert timing.busy_seconds() == pytest.approx(4.0)
     assert timing.busy_seconds(kinds={"label"}) == pytest.approx(1.0)
     timing.clear()
+
+
+def test_task_runner_from_config():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from workflows.config import ExecutionConfig
+    from workflows.flows import make_task_runner
+
+    threads = make_task_runner(ExecutionConfig(max_workers=3))
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
+    dask = make_task_runner(ExecutionConfig(task_runner="dask", max_workers=2))
+    assert isinstance(dask, DaskTaskRunner)
+    assert dask.cluster_kwargs["n_workers"] == 2
+    slurm = make_task_runner(ExecutionConfig.model_validate({
+        "task_runner": "dask", "dask": {"cluster_class": "dask_jobqueue.SLURMCluster",
+                                        "cluster_kwargs": {"cores": 4},
+                                        "adapt_kwargs": {"maximum_jobs": 3}}}))
+    assert slurm.cluster_kwargs == {"cores": 4} and slurm.adapt_kwargs == {"maximum_jobs": 3}

@@ -1,0 +1,204 @@
+"""The long jobs the API submits: run/resume a campaign (a Prefect flow run) and retrain the
+committee on every current label.
+
+The retrain is plain function calls (``mlip_core.training.train_committee`` on the campaign's
+done labels from the database, checkpoint via ``mlip_core.checkpoint.save_committee``, model
+row via :class:`database.Store`); ``workflows`` has no retrain flow yet (see api/README.md).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from .runner import Run
+from .settings import ApiSettings
+
+__all__ = ["campaign_job", "retrain_job", "submit_deployment"]
+
+
+def _workflow_settings(settings: ApiSettings):
+    from workflows.settings import get_settings
+
+    return get_settings(data_dir=settings.data_dir, database_url=settings.database_url)
+
+
+def _context(settings: ApiSettings, campaign_id: int):
+    """The workflow context of a campaign (store, parsed config, runtime data)."""
+    from workflows.steps import open_context, open_store, reopen_campaign
+
+    store = open_store(settings.resolved_database_url())
+    handle = reopen_campaign(store, campaign_id, settings.data_dir)
+    return open_context(handle)
+
+
+def campaign_job(settings: ApiSettings, campaign_id: int) -> Any:
+    """A job that runs (or resumes) the campaign flow until it stops; records the Prefect
+    flow-run id on the :class:`Run` as soon as the flow run starts."""
+
+    def job(run: Run) -> dict[str, Any]:
+        from workflows.settings import configure_prefect_env
+
+        configure_prefect_env(_workflow_settings(settings))
+        ctx = _context(settings, campaign_id)
+        from workflows.flows import campaign_flow, make_task_runner  # imports Prefect
+
+        def on_running(flow, flow_run, state) -> None:
+            run.prefect_flow_run_id = str(flow_run.id)
+
+        fl = campaign_flow.with_options(
+            task_runner=make_task_runner(ctx.cfg.execution), on_running=[on_running]
+        )
+        state = fl(ctx.handle, return_state=True)
+        run.prefect_flow_run_id = str(state.state_details.flow_run_id)
+        result = state.result()  # raises the flow's error when it failed
+        return dict(result)
+
+    return job
+
+
+def submit_deployment(settings: ApiSettings, campaign_id: int, name: str) -> Run:
+    """Submit the campaign flow through a Prefect deployment (``timeout=0``: returns at once).
+
+    The deployment's flow takes ``campaign`` (id) and reads the database and data directory
+    from its own ``PESFLOW_*`` environment."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(name, parameters={"campaign": campaign_id}, timeout=0)
+    return Run(
+        kind="campaign",
+        campaign_id=campaign_id,
+        status="submitted",
+        prefect_flow_run_id=str(flow_run.id),
+        message=f"submitted to deployment {name}",
+    )
+
+
+def read_flow_run_status(flow_run_id: str) -> str:
+    """The Prefect state of a deployment-submitted flow run, mapped to a run status."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        fr = client.read_flow_run(flow_run_id)
+    state = fr.state.type.value if fr.state else "UNKNOWN"
+    return {
+        "SCHEDULED": "submitted",
+        "PENDING": "submitted",
+        "RUNNING": "running",
+        "COMPLETED": "completed",
+        "FAILED": "failed",
+        "CRASHED": "failed",
+        "CANCELLED": "failed",
+        "CANCELLING": "running",
+        "PAUSED": "running",
+    }.get(state, "unknown")
+
+
+def retrain_job(
+    settings: ApiSettings,
+    campaign_id: int,
+    *,
+    max_epochs: int | None = None,
+    max_time_s: float | None = None,
+) -> Any:
+    """A job that trains a new committee on all current done labels of the campaign
+    (validation structures held out and evaluated), saves it and records a model row."""
+
+    def job(run: Run) -> dict[str, Any]:
+        from database.extxyz import labelled_atoms
+        from mlip_core.checkpoint import save_committee
+        from mlip_core.model import ModelConfig
+        from mlip_core.training import TrainingConfig, evaluate_errors, train_committee
+        from workflows.steps import load_model
+
+        t0 = time.perf_counter()
+        ctx = _context(settings, campaign_id)
+        store, cfg = ctx.store, ctx.cfg
+        val_sids = {
+            s.structure_id for s in store.list_selections(campaign_id) if s.reason == "validation"
+        }
+        items = store.training_set(
+            campaign_id, labeler=ctx.labeler_name, settings_hash=ctx.settings_hash
+        )
+        train, val, label_ids = [], [], []
+        for item in items:
+            atoms = labelled_atoms(item, campaign=ctx.handle.name)
+            if item.structure.id in val_sids:
+                val.append(atoms)
+            else:
+                train.append(atoms)
+                label_ids.append(item.label.id)
+        if not train:
+            raise ValueError(f"campaign {campaign_id} has no done training labels to train on")
+        tc, cc = cfg.training, cfg.committee
+        prev = store.latest_model(campaign_id) if tc.warm_start else None
+        warm = load_model(prev) if prev is not None else None
+        epochs = max_epochs or (tc.warm_start_epochs if warm is not None else tc.max_epochs)
+        tcfg = TrainingConfig(
+            max_epochs=epochs,
+            max_time_s=max_time_s if max_time_s is not None else tc.max_time_s,
+            batch_size=tc.batch_size,
+            learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
+            patience=tc.patience,
+            energy_weight=tc.energy_weight,
+            val_fraction=tc.val_fraction,
+            seed=int(time.time()) % (2**31),
+        )
+        mcfg = ModelConfig(
+            species=ctx.species,
+            cutoff=cc.cutoff,
+            channels=cc.channels,
+            n_layers=cc.n_layers,
+            n_basis=cc.n_basis,
+            readout_hidden=cc.readout_hidden,
+            n_members=cc.n_members,
+        )
+        result = train_committee(
+            train, tcfg, model=warm, model_config=mcfg, n_members=cc.n_members
+        )
+        errors = evaluate_errors(result.model, val) if val else {}
+        metrics = {
+            "val_force_rmse": errors.get("force_rmse"),
+            "val_energy_rmse": errors.get("energy_rmse"),
+            "val_force_mae": errors.get("force_mae"),
+            "n_train": len(train),
+            "n_val": len(val),
+            "epochs": result.epochs,
+            "stop_reason": result.stop_reason,
+            "warm_start": warm is not None,
+            "train_wall_s": result.wall_time_s,
+            "trigger": "api-retrain",
+            "api_run_id": run.id,
+        }
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        path = ctx.models_dir / f"retrain-{stamp}.pt"
+        sha = save_committee(
+            result.model,
+            path,
+            {
+                "campaign": ctx.handle.name,
+                "training_label_ids": label_ids,
+                "validation": {k: v for k, v in metrics.items() if v is not None},
+            },
+        )
+        rec = store.record_model(
+            campaign_id,
+            member_count=result.model.n_members,
+            checkpoint_uri=str(path),
+            checkpoint_sha256=sha,
+            training_label_ids=label_ids,
+            validation=metrics,
+        )
+        rmse = metrics["val_force_rmse"]
+        return {
+            "model_id": rec.id,
+            "n_train": len(train),
+            "n_val": len(val),
+            "val_force_rmse": rmse,
+            "wall_s": time.perf_counter() - t0,
+            "message": f"model {rec.id} trained on {len(train)} labels"
+            + (f", validation force RMSE {rmse * 1000:.1f} meV/Å" if rmse is not None else ""),
+        }
+
+    return job

@@ -1,0 +1,435 @@
+"""Read-side queries of the API and dashboard (one transaction each, only the columns needed).
+
+They complement :class:`database.Store` where the API needs filters, totals for paging, or
+aggregates over large campaigns (100k structures) without loading arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, func, select
+
+from database import NotFoundError, Store
+from database.models import (
+    FAILURE_KINDS,
+    LABEL_STATUSES,
+    Campaign,
+    Iteration,
+    Label,
+    Model,
+    Selection,
+    Structure,
+)
+
+from . import schemas
+
+RUNTIME_KEY = "_runtime"
+
+
+def campaign_row(s, campaign_id: int) -> Campaign:
+    """The campaign row or :class:`NotFoundError`."""
+    c = s.get(Campaign, campaign_id)
+    if c is None:
+        raise NotFoundError(f"unknown campaign id {campaign_id}")
+    return c
+
+
+def _label_counts(s, campaign_ids: list[int]) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {cid: dict.fromkeys(LABEL_STATUSES, 0) for cid in campaign_ids}
+    if not campaign_ids:
+        return out
+    q = (
+        select(Label.campaign_id, Label.status, func.count())
+        .where(Label.campaign_id.in_(campaign_ids))
+        .group_by(Label.campaign_id, Label.status)
+    )
+    for cid, status, n in s.execute(q):
+        out[cid][status] = n
+    return out
+
+
+def _n_iterations(s, campaign_ids: list[int]) -> dict[int, int]:
+    if not campaign_ids:
+        return {}
+    q = (
+        select(Iteration.campaign_id, func.count())
+        .where(Iteration.campaign_id.in_(campaign_ids))
+        .group_by(Iteration.campaign_id)
+    )
+    return dict(s.execute(q).all())
+
+
+def _campaign_out(c: Campaign, n_it: int, labels: dict[str, int]) -> dict[str, Any]:
+    from database.convert import _utc
+
+    return {
+        "id": c.id,
+        "name": c.name,
+        "status": c.status,
+        "status_message": c.status_message,
+        "created_at": _utc(c.created_at),
+        "updated_at": _utc(c.updated_at),
+        "started_at": _utc(c.started_at),
+        "finished_at": _utc(c.finished_at),
+        "n_iterations": n_it,
+        "labels": labels,
+    }
+
+
+def list_campaigns(store: Store) -> list[schemas.CampaignOut]:
+    """All campaigns, oldest first, with iteration and label counts."""
+    with store.session(write=False) as s:
+        rows = list(s.scalars(select(Campaign).order_by(Campaign.id)))
+        ids = [c.id for c in rows]
+        labels, n_it = _label_counts(s, ids), _n_iterations(s, ids)
+        return [schemas.CampaignOut(**_campaign_out(c, n_it.get(c.id, 0), labels[c.id])) for c in rows]
+
+
+def get_campaign(store: Store, campaign_id: int) -> schemas.CampaignDetail:
+    """One campaign with its config (without the workflow's runtime bookkeeping)."""
+    with store.session(write=False) as s:
+        c = campaign_row(s, campaign_id)
+        out = _campaign_out(c, _n_iterations(s, [c.id]).get(c.id, 0), _label_counts(s, [c.id])[c.id])
+        config = {k: v for k, v in (c.config or {}).items() if k != RUNTIME_KEY}
+        return schemas.CampaignDetail(**out, config=config)
+
+
+def campaign_config(store: Store, campaign_id: int) -> dict[str, Any]:
+    """The stored config snapshot (with runtime keys)."""
+    with store.session(write=False) as s:
+        return dict(campaign_row(s, campaign_id).config or {})
+
+
+# --------------------------------------------------------------------------- iterations
+def _fraction(n: int, total: int) -> float | None:
+    return n / total if total else None
+
+
+def iterations(store: Store, campaign_id: int) -> list[schemas.IterationOut]:
+    """Per-iteration metrics (no arrays loaded)."""
+    cols = (
+        Iteration.id,
+        Iteration.index,
+        Iteration.status,
+        Iteration.started_at,
+        Iteration.finished_at,
+        Iteration.step_timings,
+        Iteration.n_explored,
+        Iteration.n_accurate,
+        Iteration.n_candidate,
+        Iteration.n_failed,
+        Iteration.validation,
+    )
+    from database.convert import _utc
+
+    with store.session(write=False) as s:
+        campaign_row(s, campaign_id)
+        rows = s.execute(
+            select(*cols).where(Iteration.campaign_id == campaign_id).order_by(Iteration.index)
+        ).all()
+        sel = dict(
+            s.execute(
+                select(Selection.iteration_id, func.count())
+                .where(Selection.campaign_id == campaign_id)
+                .group_by(Selection.iteration_id)
+            ).all()
+        )
+        lab: dict[int, dict[str, int]] = {}
+        for it_id, status, n in s.execute(
+            select(Label.iteration_id, Label.status, func.count())
+            .where(Label.campaign_id == campaign_id)
+            .group_by(Label.iteration_id, Label.status)
+        ):
+            lab.setdefault(it_id, {})[status] = n
+    out = []
+    for r in rows:
+        v = r.validation or {}
+        n = r.n_explored
+        out.append(
+            schemas.IterationOut(
+                iteration_id=r.id,
+                index=r.index,
+                status=r.status,
+                started_at=_utc(r.started_at),
+                finished_at=_utc(r.finished_at),
+                step_timings={k: float(x) for k, x in (r.step_timings or {}).items()},
+                n_explored=n,
+                n_accurate=r.n_accurate,
+                n_candidate=r.n_candidate,
+                n_failed=r.n_failed,
+                accurate_fraction=_fraction(r.n_accurate, n),
+                candidate_fraction=_fraction(r.n_candidate, n),
+                failed_fraction=_fraction(r.n_failed, n),
+                n_selected=sel.get(r.id, 0),
+                labels={st: lab.get(r.id, {}).get(st, 0) for st in LABEL_STATUSES},
+                val_force_rmse=_num(v.get("val_force_rmse")),
+                val_energy_rmse=_num(v.get("val_energy_rmse")),
+                decision=v.get("decision") if isinstance(v.get("decision"), str) else None,
+            )
+        )
+    return out
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and np.isfinite(x) else None
+
+
+def trust_window(config: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(lo, hi) of the campaign's trust window (eV/Å), if configured."""
+    trust = config.get("trust") or {}
+    return _num(trust.get("lo")), _num(trust.get("hi"))
+
+
+def histogram(
+    store: Store, campaign_id: int, index: int | None = None, bins: int = 40
+) -> schemas.Histogram:
+    """Uncertainty histogram of one iteration's explored frames (default: the latest with
+    frames); the range covers the trust window and the data."""
+    lo, hi = trust_window(campaign_config(store, campaign_id))
+    with store.session(write=False) as s:
+        q = select(Iteration.index, Iteration.max_force_devs).where(
+            Iteration.campaign_id == campaign_id
+        )
+        if index is not None:
+            row = s.execute(q.where(Iteration.index == index)).one_or_none()
+            if row is None:
+                raise NotFoundError(f"campaign {campaign_id} has no iteration {index}")
+        else:
+            ids = s.execute(
+                select(Iteration.index)
+                .where(Iteration.campaign_id == campaign_id, Iteration.n_explored > 0)
+                .order_by(Iteration.index.desc())
+                .limit(1)
+            ).scalar()
+            row = None if ids is None else s.execute(q.where(Iteration.index == ids)).one()
+    data = np.zeros(0) if row is None or row[1] is None else np.asarray(row[1], dtype=float)
+    data = data[np.isfinite(data)]
+    top = max([x for x in (hi, float(data.max()) if data.size else None) if x] or [1.0])
+    counts, edges = np.histogram(data, bins=bins, range=(0.0, top * 1.05))
+    return schemas.Histogram(
+        iteration_index=None if row is None else row[0],
+        counts=[int(c) for c in counts],
+        edges=[float(e) for e in edges],
+        n_frames=int(data.size),
+        trust_lo=lo,
+        trust_hi=hi,
+    )
+
+
+def failures_by_kind(store: Store, campaign_id: int, indices: list[int]) -> dict[str, list[int]]:
+    """Failed labels per iteration (aligned with ``indices``) by failure kind."""
+    with store.session(write=False) as s:
+        rows = s.execute(
+            select(Iteration.index, Label.failure_kind, func.count())
+            .join(Iteration, Iteration.id == Label.iteration_id)
+            .where(Label.campaign_id == campaign_id, Label.status == "failed")
+            .group_by(Iteration.index, Label.failure_kind)
+        ).all()
+    pos = {idx: i for i, idx in enumerate(indices)}
+    out: dict[str, list[int]] = {}
+    for idx, kind, n in rows:
+        if idx in pos:
+            out.setdefault(kind or "other", [0] * len(indices))[pos[idx]] = n
+    return {k: out[k] for k in [*FAILURE_KINDS, *sorted(set(out) - set(FAILURE_KINDS))] if k in out}
+
+
+# --------------------------------------------------------------------------- structures
+def _latest_label_status(campaign_id: int):
+    return (
+        select(Label.structure_id, func.max(Label.id).label("label_id"))
+        .where(Label.campaign_id == campaign_id)
+        .group_by(Label.structure_id)
+        .subquery()
+    )
+
+
+def list_structures(
+    store: Store,
+    campaign_id: int,
+    *,
+    reason: str | None,
+    label_status: str | None,
+    iteration: int | None,
+    offset: int,
+    limit: int,
+) -> schemas.Page[schemas.StructureOut]:
+    """A page of the campaign's selected structures, filtered by selection reason, label
+    status and iteration index."""
+    latest = _latest_label_status(campaign_id)
+    q = (
+        select(
+            Structure.id,
+            Structure.formula,
+            Structure.natoms,
+            Structure.source,
+            Structure.walker,
+            Structure.temperature,
+            Structure.md_step,
+            Selection.iteration_id,
+            Selection.reason,
+            Selection.max_force_dev,
+            Label.status,
+        )
+        .join(Selection, Selection.structure_id == Structure.id)
+        .outerjoin(latest, latest.c.structure_id == Structure.id)
+        .outerjoin(Label, Label.id == latest.c.label_id)
+        .where(Selection.campaign_id == campaign_id)
+    )
+    if reason is not None:
+        q = q.where(Selection.reason == reason)
+    if label_status == "unlabelled":
+        q = q.where(Label.id.is_(None))
+    elif label_status is not None:
+        q = q.where(Label.status == label_status)
+    with store.session(write=False) as s:
+        campaign_row(s, campaign_id)
+        if iteration is not None:
+            q = q.join(Iteration, and_(Iteration.id == Selection.iteration_id)).where(
+                Iteration.index == iteration
+            )
+        total = s.scalar(select(func.count()).select_from(q.subquery()))
+        rows = s.execute(q.order_by(Structure.id).offset(offset).limit(limit)).all()
+    items = [
+        schemas.StructureOut(
+            id=r[0],
+            formula=r[1],
+            natoms=r[2],
+            source=r[3],
+            walker=r[4],
+            temperature=r[5],
+            md_step=r[6],
+            iteration_id=r[7],
+            reason=r[8],
+            max_force_dev=r[9],
+            label_status=r[10],
+        )
+        for r in rows
+    ]
+    return schemas.Page[schemas.StructureOut](items=items, total=total, offset=offset, limit=limit)
+
+
+def most_uncertain(store: Store, campaign_id: int, n: int = 10) -> list[schemas.UncertainStructure]:
+    """The ``n`` selected structures with the largest committee uncertainty."""
+    latest = _latest_label_status(campaign_id)
+    q = (
+        select(
+            Structure.id,
+            Structure.formula,
+            Structure.natoms,
+            Iteration.index,
+            Structure.walker,
+            Structure.temperature,
+            Selection.max_force_dev,
+            Label.status,
+        )
+        .join(Selection, Selection.structure_id == Structure.id)
+        .outerjoin(Iteration, Iteration.id == Selection.iteration_id)
+        .outerjoin(latest, latest.c.structure_id == Structure.id)
+        .outerjoin(Label, Label.id == latest.c.label_id)
+        .where(Selection.campaign_id == campaign_id, Selection.max_force_dev.is_not(None))
+        .order_by(Selection.max_force_dev.desc(), Structure.id)
+        .limit(n)
+    )
+    with store.session(write=False) as s:
+        rows = s.execute(q).all()
+    return [
+        schemas.UncertainStructure(
+            structure_id=r[0],
+            formula=r[1],
+            natoms=r[2],
+            iteration_index=r[3],
+            walker=r[4],
+            temperature=r[5],
+            max_force_dev=r[6],
+            label_status=r[7],
+        )
+        for r in rows
+    ]
+
+
+# --------------------------------------------------------------------------- labels
+def list_labels(
+    store: Store,
+    campaign_id: int,
+    *,
+    status: str | None,
+    failure_kind: str | None,
+    iteration: int | None,
+    offset: int,
+    limit: int,
+) -> schemas.Page[schemas.LabelOut]:
+    """A page of the campaign's labels filtered by status, failure kind and iteration index."""
+    from database.convert import _utc
+
+    cols = (
+        Label.id,
+        Label.structure_id,
+        Label.iteration_id,
+        Label.labeler,
+        Label.status,
+        Label.energy,
+        Label.failure_kind,
+        Label.failure_message,
+        Label.attempts,
+        Label.wall_time,
+        Label.created_at,
+        Label.finished_at,
+    )
+    q = select(*cols).where(Label.campaign_id == campaign_id)
+    if status is not None:
+        q = q.where(Label.status == status)
+    if failure_kind is not None:
+        q = q.where(Label.failure_kind == failure_kind)
+    if iteration is not None:
+        q = q.join(Iteration, Iteration.id == Label.iteration_id).where(Iteration.index == iteration)
+    with store.session(write=False) as s:
+        campaign_row(s, campaign_id)
+        total = s.scalar(select(func.count()).select_from(q.subquery()))
+        rows = s.execute(q.order_by(Label.id).offset(offset).limit(limit)).all()
+    items = [
+        schemas.LabelOut(
+            **{c.key: getattr(r, c.key) for c in cols if c.key not in ("created_at", "finished_at")},
+            created_at=_utc(r.created_at),
+            finished_at=_utc(r.finished_at),
+        )
+        for r in rows
+    ]
+    return schemas.Page[schemas.LabelOut](items=items, total=total, offset=offset, limit=limit)
+
+
+# --------------------------------------------------------------------------- models
+def model_out(m: Model, n_labels: int | None = None) -> schemas.ModelOut:
+    """A model row as the API shows it."""
+    from database.convert import _utc
+
+    n = n_labels if n_labels is not None else int(np.asarray(m.training_label_ids).size)
+    return schemas.ModelOut(
+        id=m.id,
+        campaign_id=m.campaign_id,
+        iteration_id=m.iteration_id,
+        member_count=m.member_count,
+        checkpoint_sha256=m.checkpoint_sha256,
+        n_training_labels=n,
+        validation=dict(m.validation or {}),
+        created_at=_utc(m.created_at),
+        download_url=f"/api/v1/models/{m.id}/checkpoint",
+    )
+
+
+def list_models(store: Store, campaign_id: int) -> list[schemas.ModelOut]:
+    """A campaign's models, oldest first."""
+    with store.session(write=False) as s:
+        campaign_row(s, campaign_id)
+        rows = s.scalars(select(Model).where(Model.campaign_id == campaign_id).order_by(Model.id))
+        return [model_out(m) for m in rows]
+
+
+def get_model(store: Store, model_id: int) -> tuple[schemas.ModelOut, str]:
+    """A model and its checkpoint path; :class:`NotFoundError` if absent."""
+    with store.session(write=False) as s:
+        m = s.get(Model, model_id)
+        if m is None:
+            raise NotFoundError(f"unknown model id {model_id}")
+        return model_out(m), m.checkpoint_uri

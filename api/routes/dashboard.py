@@ -1,0 +1,52 @@
+"""The campaign page's data in one response (what the dashboard draws and polls)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from .. import queries
+from ..deps import ReadAccess, RunnerDep, SettingsDep, StoreDep
+from ..errors import ERROR_RESPONSES
+from ..schemas import DashboardData
+
+router = APIRouter(tags=["dashboard"], responses=ERROR_RESPONSES, dependencies=[ReadAccess])
+
+
+def dashboard_data(store, settings, runner, campaign_id: int, histogram_iteration=None):
+    """Assemble :class:`DashboardData` (also used by the benchmark)."""
+    campaign = queries.get_campaign(store, campaign_id)
+    its = queries.iterations(store, campaign_id)
+    new = [it.labels.get("done", 0) for it in its]
+    cum, total = [], 0
+    for n in new:
+        total += n
+        cum.append(total)
+    runs = [runner.out(r) for r in runner.list(campaign_id)[:20]]
+    return DashboardData(
+        campaign=campaign,
+        iterations=its,
+        labels_new=new,
+        labels_cumulative=cum,
+        failures_by_kind=queries.failures_by_kind(store, campaign_id, [it.index for it in its]),
+        histogram=queries.histogram(store, campaign_id, histogram_iteration),
+        most_uncertain=queries.most_uncertain(store, campaign_id, 10),
+        models=queries.list_models(store, campaign_id),
+        runs=runs,
+        poll_seconds=settings.api_poll_seconds,
+        active=campaign.status == "running" or runner.active(campaign_id),
+    )
+
+
+@router.get("/campaigns/{campaign_id}/dashboard", response_model=DashboardData)
+def get_dashboard(
+    campaign_id: int,
+    store: StoreDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+    histogram_iteration: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+) -> DashboardData:
+    """Iteration metrics, label counts, failures by kind, the uncertainty histogram, the most
+    uncertain structures, models and runs of one campaign."""
+    return dashboard_data(store, settings, runner, campaign_id, histogram_iteration)

@@ -1,0 +1,47 @@
+"""Models: a campaign's trained committees and checkpoint download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from database import NotFoundError
+
+from .. import queries
+from ..deps import ReadAccess, StoreDep
+from ..errors import ERROR_RESPONSES
+from ..schemas import ModelOut
+
+router = APIRouter(tags=["models"], responses=ERROR_RESPONSES, dependencies=[ReadAccess])
+
+
+@router.get("/campaigns/{campaign_id}/models", response_model=list[ModelOut])
+def list_models(campaign_id: int, store: StoreDep) -> list[ModelOut]:
+    """The campaign's trained committees, oldest first."""
+    return queries.list_models(store, campaign_id)
+
+
+@router.get("/models/{model_id}", response_model=ModelOut)
+def get_model(model_id: int, store: StoreDep) -> ModelOut:
+    """One trained committee."""
+    return queries.get_model(store, model_id)[0]
+
+
+@router.get(
+    "/models/{model_id}/checkpoint",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "Checkpoint"}},
+)
+def download_checkpoint(model_id: int, store: StoreDep) -> FileResponse:
+    """The committee checkpoint (load with `mlip_core.checkpoint.load_committee`)."""
+    model, path = queries.get_model(store, model_id)
+    if not Path(path).is_file():
+        raise NotFoundError(f"checkpoint of model {model_id} is missing on the server ({path})")
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"model-{model_id}.pt",
+        headers={"X-Checkpoint-SHA256": model.checkpoint_sha256},
+    )

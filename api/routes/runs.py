@@ -1,0 +1,38 @@
+"""Runs: status of work the API submitted (flow runs and background jobs)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from database import NotFoundError
+
+from ..deps import ReadAccess, RunnerDep, SettingsDep
+from ..errors import ERROR_RESPONSES
+from ..schemas import RunOut
+
+router = APIRouter(
+    prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES, dependencies=[ReadAccess]
+)
+
+
+@router.get("", response_model=list[RunOut])
+def list_runs(
+    runner: RunnerDep, campaign_id: Annotated[int | None, Query()] = None
+) -> list[RunOut]:
+    """Runs submitted since the API started, newest first."""
+    return [runner.out(r) for r in runner.list(campaign_id)]
+
+
+@router.get("/{run_id}", response_model=RunOut)
+def get_run(run_id: str, runner: RunnerDep, settings: SettingsDep) -> RunOut:
+    """One run's status (a deployment run's state is read from the Prefect API)."""
+    run = runner.get(run_id)
+    if run is None:
+        raise NotFoundError(f"unknown run id {run_id!r}")
+    if settings.api_deployment and run.prefect_flow_run_id and run.active:
+        from ..jobs import read_flow_run_status
+
+        run.status = read_flow_run_status(run.prefect_flow_run_id)
+    return runner.out(run)

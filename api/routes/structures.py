@@ -1,0 +1,58 @@
+"""Structures: the campaign's selected structures (filter, paging) and one structure."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from .. import queries
+from ..deps import ReadAccess, StoreDep
+from ..errors import ERROR_RESPONSES
+from ..schemas import Page, StructureDetail, StructureOut
+
+router = APIRouter(tags=["structures"], responses=ERROR_RESPONSES, dependencies=[ReadAccess])
+
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
+
+
+@router.get("/campaigns/{campaign_id}/structures", response_model=Page[StructureOut])
+def list_structures(
+    campaign_id: int,
+    store: StoreDep,
+    reason: Annotated[str | None, Query(max_length=32, description="candidate, bootstrap, "
+                                        "validation, seed ...")] = None,
+    label_status: Annotated[
+        Literal["pending", "running", "done", "failed", "unlabelled"] | None, Query()
+    ] = None,
+    iteration: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+    offset: Offset = 0,
+    limit: Limit = 100,
+) -> Page[StructureOut]:
+    """Structures the campaign selected, with their uncertainty and label status."""
+    return queries.list_structures(
+        store,
+        campaign_id,
+        reason=reason,
+        label_status=label_status,
+        iteration=iteration,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/structures/{structure_id}", response_model=StructureDetail)
+def get_structure(structure_id: int, store: StoreDep) -> StructureDetail:
+    """One structure with coordinates (Å)."""
+    r = store.get_structure(structure_id)
+    return StructureDetail(
+        id=r.id,
+        formula=r.formula,
+        natoms=r.natoms,
+        source=r.source,
+        numbers=[int(z) for z in r.numbers],
+        positions=r.positions.tolist(),
+        cell=r.cell.tolist(),
+        pbc=[bool(b) for b in r.pbc],
+    )

@@ -1,0 +1,246 @@
+"""Pydantic v2 request and response models of the REST API (they make the OpenAPI spec)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+RunStatus = Literal["queued", "running", "completed", "failed", "submitted", "unknown"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx error: one message naming the problem."""
+
+    detail: str | list[dict[str, Any]] = Field(description="What was wrong with the request.")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a filtered listing."""
+
+    items: list[T]
+    total: int = Field(ge=0, description="Number of matching rows over all pages.")
+    offset: int = Field(ge=0)
+    limit: int = Field(ge=1)
+
+
+# --------------------------------------------------------------------------- campaigns
+class CampaignCreate(BaseModel):
+    """A new campaign from a campaign config (the same schema as the YAML file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] = Field(description="Campaign config (see `pesflow init`).")
+
+
+class CampaignOut(_Out):
+    """A campaign with its status and label counts."""
+
+    id: int
+    name: str
+    status: str
+    status_message: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    n_iterations: int = Field(ge=0)
+    labels: dict[str, int] = Field(description="Label counts by status.")
+
+
+class CampaignDetail(CampaignOut):
+    """A campaign with its config snapshot (runtime bookkeeping removed)."""
+
+    config: dict[str, Any]
+
+
+class StatusChange(BaseModel):
+    """Optional reason recorded with pause / cancel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str | None = Field(default=None, max_length=2000)
+
+
+# --------------------------------------------------------------------------- iterations
+class IterationOut(BaseModel):
+    """Per-iteration metrics."""
+
+    iteration_id: int
+    index: int
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    step_timings: dict[str, float] = Field(description="Wall time per step, s.")
+    n_explored: int
+    n_accurate: int
+    n_candidate: int
+    n_failed: int
+    accurate_fraction: float | None
+    candidate_fraction: float | None
+    failed_fraction: float | None
+    n_selected: int
+    labels: dict[str, int] = Field(description="Labels requested in this iteration by status.")
+    val_force_rmse: float | None = Field(description="Validation force RMSE, eV/Å.")
+    val_energy_rmse: float | None = Field(description="Validation energy RMSE, eV/atom.")
+    decision: str | None
+
+
+class Histogram(BaseModel):
+    """Histogram of an iteration's explored-frame uncertainties (max force deviation, eV/Å)."""
+
+    iteration_index: int | None
+    counts: list[int]
+    edges: list[float]
+    n_frames: int
+    trust_lo: float | None
+    trust_hi: float | None
+
+
+# --------------------------------------------------------------------------- structures/labels
+class StructureOut(BaseModel):
+    """A structure selected by the campaign (summary; no coordinates)."""
+
+    id: int
+    formula: str
+    natoms: int
+    source: str
+    walker: str | None
+    temperature: float | None = Field(description="K")
+    md_step: int | None
+    iteration_id: int | None = Field(description="Iteration that selected it.")
+    reason: str = Field(description="Why it was selected: candidate, bootstrap, validation...")
+    max_force_dev: float | None = Field(description="Committee uncertainty, eV/Å.")
+    label_status: str | None
+
+
+class StructureDetail(BaseModel):
+    """A structure with its coordinates (Å)."""
+
+    id: int
+    formula: str
+    natoms: int
+    source: str
+    numbers: list[int]
+    positions: list[list[float]]
+    cell: list[list[float]]
+    pbc: list[bool]
+
+
+class LabelOut(BaseModel):
+    """A label (reference calculation) without its force array."""
+
+    id: int
+    structure_id: int
+    iteration_id: int | None
+    labeler: str
+    status: str
+    energy: float | None = Field(description="eV")
+    failure_kind: str | None
+    failure_message: str | None
+    attempts: int
+    wall_time: float | None = Field(description="s")
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class LabelDetail(LabelOut):
+    """A label with forces (eV/Å) and stress (eV/Å^3, Voigt)."""
+
+    forces: list[list[float]] | None
+    stress: list[float] | None
+
+
+# --------------------------------------------------------------------------- models
+class ModelOut(BaseModel):
+    """A trained committee."""
+
+    id: int
+    campaign_id: int
+    iteration_id: int | None
+    member_count: int
+    checkpoint_sha256: str
+    n_training_labels: int
+    validation: dict[str, Any]
+    created_at: datetime
+    download_url: str
+
+
+# --------------------------------------------------------------------------- runs/actions
+class RetrainRequest(BaseModel):
+    """Optional overrides of the campaign's training settings for one retrain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_epochs: int | None = Field(default=None, ge=1, le=100_000)
+    max_time_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+
+class RunOut(BaseModel):
+    """Long work submitted by the API (a Prefect flow run or a background job)."""
+
+    id: str
+    kind: Literal["campaign", "retrain"]
+    campaign_id: int
+    status: RunStatus
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    message: str | None
+    result: dict[str, Any] | None
+    prefect_flow_run_id: str | None
+    prefect_url: str | None
+
+
+# --------------------------------------------------------------------------- dashboard
+class UncertainStructure(BaseModel):
+    """One of the most uncertain selected structures."""
+
+    structure_id: int
+    formula: str
+    natoms: int
+    iteration_index: int | None
+    walker: str | None
+    temperature: float | None
+    max_force_dev: float
+    label_status: str | None
+
+
+class DashboardData(BaseModel):
+    """Everything the campaign page draws, in one response."""
+
+    campaign: CampaignOut
+    iterations: list[IterationOut]
+    labels_new: list[int] = Field(description="Done labels per iteration.")
+    labels_cumulative: list[int]
+    failures_by_kind: dict[str, list[int]] = Field(
+        description="Failed labels per iteration, by failure kind."
+    )
+    histogram: Histogram
+    most_uncertain: list[UncertainStructure]
+    models: list[ModelOut]
+    runs: list[RunOut]
+    poll_seconds: float
+    active: bool = Field(description="A run is in progress (the page keeps polling).")
+
+
+class TokenCheck(BaseModel):
+    """Who the bearer token belongs to."""
+
+    name: str
+    created_at: datetime
+
+
+class Health(BaseModel):
+    """Liveness and database backend."""
+
+    status: Literal["ok"]
+    database: str
+    version: str

@@ -1,0 +1,55 @@
+"""Settings of the API server (environment prefix ``PESFLOW_``), created by :func:`get_api_settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ApiSettings", "get_api_settings"]
+
+
+class ApiSettings(BaseSettings):
+    """Where the API finds its database and how it treats readers, browsers and flow runs."""
+
+    model_config = SettingsConfigDict(env_prefix="PESFLOW_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Data directory (SQLite, models).")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file <data_dir>/pesflow.sqlite."
+    )
+    api_public_read: bool = Field(
+        default=True, description="Read endpoints and dashboard need no token (false: they do)."
+    )
+    api_cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty: no CORS middleware."
+    )
+    api_deployment: str | None = Field(
+        default=None,
+        description="Prefect deployment ('flow/deployment') that runs campaign flows; default: "
+        "the flow runs in a background thread of the API process.",
+    )
+    api_workers: int = Field(default=1, ge=1, le=8, description="Background runner threads.")
+    api_poll_seconds: float = Field(
+        default=5.0, gt=0, description="Dashboard refresh interval while a campaign runs, s."
+    )
+    prefect_ui_url: str | None = Field(
+        default=None, description="Prefect UI base URL for flow-run links (e.g. http://host:4200)."
+    )
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        from database import sqlite_url
+
+        return sqlite_url(self.data_dir)
+
+
+def get_api_settings(**overrides: Any) -> ApiSettings:
+    """Settings from the environment with explicit (non-None) overrides on top."""
+    settings = ApiSettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings.data_dir = Path(settings.data_dir).expanduser().absolute()
+    return settings

@@ -1,0 +1,103 @@
+"""Fixtures of the API tests: every ``client`` test runs on SQLite and on PostgreSQL.
+
+PostgreSQL needs ``PESFLOW_TEST_POSTGRES_URL`` naming a test database (``test``, ``test_*``,
+``*_test``); the session uses one temporary schema whose tables are emptied before each test.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="pesflow-api-prefect-")
+for _key, _value in {
+    "PREFECT_HOME": _PREFECT_HOME,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from database import Store, make_engine, upgrade  # noqa: E402
+from database.models import Base  # noqa: E402
+from database.testing import (  # noqa: E402
+    POSTGRES_ENV,
+    require_test_database,
+    temporary_postgres_schema,
+)
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+TOKEN = "pf_test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def _postgres_schema():
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        yield None
+        return
+    with temporary_postgres_schema(require_test_database(url), prefix="pfapi") as scoped:
+        upgrade(scoped)
+        yield scoped
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    """A migrated, empty database: SQLite in tmp_path or the session's PostgreSQL schema."""
+    if request.param == "sqlite":
+        return None  # the default: <data_dir>/pesflow.sqlite
+    url = request.getfixturevalue("_postgres_schema")
+    if url is None:
+        pytest.skip(f"{POSTGRES_ENV} is not set "
+                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path, db_url):
+    """API settings on the test database (public reads, no CORS)."""
+    from api.settings import get_api_settings
+
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return get_api_settings(data_dir=tmp_path / "data", database_url=db_url)
+
+
+@pytest.fixture
+def store(settings):
+    """The store the app uses."""
+    s = Store.from_url(settings.resolved_database_url())
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(settings, store):
+    """A TestClient of the app."""
+    from api.app import create_app
+
+    with TestClient(create_app(settings, store=store)) as c:
+        yield c
+    from workflows.steps import close_stores
+
+    close_stores()
+
+
+@pytest.fixture
+def auth(store) -> dict[str, str]:
+    """Headers with a valid token."""
+    store.add_api_token("tester", TOKEN)
+    return {"Authorization": f"Bearer {TOKEN}"}

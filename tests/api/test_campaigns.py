@@ -1,0 +1,77 @@
+"""Campaigns: create from a config, list, show, pause/resume/cancel; errors are 4xx with a
+message."""
+
+from __future__ import annotations
+
+from ._data import tiny_config
+
+
+def _create(client, auth, name="tiny", **over):
+    r = client.post("/api/v1/campaigns", json={"config": tiny_config(name, **over)}, headers=auth)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_create_list_show(client, auth, store):
+    c = _create(client, auth)
+    assert c["name"] == "tiny" and c["status"] == "created"
+    assert c["config"]["committee"]["n_members"] == 2 and "_runtime" not in c["config"]
+    rec = store.get_campaign(c["id"])
+    assert rec.config["_runtime"]["initial_structure_ids"]  # set up like `pesflow run`
+    _create(client, auth, "second")
+    listed = client.get("/api/v1/campaigns").json()
+    assert [x["name"] for x in listed] == ["tiny", "second"]
+    assert listed[0]["labels"] == {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    shown = client.get(f"/api/v1/campaigns/{c['id']}").json()
+    assert shown["id"] == c["id"] and shown["n_iterations"] == 0
+
+
+def test_bad_config_is_422_with_the_key(client, auth, store):
+    r = client.post("/api/v1/campaigns", headers=auth,
+                    json={"config": tiny_config(trust={"lo": 0.5, "hi": 0.1})})
+    assert r.status_code == 422
+    assert "trust" in r.json()["detail"]
+    r = client.post("/api/v1/campaigns", headers=auth,
+                    json={"config": {**tiny_config(), "comittee": {}}})
+    assert r.status_code == 422 and "comittee" in r.json()["detail"]
+    r = client.post("/api/v1/campaigns", headers=auth, json={"cfg": {}})
+    assert r.status_code == 422
+    r = client.post("/api/v1/campaigns", headers={**auth, "Content-Type": "application/json"},
+                    content=b"{not json")
+    assert r.status_code == 422
+    assert store.list_campaigns() == []
+
+
+def test_duplicate_name_is_409(client, auth):
+    _create(client, auth)
+    r = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth)
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+
+
+def test_unknown_campaign_is_404(client, auth):
+    for path in ("/api/v1/campaigns/999", "/api/v1/campaigns/999/iterations",
+                 "/api/v1/campaigns/999/structures", "/api/v1/campaigns/999/labels",
+                 "/api/v1/campaigns/999/models", "/api/v1/campaigns/999/dashboard"):
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert "999" in r.json()["detail"]
+    assert client.post("/api/v1/campaigns/999/pause", headers=auth).status_code == 404
+    assert client.get("/api/v1/campaigns/abc").status_code == 422
+
+
+def test_pause_cancel_and_refused_resume(client, auth, store):
+    c = _create(client, auth)
+    r = client.post(f"/api/v1/campaigns/{c['id']}/pause", headers=auth,
+                    json={"message": "maintenance window"})
+    assert r.status_code == 200 and r.json()["status"] == "paused"
+    assert store.get_campaign(c["id"]).status_message == "maintenance window"
+    r = client.post(f"/api/v1/campaigns/{c['id']}/cancel", headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["finished_at"] is not None
+    for action in ("resume", "next-iteration", "pause"):
+        r = client.post(f"/api/v1/campaigns/{c['id']}/{action}", headers=auth)
+        assert r.status_code == 409, action
+        assert "cancelled" in r.json()["detail"]
+    r = client.post(f"/api/v1/campaigns/{c['id']}/pause", headers=auth,
+                    json={"message": "x" * 5000})
+    assert r.status_code == 422

@@ -15,8 +15,8 @@ Positions and forces are written with 8 decimals; energies and stresses in full 
 
 The file is byte-for-byte what ``ase.io.write(path, images, format="extxyz",
 write_results=False)`` writes (a test checks this): the comment line comes from ASE's own
-``ase.io.extxyz.output_column_format``, and only the per-atom lines are formatted in one
-``%`` operation per frame instead of one per atom (about 8x faster for 108-atom frames).
+``ase.io.extxyz.output_column_format``, and the per-atom lines are formatted with numpy
+(:mod:`database.fastfmt`, identical to ``%16.8f``) instead of one ``%`` per atom.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import DatabaseInputError
+from .fastfmt import atom_lines_many
 from .records import LabelledStructure, Origin
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import CampaignRef, Store
 
+_ATOM_LINE_FMT = "%-2s %16.8f %16.8f %16.8f %16.8f %16.8f %16.8f\n"
 ENERGY_KEY = "REF_energy"
 FORCES_KEY = "REF_forces"
 STRESS_KEY = "REF_stress"
@@ -104,18 +106,28 @@ def export_extxyz(
     return len(images)
 
 
-def write_frames(fh, images: Sequence[Any]) -> None:
+def write_frames(fh, images: Sequence[Any], batch: int = 256) -> None:
     """Write frames carrying ``REF_forces`` (and no other per-atom array, no constraints) in
     exactly ASE's extxyz layout; anything else is handed to ``ase.io.write``."""
+    for start in range(0, len(images), batch):
+        _write_batch(fh, images[start : start + batch])
+
+
+def _fast_ok(atoms) -> bool:
+    extra = set(atoms.arrays) - {"numbers", "positions", FORCES_KEY}
+    return not extra and not atoms.constraints and atoms.calc is None and FORCES_KEY in atoms.arrays
+
+
+def _write_batch(fh, images: Sequence[Any]) -> None:
     import ase.io
     from ase.io.extxyz import output_column_format
 
+    headers: list[str | None] = []
+    fast = []
     for atoms in images:
-        extra = set(atoms.arrays) - {"numbers", "positions", FORCES_KEY}
-        if extra or atoms.constraints or atoms.calc is not None or FORCES_KEY not in atoms.arrays:
-            ase.io.write(fh, atoms, format="extxyz", write_results=False)
+        if not _fast_ok(atoms):
+            headers.append(None)
             continue
-        n = len(atoms)
         symbols = np.array(atoms.get_chemical_symbols())
         arrays = {
             "symbols": symbols,
@@ -123,12 +135,29 @@ def write_frames(fh, images: Sequence[Any]) -> None:
             FORCES_KEY: atoms.arrays[FORCES_KEY],
         }
         comment, _, _, fmt = output_column_format(atoms, list(arrays), arrays, True)
-        table = np.empty((n, 7), dtype=object)
-        table[:, 0] = symbols
-        table[:, 1:4] = atoms.positions
-        table[:, 4:7] = atoms.arrays[FORCES_KEY]
-        fh.write(f"{n}\n{comment}\n")
-        fh.write((fmt * n) % tuple(table.ravel().tolist()))
+        if fmt != _ATOM_LINE_FMT:  # ASE's layout changed: let ASE write this frame
+            headers.append(None)
+            continue
+        headers.append(f"{len(atoms)}\n{comment}\n")
+        fast.append((symbols, atoms.positions, atoms.arrays[FORCES_KEY]))
+    bodies = atom_lines_many(*map(list, zip(*fast, strict=True))) if fast else []
+    if bodies is None:  # a value needs Python formatting (|x| >= 1e6, non-finite)
+        bodies = [(_ATOM_LINE_FMT * len(s)) % tuple(_rows(s, p, f)) for s, p, f in fast]
+    it = iter(bodies)
+    for atoms, header in zip(images, headers, strict=True):
+        if header is None:
+            ase.io.write(fh, atoms, format="extxyz", write_results=False)
+        else:
+            fh.write(header)
+            fh.write(next(it))
+
+
+def _rows(symbols, positions, forces) -> list:
+    table = np.empty((len(symbols), 7), dtype=object)
+    table[:, 0] = symbols
+    table[:, 1:4] = positions
+    table[:, 4:7] = forces
+    return table.ravel().tolist()
 
 
 def reference_from_atoms(

@@ -400,15 +400,16 @@ def list_labels(
 
 
 # --------------------------------------------------------------------------- models
-def model_out(m: Model, n_labels: int | None = None) -> schemas.ModelOut:
+def model_out(m: Model, iteration_index: int | None = None) -> schemas.ModelOut:
     """A model row as the API shows it."""
     from database.convert import _utc
 
-    n = n_labels if n_labels is not None else int(np.asarray(m.training_label_ids).size)
+    n = int(np.asarray(m.training_label_ids).size)
     return schemas.ModelOut(
         id=m.id,
         campaign_id=m.campaign_id,
         iteration_id=m.iteration_id,
+        iteration_index=iteration_index,
         member_count=m.member_count,
         checkpoint_sha256=m.checkpoint_sha256,
         n_training_labels=n,
@@ -422,8 +423,13 @@ def list_models(store: Store, campaign_id: int) -> list[schemas.ModelOut]:
     """A campaign's models, oldest first."""
     with store.session(write=False) as s:
         campaign_row(s, campaign_id)
-        rows = s.scalars(select(Model).where(Model.campaign_id == campaign_id).order_by(Model.id))
-        return [model_out(m) for m in rows]
+        rows = s.execute(
+            select(Model, Iteration.index)
+            .outerjoin(Iteration, Iteration.id == Model.iteration_id)
+            .where(Model.campaign_id == campaign_id)
+            .order_by(Model.id)
+        ).all()
+        return [model_out(m, idx) for m, idx in rows]
 
 
 def get_model(store: Store, model_id: int) -> tuple[schemas.ModelOut, str]:
@@ -432,4 +438,5 @@ def get_model(store: Store, model_id: int) -> tuple[schemas.ModelOut, str]:
         m = s.get(Model, model_id)
         if m is None:
             raise NotFoundError(f"unknown model id {model_id}")
-        return model_out(m), m.checkpoint_uri
+        idx = None if m.iteration_id is None else s.get(Iteration, m.iteration_id).index
+        return model_out(m, idx), m.checkpoint_uri

@@ -165,6 +165,8 @@ class ModelOut(BaseModel):
     id: int
     campaign_id: int
     iteration_id: int | None
+    iteration_index: int | None = Field(description="Index of the iteration that trained it "
+                                        "(none for an API retrain).")
     member_count: int
     checkpoint_sha256: str
     n_training_labels: int

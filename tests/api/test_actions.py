@@ -41,7 +41,7 @@ def test_retrain_produces_a_new_model(client, auth, store, tmp_path):
     assert m["n_training_labels"] == 6 == done["result"]["n_train"]
     rec = store.list_models(cid)[0]
     assert sorted(rec.training_label_ids.tolist()) == sorted(ids["done"])
-    assert m["validation"]["trigger"] == "api-retrain"
+    assert m["validation"]["trigger"] == "api-retrain" and m["iteration_index"] is None
     blob = client.get(m["download_url"])
     assert blob.status_code == 200
     assert hashlib.sha256(blob.content).hexdigest() == m["checkpoint_sha256"]

@@ -89,7 +89,7 @@
   }
 
   // ------------------------------------------------------------------ campaign page
-  let state = {id: null, poll: 5, timer: null, last: null};
+  let state = {id: null, poll: 5, timer: null, last: null, watch: null};
 
   function draw(d) {
     const its = d.iterations, x = its.map(i => i.index), p = P();
@@ -126,6 +126,11 @@
       series: steps.map(s => ({name: "time_" + s, label: s,
                                values: its.map(i => i.step_timings[s] === undefined ? null : i.step_timings[s])}))});
     drawTables(d);
+    const w = state.watch && d.runs.find(r => r.id === state.watch);
+    if (w && !["queued", "running", "submitted"].includes(w.status)) {
+      notice(`${w.kind} run ${w.id.slice(0, 8)} ${w.status}: ${w.message || ""}`, w.status === "failed");
+      state.watch = null;
+    }
   }
 
   function drawTables(d) {
@@ -145,7 +150,7 @@
       const tr = document.createElement("tr");
       tr.dataset.modelId = m.id;
       const rmse = m.validation.val_force_rmse;
-      cell(tr, String(m.id)); cell(tr, text(m.iteration_id)); cell(tr, String(m.member_count));
+      cell(tr, String(m.id)); cell(tr, m.iteration_index === null ? "API retrain" : text(m.iteration_index)); cell(tr, String(m.member_count));
       cell(tr, String(m.n_training_labels));
       cell(tr, rmse === null || rmse === undefined ? "–" : (rmse * 1000).toFixed(1));
       cell(tr, new Date(m.created_at).toLocaleString());
@@ -185,7 +190,10 @@
     const path = `/campaigns/${state.id}/${action}`;
     try {
       const out = await api("POST", path, action === "pause" ? {message: null} : undefined);
-      if (out && out.kind) notice(`${action}: run ${out.id.slice(0, 8)} ${out.status}`);
+      if (out && out.kind) {
+        state.watch = out.id;
+        notice(`${action}: run ${out.id.slice(0, 8)} ${out.status}`);
+      }
       else notice(`${action}: campaign ${out.status}`);
     } catch (e) {
       notice(`${action} failed: ${e.message}`, true);

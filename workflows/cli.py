@@ -167,6 +167,7 @@ class RichReporter:
             f"accurate {_fmt(row['accurate'], '.2f')}, candidate {_fmt(row['candidate'], '.2f')}"
             f", val force RMSE {_fmt(row['val_force_rmse_meV'], '.1f')} meV/Å",
             markup=False, highlight=False)
+        sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- commands
@@ -204,7 +205,7 @@ def _run(handle, cfg, settings: PesflowSettings, *, retry_failed: bool = False,
     store = open_store(handle.db_url)
     t0 = time.perf_counter()
     timing.clear()
-    with RichReporter(Console(quiet=quiet)) as rep:
+    with RichReporter(Console(quiet=quiet, width=console.width)) as rep:
         old = progress.set_reporter(rep)
         try:
             result = run_flow(handle, cfg.execution, retry_failed=retry_failed)
@@ -258,7 +259,9 @@ def resume(campaign: Annotated[str, typer.Argument(help="Campaign name.")],
 @app.command()
 @_guard
 def status(campaign: Annotated[str | None, typer.Argument(help="Campaign name.")] = None,
-           data_dir: DataDir = None) -> None:
+           data_dir: DataDir = None,
+           markdown: Annotated[bool, typer.Option("--markdown", help="Markdown table.")]
+           = False) -> None:
     """List campaigns, or show one campaign's per-iteration table."""
     from .steps import open_store, summary_rows
 
@@ -278,6 +281,10 @@ def status(campaign: Annotated[str | None, typer.Argument(help="Campaign name.")
         console.print(t)
         return
     rec = store.get_campaign(campaign)
+    if markdown:
+        print(markdown_table(summary_rows(store, rec.id)))
+        print(f"\n{rec.status}: {rec.status_message or ''}")
+        return
     console.print(summary_table(summary_rows(store, rec.id),
                                 title=f"campaign {rec.name}: {rec.status}"))
     if rec.status_message:

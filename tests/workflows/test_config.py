@@ -163,3 +163,16 @@ def test_fuzzed_configs_through_cli(tmp_path_factory, path, value):
     res = runner.invoke(app, ["validate", str(f)])
     assert res.exit_code == 2
     assert res.output.strip().count("\n") == 0 and res.output.startswith("error: bad.yaml: ")
+
+
+@settings(max_examples=60, deadline=None)
+@given(lo=st.floats(0, 10, allow_nan=False), delta=st.floats(0, 5, allow_nan=False),
+       temperature=st.floats(-1e4, 0, allow_nan=False))
+def test_fuzzed_window_and_temperature(lo, delta, temperature):
+    data = copy.deepcopy(BASE)
+    data["trust"] = {"lo": lo + delta, "hi": lo}  # lo >= hi
+    msg = _err(data)
+    assert (msg.startswith("c.yaml: trust: ") and "lo must be < hi" in msg) or "must be > 0" in msg
+    data = copy.deepcopy(BASE)
+    data["exploration"]["walkers"][1]["temperature"] = temperature
+    assert _err(data).startswith("c.yaml: exploration.walkers[1].temperature: must be > 0")

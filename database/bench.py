@@ -3,7 +3,8 @@
 Inserts N labelled 108-atom structures (structures + selections + done labels with forces and
 stress, deduplication included), queries the N-label training set, and exports it to extended
 XYZ, on SQLite (a file in a temporary directory) and on PostgreSQL (a temporary schema in the
-database named by ``PESFLOW_TEST_POSTGRES_URL``; skipped with the reason when unset). Each step
+database named by ``PESFLOW_TEST_POSTGRES_URL``, else in the local ``test`` database if a server
+answers on 127.0.0.1:5432; skipped with the reason otherwise). Each step
 is repeated ``--repeats`` times on fresh data; medians are printed side by side with the
 PostgreSQL / SQLite ratio.
 """
@@ -29,6 +30,28 @@ TARGETS = {
     "insert": {"sqlite": 10.0, "postgresql": 15.0},
     "export": {"sqlite": 10.0, "postgresql": 10.0},
 }
+
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_url() -> tuple[str | None, str]:
+    """The PostgreSQL test URL to benchmark: ``PESFLOW_TEST_POSTGRES_URL``, else the local
+    default (the one ``.ci/run`` exports) if a server answers there; otherwise ``None`` and
+    the reason."""
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        return url, ""
+    try:
+        import psycopg
+
+        psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=2
+        ).close()
+    except Exception as exc:  # any failure means: no local test server to use
+        return None, f"{POSTGRES_ENV} is not set and {DEFAULT_POSTGRES_URL} does not answer ({exc})"
+    print(f"{POSTGRES_ENV} is not set: using the local {DEFAULT_POSTGRES_URL}")
+    return DEFAULT_POSTGRES_URL, ""
 
 
 def make_frames(n: int, seed: int):
@@ -109,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results["sqlite"] = run_backend(sqlite_url(work / "sqlite"), args.n, args.repeats, work)
-        pg = os.environ.get(POSTGRES_ENV)
+        pg, why = postgres_url()
         if pg:
             with temporary_postgres_schema(pg, prefix="bench") as url:
                 results["postgresql"] = run_backend(url, args.n, args.repeats, work)
         else:
-            print(f"PostgreSQL skipped: {POSTGRES_ENV} is not set")
+            print(f"PostgreSQL skipped: {why}")
 
     backends = list(results)
     header = f"{'step':<34}" + "".join(f"{b:>12}" for b in backends)

@@ -72,7 +72,7 @@ def test_kill_during_label_train_explore_then_resume(tmp_path: Path):
         tmp_path / "kill.yaml", name="killme",
         labeler={"name": "emt", "faults": {"fraction": 0.0, "delay": 0.25}},
         convergence={"accurate_ratio": 0.999, "patience": 1, "max_iterations": 2},
-        training={"max_epochs": 40, "max_time_s": 6, "warm_start_epochs": 20},
+        training={"max_epochs": 80, "max_time_s": 8, "warm_start_epochs": 20},
         exploration={"walkers": [{"temperature": t, "steps": 150, "timestep": 2.0,
                                   "record_every": 10} for t in (300, 800, 1200)]},
     )
@@ -105,7 +105,7 @@ def test_kill_during_label_train_explore_then_resume(tmp_path: Path):
                 and not st().list_models(cid()))
 
     _wait_for(proc, training, "training", log)
-    time.sleep(1.5)
+    time.sleep(0.5)
     _kill_group(proc)
     assert not st().list_models(cid()), "training finished before the kill"
     after = _done_labels(st(), cid())

@@ -115,3 +115,46 @@ def test_task_runner_from_config():
                                         "cluster_kwargs": {"cores": 4},
                                         "adapt_kwargs": {"maximum_jobs": 3}}}))
     assert slurm.cluster_kwargs == {"cores": 4} and slurm.adapt_kwargs == {"maximum_jobs": 3}
+
+
+def test_select_respects_budget_and_is_deterministic(tmp_path: Path):
+    from ase.build import bulk
+
+    cfg = load_config(write_config(
+        tmp_path / "c.yaml", name="sel", selection={"max_per_iteration": 5,
+                                                    "strategy": "max-first"},
+        convergence={"label_budget": 3, "max_iterations": 5},
+    ))
+    store = steps.open_store(f"sqlite:///{tmp_path / 'pesflow.sqlite'}")
+    ctx = steps.open_context(steps.setup_campaign(store, cfg, tmp_path))
+    it = store.start_iteration(ctx.campaign_id, 1)
+    frames = steps.bootstrap_structures([bulk("Cu", cubic=True).repeat(2)], 6, [0.05], 0.0,
+                                        steps._rng("t"))
+    sids = store.add_structures(frames, campaign=ctx.campaign_id, iteration_id=it.id)
+    devs = [0.1, 0.3, 0.2, 0.45, 0.15, 0.12]
+    store.update_iteration(it.id, validation={"walker:0": {
+        "candidates": [[s, d] for s, d in zip(sids, devs, strict=True)]}})
+    picked = steps.select_step(ctx, it)
+    assert picked == [sids[3], sids[1], sids[2]]  # budget 3, highest deviation first
+    labels = store.list_labels(ctx.campaign_id, limit=None)
+    assert sorted(lb.structure_id for lb in labels) == sorted(picked)
+    assert steps.select_step(ctx, it) == picked  # done: the same picks, nothing new
+    assert len(store.list_labels(ctx.campaign_id, limit=None)) == 3
+    sel = {s.structure_id: s for s in store.list_selections(ctx.campaign_id)}
+    assert sel[sids[3]].max_force_dev == pytest.approx(0.45) and sel[sids[3]].reason == "candidate"
+
+
+def test_run_with_other_config_exits_2(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from workflows.cli import app
+
+    cfg = write_config(tmp_path / "a.yaml", name="same")
+    store = steps.open_store(f"sqlite:///{tmp_path / 'data' / 'pesflow.sqlite'}")
+    steps.setup_campaign(store, load_config(cfg), tmp_path / "data")
+    steps.close_stores()
+    other = write_config(tmp_path / "b.yaml", name="same", seed=7)
+    res = CliRunner().invoke(app, ["run", str(other), "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 2
+    assert res.output.strip() == ("error: campaign 'same' already exists with a different "
+                                  "config; use `pesflow resume same` or choose another name")

@@ -13,8 +13,10 @@ Loss of member k over its (bootstrap-weighted) training structures b:
 
 All K members train in one stacked network: one backward updates all of them, and with Adam
 (per-parameter statistics) this equals K independent trainings. Diversity comes from the
-independent initialisation seeds and per-member bootstrap weights w_kb (counts of a bootstrap
-resample of the training set).
+independent initialisation seeds (a "deep ensemble"); per-member bootstrap weights w_kb (counts
+of a bootstrap resample) are optional: each member then sees ~63 % of the distinct structures,
+which measurably cost accuracy here (24.6 vs 19.0 meV/Å after 170 s on the Cu benchmark) while
+the uncertainty still ranked errors well without it.
 
 Training data are ASE ``Atoms`` carrying reference labels under the extended-XYZ keys
 ``info["REF_energy"]``, ``arrays["REF_forces"]`` and optionally ``info["REF_stress"]`` (Voigt,
@@ -74,7 +76,8 @@ class TrainingConfig:
         force_weight: weight of the force term, (eV/Å)^-2.
         stress_weight: weight of the per-atom virial term (0 disables it).
         val_fraction: fraction of structures held out for validation (at least 1 if >0).
-        bootstrap: per-member bootstrap weights (False: every member sees every structure once).
+        bootstrap: per-member bootstrap weights (default False: every member sees every
+            structure; diversity from the initialisation seeds).
         seed: seeds the split, bootstrap draws, shuffling.
         dtype: "float32" or "float64".
         weight_decay: Adam weight decay.
@@ -94,7 +97,7 @@ class TrainingConfig:
     force_weight: float = 1.0
     stress_weight: float = 0.0
     val_fraction: float = 0.1
-    bootstrap: bool = True
+    bootstrap: bool = False
     seed: int = 0
     dtype: str = "float32"
     weight_decay: float = 0.0

@@ -219,6 +219,29 @@ def spherical_harmonics_l2(u: torch.Tensor) -> torch.Tensor:
     )
 
 
+def ylm_vector_jacobian_product(
+    w: torch.Tensor, unit: torch.Tensor, inv_dist: torch.Tensor
+) -> torch.Tensor:
+    """``sum_lm w_lm dY_lm(r/|r|)/dr`` without forming the (..., 9, 3) Jacobian.
+
+    Args:
+        w: ``(K, N, M, 9)`` weights (dE/dY for each member).
+        unit: ``(N, M, 3)`` unit vectors u = r/|r|.
+        inv_dist: ``(N, M, 1)`` 1/|r| (0 on padding slots).
+
+    Returns:
+        ``(K, N, M, 3)``: ``(I - u u^T) (dY/du)^T w / |r|``.
+    """
+    x, y, z = unit[..., 0], unit[..., 1], unit[..., 2]
+    s3, s15, s5 = math.sqrt(3.0), math.sqrt(15.0), math.sqrt(5.0)
+    w1, w2, w3, w4, w5, w6, w7, w8 = (w[..., i] for i in range(1, 9))
+    vx = s3 * w1 + s15 * (w4 * y + w7 * z + w8 * x)
+    vy = s3 * w2 + s15 * (w4 * x + w5 * z - w8 * y)
+    vz = s3 * w3 + s15 * (w5 * y + w7 * x) + 3.0 * s5 * w6 * z
+    v = torch.stack([vx, vy, vz], dim=-1)
+    return (v - (v * unit).sum(-1, keepdim=True) * unit) * inv_dist
+
+
 _L_SLICES = ((0, 1), (1, 4), (4, 9))
 
 
@@ -442,8 +465,9 @@ class CommitteePotential(nn.Module):
 
         Returns:
             ``basis (N, M, n_basis)`` (Bessel x envelope, 0 on padding), ``ylm (N, M, 9)``,
-            and their derivatives: ``d basis / d|r| (N, M, n_basis)`` (the basis Jacobian is
-            this times the unit vector, rank one) and ``d ylm / d r (N, M, 9, 3)`` (0 on padding).
+            and, with the Jacobian, ``d basis / d|r| (N, M, n_basis)`` (the basis Jacobian is
+            this times the unit vector, rank one) and the unit vectors ``(N, M, 3)`` for
+            :func:`ylm_vector_jacobian_product`.
         """
         cfg = self.config
         p, rc = cfg.envelope_p, cfg.cutoff
@@ -475,26 +499,7 @@ class CommitteePotential(nn.Module):
             + sin * denv.unsqueeze(-1)
             - sin * env.unsqueeze(-1) * inv_d
         )
-        ux, uy, uz = unit[..., 0], unit[..., 1], unit[..., 2]
-        zero = torch.zeros_like(ux)
-        s3, s15, s5 = math.sqrt(3.0), math.sqrt(15.0), math.sqrt(5.0)
-        one = torch.ones_like(ux)
-        rows = [
-            (zero, zero, zero),
-            (s3 * one, zero, zero),
-            (zero, s3 * one, zero),
-            (zero, zero, s3 * one),
-            (s15 * uy, s15 * ux, zero),
-            (zero, s15 * uz, s15 * uy),
-            (zero, zero, 3.0 * s5 * uz),
-            (s15 * uz, zero, s15 * ux),
-            (s15 * ux, -s15 * uy, zero),
-        ]
-        dy_du = torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)  # (N, M, 9, 3)
-        # d u / d r = (I - u u^T) / |r|
-        proj = (dy_du - (dy_du @ unit.unsqueeze(-1)) * unit.unsqueeze(-2)) * inv_d.unsqueeze(-1)
-        jac_ylm = proj * mask.unsqueeze(-1).unsqueeze(-1)
-        return basis, ylm, dbasis_dd, jac_ylm
+        return basis, ylm, dbasis_dd, unit
 
     def atomic_energies(
         self, basis: torch.Tensor, ylm: torch.Tensor, graph: AtomicGraph
@@ -543,7 +548,7 @@ class CommitteePotential(nn.Module):
         pos = graph.positions.to(dtype)
         vectors = pos[graph.neighbors] - pos.unsqueeze(1) + graph.shifts.to(dtype)
         need_grad = compute_forces or compute_stress
-        basis, ylm, dbasis_dd, jac_y = self.edge_features(vectors, graph.mask, need_grad)
+        basis, ylm, dbasis_dd, unit = self.edge_features(vectors, graph.mask, need_grad)
         basis_k = basis.unsqueeze(0).expand(k, -1, -1, -1)
         ylm_k = ylm.unsqueeze(0).expand(k, -1, -1, -1)
         forces = stress = None
@@ -560,10 +565,10 @@ class CommitteePotential(nn.Module):
                     energy.sum(), [basis_k, ylm_k], create_graph=create_graph
                 )
                 # dE_k/dr_ij (K, N, M, 3): the radial part is along the unit vector.
-                radial = (g_b * dbasis_dd).sum(-1, keepdim=True) * (vectors / vectors.norm(
-                    dim=-1, keepdim=True
-                ).clamp_min(1e-12))
-                de_dr = radial + (g_y.unsqueeze(-1) * jac_y).sum(-2)
+                dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                radial = (g_b * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)
+                mask = graph.mask.unsqueeze(-1).to(dtype)
+                de_dr = radial + ylm_vector_jacobian_product(g_y, unit, mask / dist)
                 if compute_forces:
                     # r_ij = x_j - x_i + shift: dE/dx_a = sum_{j->a} dE/dr - sum_m dE/dr_am
                     grad_x = (-de_dr.sum(2)).index_add(

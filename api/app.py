@@ -28,14 +28,15 @@ def create_app(
     from .routes import structures as structures_routes
 
     settings = settings or get_api_settings()
-    owns_store = store is None
+    owns_store, owns_runner = store is None, runner is None
     store = store or Store.from_url(settings.resolved_database_url())
     runner = runner or Runner(settings.api_workers, settings.prefect_ui_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        runner.shutdown(wait=False)
+        if owns_runner:
+            runner.shutdown(wait=False)
         if owns_store:
             store.close()
 

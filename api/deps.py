@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from database import ApiTokenRecord, Store, hash_token
@@ -17,7 +17,7 @@ from database import ApiTokenRecord, Store, hash_token
 from .runner import Runner
 from .settings import ApiSettings
 
-__all__ = ["ReadAccess", "StoreDep", "TokenDep", "get_runner", "get_settings", "get_store"]
+__all__ = ["DbId", "ReadAccess", "StoreDep", "TokenDep", "get_runner", "get_settings", "get_store"]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -78,3 +78,6 @@ def read_access(settings: SettingsDep, store: StoreDep, creds: Credentials) -> N
 
 TokenDep = Annotated[ApiTokenRecord, Depends(require_token)]
 ReadAccess = Depends(read_access)
+
+DbId = Annotated[int, Path(ge=0, le=2**31 - 1, description="Database id / index.")]
+"""A path id within the range of the database's INTEGER columns (larger ones are a 422)."""

@@ -48,6 +48,7 @@ def install_handlers(app: FastAPI) -> None:
 
 _ERR = {"model": ErrorOut}
 ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {**_ERR, "description": "Malformed request (e.g. a body that is not JSON)"},
     401: {**_ERR, "description": "Missing or invalid token"},
     403: {**_ERR, "description": "Revoked token"},
     404: {**_ERR, "description": "Not found"},

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from .. import queries
+from ..deps import DbId
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -32,7 +33,7 @@ def mount(app: FastAPI) -> None:
         )
 
     @app.get("/campaigns/{campaign_id}", response_class=HTMLResponse, include_in_schema=False)
-    def campaign_page(request: Request, campaign_id: int) -> HTMLResponse:
+    def campaign_page(request: Request, campaign_id: DbId) -> HTMLResponse:
         settings = request.app.state.settings
         name = None
         if settings.api_public_read:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, status
 
 from .. import jobs, queries
-from ..deps import RunnerDep, SettingsDep, StoreDep, TokenDep
+from ..deps import DbId, RunnerDep, SettingsDep, StoreDep, TokenDep
 from ..errors import ERROR_RESPONSES
 from ..runner import ConflictError, Runner
 from ..schemas import RetrainRequest, RunOut
@@ -29,7 +29,7 @@ def submit_campaign_run(store, settings, runner: Runner, campaign_id: int) -> Ru
     "/{campaign_id}/retrain", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED
 )
 def retrain(
-    campaign_id: int,
+    campaign_id: DbId,
     store: StoreDep,
     settings: SettingsDep,
     runner: RunnerDep,
@@ -52,7 +52,7 @@ def retrain(
     "/{campaign_id}/next-iteration", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED
 )
 def next_iteration(
-    campaign_id: int, store: StoreDep, settings: SettingsDep, runner: RunnerDep, token: TokenDep
+    campaign_id: DbId, store: StoreDep, settings: SettingsDep, runner: RunnerDep, token: TokenDep
 ) -> RunOut:
     """Run the campaign flow from the next unfinished iteration (it continues while the stop
     rule says so); 202 + run id."""

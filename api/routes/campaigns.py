@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, status
 
 from .. import queries
-from ..deps import ReadAccess, RunnerDep, SettingsDep, StoreDep, TokenDep
+from ..deps import DbId, ReadAccess, RunnerDep, SettingsDep, StoreDep, TokenDep
 from ..errors import ERROR_RESPONSES
 from ..runner import ConflictError
 from ..schemas import CampaignCreate, CampaignDetail, CampaignOut, RunOut, StatusChange
@@ -26,10 +26,15 @@ def create_campaign(
 ) -> CampaignDetail:
     """Create a campaign from a config (validated like `pesflow validate`). It does not start:
     POST `/campaigns/{id}/resume` runs it."""
-    from workflows.config import parse_config
+    from workflows.config import ConfigError, parse_config
     from workflows.steps import setup_campaign
 
-    cfg = parse_config(body.config, source="request body", base_dir=settings.data_dir)
+    try:
+        cfg = parse_config(body.config, source="config", base_dir=settings.data_dir)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a config the validator's error formatting trips over
+        raise ConfigError(f"invalid campaign config ({type(exc).__name__}: {exc})") from exc
     if any(c.name == cfg.name for c in store.list_campaigns()):
         raise ConflictError(f"campaign {cfg.name!r} already exists")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,7 +43,7 @@ def create_campaign(
 
 
 @router.get("/{campaign_id}", response_model=CampaignDetail, dependencies=[ReadAccess])
-def get_campaign(campaign_id: int, store: StoreDep) -> CampaignDetail:
+def get_campaign(campaign_id: DbId, store: StoreDep) -> CampaignDetail:
     """One campaign with its config snapshot."""
     return queries.get_campaign(store, campaign_id)
 
@@ -55,7 +60,7 @@ def _set_status(store, campaign_id: int, new: str, allowed: tuple[str, ...], mes
 
 @router.post("/{campaign_id}/pause", response_model=CampaignDetail)
 def pause_campaign(
-    campaign_id: int, store: StoreDep, token: TokenDep, body: StatusChange | None = Body(None)
+    campaign_id: DbId, store: StoreDep, token: TokenDep, body: StatusChange | None = Body(None)
 ) -> CampaignDetail:
     """Mark the campaign paused (a running flow stops at its next iteration boundary)."""
     msg = (body.message if body else None) or f"paused via API by {token.name}"
@@ -64,7 +69,7 @@ def pause_campaign(
 
 @router.post("/{campaign_id}/cancel", response_model=CampaignDetail)
 def cancel_campaign(
-    campaign_id: int, store: StoreDep, token: TokenDep, body: StatusChange | None = Body(None)
+    campaign_id: DbId, store: StoreDep, token: TokenDep, body: StatusChange | None = Body(None)
 ) -> CampaignDetail:
     """Cancel the campaign for good (it cannot be resumed)."""
     msg = (body.message if body else None) or f"cancelled via API by {token.name}"
@@ -74,7 +79,7 @@ def cancel_campaign(
 
 @router.post("/{campaign_id}/resume", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
 def resume_campaign(
-    campaign_id: int, store: StoreDep, settings: SettingsDep, runner: RunnerDep, token: TokenDep
+    campaign_id: DbId, store: StoreDep, settings: SettingsDep, runner: RunnerDep, token: TokenDep
 ) -> RunOut:
     """Start or continue the campaign flow; answers 202 with the run id (see `/runs/{id}`)."""
     return submit_campaign_run(store, settings, runner, campaign_id)

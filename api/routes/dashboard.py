@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from .. import queries
-from ..deps import ReadAccess, RunnerDep, SettingsDep, StoreDep
+from ..deps import DbId, ReadAccess, RunnerDep, SettingsDep, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import DashboardData
 
@@ -41,7 +41,7 @@ def dashboard_data(store, settings, runner, campaign_id: int, histogram_iteratio
 
 @router.get("/campaigns/{campaign_id}/dashboard", response_model=DashboardData)
 def get_dashboard(
-    campaign_id: int,
+    campaign_id: DbId,
     store: StoreDep,
     settings: SettingsDep,
     runner: RunnerDep,

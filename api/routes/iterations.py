@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from .. import queries
-from ..deps import ReadAccess, StoreDep
+from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import Histogram, IterationOut
 
@@ -20,13 +20,13 @@ router = APIRouter(
 
 
 @router.get("", response_model=list[IterationOut])
-def list_iterations(campaign_id: int, store: StoreDep) -> list[IterationOut]:
+def list_iterations(campaign_id: DbId, store: StoreDep) -> list[IterationOut]:
     """Metrics of every iteration: counts, fractions, labels, validation errors, timings."""
     return queries.iterations(store, campaign_id)
 
 
 @router.get("/{index}", response_model=IterationOut)
-def get_iteration(campaign_id: int, index: int, store: StoreDep) -> IterationOut:
+def get_iteration(campaign_id: DbId, index: DbId, store: StoreDep) -> IterationOut:
     """Metrics of one iteration (by index)."""
     for it in queries.iterations(store, campaign_id):
         if it.index == index:
@@ -38,8 +38,8 @@ def get_iteration(campaign_id: int, index: int, store: StoreDep) -> IterationOut
 
 @router.get("/{index}/histogram", response_model=Histogram)
 def get_histogram(
-    campaign_id: int,
-    index: int,
+    campaign_id: DbId,
+    index: DbId,
     store: StoreDep,
     bins: Annotated[int, Query(ge=1, le=500)] = 40,
 ) -> Histogram:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from .. import queries
-from ..deps import ReadAccess, StoreDep
+from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import LabelDetail, LabelOut, Page
 from .structures import Limit, Offset
@@ -17,7 +17,7 @@ router = APIRouter(tags=["labels"], responses=ERROR_RESPONSES, dependencies=[Rea
 
 @router.get("/campaigns/{campaign_id}/labels", response_model=Page[LabelOut])
 def list_labels(
-    campaign_id: int,
+    campaign_id: DbId,
     store: StoreDep,
     status: Annotated[Literal["pending", "running", "done", "failed"] | None, Query()] = None,
     failure_kind: Annotated[
@@ -41,7 +41,7 @@ def list_labels(
 
 
 @router.get("/labels/{label_id}", response_model=LabelDetail)
-def get_label(label_id: int, store: StoreDep) -> LabelDetail:
+def get_label(label_id: DbId, store: StoreDep) -> LabelDetail:
     """One label with forces (eV/Å) and stress (eV/Å^3, Voigt)."""
     r = store.get_label(label_id)
     return LabelDetail(

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from database import NotFoundError
 
 from .. import queries
-from ..deps import ReadAccess, StoreDep
+from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import ModelOut
 
@@ -18,13 +18,13 @@ router = APIRouter(tags=["models"], responses=ERROR_RESPONSES, dependencies=[Rea
 
 
 @router.get("/campaigns/{campaign_id}/models", response_model=list[ModelOut])
-def list_models(campaign_id: int, store: StoreDep) -> list[ModelOut]:
+def list_models(campaign_id: DbId, store: StoreDep) -> list[ModelOut]:
     """The campaign's trained committees, oldest first."""
     return queries.list_models(store, campaign_id)
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
-def get_model(model_id: int, store: StoreDep) -> ModelOut:
+def get_model(model_id: DbId, store: StoreDep) -> ModelOut:
     """One trained committee."""
     return queries.get_model(store, model_id)[0]
 
@@ -34,7 +34,7 @@ def get_model(model_id: int, store: StoreDep) -> ModelOut:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "Checkpoint"}},
 )
-def download_checkpoint(model_id: int, store: StoreDep) -> FileResponse:
+def download_checkpoint(model_id: DbId, store: StoreDep) -> FileResponse:
     """The committee checkpoint (load with `mlip_core.checkpoint.load_committee`)."""
     model, path = queries.get_model(store, model_id)
     if not Path(path).is_file():

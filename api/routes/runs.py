@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 
 from database import NotFoundError
 
@@ -19,14 +20,15 @@ router = APIRouter(
 
 @router.get("", response_model=list[RunOut])
 def list_runs(
-    runner: RunnerDep, campaign_id: Annotated[int | None, Query()] = None
+    runner: RunnerDep,
+    campaign_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
 ) -> list[RunOut]:
     """Runs submitted since the API started, newest first."""
     return [runner.out(r) for r in runner.list(campaign_id)]
 
 
 @router.get("/{run_id}", response_model=RunOut)
-def get_run(run_id: str, runner: RunnerDep, settings: SettingsDep) -> RunOut:
+def get_run(run_id: Annotated[str, PathParam(max_length=64)], runner: RunnerDep, settings: SettingsDep) -> RunOut:
     """One run's status (a deployment run's state is read from the Prefect API)."""
     run = runner.get(run_id)
     if run is None:

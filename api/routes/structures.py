@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from .. import queries
-from ..deps import ReadAccess, StoreDep
+from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import Page, StructureDetail, StructureOut
 
@@ -19,7 +19,7 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 
 @router.get("/campaigns/{campaign_id}/structures", response_model=Page[StructureOut])
 def list_structures(
-    campaign_id: int,
+    campaign_id: DbId,
     store: StoreDep,
     reason: Annotated[str | None, Query(max_length=32, description="candidate, bootstrap, "
                                         "validation, seed ...")] = None,
@@ -43,7 +43,7 @@ def list_structures(
 
 
 @router.get("/structures/{structure_id}", response_model=StructureDetail)
-def get_structure(structure_id: int, store: StoreDep) -> StructureDetail:
+def get_structure(structure_id: DbId, store: StoreDep) -> StructureDetail:
     """One structure with coordinates (Å)."""
     r = store.get_structure(structure_id)
     return StructureDetail(

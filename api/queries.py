@@ -400,43 +400,74 @@ def list_labels(
 
 
 # --------------------------------------------------------------------------- models
-def model_out(m: Model, iteration_index: int | None = None) -> schemas.ModelOut:
-    """A model row as the API shows it."""
+_MODEL_COLS = (
+    Model.id,
+    Model.campaign_id,
+    Model.iteration_id,
+    Model.member_count,
+    Model.checkpoint_sha256,
+    Model.validation,
+    Model.created_at,
+)
+
+
+def _model_out(row: Any, iteration_index: int | None, n_labels: int) -> schemas.ModelOut:
     from database.convert import _utc
 
-    n = int(np.asarray(m.training_label_ids).size)
     return schemas.ModelOut(
-        id=m.id,
-        campaign_id=m.campaign_id,
-        iteration_id=m.iteration_id,
+        id=row.id,
+        campaign_id=row.campaign_id,
+        iteration_id=row.iteration_id,
         iteration_index=iteration_index,
-        member_count=m.member_count,
-        checkpoint_sha256=m.checkpoint_sha256,
-        n_training_labels=n,
-        validation=dict(m.validation or {}),
-        created_at=_utc(m.created_at),
-        download_url=f"/api/v1/models/{m.id}/checkpoint",
+        member_count=row.member_count,
+        checkpoint_sha256=row.checkpoint_sha256,
+        n_training_labels=n_labels,
+        validation=dict(row.validation or {}),
+        created_at=_utc(row.created_at),
+        download_url=f"/api/v1/models/{row.id}/checkpoint",
     )
 
 
+def _n_labels(s, rows: list[Any]) -> dict[int, int]:
+    """Training-set sizes: ``validation['n_train']`` when the trainer recorded it (always for
+    pesflow's own models), else the length of the stored label-id array."""
+    out: dict[int, int] = {}
+    missing = []
+    for r in rows:
+        n = (r.validation or {}).get("n_train")
+        if isinstance(n, int) and n >= 0:
+            out[r.id] = n
+        else:
+            missing.append(r.id)
+    if missing:
+        q = select(Model.id, Model.training_label_ids).where(Model.id.in_(missing))
+        out.update({i: int(np.asarray(a).size) for i, a in s.execute(q)})
+    return out
+
+
 def list_models(store: Store, campaign_id: int) -> list[schemas.ModelOut]:
-    """A campaign's models, oldest first."""
+    """A campaign's models, oldest first (label-id arrays are not loaded)."""
     with store.session(write=False) as s:
         campaign_row(s, campaign_id)
         rows = s.execute(
-            select(Model, Iteration.index)
+            select(*_MODEL_COLS, Iteration.index.label("iteration_index"))
             .outerjoin(Iteration, Iteration.id == Model.iteration_id)
             .where(Model.campaign_id == campaign_id)
             .order_by(Model.id)
         ).all()
-        return [model_out(m, idx) for m, idx in rows]
+        n = _n_labels(s, rows)
+    return [_model_out(r, r.iteration_index, n[r.id]) for r in rows]
 
 
 def get_model(store: Store, model_id: int) -> tuple[schemas.ModelOut, str]:
     """A model and its checkpoint path; :class:`NotFoundError` if absent."""
     with store.session(write=False) as s:
-        m = s.get(Model, model_id)
-        if m is None:
+        row = s.execute(
+            select(*_MODEL_COLS, Model.checkpoint_uri, Iteration.index.label("iteration_index"))
+            .outerjoin(Iteration, Iteration.id == Model.iteration_id)
+            .where(Model.id == model_id)
+        ).one_or_none()
+        if row is None:
             raise NotFoundError(f"unknown model id {model_id}")
-        idx = None if m.iteration_id is None else s.get(Iteration, m.iteration_id).index
-        return model_out(m, idx), m.checkpoint_uri
+        n = _n_labels(s, [row])
+    return _model_out(row, row.iteration_index, n[row.id]), row.checkpoint_uri

@@ -325,17 +325,21 @@ class InteractionLayer(nn.Module):
             neighbor_onehot: (N, M, S) species one-hot of each neighbor slot.
             basis: (K, N, M, n_basis); ylm: (K, N, M, 9).
         """
-        k, n, c = h.shape
-        n_s, n_b = embedding.shape[1], basis.shape[-1]
         dens = self.density(neighbor_onehot.unsqueeze(0), basis, ylm)  # (K*N, S*nb, 9)
+        return self.forward_density(h, embedding, dens.reshape(h.shape[0], h.shape[1], -1, 9))
+
+    def forward_density(
+        self, h: torch.Tensor, embedding: torch.Tensor, dens: torch.Tensor
+    ) -> torch.Tensor:
+        """First-layer update from the raw species-resolved density ``(K, N, S*nb, 9)``."""
+        k, n, c = h.shape
+        n_sb = dens.shape[2]
         shift = torch.zeros_like(self.density_scale)
         shift[:, 0] = self.density_shift
         dens = (dens - shift.to(dens.dtype)) * self.density_scale.to(dens.dtype)
-        weights = (embedding.unsqueeze(2) * self.radial.weight.unsqueeze(1)).reshape(k, n_s * n_b, c)
-        moments = torch.bmm(
-            dens.reshape(k, n, n_s * n_b, 9).transpose(2, 3).reshape(k, n * 9, n_s * n_b), weights
-        ).reshape(k, n, 9, c).transpose(2, 3)
-        return self._update(h, moments)
+        weights = (embedding.unsqueeze(2) * self.radial.weight.unsqueeze(1)).reshape(k, n_sb, c)
+        moments = torch.bmm(dens.transpose(2, 3).reshape(k, n * 9, n_sb), weights)
+        return self._update(h, moments.reshape(k, n, 9, c).transpose(2, 3))
 
     def _update(self, h: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
         """Rotational invariants of the moments (K, N, C, 9) -> residual feature update."""
@@ -545,53 +549,122 @@ class CommitteePotential(nn.Module):
         """
         k, dtype = self.n_members, self.dtype
         n, b = graph.positions.shape[0], graph.n_structures
+        if n == 0:
+            raise ValueError("cannot evaluate a structure with no atoms")
         pos = graph.positions.to(dtype)
         vectors = pos[graph.neighbors] - pos.unsqueeze(1) + graph.shifts.to(dtype)
         need_grad = compute_forces or compute_stress
         basis, ylm, dbasis_dd, unit = self.edge_features(vectors, graph.mask, need_grad)
+        if self.config.n_layers == 1:
+            energy, de_dr = self._energy_single_layer(
+                graph, basis, ylm, dbasis_dd, unit, vectors, need_grad, create_graph
+            )
+        else:
+            energy, de_dr = self._energy_message_passing(
+                graph, basis, ylm, dbasis_dd, unit, vectors, need_grad, create_graph
+            )
+        forces = stress = None
+        if de_dr is not None:
+            if compute_forces:
+                # r_ij = x_j - x_i + shift: dE/dx_a = sum_{j->a} dE/dr - sum_m dE/dr_am
+                grad_x = (-de_dr.sum(2)).index_add(
+                    1, graph.neighbors.reshape(-1), de_dr.reshape(k, -1, 3)
+                )
+                forces = -grad_x
+            if compute_stress:
+                vol = graph.volume.to(dtype)
+                if bool((vol <= 0).any()):
+                    raise ValueError("stress requested for a non-periodic structure (no volume)")
+                virial = torch.einsum("nmi,knmj->knij", vectors, de_dr)
+                per_struct = torch.zeros(k, b, 3, 3, dtype=dtype, device=pos.device).index_add(
+                    1, graph.batch, virial
+                )
+                stress = 0.5 * (per_struct + per_struct.transpose(-1, -2)) / vol.view(1, b, 1, 1)
+        ref = torch.zeros(b, dtype=torch.float64, device=pos.device).index_add(
+            0, graph.batch, self.reference_energies[graph.species]
+        )
+        return CommitteeOutput(
+            energy=energy.to(torch.float64) + ref.unsqueeze(0), forces=forces, stress=stress
+        )
+
+    def _energy_single_layer(
+        self,
+        graph: AtomicGraph,
+        basis: torch.Tensor,
+        ylm: torch.Tensor,
+        dbasis_dd: torch.Tensor | None,
+        unit: torch.Tensor | None,
+        vectors: torch.Tensor,
+        need_grad: bool,
+        create_graph: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Energies (K, B) and dE_k/dr_ij (K, N, M, 3) of a one-layer committee.
+
+        The species-resolved density (N, S*nb, 9) is computed once; its per-member copies are
+        the autograd leaves, and two batched matmuls against the shared edge tensors turn
+        dE_k/d(density) into dE_k/d(basis) and dE_k/d(Y_lm) per edge.
+        """
+        k, dtype = self.n_members, self.dtype
+        n, m = graph.neighbors.shape
+        n_s, n_b = len(self.config.species), self.config.n_basis
+        onehot = torch.nn.functional.one_hot(graph.species[graph.neighbors], n_s).to(dtype)
+        x = (basis.unsqueeze(-2) * onehot.unsqueeze(-1)).reshape(n, m, n_s * n_b)
+        dens = torch.bmm(x.transpose(1, 2), ylm)  # (N, S*nb, 9), shared by all members
+        dens_k = dens.unsqueeze(0).expand(k, -1, -1, -1)
+        with torch.enable_grad() if need_grad else torch.no_grad():
+            if need_grad:
+                dens_k = dens_k.clone().requires_grad_(True)
+            h = self.embedding[:, graph.species]
+            h = self.layers[0].forward_density(h, self.embedding, dens_k)
+            e_atoms = self.readout(h).squeeze(-1) * self.energy_scale.to(h.dtype)
+            energy = torch.zeros(k, graph.n_structures, dtype=dtype, device=h.device).index_add(
+                1, graph.batch, e_atoms
+            )
+            if not need_grad:
+                return energy, None
+            (g,) = torch.autograd.grad(energy.sum(), [dens_k], create_graph=create_graph)
+        # dE/dx (N, M, K, S, nb) and dE/dY (N, M, K, 9), with x, Y shared
+        g_x = torch.bmm(ylm, g.permute(1, 3, 0, 2).reshape(n, 9, k * n_s * n_b))
+        g_x = g_x.reshape(n, m, k, n_s, n_b)
+        g_basis = g_x[:, :, :, 0] if n_s == 1 else (g_x * onehot[:, :, None, :, None]).sum(3)
+        g_y = torch.bmm(x, g.permute(1, 2, 0, 3).reshape(n, n_s * n_b, k * 9)).reshape(n, m, k, 9)
+        dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        radial = (g_basis * dbasis_dd.unsqueeze(2)).sum(-1, keepdim=True) * (vectors / dist).unsqueeze(2)  # type: ignore[union-attr]
+        mask = graph.mask.unsqueeze(-1).to(dtype)
+        angular = ylm_vector_jacobian_product(g_y.permute(2, 0, 1, 3), unit, mask / dist)  # type: ignore[arg-type]
+        return energy, radial.permute(2, 0, 1, 3) + angular
+
+    def _energy_message_passing(
+        self,
+        graph: AtomicGraph,
+        basis: torch.Tensor,
+        ylm: torch.Tensor,
+        dbasis_dd: torch.Tensor | None,
+        unit: torch.Tensor | None,
+        vectors: torch.Tensor,
+        need_grad: bool,
+        create_graph: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Energies (K, B) and dE_k/dr_ij (K, N, M, 3) of a multi-layer committee."""
+        k, dtype = self.n_members, self.dtype
+        b = graph.n_structures
         basis_k = basis.unsqueeze(0).expand(k, -1, -1, -1)
         ylm_k = ylm.unsqueeze(0).expand(k, -1, -1, -1)
-        forces = stress = None
         with torch.enable_grad() if need_grad else torch.no_grad():
             if need_grad:
                 basis_k = basis_k.clone().requires_grad_(True)
                 ylm_k = ylm_k.clone().requires_grad_(True)
             e_atoms = self.atomic_energies(basis_k, ylm_k, graph)
-            energy = torch.zeros(k, b, dtype=dtype, device=pos.device).index_add(
+            energy = torch.zeros(k, b, dtype=dtype, device=basis.device).index_add(
                 1, graph.batch, e_atoms
             )
-            if need_grad:
-                g_b, g_y = torch.autograd.grad(
-                    energy.sum(), [basis_k, ylm_k], create_graph=create_graph
-                )
-                # dE_k/dr_ij (K, N, M, 3): the radial part is along the unit vector.
-                dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                radial = (g_b * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)
-                mask = graph.mask.unsqueeze(-1).to(dtype)
-                de_dr = radial + ylm_vector_jacobian_product(g_y, unit, mask / dist)
-                if compute_forces:
-                    # r_ij = x_j - x_i + shift: dE/dx_a = sum_{j->a} dE/dr - sum_m dE/dr_am
-                    grad_x = (-de_dr.sum(2)).index_add(
-                        1, graph.neighbors.reshape(-1), de_dr.reshape(k, -1, 3)
-                    )
-                    forces = -grad_x
-                if compute_stress:
-                    vol = graph.volume.to(dtype)
-                    if bool((vol <= 0).any()):
-                        raise ValueError("stress requested for a non-periodic structure (no volume)")
-                    virial = torch.einsum("nmi,knmj->knij", vectors, de_dr)
-                    per_struct = torch.zeros(k, b, 3, 3, dtype=dtype, device=pos.device).index_add(
-                        1, graph.batch, virial
-                    )
-                    stress = 0.5 * (per_struct + per_struct.transpose(-1, -2)) / vol.view(1, b, 1, 1)
-        ref = torch.zeros(b, dtype=torch.float64, device=pos.device).index_add(
-            0, graph.batch, self.reference_energies[graph.species]
-        )
-        if n == 0:
-            raise ValueError("cannot evaluate a structure with no atoms")
-        return CommitteeOutput(
-            energy=energy.to(torch.float64) + ref.unsqueeze(0), forces=forces, stress=stress
-        )
+            if not need_grad:
+                return energy, None
+            g_b, g_y = torch.autograd.grad(energy.sum(), [basis_k, ylm_k], create_graph=create_graph)
+        dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        radial = (g_b * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)
+        mask = graph.mask.unsqueeze(-1).to(dtype)
+        return energy, radial + ylm_vector_jacobian_product(g_y, unit, mask / dist)  # type: ignore[arg-type]
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # Reference energies stay float64 whatever dtype the weights are cast to: DFT

@@ -26,6 +26,12 @@ def _native() -> CommitteeModel:
     ).double()
 
 
+def _native_two_layers() -> CommitteeModel:
+    return CommitteePotential(
+        ModelConfig(species=[29, 79], n_members=3, channels=8, n_layers=2, energy_scale=0.5)
+    ).double()
+
+
 def _loop() -> CommitteeModel:
     native = CommitteePotential(
         ModelConfig(species=[29, 79], n_members=2, channels=8, energy_scale=0.5, seeds=[4, 5])
@@ -40,6 +46,7 @@ def _mace() -> CommitteeModel:
 
 IMPLEMENTATIONS: dict[str, Callable[[], CommitteeModel]] = {
     "native-stacked": _native,
+    "native-2-layers": _native_two_layers,
     "native-loop": _loop,
     "mace": _mace,
 }

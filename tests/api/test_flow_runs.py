@@ -1,0 +1,37 @@
+"""A campaign run triggered through the API is a real Prefect flow run (embedded default:
+background thread + the temporary local Prefect server): 202 + run id, the run's status and
+Prefect flow-run id read back, and the campaign's iteration recorded in the database."""
+
+from __future__ import annotations
+
+import pytest
+
+from ._data import tiny_config
+from .test_actions import _wait
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_next_iteration_runs_the_campaign_flow(client, auth, store):
+    cfg = tiny_config("flow", convergence={"max_iterations": 1},
+                      training={"max_epochs": 5, "max_time_s": 5})
+    cid = client.post("/api/v1/campaigns", json={"config": cfg}, headers=auth).json()["id"]
+    r = client.post(f"/api/v1/campaigns/{cid}/next-iteration", headers=auth)
+    assert r.status_code == 202, r.text
+    run = r.json()
+    assert run["kind"] == "campaign"
+    dup = client.post(f"/api/v1/campaigns/{cid}/resume", headers=auth)
+    if dup.status_code == 409:  # refused while the first run is active
+        assert "already" in dup.json()["detail"]
+    done = _wait(client, run["id"], timeout=240)
+    assert done["status"] == "completed", done["message"]
+    assert done["prefect_flow_run_id"]
+    assert done["result"]["status"] == "paused"  # stopped at max_iterations=1
+    its = client.get(f"/api/v1/campaigns/{cid}/iterations").json()
+    assert [it["status"] for it in its] == ["done"]
+    assert its[0]["labels"]["done"] > 0
+    assert len(client.get(f"/api/v1/campaigns/{cid}/models").json()) == 1
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as pc:
+        fr = pc.read_flow_run(done["prefect_flow_run_id"])
+    assert fr.state.is_completed() and fr.flow_id is not None

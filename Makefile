@@ -36,8 +36,9 @@ bench: $(STAMP)
 	done
 
 ## The example campaign (Cu, EMT oracle) on SQLite and the temporary local Prefect server.
+## Each run starts a fresh campaign; the Prefect home (data/demo/prefect) is kept between runs.
 demo: $(STAMP)
-	rm -rf data/demo
+	rm -rf data/demo/pesflow.sqlite data/demo/pesflow.sqlite-* data/demo/campaigns
 	PESFLOW_DATA_DIR=data/demo $(VENV)/bin/pesflow run examples/cu_emt.yaml
 
 lint: $(STAMP)

@@ -166,3 +166,26 @@ def test_campaign_page_plots_and_retrain(server, browser):
         (ROOT / "docs").mkdir(exist_ok=True)
         (ROOT / "docs" / "dashboard.png").write_bytes(shot)
     page.close()
+
+
+def test_campaign_page_follows_a_running_campaign(server, browser):
+    """While the campaign runs the page polls: a new iteration written to the database shows
+    up as new points without a reload."""
+    store, cid = server["store"], server["campaign"]
+    store.set_campaign_status(cid, "running")
+    try:
+        page = browser.new_page()
+        page.goto(f"{server['url']}/campaigns/{cid}")
+        page.wait_for_selector("body[data-loaded='true']")
+        assert page.locator("#live").is_visible()
+        n = page.locator("#plot-fractions circle[data-series='accurate']").count()
+        it = store.start_iteration(cid)
+        store.update_iteration(it.id, n_explored=10, n_accurate=9, n_candidate=1, n_failed=0)
+        page.wait_for_function(
+            "document.querySelectorAll(\"#plot-fractions circle[data-series='accurate']\")"
+            f".length == {n + 1}", timeout=15_000)
+        last = page.locator("#plot-fractions circle[data-series='accurate']").last
+        assert float(last.get_attribute("data-y")) == 0.9
+        page.close()
+    finally:
+        store.set_campaign_status(cid, "paused", "test over")

@@ -90,3 +90,20 @@ def test_models_empty_and_unknown(client, seeded):
     assert client.get("/api/v1/models/5").status_code == 404
     assert client.get("/api/v1/models/5/checkpoint").status_code == 404
     assert client.get("/api/v1/runs/nope").status_code == 404
+
+
+def test_model_listing_counts_training_labels(client, seeded, store):
+    cid, ids = seeded
+    it = store.list_iterations(cid)[1]
+    store.record_model(cid, member_count=4, checkpoint_uri="/nowhere/a.pt",
+                       checkpoint_sha256="a" * 64, training_label_ids=ids["done"][:5],
+                       iteration_id=it.id, validation={"val_force_rmse": 0.05})
+    store.record_model(cid, member_count=4, checkpoint_uri="/nowhere/b.pt",
+                       checkpoint_sha256="b" * 64, training_label_ids=ids["done"],
+                       validation={"n_train": 6})
+    a, b = client.get(f"/api/v1/campaigns/{cid}/models").json()
+    assert (a["n_training_labels"], a["iteration_index"], a["iteration_id"]) == (5, 1, it.id)
+    assert (b["n_training_labels"], b["iteration_index"]) == (6, None)
+    assert client.get(f"/api/v1/models/{a['id']}").json() == a
+    r = client.get(a["download_url"])
+    assert r.status_code == 404 and "missing on the server" in r.json()["detail"]

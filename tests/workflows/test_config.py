@@ -118,9 +118,9 @@ _PATHS = [("exploration", "walkers", 0, "temperature"), ("exploration", "walkers
           ("bootstrap", "n_structures"), ("training", "max_epochs"), ("labeler", "name"),
           ("structures", 0, "generate", "element"), ("name",), ("exploration", "walkers"),
           ("structures",), ("labeler",), ("validation", "rattle")]
-_BAD_VALUES = st.one_of(
-    st.text(alphabet="abcxyz!?", min_size=1, max_size=5),
-    st.lists(st.integers(), max_size=2).map(lambda v: v or [[]]),
+_BAD_VALUES = st.one_of(  # each is invalid wherever it is put
+    st.text(alphabet="abcxyz!?", min_size=1, max_size=5).map(lambda t: t + "!"),
+    st.lists(st.integers(max_value=-1), max_size=2).map(lambda v: v or [[]]),
     st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), min_size=1, max_size=2),
     st.floats(max_value=-1e-6, allow_nan=False, allow_infinity=False),
     st.integers(max_value=-1),

@@ -15,7 +15,7 @@ from typing import Any
 from .runner import Run
 from .settings import ApiSettings
 
-__all__ = ["campaign_job", "retrain_job", "submit_deployment"]
+__all__ = ["campaign_job", "refresh_deployment_run", "retrain_job", "submit_deployment"]
 
 
 def _workflow_settings(settings: ApiSettings):
@@ -75,24 +75,32 @@ def submit_deployment(settings: ApiSettings, campaign_id: int, name: str) -> Run
     )
 
 
-def read_flow_run_status(flow_run_id: str) -> str:
-    """The Prefect state of a deployment-submitted flow run, mapped to a run status."""
+def refresh_deployment_run(run: Run) -> Run:
+    """Update a deployment-submitted run from its Prefect flow run (state, start, end)."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        fr = client.read_flow_run(flow_run_id)
+        fr = client.read_flow_run(run.prefect_flow_run_id)
     state = fr.state.type.value if fr.state else "UNKNOWN"
-    return {
-        "SCHEDULED": "submitted",
-        "PENDING": "submitted",
-        "RUNNING": "running",
-        "COMPLETED": "completed",
-        "FAILED": "failed",
-        "CRASHED": "failed",
-        "CANCELLED": "failed",
-        "CANCELLING": "running",
-        "PAUSED": "running",
-    }.get(state, "unknown")
+    run.status = _STATES.get(state, "unknown")
+    run.started_at = fr.start_time or run.started_at
+    run.finished_at = fr.end_time or run.finished_at
+    if fr.state is not None and fr.state.message:
+        run.message = fr.state.message
+    return run
+
+
+_STATES = {
+    "SCHEDULED": "submitted",
+    "PENDING": "submitted",
+    "RUNNING": "running",
+    "COMPLETED": "completed",
+    "FAILED": "failed",
+    "CRASHED": "failed",
+    "CANCELLED": "failed",
+    "CANCELLING": "running",
+    "PAUSED": "running",
+}
 
 
 def retrain_job(

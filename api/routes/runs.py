@@ -34,7 +34,7 @@ def get_run(run_id: Annotated[str, PathParam(max_length=64)], runner: RunnerDep,
     if run is None:
         raise NotFoundError(f"unknown run id {run_id!r}")
     if settings.api_deployment and run.prefect_flow_run_id and run.active:
-        from ..jobs import read_flow_run_status
+        from ..jobs import refresh_deployment_run
 
-        run.status = read_flow_run_status(run.prefect_flow_run_id)
+        refresh_deployment_run(run)
     return runner.out(run)

@@ -1,0 +1,88 @@
+"""With ``PESFLOW_API_DEPLOYMENT`` set, a campaign run is submitted to a Prefect deployment
+(``run_deployment(..., timeout=0)``) and its state is read back from the Prefect API.
+
+A stand-in deployment flow (same parameter as the real one: ``campaign``) is served by a
+``flow.serve`` subprocess against the test harness's Prefect server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ._data import tiny_config
+from .test_actions import _wait
+
+FLOW = textwrap.dedent('''
+    from prefect import flow
+
+    @flow(name="pesflow-campaign-by-id")
+    def campaign_by_id(campaign: int) -> dict:
+        return {"campaign": campaign, "status": "paused"}
+
+    if __name__ == "__main__":
+        campaign_by_id.serve(name="api-test")
+''')
+
+
+@pytest.fixture(scope="module")
+def served_deployment(tmp_path_factory):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    work = tmp_path_factory.mktemp("deployment")
+    (work / "deploy_flow.py").write_text(FLOW)
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+            prefect_test_harness(server_startup_timeout=90):
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+               "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        proc = subprocess.Popen([sys.executable, "deploy_flow.py"], cwd=work, env=env,
+                                start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+        try:
+            with get_client(sync_client=True) as client:
+                for _ in range(600):
+                    try:
+                        client.read_deployment_by_name("pesflow-campaign-by-id/api-test")
+                        break
+                    except Exception:
+                        time.sleep(0.1)
+                else:
+                    raise AssertionError("the deployment was not registered within 60 s")
+            yield "pesflow-campaign-by-id/api-test"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_resume_submits_to_the_deployment(served_deployment, settings, store, auth):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    settings.api_deployment = served_deployment
+    with TestClient(create_app(settings, store=store)) as client:
+        cid = client.post("/api/v1/campaigns", json={"config": tiny_config()},
+                          headers=auth).json()["id"]
+        r = client.post(f"/api/v1/campaigns/{cid}/resume", headers=auth)
+        assert r.status_code == 202, r.text
+        run = r.json()
+        assert run["status"] == "submitted" and run["prefect_flow_run_id"]
+        done = _wait(client, run["id"], timeout=120)
+        assert done["status"] == "completed" and done["finished_at"] is not None
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as pc:
+            fr = pc.read_flow_run(run["prefect_flow_run_id"])
+        assert fr.parameters == {"campaign": cid}

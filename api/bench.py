@@ -28,8 +28,9 @@ def build(store, n_iterations: int = 200, n_structures: int = 100_000, seed: int
     from database.models import Iteration, Label, Model, Selection, Structure, utcnow
 
     rng = np.random.default_rng(seed)
-    c = store.create_campaign("bench", {"name": "bench", "trust": {"lo": 0.05, "hi": 0.35}},
-                              status="running")
+    c = store.create_campaign(
+        "bench", {"name": "bench", "trust": {"lo": 0.05, "hi": 0.35}}, status="running"
+    )
     per_it = n_structures // n_iterations
     now = utcnow()
     kinds = ["scf_unconverged", "crashed", "timeout", "invalid_input"]
@@ -38,63 +39,134 @@ def build(store, n_iterations: int = 200, n_structures: int = 100_000, seed: int
     with store.session() as s:
         it_rows = []
         for i in range(n_iterations):
-            walkers = {f"walker:{w}": {"temperature": 300.0 * (w + 1), "n_frames": 500,
-                                       "devs": rng.gamma(2, 0.03, 500).round(5).tolist()}
-                       for w in range(4)}
-            it_rows.append({
-                "campaign_id": c.id, "index": i, "status": "done", "started_at": now,
-                "finished_at": now,
-                "step_timings": {"train": 30 + rng.random(), "explore": 20.0, "select": 0.5,
-                                 "label": 60 * rng.random()},
-                "n_explored": 2000, "n_accurate": 1000 + i * 4, "n_candidate": 900 - i * 4,
-                "n_failed": 100,
-                "validation": {**walkers, "val_force_rmse": 0.2 / (1 + i / 10),
-                               "val_energy_rmse": 0.01 / (1 + i / 10), "n_train": per_it * i},
-                "max_force_devs": rng.gamma(2, 0.03, 2000),
-            })
+            walkers = {
+                f"walker:{w}": {
+                    "temperature": 300.0 * (w + 1),
+                    "n_frames": 500,
+                    "devs": rng.gamma(2, 0.03, 500).round(5).tolist(),
+                }
+                for w in range(4)
+            }
+            it_rows.append(
+                {
+                    "campaign_id": c.id,
+                    "index": i,
+                    "status": "done",
+                    "started_at": now,
+                    "finished_at": now,
+                    "step_timings": {
+                        "train": 30 + rng.random(),
+                        "explore": 20.0,
+                        "select": 0.5,
+                        "label": 60 * rng.random(),
+                    },
+                    "n_explored": 2000,
+                    "n_accurate": 1000 + i * 4,
+                    "n_candidate": 900 - i * 4,
+                    "n_failed": 100,
+                    "validation": {
+                        **walkers,
+                        "val_force_rmse": 0.2 / (1 + i / 10),
+                        "val_energy_rmse": 0.01 / (1 + i / 10),
+                        "n_train": per_it * i,
+                    },
+                    "max_force_devs": rng.gamma(2, 0.03, 2000),
+                }
+            )
         s.execute(store._insert(Iteration), it_rows)
-        it_ids = [r[0] for r in s.execute(
-            Iteration.__table__.select().with_only_columns(Iteration.id)
-            .where(Iteration.campaign_id == c.id).order_by(Iteration.index))]
+        it_ids = [
+            r[0]
+            for r in s.execute(
+                Iteration.__table__.select()
+                .with_only_columns(Iteration.id)
+                .where(Iteration.campaign_id == c.id)
+                .order_by(Iteration.index)
+            )
+        ]
         for start in range(0, n_structures, 5000):
             idx = np.arange(start, min(start + 5000, n_structures))
             srows, pos = [], rng.normal(0, 0.05, (len(idx), 8, 3))
             for k, j in enumerate(idx):
-                srows.append({"hash": f"{j:064x}", "natoms": 8, "formula": "Cu8",
-                              "numbers": numbers, "positions": pos[k], "cell": cell,
-                              "pbc": np.ones(3, dtype=bool), "source": "md",
-                              "origin_campaign_id": c.id,
-                              "origin_iteration_id": it_ids[min(j // per_it, n_iterations - 1)],
-                              "walker": f"w{j % 4}", "temperature": 300.0 * (j % 4 + 1),
-                              "md_step": int(j % 500), "info": {}, "created_at": now})
-            ids = [r[0] for r in s.execute(store._insert(Structure).returning(
-                Structure.id, sort_by_parameter_order=True), srows)]
+                srows.append(
+                    {
+                        "hash": f"{j:064x}",
+                        "natoms": 8,
+                        "formula": "Cu8",
+                        "numbers": numbers,
+                        "positions": pos[k],
+                        "cell": cell,
+                        "pbc": np.ones(3, dtype=bool),
+                        "source": "md",
+                        "origin_campaign_id": c.id,
+                        "origin_iteration_id": it_ids[min(j // per_it, n_iterations - 1)],
+                        "walker": f"w{j % 4}",
+                        "temperature": 300.0 * (j % 4 + 1),
+                        "md_step": int(j % 500),
+                        "info": {},
+                        "created_at": now,
+                    }
+                )
+            ids = [
+                r[0]
+                for r in s.execute(
+                    store._insert(Structure).returning(Structure.id, sort_by_parameter_order=True),
+                    srows,
+                )
+            ]
             devs = rng.gamma(2, 0.08, len(ids))
             sel, lab = [], []
             for k, (sid, j) in enumerate(zip(ids, idx, strict=True)):
                 it_id = it_ids[min(j // per_it, n_iterations - 1)]
-                sel.append({"campaign_id": c.id, "iteration_id": it_id, "structure_id": sid,
-                            "max_force_dev": float(devs[k]), "reason": "candidate",
-                            "created_at": now})
+                sel.append(
+                    {
+                        "campaign_id": c.id,
+                        "iteration_id": it_id,
+                        "structure_id": sid,
+                        "max_force_dev": float(devs[k]),
+                        "reason": "candidate",
+                        "created_at": now,
+                    }
+                )
                 u = rng.random()
                 status = "done" if u < 0.9 else ("failed" if u < 0.95 else "pending")
-                lab.append({"structure_id": sid, "campaign_id": c.id, "iteration_id": it_id,
-                            "labeler": "emt", "labeler_version": "", "settings_hash": "h" * 16,
-                            "settings": {}, "status": status,
-                            "energy": -3.5 if status == "done" else None,
-                            "forces": rng.normal(0, 0.3, (8, 3)) if status == "done" else None,
-                            "stress": None,
-                            "failure_kind": kinds[j % 4] if status == "failed" else None,
-                            "failure_message": "bench" if status == "failed" else None,
-                            "attempts": 1, "created_at": now, "finished_at": now})
+                lab.append(
+                    {
+                        "structure_id": sid,
+                        "campaign_id": c.id,
+                        "iteration_id": it_id,
+                        "labeler": "emt",
+                        "labeler_version": "",
+                        "settings_hash": "h" * 16,
+                        "settings": {},
+                        "status": status,
+                        "energy": -3.5 if status == "done" else None,
+                        "forces": rng.normal(0, 0.3, (8, 3)) if status == "done" else None,
+                        "stress": None,
+                        "failure_kind": kinds[j % 4] if status == "failed" else None,
+                        "failure_message": "bench" if status == "failed" else None,
+                        "attempts": 1,
+                        "created_at": now,
+                        "finished_at": now,
+                    }
+                )
             s.execute(store._insert(Selection), sel)
             s.execute(store._insert(Label), lab)
-        s.execute(store._insert(Model), [
-            {"campaign_id": c.id, "iteration_id": it_ids[i], "member_count": 4,
-             "checkpoint_uri": f"/nonexistent/iter-{i:03d}.pt", "checkpoint_sha256": "0" * 64,
-             "training_label_ids": np.arange(per_it * i, dtype=np.int64),
-             "validation": {"val_force_rmse": 0.2 / (1 + i / 10), "n_train": per_it * i},
-             "created_at": now} for i in range(n_iterations)])
+        s.execute(
+            store._insert(Model),
+            [
+                {
+                    "campaign_id": c.id,
+                    "iteration_id": it_ids[i],
+                    "member_count": 4,
+                    "checkpoint_uri": f"/nonexistent/iter-{i:03d}.pt",
+                    "checkpoint_sha256": "0" * 64,
+                    "training_label_ids": np.arange(per_it * i, dtype=np.int64),
+                    "validation": {"val_force_rmse": 0.2 / (1 + i / 10), "n_train": per_it * i},
+                    "created_at": now,
+                }
+                for i in range(n_iterations)
+            ],
+        )
     return c.id
 
 
@@ -119,9 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         store = Store.from_url(settings.resolved_database_url())
         t0 = time.perf_counter()
         cid = build(store, args.iterations, args.structures)
-        print(f"built campaign: {args.iterations} iterations, {args.structures} structures, "
-              f"{store.count_labels(cid)} labels in {time.perf_counter() - t0:.1f} s (SQLite)")
+        print(
+            f"built campaign: {args.iterations} iterations, {args.structures} structures, "
+            f"{store.count_labels(cid)} labels in {time.perf_counter() - t0:.1f} s (SQLite)"
+        )
         with TestClient(create_app(settings, store=store)) as client:
+
             def timed(path: str) -> tuple[float, int]:
                 t = time.perf_counter()
                 r = client.get(path)
@@ -139,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     total = [a + b for a, b in zip(page_ms, data_ms, strict=True)]
     med = statistics.median(total)
     print(f"campaign page HTML        median {statistics.median(page_ms):8.1f} ms")
-    print(f"dashboard data (JSON)     median {statistics.median(data_ms):8.1f} ms "
-          f"({size / 1024:.0f} KiB)")
-    print(f"campaign page, server time median {med:8.1f} ms over {args.repeats} runs "
-          f"(target < {TARGET_MS:.0f} ms): {'ok' if med < TARGET_MS else 'TOO SLOW'}")
+    print(
+        f"dashboard data (JSON)     median {statistics.median(data_ms):8.1f} ms "
+        f"({size / 1024:.0f} KiB)"
+    )
+    print(
+        f"campaign page, server time median {med:8.1f} ms over {args.repeats} runs "
+        f"(target < {TARGET_MS:.0f} ms): {'ok' if med < TARGET_MS else 'TOO SLOW'}"
+    )
     return 0 if med < TARGET_MS else 1
 
 

@@ -16,11 +16,14 @@ import typer
 
 __all__ = ["app", "main", "register", "serve", "token_app"]
 
-token_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                        help="API tokens (stored hashed in the database).")
+token_app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="API tokens (stored hashed in the database)."
+)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory "
-                                              "(env PESFLOW_DATA_DIR, default ./data).")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (env PESFLOW_DATA_DIR, default ./data)."),
+]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -40,8 +43,10 @@ def _store(data_dir: Path | None):
 
 
 @token_app.command("create")
-def token_create(name: Annotated[str, typer.Argument(help="A name for the token (unique).")],
-                 data_dir: DataDir = None) -> None:
+def token_create(
+    name: Annotated[str, typer.Argument(help="A name for the token (unique).")],
+    data_dir: DataDir = None,
+) -> None:
     """Create a token and print it once (only its SHA-256 is stored)."""
     from database import DatabaseInputError
 
@@ -55,8 +60,9 @@ def token_create(name: Annotated[str, typer.Argument(help="A name for the token 
 
 
 @token_app.command("revoke")
-def token_revoke(name: Annotated[str, typer.Argument(help="Token name.")],
-                 data_dir: DataDir = None) -> None:
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="Token name.")], data_dir: DataDir = None
+) -> None:
     """Revoke a token (requests with it then get 403)."""
     from database import DatabaseInputError
 
@@ -77,10 +83,12 @@ def token_list(data_dir: DataDir = None) -> None:
             typer.echo(f"{t.name}\tcreated {t.created_at:%Y-%m-%d %H:%M}\t{state}")
 
 
-def serve(host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-          data_dir: DataDir = None,
-          log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info") -> None:
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    data_dir: DataDir = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
     """Start the REST API and the dashboard (uvicorn) against the configured database."""
     import uvicorn
 
@@ -91,8 +99,10 @@ def serve(host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     app_ = create_app(settings)
-    typer.echo(f"pesflow dashboard on http://{host}:{port}/ (API docs /docs), "
-               f"database {settings.resolved_database_url()}")
+    typer.echo(
+        f"pesflow dashboard on http://{host}:{port}/ (API docs /docs), "
+        f"database {settings.resolved_database_url()}"
+    )
     uvicorn.run(app_, host=host, port=port, log_level=log_level)
 
 

@@ -162,9 +162,7 @@ def retrain_job(
             readout_hidden=cc.readout_hidden,
             n_members=cc.n_members,
         )
-        result = train_committee(
-            train, tcfg, model=warm, model_config=mcfg, n_members=cc.n_members
-        )
+        result = train_committee(train, tcfg, model=warm, model_config=mcfg, n_members=cc.n_members)
         errors = evaluate_errors(result.model, val) if val else {}
         metrics = {
             "val_force_rmse": errors.get("force_rmse"),

@@ -84,14 +84,18 @@ def list_campaigns(store: Store) -> list[schemas.CampaignOut]:
         rows = list(s.scalars(select(Campaign).order_by(Campaign.id)))
         ids = [c.id for c in rows]
         labels, n_it = _label_counts(s, ids), _n_iterations(s, ids)
-        return [schemas.CampaignOut(**_campaign_out(c, n_it.get(c.id, 0), labels[c.id])) for c in rows]
+        return [
+            schemas.CampaignOut(**_campaign_out(c, n_it.get(c.id, 0), labels[c.id])) for c in rows
+        ]
 
 
 def get_campaign(store: Store, campaign_id: int) -> schemas.CampaignDetail:
     """One campaign with its config (without the workflow's runtime bookkeeping)."""
     with store.session(write=False) as s:
         c = campaign_row(s, campaign_id)
-        out = _campaign_out(c, _n_iterations(s, [c.id]).get(c.id, 0), _label_counts(s, [c.id])[c.id])
+        out = _campaign_out(
+            c, _n_iterations(s, [c.id]).get(c.id, 0), _label_counts(s, [c.id])[c.id]
+        )
         config = {k: v for k, v in (c.config or {}).items() if k != RUNTIME_KEY}
         return schemas.CampaignDetail(**out, config=config)
 
@@ -383,14 +387,18 @@ def list_labels(
     if failure_kind is not None:
         q = q.where(Label.failure_kind == failure_kind)
     if iteration is not None:
-        q = q.join(Iteration, Iteration.id == Label.iteration_id).where(Iteration.index == iteration)
+        q = q.join(Iteration, Iteration.id == Label.iteration_id).where(
+            Iteration.index == iteration
+        )
     with store.session(write=False) as s:
         campaign_row(s, campaign_id)
         total = s.scalar(select(func.count()).select_from(q.subquery()))
         rows = s.execute(q.order_by(Label.id).offset(offset).limit(limit)).all()
     items = [
         schemas.LabelOut(
-            **{c.key: getattr(r, c.key) for c in cols if c.key not in ("created_at", "finished_at")},
+            **{
+                c.key: getattr(r, c.key) for c in cols if c.key not in ("created_at", "finished_at")
+            },
             created_at=_utc(r.created_at),
             finished_at=_utc(r.finished_at),
         )

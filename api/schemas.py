@@ -165,8 +165,9 @@ class ModelOut(BaseModel):
     id: int
     campaign_id: int
     iteration_id: int | None
-    iteration_index: int | None = Field(description="Index of the iteration that trained it "
-                                        "(none for an API retrain).")
+    iteration_index: int | None = Field(
+        description="Index of the iteration that trained it (none for an API retrain)."
+    )
     member_count: int
     checkpoint_sha256: str
     n_training_labels: int

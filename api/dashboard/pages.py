@@ -28,8 +28,11 @@ def mount(app: FastAPI) -> None:
         return templates.TemplateResponse(
             request,
             "index.html",
-            {"campaigns": rows, "public": settings.api_public_read,
-             "poll": settings.api_poll_seconds},
+            {
+                "campaigns": rows,
+                "public": settings.api_public_read,
+                "poll": settings.api_poll_seconds,
+            },
         )
 
     @app.get("/campaigns/{campaign_id}", response_class=HTMLResponse, include_in_schema=False)

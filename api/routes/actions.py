@@ -25,9 +25,7 @@ def submit_campaign_run(store, settings, runner: Runner, campaign_id: int) -> Ru
     return runner.out(run)
 
 
-@router.post(
-    "/{campaign_id}/retrain", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED
-)
+@router.post("/{campaign_id}/retrain", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
 def retrain(
     campaign_id: DbId,
     store: StoreDep,

@@ -28,7 +28,9 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunOut)
-def get_run(run_id: Annotated[str, PathParam(max_length=64)], runner: RunnerDep, settings: SettingsDep) -> RunOut:
+def get_run(
+    run_id: Annotated[str, PathParam(max_length=64)], runner: RunnerDep, settings: SettingsDep
+) -> RunOut:
     """One run's status (a deployment run's state is read from the Prefect API)."""
     run = runner.get(run_id)
     if run is None:

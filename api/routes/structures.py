@@ -21,8 +21,9 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 def list_structures(
     campaign_id: DbId,
     store: StoreDep,
-    reason: Annotated[str | None, Query(max_length=32, description="candidate, bootstrap, "
-                                        "validation, seed ...")] = None,
+    reason: Annotated[
+        str | None, Query(max_length=32, description="candidate, bootstrap, validation, seed ...")
+    ] = None,
     label_status: Annotated[
         Literal["pending", "running", "done", "failed", "unlabelled"] | None, Query()
     ] = None,

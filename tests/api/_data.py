@@ -12,15 +12,26 @@ from ase.calculators.emt import EMT
 TINY: dict[str, Any] = {
     "name": "tiny",
     "seed": 3,
-    "structures": [{"generate": {"element": "Cu", "lattice_constant": 3.61,
-                                 "repeat": [1, 1, 1], "cubic": True}}],
+    "structures": [
+        {
+            "generate": {
+                "element": "Cu",
+                "lattice_constant": 3.61,
+                "repeat": [1, 1, 1],
+                "cubic": True,
+            }
+        }
+    ],
     "labeler": {"name": "emt"},
     "bootstrap": {"n_structures": 6, "rattle": 0.05, "strain": 0.02},
     "validation": {"n_structures": 4, "rattle": [0.03, 0.06], "strain": 0.02},
     "committee": {"n_members": 2, "channels": 8, "n_layers": 1},
     "training": {"max_epochs": 15, "max_time_s": 8, "warm_start_epochs": 8, "patience": 10},
-    "exploration": {"walkers": [{"temperature": t, "steps": 60, "timestep": 2.0,
-                                 "record_every": 5} for t in (300, 1200)]},
+    "exploration": {
+        "walkers": [
+            {"temperature": t, "steps": 60, "timestep": 2.0, "record_every": 5} for t in (300, 1200)
+        ]
+    },
     "trust": {"lo": 0.05, "hi": 0.5},
     "selection": {"max_per_iteration": 4, "strategy": "fps"},
     "convergence": {"accurate_ratio": 0.99, "patience": 1, "max_iterations": 2},
@@ -60,8 +71,15 @@ def runtime(store, campaign_id: int) -> dict[str, Any]:
     return store.get_campaign(campaign_id).config["_runtime"]
 
 
-def seed_campaign(store, campaign_id: int, *, n_done: int = 6, n_failed: int = 2,
-                  n_pending: int = 3, n_iterations: int = 2) -> dict[str, list[int]]:
+def seed_campaign(
+    store,
+    campaign_id: int,
+    *,
+    n_done: int = 6,
+    n_failed: int = 2,
+    n_pending: int = 3,
+    n_iterations: int = 2,
+) -> dict[str, list[int]]:
     """Fill a campaign with iterations, real EMT labels (done), typed failures and pending
     labels; selections carry uncertainties. Returns the ids by kind."""
     from database import SelectionInput
@@ -69,28 +87,49 @@ def seed_campaign(store, campaign_id: int, *, n_done: int = 6, n_failed: int = 2
     h = runtime(store, campaign_id)["settings_hash"]
     its = [store.start_iteration(campaign_id, i) for i in range(n_iterations)]
     atoms, e, f = emt_frames(n_done + n_failed + n_pending, seed=campaign_id)
-    done = store.add_labelled(campaign_id, atoms[:n_done], energies=e[:n_done],
-                              forces=f[:n_done], labeler="emt", settings_hash=h,
-                              iteration_id=its[0].id, reason="bootstrap")
+    done = store.add_labelled(
+        campaign_id,
+        atoms[:n_done],
+        energies=e[:n_done],
+        forces=f[:n_done],
+        labeler="emt",
+        settings_hash=h,
+        iteration_id=its[0].id,
+        reason="bootstrap",
+    )
     rest = store.add_structures(atoms[n_done:], campaign=campaign_id, iteration_id=its[-1].id)
-    store.record_selections(campaign_id, [SelectionInput(s, max_force_dev=0.1 + 0.05 * k)
-                                          for k, s in enumerate(rest)],
-                            iteration_id=its[-1].id)
+    store.record_selections(
+        campaign_id,
+        [SelectionInput(s, max_force_dev=0.1 + 0.05 * k) for k, s in enumerate(rest)],
+        iteration_id=its[-1].id,
+    )
     failed_sids, pending_sids = rest[:n_failed], rest[n_failed:]
-    failed = store.request_labels(campaign_id, failed_sids, labeler="emt", settings_hash=h,
-                                  iteration_id=its[-1].id)
+    failed = store.request_labels(
+        campaign_id, failed_sids, labeler="emt", settings_hash=h, iteration_id=its[-1].id
+    )
     kinds = ["scf_unconverged", "timeout"]
     for k, task in enumerate(store.claim_labels(limit=n_failed, campaign=campaign_id)):
         store.store_failure(task.label_id, kind=kinds[k % 2], message="test failure")
-    pending = store.request_labels(campaign_id, pending_sids, labeler="emt", settings_hash=h,
-                                   iteration_id=its[-1].id)
+    pending = store.request_labels(
+        campaign_id, pending_sids, labeler="emt", settings_hash=h, iteration_id=its[-1].id
+    )
     for k, it in enumerate(its):
-        store.update_iteration(it.id, n_explored=20, n_accurate=10 + k, n_candidate=8 - k,
-                               n_failed=2, max_force_devs=np.linspace(0.01, 0.6, 20),
-                               validation={"val_force_rmse": 0.1 / (k + 1),
-                                           "val_energy_rmse": 0.01 / (k + 1)},
-                               status="done")
+        store.update_iteration(
+            it.id,
+            n_explored=20,
+            n_accurate=10 + k,
+            n_candidate=8 - k,
+            n_failed=2,
+            max_force_devs=np.linspace(0.01, 0.6, 20),
+            validation={"val_force_rmse": 0.1 / (k + 1), "val_energy_rmse": 0.01 / (k + 1)},
+            status="done",
+        )
         store.record_step_time(it.id, "train", 1.0 + k)
         store.record_step_time(it.id, "label", 0.5)
-    return {"done": done, "failed": failed, "pending": pending, "structures": rest,
-            "iterations": [it.id for it in its]}
+    return {
+        "done": done,
+        "failed": failed,
+        "pending": pending,
+        "structures": rest,
+        "iterations": [it.id for it in its],
+    }

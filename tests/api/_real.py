@@ -8,8 +8,11 @@ from pathlib import Path
 from ._data import tiny_config
 
 # Three iterations, a committee trained long enough to draw a falling validation error.
-REAL = {"training": {"max_epochs": 40, "max_time_s": 10, "warm_start_epochs": 15},
-        "trust": {"lo": 0.05, "hi": 1.0}, "convergence": {"max_iterations": 3}}
+REAL = {
+    "training": {"max_epochs": 40, "max_time_s": 10, "warm_start_epochs": 15},
+    "trust": {"lo": 0.05, "hi": 1.0},
+    "convergence": {"max_iterations": 3},
+}
 
 
 def run_real_campaign(data_dir: Path, name: str = "real", db_url: str | None = None) -> int:

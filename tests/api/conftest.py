@@ -55,8 +55,9 @@ def db_url(request, tmp_path):
         return None  # the default: <data_dir>/pesflow.sqlite
     url = request.getfixturevalue("_postgres_schema")
     if url is None:
-        pytest.skip(f"{POSTGRES_ENV} is not set "
-                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
     engine = make_engine(url)
     try:
         with engine.begin() as conn:

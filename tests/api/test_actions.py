@@ -21,10 +21,13 @@ def _wait(client, run_id, timeout=120.0):
 
 
 def test_retrain_produces_a_new_model(client, auth, store, tmp_path):
-    cid = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth).json()["id"]
+    cid = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth).json()[
+        "id"
+    ]
     ids = seed_campaign(store, cid, n_done=6, n_failed=1, n_pending=1)
-    r = client.post(f"/api/v1/campaigns/{cid}/retrain", headers=auth,
-                    json={"max_epochs": 3, "max_time_s": 20})
+    r = client.post(
+        f"/api/v1/campaigns/{cid}/retrain", headers=auth, json={"max_epochs": 3, "max_time_s": 20}
+    )
     assert r.status_code == 202, r.text
     run = r.json()
     assert run["kind"] == "retrain" and run["status"] in ("queued", "running")
@@ -56,7 +59,9 @@ def test_retrain_produces_a_new_model(client, auth, store, tmp_path):
 
 
 def test_retrain_without_labels_is_409(client, auth):
-    cid = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth).json()["id"]
+    cid = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth).json()[
+        "id"
+    ]
     r = client.post(f"/api/v1/campaigns/{cid}/retrain", headers=auth)
     assert r.status_code == 409 and "no done labels" in r.json()["detail"]
     r = client.post(f"/api/v1/campaigns/{cid}/retrain", headers=auth, json={"max_epochs": 0})

@@ -20,8 +20,14 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _chromium() -> str:
@@ -62,8 +68,11 @@ def server(tmp_path_factory):
     store = Store.sqlite(data)
     store.add_api_token("browser", "pf_browser-token")
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, store=store), host="127.0.0.1",
-                                       port=port, log_level="warning"))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, store=store), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(200):
@@ -124,8 +133,12 @@ def test_campaign_page_plots_and_retrain(server, browser):
     assert count("#plot-energy-rmse circle[data-series='val_energy_rmse']").count() == n_val
     assert count("#plot-timings circle[data-series='time_train']").count() == n_it
     # the cumulative label counts drawn are the database's
-    ys = [float(v) for v in count("#plot-labels circle[data-series='labels_cumulative']")
-          .evaluate_all("els => els.map(e => e.dataset.y)")]
+    ys = [
+        float(v)
+        for v in count("#plot-labels circle[data-series='labels_cumulative']").evaluate_all(
+            "els => els.map(e => e.dataset.y)"
+        )
+    ]
     total, expect = 0, []
     for m in its:
         total += m.labels["done"]
@@ -151,8 +164,8 @@ def test_campaign_page_plots_and_retrain(server, browser):
     page.dispatch_event("#token", "change")
     page.click("#btn-retrain")
     page.wait_for_function(
-        f"document.querySelectorAll('#models tbody tr').length == {n_models + 1}",
-        timeout=120_000)
+        f"document.querySelectorAll('#models tbody tr').length == {n_models + 1}", timeout=120_000
+    )
     assert len(store.list_models(cid)) == n_models + 1
     newest = store.list_models(cid)[-1]
     assert page.locator("#models tbody tr").first.get_attribute("data-model-id") == str(newest.id)
@@ -183,7 +196,9 @@ def test_campaign_page_follows_a_running_campaign(server, browser):
         store.update_iteration(it.id, n_explored=10, n_accurate=9, n_candidate=1, n_failed=0)
         page.wait_for_function(
             "document.querySelectorAll(\"#plot-fractions circle[data-series='accurate']\")"
-            f".length == {n + 1}", timeout=15_000)
+            f".length == {n + 1}",
+            timeout=15_000,
+        )
         last = page.locator("#plot-fractions circle[data-series='accurate']").last
         assert float(last.get_attribute("data-y")) == 0.9
         page.close()

@@ -27,17 +27,24 @@ def test_create_list_show(client, auth, store):
 
 
 def test_bad_config_is_422_with_the_key(client, auth, store):
-    r = client.post("/api/v1/campaigns", headers=auth,
-                    json={"config": tiny_config(trust={"lo": 0.5, "hi": 0.1})})
+    r = client.post(
+        "/api/v1/campaigns",
+        headers=auth,
+        json={"config": tiny_config(trust={"lo": 0.5, "hi": 0.1})},
+    )
     assert r.status_code == 422
     assert "trust" in r.json()["detail"]
-    r = client.post("/api/v1/campaigns", headers=auth,
-                    json={"config": {**tiny_config(), "comittee": {}}})
+    r = client.post(
+        "/api/v1/campaigns", headers=auth, json={"config": {**tiny_config(), "comittee": {}}}
+    )
     assert r.status_code == 422 and "comittee" in r.json()["detail"]
     r = client.post("/api/v1/campaigns", headers=auth, json={"cfg": {}})
     assert r.status_code == 422
-    r = client.post("/api/v1/campaigns", headers={**auth, "Content-Type": "application/json"},
-                    content=b"{not json")
+    r = client.post(
+        "/api/v1/campaigns",
+        headers={**auth, "Content-Type": "application/json"},
+        content=b"{not json",
+    )
     assert r.status_code == 422
     assert store.list_campaigns() == []
 
@@ -49,9 +56,14 @@ def test_duplicate_name_is_409(client, auth):
 
 
 def test_unknown_campaign_is_404(client, auth):
-    for path in ("/api/v1/campaigns/999", "/api/v1/campaigns/999/iterations",
-                 "/api/v1/campaigns/999/structures", "/api/v1/campaigns/999/labels",
-                 "/api/v1/campaigns/999/models", "/api/v1/campaigns/999/dashboard"):
+    for path in (
+        "/api/v1/campaigns/999",
+        "/api/v1/campaigns/999/iterations",
+        "/api/v1/campaigns/999/structures",
+        "/api/v1/campaigns/999/labels",
+        "/api/v1/campaigns/999/models",
+        "/api/v1/campaigns/999/dashboard",
+    ):
         r = client.get(path)
         assert r.status_code == 404, path
         assert "999" in r.json()["detail"]
@@ -61,8 +73,9 @@ def test_unknown_campaign_is_404(client, auth):
 
 def test_pause_cancel_and_refused_resume(client, auth, store):
     c = _create(client, auth)
-    r = client.post(f"/api/v1/campaigns/{c['id']}/pause", headers=auth,
-                    json={"message": "maintenance window"})
+    r = client.post(
+        f"/api/v1/campaigns/{c['id']}/pause", headers=auth, json={"message": "maintenance window"}
+    )
     assert r.status_code == 200 and r.json()["status"] == "paused"
     assert store.get_campaign(c["id"]).status_message == "maintenance window"
     r = client.post(f"/api/v1/campaigns/{c['id']}/cancel", headers=auth)
@@ -72,6 +85,7 @@ def test_pause_cancel_and_refused_resume(client, auth, store):
         r = client.post(f"/api/v1/campaigns/{c['id']}/{action}", headers=auth)
         assert r.status_code == 409, action
         assert "cancelled" in r.json()["detail"]
-    r = client.post(f"/api/v1/campaigns/{c['id']}/pause", headers=auth,
-                    json={"message": "x" * 5000})
+    r = client.post(
+        f"/api/v1/campaigns/{c['id']}/pause", headers=auth, json={"message": "x" * 5000}
+    )
     assert r.status_code == 422

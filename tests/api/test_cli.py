@@ -55,9 +55,13 @@ def test_serve_starts_api_and_dashboard(tmp_path):
     port = _free_port()
     env = {**os.environ, "PESFLOW_DATA_DIR": str(tmp_path / "data")}
     env.pop("PESFLOW_DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):

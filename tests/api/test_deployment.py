@@ -18,7 +18,7 @@ import pytest
 from ._data import tiny_config
 from .test_actions import _wait
 
-FLOW = textwrap.dedent('''
+FLOW = textwrap.dedent("""
     from prefect import flow
 
     @flow(name="pesflow-campaign-by-id")
@@ -27,7 +27,7 @@ FLOW = textwrap.dedent('''
 
     if __name__ == "__main__":
         campaign_by_id.serve(name="api-test")
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +42,23 @@ def served_deployment(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("deployment")
     (work / "deploy_flow.py").write_text(FLOW)
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
-            prefect_test_harness(server_startup_timeout=90):
-        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
-               "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-        proc = subprocess.Popen([sys.executable, "deploy_flow.py"], cwd=work, env=env,
-                                start_new_session=True, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT)
+    with (
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        prefect_test_harness(server_startup_timeout=90),
+    ):
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "deploy_flow.py"],
+            cwd=work,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         try:
             with get_client(sync_client=True) as client:
                 for _ in range(600):
@@ -73,8 +83,9 @@ def test_resume_submits_to_the_deployment(served_deployment, settings, store, au
 
     settings.api_deployment = served_deployment
     with TestClient(create_app(settings, store=store)) as client:
-        cid = client.post("/api/v1/campaigns", json={"config": tiny_config()},
-                          headers=auth).json()["id"]
+        cid = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth).json()[
+            "id"
+        ]
         r = client.post(f"/api/v1/campaigns/{cid}/resume", headers=auth)
         assert r.status_code == 202, r.text
         run = r.json()

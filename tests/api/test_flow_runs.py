@@ -12,8 +12,9 @@ from .test_actions import _wait
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_next_iteration_runs_the_campaign_flow(client, auth, store):
-    cfg = tiny_config("flow", convergence={"max_iterations": 1},
-                      training={"max_epochs": 5, "max_time_s": 5})
+    cfg = tiny_config(
+        "flow", convergence={"max_iterations": 1}, training={"max_epochs": 5, "max_time_s": 5}
+    )
     cid = client.post("/api/v1/campaigns", json={"config": cfg}, headers=auth).json()["id"]
     r = client.post(f"/api/v1/campaigns/{cid}/next-iteration", headers=auth)
     assert r.status_code == 202, r.text

@@ -19,7 +19,11 @@ def test_iterations_metrics(client, seeded):
     its = client.get(f"/api/v1/campaigns/{cid}/iterations").json()
     assert [it["index"] for it in its] == [0, 1]
     assert its[0]["labels"]["done"] == 6 and its[1]["labels"] == {
-        "pending": 3, "running": 0, "done": 0, "failed": 2}
+        "pending": 3,
+        "running": 0,
+        "done": 0,
+        "failed": 2,
+    }
     assert its[1]["accurate_fraction"] == pytest.approx(11 / 20)
     assert its[1]["val_force_rmse"] == pytest.approx(0.05)
     assert its[0]["step_timings"] == {"train": 1.0, "label": 0.5}
@@ -95,12 +99,23 @@ def test_models_empty_and_unknown(client, seeded):
 def test_model_listing_counts_training_labels(client, seeded, store):
     cid, ids = seeded
     it = store.list_iterations(cid)[1]
-    store.record_model(cid, member_count=4, checkpoint_uri="/nowhere/a.pt",
-                       checkpoint_sha256="a" * 64, training_label_ids=ids["done"][:5],
-                       iteration_id=it.id, validation={"val_force_rmse": 0.05})
-    store.record_model(cid, member_count=4, checkpoint_uri="/nowhere/b.pt",
-                       checkpoint_sha256="b" * 64, training_label_ids=ids["done"],
-                       validation={"n_train": 6})
+    store.record_model(
+        cid,
+        member_count=4,
+        checkpoint_uri="/nowhere/a.pt",
+        checkpoint_sha256="a" * 64,
+        training_label_ids=ids["done"][:5],
+        iteration_id=it.id,
+        validation={"val_force_rmse": 0.05},
+    )
+    store.record_model(
+        cid,
+        member_count=4,
+        checkpoint_uri="/nowhere/b.pt",
+        checkpoint_sha256="b" * 64,
+        training_label_ids=ids["done"],
+        validation={"n_train": 6},
+    )
     a, b = client.get(f"/api/v1/campaigns/{cid}/models").json()
     assert (a["n_training_labels"], a["iteration_index"], a["iteration_id"]) == (5, 1, it.id)
     assert (b["n_training_labels"], b["iteration_index"]) == (6, None)

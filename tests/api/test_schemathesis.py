@@ -55,9 +55,13 @@ def test_openapi_spec_is_complete(app_and_auth):
     app, _ = app_and_auth
     spec = TestClient(app).get("/openapi.json").json()
     paths = spec["paths"]
-    for path in ("/api/v1/campaigns", "/api/v1/campaigns/{campaign_id}/retrain",
-                 "/api/v1/runs/{run_id}", "/api/v1/models/{model_id}/checkpoint",
-                 "/api/v1/campaigns/{campaign_id}/labels"):
+    for path in (
+        "/api/v1/campaigns",
+        "/api/v1/campaigns/{campaign_id}/retrain",
+        "/api/v1/runs/{run_id}",
+        "/api/v1/models/{model_id}/checkpoint",
+        "/api/v1/campaigns/{campaign_id}/labels",
+    ):
         assert path in paths
     for path, ops in paths.items():
         for method, op in ops.items():
@@ -86,8 +90,13 @@ def test_schemathesis_no_server_errors_no_schema_violations(app_and_auth, capsys
 
     def exercise(op, mode) -> None:
         @given(case=op.as_strategy(generation_mode=mode))
-        @hsettings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                   suppress_health_check=list(HealthCheck))
+        @hsettings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case) -> None:
             response = case.call(headers=auth)
             stats["requests"] += 1
@@ -102,8 +111,10 @@ def test_schemathesis_no_server_errors_no_schema_violations(app_and_auth, capsys
             except (AssertionError, BaseExceptionGroup) as exc:
                 stats["schema_violations"] += 1
                 detail = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
-                problems.append(f"{op.label}: {response.status_code} "
-                                + " | ".join(" ".join(str(e).split())[:300] for e in detail))
+                problems.append(
+                    f"{op.label}: {response.status_code} "
+                    + " | ".join(" ".join(str(e).split())[:300] for e in detail)
+                )
 
         try:
             run()
@@ -116,11 +127,13 @@ def test_schemathesis_no_server_errors_no_schema_violations(app_and_auth, capsys
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             exercise(op, mode)
     with capsys.disabled():
-        print(f"\nschemathesis: {stats['operations']} operations, {stats['requests']} requests "
-              f"({', '.join(f'{k} {v}' for k, v in sorted(stats.items()) if k.endswith('xx'))}; "
-              f"{stats['no_negative_cases']} without negative cases); "
-              f"server errors: {stats['server_errors']}, "
-              f"schema violations: {stats['schema_violations']}")
+        print(
+            f"\nschemathesis: {stats['operations']} operations, {stats['requests']} requests "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(stats.items()) if k.endswith('xx'))}; "
+            f"{stats['no_negative_cases']} without negative cases); "
+            f"server errors: {stats['server_errors']}, "
+            f"schema violations: {stats['schema_violations']}"
+        )
     assert stats["operations"] >= 20
     assert stats["server_errors"] == 0, problems[:10]
     assert stats["schema_violations"] == 0, problems[:10]

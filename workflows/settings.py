@@ -82,4 +82,6 @@ def configure_prefect_env(settings: PesflowSettings) -> dict[str, str]:
         if key not in os.environ:
             os.environ[key] = value
             done[key] = value
+    if "PREFECT_HOME" in done:  # Prefect creates its home without parents: make it here
+        Path(done["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     return done

@@ -158,3 +158,12 @@ def test_run_with_other_config_exits_2(tmp_path: Path):
     assert res.exit_code == 2
     assert res.output.strip() == ("error: campaign 'same' already exists with a different "
                                   "config; use `pesflow resume same` or choose another name")
+
+
+def test_prefect_env_creates_nested_home(tmp_path: Path, monkeypatch):
+    from workflows.settings import configure_prefect_env, get_settings
+
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    home = tmp_path / "a" / "b" / "prefect"
+    done = configure_prefect_env(get_settings(data_dir=tmp_path, prefect_home=home))
+    assert done["PREFECT_HOME"] == str(home) and home.is_dir()  # monkeypatch restores env

@@ -36,6 +36,29 @@ def campaign_row(s, campaign_id: int) -> Campaign:
     return c
 
 
+LabelAggregate = dict[tuple[int | None, str, str | None], int]
+"""Label counts of one campaign by (iteration id, status, failure kind)."""
+
+
+def label_aggregate(store: Store, campaign_id: int) -> LabelAggregate:
+    """One GROUP BY over the campaign's labels; feeds the campaign totals, the per-iteration
+    counts and the failures by kind (the dashboard needs all three)."""
+    q = (
+        select(Label.iteration_id, Label.status, Label.failure_kind, func.count())
+        .where(Label.campaign_id == campaign_id)
+        .group_by(Label.iteration_id, Label.status, Label.failure_kind)
+    )
+    with store.session(write=False) as s:
+        return {(it, st, kind): n for it, st, kind, n in s.execute(q)}
+
+
+def label_totals(agg: LabelAggregate) -> dict[str, int]:
+    out = dict.fromkeys(LABEL_STATUSES, 0)
+    for (_, status, _), n in agg.items():
+        out[status] = out.get(status, 0) + n
+    return out
+
+
 def _label_counts(s, campaign_ids: list[int]) -> dict[int, dict[str, int]]:
     out: dict[int, dict[str, int]] = {cid: dict.fromkeys(LABEL_STATUSES, 0) for cid in campaign_ids}
     if not campaign_ids:
@@ -89,15 +112,26 @@ def list_campaigns(store: Store) -> list[schemas.CampaignOut]:
         ]
 
 
-def get_campaign(store: Store, campaign_id: int) -> schemas.CampaignDetail:
-    """One campaign with its config (without the workflow's runtime bookkeeping)."""
+def get_campaign(
+    store: Store, campaign_id: int, agg: LabelAggregate | None = None
+) -> schemas.CampaignDetail:
+    """One campaign with its config (without the workflow's runtime bookkeeping); label
+    counts from ``agg`` when given (see :func:`label_aggregate`)."""
     with store.session(write=False) as s:
         c = campaign_row(s, campaign_id)
-        out = _campaign_out(
-            c, _n_iterations(s, [c.id]).get(c.id, 0), _label_counts(s, [c.id])[c.id]
-        )
+        labels = _label_counts(s, [c.id])[c.id] if agg is None else label_totals(agg)
+        out = _campaign_out(c, _n_iterations(s, [c.id]).get(c.id, 0), labels)
         config = {k: v for k, v in (c.config or {}).items() if k != RUNTIME_KEY}
         return schemas.CampaignDetail(**out, config=config)
+
+
+def campaign_name(store: Store, campaign_id: int) -> str:
+    """The campaign's name (:class:`NotFoundError` if absent)."""
+    with store.session(write=False) as s:
+        name = s.scalar(select(Campaign.name).where(Campaign.id == campaign_id))
+    if name is None:
+        raise NotFoundError(f"unknown campaign id {campaign_id}")
+    return name
 
 
 def campaign_config(store: Store, campaign_id: int) -> dict[str, Any]:
@@ -111,7 +145,9 @@ def _fraction(n: int, total: int) -> float | None:
     return n / total if total else None
 
 
-def iterations(store: Store, campaign_id: int) -> list[schemas.IterationOut]:
+def iterations(
+    store: Store, campaign_id: int, agg: LabelAggregate | None = None
+) -> list[schemas.IterationOut]:
     """Per-iteration metrics (no arrays loaded)."""
     cols = (
         Iteration.id,
@@ -124,7 +160,10 @@ def iterations(store: Store, campaign_id: int) -> list[schemas.IterationOut]:
         Iteration.n_accurate,
         Iteration.n_candidate,
         Iteration.n_failed,
-        Iteration.validation,
+        # three keys, not the whole dict (it also holds every walker's per-frame statistics)
+        Iteration.validation["val_force_rmse"].as_float().label("val_force_rmse"),
+        Iteration.validation["val_energy_rmse"].as_float().label("val_energy_rmse"),
+        Iteration.validation["decision"].as_string().label("decision"),
     )
     from database.convert import _utc
 
@@ -140,16 +179,14 @@ def iterations(store: Store, campaign_id: int) -> list[schemas.IterationOut]:
                 .group_by(Selection.iteration_id)
             ).all()
         )
-        lab: dict[int, dict[str, int]] = {}
-        for it_id, status, n in s.execute(
-            select(Label.iteration_id, Label.status, func.count())
-            .where(Label.campaign_id == campaign_id)
-            .group_by(Label.iteration_id, Label.status)
-        ):
-            lab.setdefault(it_id, {})[status] = n
+    if agg is None:
+        agg = label_aggregate(store, campaign_id)
+    lab: dict[int | None, dict[str, int]] = {}
+    for (it_id, status, _), n in agg.items():
+        d = lab.setdefault(it_id, {})
+        d[status] = d.get(status, 0) + n
     out = []
     for r in rows:
-        v = r.validation or {}
         n = r.n_explored
         out.append(
             schemas.IterationOut(
@@ -168,9 +205,9 @@ def iterations(store: Store, campaign_id: int) -> list[schemas.IterationOut]:
                 failed_fraction=_fraction(r.n_failed, n),
                 n_selected=sel.get(r.id, 0),
                 labels={st: lab.get(r.id, {}).get(st, 0) for st in LABEL_STATUSES},
-                val_force_rmse=_num(v.get("val_force_rmse")),
-                val_energy_rmse=_num(v.get("val_energy_rmse")),
-                decision=v.get("decision") if isinstance(v.get("decision"), str) else None,
+                val_force_rmse=_num(r.val_force_rmse),
+                val_energy_rmse=_num(r.val_energy_rmse),
+                decision=r.decision,
             )
         )
     return out
@@ -222,25 +259,26 @@ def histogram(
     )
 
 
-def failures_by_kind(store: Store, campaign_id: int, indices: list[int]) -> dict[str, list[int]]:
-    """Failed labels per iteration (aligned with ``indices``) by failure kind."""
-    with store.session(write=False) as s:
-        rows = s.execute(
-            select(Iteration.index, Label.failure_kind, func.count())
-            .join(Iteration, Iteration.id == Label.iteration_id)
-            .where(Label.campaign_id == campaign_id, Label.status == "failed")
-            .group_by(Iteration.index, Label.failure_kind)
-        ).all()
-    pos = {idx: i for i, idx in enumerate(indices)}
+def failures_by_kind(
+    store: Store,
+    campaign_id: int,
+    its: list[schemas.IterationOut],
+    agg: LabelAggregate | None = None,
+) -> dict[str, list[int]]:
+    """Failed labels per iteration (aligned with ``its``) by failure kind."""
+    if agg is None:
+        agg = label_aggregate(store, campaign_id)
+    pos = {it.iteration_id: i for i, it in enumerate(its)}
     out: dict[str, list[int]] = {}
-    for idx, kind, n in rows:
-        if idx in pos:
-            out.setdefault(kind or "other", [0] * len(indices))[pos[idx]] = n
-    return {k: out[k] for k in [*FAILURE_KINDS, *sorted(set(out) - set(FAILURE_KINDS))] if k in out}
+    for (it_id, status, kind), n in agg.items():
+        if status == "failed" and it_id in pos:
+            out.setdefault(kind or "other", [0] * len(its))[pos[it_id]] += n
+    order = [*FAILURE_KINDS, *sorted(set(out) - set(FAILURE_KINDS))]
+    return {k: out[k] for k in order if k in out}
 
 
 # --------------------------------------------------------------------------- structures
-def _latest_label_status(campaign_id: int):
+def _latest_label_subquery(campaign_id: int):
     return (
         select(Label.structure_id, func.max(Label.id).label("label_id"))
         .where(Label.campaign_id == campaign_id)
@@ -261,7 +299,7 @@ def list_structures(
 ) -> schemas.Page[schemas.StructureOut]:
     """A page of the campaign's selected structures, filtered by selection reason, label
     status and iteration index."""
-    latest = _latest_label_status(campaign_id)
+    latest = _latest_label_subquery(campaign_id)
     q = (
         select(
             Structure.id,
@@ -314,9 +352,27 @@ def list_structures(
     return schemas.Page[schemas.StructureOut](items=items, total=total, offset=offset, limit=limit)
 
 
+def _latest_label_status(s, campaign_id: int, structure_ids: list[int]) -> dict[int, str]:
+    """Status of the newest label of each structure (of this campaign)."""
+    if not structure_ids:
+        return {}
+    q = (
+        select(Label.structure_id, Label.status)
+        .where(Label.campaign_id == campaign_id, Label.structure_id.in_(structure_ids))
+        .order_by(Label.id)
+    )
+    return dict(s.execute(q).all())  # later (newer) rows win
+
+
 def most_uncertain(store: Store, campaign_id: int, n: int = 10) -> list[schemas.UncertainStructure]:
     """The ``n`` selected structures with the largest committee uncertainty."""
-    latest = _latest_label_status(campaign_id)
+    top = (  # the top n of the campaign's selections first, then the joins on n rows
+        select(Selection.structure_id, Selection.iteration_id, Selection.max_force_dev)
+        .where(Selection.campaign_id == campaign_id, Selection.max_force_dev.is_not(None))
+        .order_by(Selection.max_force_dev.desc(), Selection.structure_id)
+        .limit(n)
+        .subquery()
+    )
     q = (
         select(
             Structure.id,
@@ -325,19 +381,15 @@ def most_uncertain(store: Store, campaign_id: int, n: int = 10) -> list[schemas.
             Iteration.index,
             Structure.walker,
             Structure.temperature,
-            Selection.max_force_dev,
-            Label.status,
+            top.c.max_force_dev,
         )
-        .join(Selection, Selection.structure_id == Structure.id)
-        .outerjoin(Iteration, Iteration.id == Selection.iteration_id)
-        .outerjoin(latest, latest.c.structure_id == Structure.id)
-        .outerjoin(Label, Label.id == latest.c.label_id)
-        .where(Selection.campaign_id == campaign_id, Selection.max_force_dev.is_not(None))
-        .order_by(Selection.max_force_dev.desc(), Structure.id)
-        .limit(n)
+        .join(top, top.c.structure_id == Structure.id)
+        .outerjoin(Iteration, Iteration.id == top.c.iteration_id)
+        .order_by(top.c.max_force_dev.desc(), Structure.id)
     )
     with store.session(write=False) as s:
         rows = s.execute(q).all()
+        status = _latest_label_status(s, campaign_id, [r[0] for r in rows])
     return [
         schemas.UncertainStructure(
             structure_id=r[0],
@@ -347,7 +399,7 @@ def most_uncertain(store: Store, campaign_id: int, n: int = 10) -> list[schemas.
             walker=r[4],
             temperature=r[5],
             max_force_dev=r[6],
-            label_status=r[7],
+            label_status=status.get(r[0]),
         )
         for r in rows
     ]

@@ -40,7 +40,7 @@ def mount(app: FastAPI) -> None:
         settings = request.app.state.settings
         name = None
         if settings.api_public_read:
-            name = queries.get_campaign(request.app.state.store, campaign_id).name
+            name = queries.campaign_name(request.app.state.store, campaign_id)
         return templates.TemplateResponse(
             request,
             "campaign.html",

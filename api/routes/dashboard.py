@@ -16,8 +16,9 @@ router = APIRouter(tags=["dashboard"], responses=ERROR_RESPONSES, dependencies=[
 
 def dashboard_data(store, settings, runner, campaign_id: int, histogram_iteration=None):
     """Assemble :class:`DashboardData` (also used by the benchmark)."""
-    campaign = queries.get_campaign(store, campaign_id)
-    its = queries.iterations(store, campaign_id)
+    agg = queries.label_aggregate(store, campaign_id)  # one GROUP BY for all label counts
+    campaign = queries.get_campaign(store, campaign_id, agg)
+    its = queries.iterations(store, campaign_id, agg)
     new = [it.labels.get("done", 0) for it in its]
     cum, total = [], 0
     for n in new:
@@ -29,7 +30,7 @@ def dashboard_data(store, settings, runner, campaign_id: int, histogram_iteratio
         iterations=its,
         labels_new=new,
         labels_cumulative=cum,
-        failures_by_kind=queries.failures_by_kind(store, campaign_id, [it.index for it in its]),
+        failures_by_kind=queries.failures_by_kind(store, campaign_id, its, agg),
         histogram=queries.histogram(store, campaign_id, histogram_iteration),
         most_uncertain=queries.most_uncertain(store, campaign_id, 10),
         models=queries.list_models(store, campaign_id),

@@ -1,0 +1,185 @@
+"""Task runners from the campaign's ``execution`` section: a thread pool, or Dask.
+
+Dask goes through ``prefect_dask.DaskTaskRunner``, in one of four shapes, all from the config::
+
+    execution: {task_runner: threads, max_workers: 4}              # thread pool (default)
+    execution: {task_runner: dask, max_workers: 2}                 # LocalCluster, 2 processes
+    execution:
+      task_runner: dask
+      dask: {cluster_class: local, cluster_kwargs: {n_workers: 2, threads_per_worker: 1}}
+    execution:
+      task_runner: dask
+      dask: {address: "tcp://10.0.0.5:8786"}                       # an existing scheduler
+    execution:
+      task_runner: dask
+      dask:
+        cluster_class: slurm                                       # or pbs (dask-jobqueue)
+        cluster_kwargs: {queue: compute, cores: 32, processes: 4, memory: 120GB,
+                         walltime: "04:00:00", job_script_prologue: ["module load vasp"]}
+        adapt_kwargs: {minimum_jobs: 0, maximum_jobs: 8}
+
+``cluster_class`` accepts the aliases ``local``, ``slurm``, ``pbs`` or a dotted import path.
+For dask-jobqueue classes the keyword arguments are checked against the job class here, so a
+typo fails before any job is submitted (:class:`ClusterConfigError`, one line).
+:func:`render_job_script` shows the batch script a SLURM/PBS cluster would submit, without
+submitting anything. A DFT code that is itself an MPI job over many nodes is launched by the
+labeler's command template (``srun`` / ``mpirun``), not spread over a Dask worker's cores: give
+such a labeler one Dask worker per batch job (``processes: 1``) and let the job size follow
+the MPI layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from .config import ConfigError, ExecutionConfig
+
+__all__ = [
+    "CLUSTER_ALIASES",
+    "ClusterConfigError",
+    "cluster_class_path",
+    "describe",
+    "job_class",
+    "make_task_runner",
+    "render_job_script",
+    "task_runner_kwargs",
+]
+
+CLUSTER_ALIASES: dict[str, str] = {
+    "local": "distributed.LocalCluster",
+    "slurm": "dask_jobqueue.SLURMCluster",
+    "pbs": "dask_jobqueue.PBSCluster",
+}
+
+# Keyword arguments of JobQueueCluster itself (not of its job class).
+_CLUSTER_ONLY = {
+    "n_workers", "job_cls", "loop", "security", "shared_temp_directory", "silence_logs",
+    "name", "asynchronous", "dashboard_address", "host", "scheduler_options", "scheduler_cls",
+    "interface", "protocol", "config_name",
+}
+
+
+class ClusterConfigError(ConfigError):
+    """An ``execution`` section that cannot build a task runner (the message is one line)."""
+
+
+def cluster_class_path(name: str) -> str:
+    """The import path of a cluster class given by alias (``local``/``slurm``/``pbs``) or path."""
+    return CLUSTER_ALIASES.get(name.lower(), name)
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.rpartition(".")
+    if not module:
+        raise ClusterConfigError(f"execution.dask.cluster_class: {path!r} is not a dotted path "
+                                 f"or one of {sorted(CLUSTER_ALIASES)}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        hint = " (pip install 'pesflow[cluster]')" if module.startswith("dask_jobqueue") else ""
+        raise ClusterConfigError(
+            f"execution.dask.cluster_class: cannot import {path!r}: {exc}{hint}") from None
+
+
+def job_class(cluster_class: str) -> type | None:
+    """The dask-jobqueue job class of a jobqueue cluster (``None`` for other clusters)."""
+    cls = _import(cluster_class_path(cluster_class))
+    return getattr(cls, "job_cls", None)
+
+
+def _check_job_kwargs(cluster_class: str, kwargs: dict[str, Any]) -> None:
+    job_cls = job_class(cluster_class)
+    if job_cls is None:
+        return
+    allowed = set(_CLUSTER_ONLY)
+    for klass in job_cls.__mro__:
+        if "__init__" in vars(klass):
+            allowed |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs",
+                                                                             "base_class_kwargs"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        import difflib
+
+        hint = difflib.get_close_matches(unknown[0], sorted(allowed), n=1, cutoff=0.5)
+        raise ClusterConfigError(
+            f"execution.dask.cluster_kwargs: unknown argument {unknown[0]!r} for "
+            f"{cluster_class_path(cluster_class)}" + (f" — did you mean {hint[0]!r}?" if hint
+                                                       else ""))
+
+
+def task_runner_kwargs(execution: ExecutionConfig) -> dict[str, Any]:
+    """Keyword arguments of ``DaskTaskRunner`` for a Dask ``execution`` section (pure: builds
+    nothing, imports only the cluster class to check its arguments)."""
+    if execution.task_runner != "dask":
+        raise ClusterConfigError("execution.task_runner is not 'dask'")
+    d = execution.dask
+    if d is not None and d.address:
+        if d.cluster_class or d.cluster_kwargs or d.adapt_kwargs:
+            raise ClusterConfigError("execution.dask: give either 'address' (an existing "
+                                     "scheduler) or a cluster_class/cluster_kwargs, not both")
+        return {"address": d.address}
+    cls_name = (d.cluster_class if d is not None and d.cluster_class else "local")
+    path = cluster_class_path(cls_name)
+    if d is not None and d.cluster_kwargs:
+        ckw = dict(d.cluster_kwargs)
+    elif path == CLUSTER_ALIASES["local"]:
+        ckw = {"n_workers": execution.max_workers, "threads_per_worker": 1, "processes": True}
+    else:
+        ckw = {}
+    if path == CLUSTER_ALIASES["local"]:
+        ckw.setdefault("dashboard_address", None)  # no web dashboard port per campaign run
+    else:
+        if "partition" in ckw and path == CLUSTER_ALIASES["slurm"]:
+            ckw.setdefault("queue", ckw.pop("partition"))  # SLURM's word for a queue
+        _check_job_kwargs(path, ckw)
+    kwargs: dict[str, Any] = {"cluster_class": path, "cluster_kwargs": ckw}
+    if d is not None and d.adapt_kwargs:
+        kwargs["adapt_kwargs"] = dict(d.adapt_kwargs)
+    return kwargs
+
+
+def make_task_runner(execution: ExecutionConfig) -> Any:
+    """The configured Prefect task runner: ``ThreadPoolTaskRunner(max_workers)`` or
+    ``prefect_dask.DaskTaskRunner(**task_runner_kwargs(execution))``."""
+    if execution.task_runner != "dask":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=execution.max_workers)
+    kwargs = task_runner_kwargs(execution)
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(**kwargs)
+
+
+def render_job_script(execution: ExecutionConfig,
+                      scheduler_address: str = "tcp://scheduler:8786") -> str:
+    """The batch script a SLURM/PBS cluster of this config submits per job (nothing is
+    submitted and no scheduler is started)."""
+    kwargs = task_runner_kwargs(execution)
+    job_cls = job_class(kwargs["cluster_class"])
+    if job_cls is None:
+        raise ClusterConfigError(
+            f"execution.dask.cluster_class {kwargs['cluster_class']!r} submits no batch jobs")
+    ckw = {k: v for k, v in kwargs["cluster_kwargs"].items() if k not in _CLUSTER_ONLY}
+    return job_cls(scheduler=scheduler_address, name="pesflow-dask", **ckw).job_script()
+
+
+def describe(execution: ExecutionConfig) -> str:
+    """One line naming the task runner, e.g. ``dask: dask_jobqueue.SLURMCluster (adaptive 0-8
+    jobs)``."""
+    if execution.task_runner != "dask":
+        return f"threads: {execution.max_workers} worker thread(s)"
+    kwargs = task_runner_kwargs(execution)
+    if "address" in kwargs:
+        return f"dask: scheduler at {kwargs['address']}"
+    text = f"dask: {kwargs['cluster_class']}"
+    adapt = kwargs.get("adapt_kwargs")
+    if adapt:
+        lo = adapt.get("minimum_jobs", adapt.get("minimum", 0))
+        hi = adapt.get("maximum_jobs", adapt.get("maximum", "?"))
+        text += f" (adaptive {lo}-{hi} {'jobs' if 'maximum_jobs' in adapt else 'workers'})"
+    elif "n_workers" in kwargs["cluster_kwargs"]:
+        text += f" ({kwargs['cluster_kwargs']['n_workers']} workers)"
+    return text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, status
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, status
 
 from .. import jobs, queries
 from ..deps import DbId, RunnerDep, SettingsDep, StoreDep, TokenDep
@@ -13,11 +15,27 @@ from ..schemas import RetrainRequest, RunOut
 router = APIRouter(prefix="/campaigns", tags=["actions"], responses=ERROR_RESPONSES)
 
 
-def submit_campaign_run(store, settings, runner: Runner, campaign_id: int) -> RunOut:
+Force = Annotated[
+    bool,
+    Query(
+        description="Start even though the campaign is marked running (e.g. after a killed "
+        "run outside this API)."
+    ),
+]
+
+
+def submit_campaign_run(
+    store, settings, runner: Runner, campaign_id: int, force: bool = False
+) -> RunOut:
     """Submit the campaign flow (deployment or background runner) after state checks."""
     c = queries.get_campaign(store, campaign_id)
     if c.status in ("converged", "cancelled"):
         raise ConflictError(f"campaign {c.name!r} is {c.status}; nothing to run")
+    if c.status == "running" and not force and not runner.active(campaign_id):
+        raise ConflictError(
+            f"campaign {c.name!r} is marked running by another process; if that run is dead, "
+            "retry with ?force=true"
+        )
     if settings.api_deployment:
         run = runner.record(jobs.submit_deployment(settings, campaign_id, settings.api_deployment))
     else:
@@ -50,8 +68,13 @@ def retrain(
     "/{campaign_id}/next-iteration", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED
 )
 def next_iteration(
-    campaign_id: DbId, store: StoreDep, settings: SettingsDep, runner: RunnerDep, token: TokenDep
+    campaign_id: DbId,
+    store: StoreDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+    token: TokenDep,
+    force: Force = False,
 ) -> RunOut:
     """Run the campaign flow from the next unfinished iteration (it continues while the stop
     rule says so); 202 + run id."""
-    return submit_campaign_run(store, settings, runner, campaign_id)
+    return submit_campaign_run(store, settings, runner, campaign_id, force)

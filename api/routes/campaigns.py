@@ -9,7 +9,7 @@ from ..deps import DbId, ReadAccess, RunnerDep, SettingsDep, StoreDep, TokenDep
 from ..errors import ERROR_RESPONSES
 from ..runner import ConflictError
 from ..schemas import CampaignCreate, CampaignDetail, CampaignOut, RunOut, StatusChange
-from .actions import submit_campaign_run
+from .actions import Force, submit_campaign_run
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=ERROR_RESPONSES)
 
@@ -79,7 +79,12 @@ def cancel_campaign(
 
 @router.post("/{campaign_id}/resume", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
 def resume_campaign(
-    campaign_id: DbId, store: StoreDep, settings: SettingsDep, runner: RunnerDep, token: TokenDep
+    campaign_id: DbId,
+    store: StoreDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+    token: TokenDep,
+    force: Force = False,
 ) -> RunOut:
     """Start or continue the campaign flow; answers 202 with the run id (see `/runs/{id}`)."""
-    return submit_campaign_run(store, settings, runner, campaign_id)
+    return submit_campaign_run(store, settings, runner, campaign_id, force)

@@ -89,3 +89,21 @@ def test_pause_cancel_and_refused_resume(client, auth, store):
         f"/api/v1/campaigns/{c['id']}/pause", headers=auth, json={"message": "x" * 5000}
     )
     assert r.status_code == 422
+
+
+def test_resume_of_a_campaign_running_elsewhere_needs_force(settings, store, auth):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    from .test_schemathesis import _NoopRunner
+
+    with TestClient(create_app(settings, store=store, runner=_NoopRunner(1))) as client:
+        c = _create(client, auth)
+        store.set_campaign_status(c["id"], "running")  # e.g. `pesflow run` in a shell
+        r = client.post(f"/api/v1/campaigns/{c['id']}/resume", headers=auth)
+        assert r.status_code == 409 and "force=true" in r.json()["detail"]
+        r = client.post(f"/api/v1/campaigns/{c['id']}/resume?force=true", headers=auth)
+        assert r.status_code == 202 and r.json()["kind"] == "campaign"
+        r = client.post(f"/api/v1/campaigns/{c['id']}/next-iteration?force=maybe", headers=auth)
+        assert r.status_code == 422

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["app", "main", "register", "serve", "token_app"]
+__all__ = ["main", "register", "serve", "token_app"]  # and `app`, built on first access
 
 token_app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="API tokens (stored hashed in the database)."
@@ -113,18 +113,31 @@ def register(target: typer.Typer) -> typer.Typer:
     return target
 
 
+_app: typer.Typer | None = None
+
+
 def _build() -> typer.Typer:
-    from workflows.cli import app as workflows_app
+    """The workflows CLI with ``serve`` and ``token`` added (once)."""
+    global _app
+    if _app is None:
+        from workflows.cli import app as workflows_app
 
-    return register(workflows_app)
+        names = {c.name for c in workflows_app.registered_commands}
+        _app = workflows_app if "serve" in names else register(workflows_app)
+    return _app
 
 
-app = _build()
+def __getattr__(name: str):
+    # ``app`` is built on first access (``from api.cli import app``), so importing this module
+    # from a plugin hook inside workflows.cli does not import workflows.cli circularly.
+    if name == "app":
+        return _build()
+    raise AttributeError(name)
 
 
 def main() -> None:
     """Entry point for ``python -m api.cli``."""
-    app(prog_name="pesflow")
+    _build()(prog_name="pesflow")
 
 
 if __name__ == "__main__":

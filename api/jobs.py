@@ -58,14 +58,18 @@ def campaign_job(settings: ApiSettings, campaign_id: int) -> Any:
     return job
 
 
-def submit_deployment(settings: ApiSettings, campaign_id: int, name: str) -> Run:
+def submit_deployment(
+    settings: ApiSettings, campaign_id: int, name: str, iterations: int | None = None
+) -> Run:
     """Submit the campaign flow through a Prefect deployment (``timeout=0``: returns at once).
 
-    The deployment's flow takes ``campaign`` (id) and reads the database and data directory
-    from its own ``PESFLOW_*`` environment."""
+    The deployment's flow is ``workflows.deployed.campaign_iterations(campaign, iterations)``:
+    it reopens the campaign in the database of its own ``PESFLOW_*`` environment and
+    continues it by ``iterations`` iterations (``None``: until its stop rule)."""
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(name, parameters={"campaign": campaign_id}, timeout=0)
+    params = {"campaign": campaign_id, "iterations": iterations}
+    flow_run = run_deployment(name, parameters=params, timeout=0)
     return Run(
         kind="campaign",
         campaign_id=campaign_id,

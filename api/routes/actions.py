@@ -25,7 +25,12 @@ Force = Annotated[
 
 
 def submit_campaign_run(
-    store, settings, runner: Runner, campaign_id: int, force: bool = False
+    store,
+    settings,
+    runner: Runner,
+    campaign_id: int,
+    force: bool = False,
+    iterations: int | None = None,
 ) -> RunOut:
     """Submit the campaign flow (deployment or background runner) after state checks."""
     c = queries.get_campaign(store, campaign_id)
@@ -37,7 +42,8 @@ def submit_campaign_run(
             "retry with ?force=true"
         )
     if settings.api_deployment:
-        run = runner.record(jobs.submit_deployment(settings, campaign_id, settings.api_deployment))
+        name = settings.api_deployment
+        run = runner.record(jobs.submit_deployment(settings, campaign_id, name, iterations))
     else:
         run = runner.submit("campaign", campaign_id, jobs.campaign_job(settings, campaign_id))
     return runner.out(run)
@@ -75,6 +81,6 @@ def next_iteration(
     token: TokenDep,
     force: Force = False,
 ) -> RunOut:
-    """Run the campaign flow from the next unfinished iteration (it continues while the stop
-    rule says so); 202 + run id."""
-    return submit_campaign_run(store, settings, runner, campaign_id, force)
+    """Run the next iteration of the campaign; 202 + run id. Through a deployment exactly one
+    iteration runs; the embedded runner continues while the stop rule says so."""
+    return submit_campaign_run(store, settings, runner, campaign_id, force, iterations=1)

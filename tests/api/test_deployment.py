@@ -1,8 +1,8 @@
 """With ``PESFLOW_API_DEPLOYMENT`` set, a campaign run is submitted to a Prefect deployment
 (``run_deployment(..., timeout=0)``) and its state is read back from the Prefect API.
 
-A stand-in deployment flow (same parameter as the real one: ``campaign``) is served by a
-``flow.serve`` subprocess against the test harness's Prefect server."""
+A stand-in deployment flow (the signature of ``workflows.deployed.campaign_iterations``) is
+served by a ``flow.serve`` subprocess against the test harness's Prefect server."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from .test_actions import _wait
 FLOW = textwrap.dedent("""
     from prefect import flow
 
-    @flow(name="pesflow-campaign-by-id")
-    def campaign_by_id(campaign: int) -> dict:
-        return {"campaign": campaign, "status": "paused"}
+    @flow(name="pesflow-campaign-iterations")
+    def campaign_iterations(campaign: int | str, iterations: int | None = 1,
+                            retry_failed: bool = False) -> dict:
+        return {"campaign": campaign, "iterations": iterations, "status": "paused"}
 
     if __name__ == "__main__":
-        campaign_by_id.serve(name="api-test")
+        campaign_iterations.serve(name="api-test")
 """)
 
 
@@ -63,13 +64,13 @@ def served_deployment(tmp_path_factory):
             with get_client(sync_client=True) as client:
                 for _ in range(600):
                     try:
-                        client.read_deployment_by_name("pesflow-campaign-by-id/api-test")
+                        client.read_deployment_by_name("pesflow-campaign-iterations/api-test")
                         break
                     except Exception:
                         time.sleep(0.1)
                 else:
                     raise AssertionError("the deployment was not registered within 60 s")
-            yield "pesflow-campaign-by-id/api-test"
+            yield "pesflow-campaign-iterations/api-test"
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(15)
@@ -96,4 +97,10 @@ def test_resume_submits_to_the_deployment(served_deployment, settings, store, au
 
         with get_client(sync_client=True) as pc:
             fr = pc.read_flow_run(run["prefect_flow_run_id"])
-        assert fr.parameters == {"campaign": cid}
+        assert fr.parameters == {"campaign": cid, "iterations": None}  # resume: to the stop rule
+        r = client.post(f"/api/v1/campaigns/{cid}/next-iteration", headers=auth)
+        assert r.status_code == 202, r.text
+        assert _wait(client, r.json()["id"], timeout=120)["status"] == "completed"
+        with get_client(sync_client=True) as pc:
+            fr = pc.read_flow_run(r.json()["prefect_flow_run_id"])
+        assert fr.parameters == {"campaign": cid, "iterations": 1}

@@ -35,11 +35,15 @@ def _cu(n_rep: int) -> Atoms:
     return atoms
 
 
-def _model(k: int, atoms: Atoms, device: str, dtype: torch.dtype, **cfg: object) -> CommitteePotential:
+def _model(
+    k: int, atoms: Atoms, device: str, dtype: torch.dtype, **cfg: object
+) -> CommitteePotential:
     model = CommitteePotential(
         ModelConfig(species=[29], n_members=k, seeds=list(range(k)), energy_scale=0.5, **cfg)  # type: ignore[arg-type]
     ).to(dtype)
-    model.fit_feature_statistics([build_graph(atoms, model.cutoff, model.species_index, dtype=dtype)])
+    model.fit_feature_statistics(
+        [build_graph(atoms, model.cutoff, model.species_index, dtype=dtype)]
+    )
     return model.to(device)
 
 
@@ -59,7 +63,9 @@ def _time_md(atoms: Atoms, calc: Calculator, steps: int) -> list[float]:
     a = atoms.copy()
     a.calc = calc
     MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(0))
-    dyn = Langevin(a, 1.0 * units.fs, temperature_K=300, friction=0.01, rng=np.random.default_rng(0))
+    dyn = Langevin(
+        a, 1.0 * units.fs, temperature_K=300, friction=0.01, rng=np.random.default_rng(0)
+    )
     dyn.run(3)  # warm-up
     times = []
     for _ in range(steps):
@@ -114,7 +120,9 @@ def bench_md(
                     torch.cuda.synchronize()
         med = {name: statistics.median(v) * 1e3 for name, v in per.items()}
         results[f"{len(atoms)} atoms"] = {f"{n} ms": v for n, v in med.items()}
-        print(f"\nMD step (ASE Langevin, {len(atoms)} Cu atoms, {device}, {str(dtype)[6:]}), median of {rounds}x{steps} steps")
+        print(
+            f"\nMD step (ASE Langevin, {len(atoms)} Cu atoms, {device}, {str(dtype)[6:]}), median of {rounds}x{steps} steps"
+        )
         print(f"{'configuration':<26}{'ms/step':>10}{'x its single':>14}")
         for name, v in med.items():
             base = med["MACE single"] if name.startswith("MACE") else med["single"]
@@ -136,8 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--float64", action="store_true")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    res = bench_md(tuple(a.sizes), a.k, a.steps, a.rounds, a.device,
-                   torch.float64 if a.float64 else torch.float32)
+    res = bench_md(
+        tuple(a.sizes),
+        a.k,
+        a.steps,
+        a.rounds,
+        a.device,
+        torch.float64 if a.float64 else torch.float32,
+    )
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(res, fh, indent=2)

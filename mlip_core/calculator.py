@@ -49,7 +49,13 @@ class CommitteeCalculator(Calculator):
         device: torch device for the graph (the model must already be there).
     """
 
-    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress", *COMMITTEE_PROPERTIES]
+    implemented_properties: ClassVar[list[str]] = [
+        "energy",
+        "free_energy",
+        "forces",
+        "stress",
+        *COMMITTEE_PROPERTIES,
+    ]
 
     def __init__(
         self,
@@ -86,8 +92,11 @@ class CommitteeCalculator(Calculator):
         check_structure(at, self.model.species, min_distance=self.min_distance)
         periodic = bool(np.all(at.pbc))
         graph = build_graph(
-            at, self.model.cutoff, {z: i for i, z in enumerate(self.model.species)},
-            dtype=self.dtype, device=self.device,
+            at,
+            self.model.cutoff,
+            {z: i for i, z in enumerate(self.model.species)},
+            dtype=self.dtype,
+            device=self.device,
         )
         out = self.model.predict(graph, compute_forces=True, compute_stress=periodic)
         energies = out.energy[:, 0].detach().cpu().double().numpy()

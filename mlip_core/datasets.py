@@ -67,7 +67,9 @@ def emt_md_dataset(
         for _ in range(per):
             dyn.run(steps_between)
             snaps.append(
-                attach_labels(atoms, atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+                attach_labels(
+                    atoms, atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+                )
             )
         frames.append(snaps)
     out: list[Atoms] = []

@@ -60,7 +60,9 @@ __all__ = [
 ]
 
 
-def graph_to_mace_inputs(graph: AtomicGraph, n_species: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def graph_to_mace_inputs(
+    graph: AtomicGraph, n_species: int, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """MACE's batched input dict from pesflow's dense padded graph (edges i -> j, shifts S@cell)."""
     n = graph.positions.shape[0]
     sender = torch.arange(n, device=graph.neighbors.device).unsqueeze(1).expand_as(graph.neighbors)
@@ -71,7 +73,11 @@ def graph_to_mace_inputs(graph: AtomicGraph, n_species: int, dtype: torch.dtype)
     unit = torch.zeros_like(shifts)
     if bool(periodic.any()):
         c = cell[graph.batch[src[periodic]]]
-        unit[periodic] = torch.linalg.solve(c.transpose(-1, -2), shifts[periodic].unsqueeze(-1)).squeeze(-1).round()
+        unit[periodic] = (
+            torch.linalg.solve(c.transpose(-1, -2), shifts[periodic].unsqueeze(-1))
+            .squeeze(-1)
+            .round()
+        )
     ptr = torch.zeros(graph.n_structures + 1, dtype=torch.long, device=graph.n_atoms.device)
     ptr[1:] = torch.cumsum(graph.n_atoms, 0)
     return {
@@ -134,7 +140,9 @@ class MaceMember(nn.Module):
             )
         energy = out["energy"].to(torch.float64).unsqueeze(0)
         forces = out["forces"].unsqueeze(0) if compute_forces else None
-        stress = out["stress"].unsqueeze(0) if compute_stress and out.get("stress") is not None else None
+        stress = (
+            out["stress"].unsqueeze(0) if compute_stress and out.get("stress") is not None else None
+        )
         if not create_graph:
             energy = energy.detach()
             forces = None if forces is None else forces.detach()
@@ -180,7 +188,9 @@ def mace_committee(
     seeds = list(seeds) if seeds is not None else list(range(k))
     if len(seeds) != k:
         raise ValueError(f"{len(seeds)} seeds for {k} members")
-    return LoopCommittee([MaceMember(_new_mace(species, cutoff, s, avg_neighbors).to(dtype)) for s in seeds])
+    return LoopCommittee(
+        [MaceMember(_new_mace(species, cutoff, s, avg_neighbors).to(dtype)) for s in seeds]
+    )
 
 
 def load_mace_committee(paths: Sequence[str | Path], device: str = "cpu") -> LoopCommittee:
@@ -199,7 +209,9 @@ def load_mace_committee(paths: Sequence[str | Path], device: str = "cpu") -> Loo
     return LoopCommittee(members)
 
 
-def mace_committee_calculator(k: int, species: Sequence[int], device: str = "cpu") -> CommitteeCalculator:
+def mace_committee_calculator(
+    k: int, species: Sequence[int], device: str = "cpu"
+) -> CommitteeCalculator:
     """ASE committee calculator over K freshly initialised MACE members (benchmarks, tests)."""
     committee = mace_committee(k, species).to(device)
     return CommitteeCalculator(committee, device=device)

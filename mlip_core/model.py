@@ -273,7 +273,9 @@ class InteractionLayer(nn.Module):
             for plist in (self.mix_a, self.mix_b):
                 for p in plist:
                     for k, g in enumerate(generators):
-                        p[k].copy_(torch.randn(c, c, generator=g, dtype=torch.float64) / math.sqrt(c))
+                        p[k].copy_(
+                            torch.randn(c, c, generator=g, dtype=torch.float64) / math.sqrt(c)
+                        )
         self.update.reset(generators, out_gain=0.5)
 
     def forward(
@@ -404,8 +406,13 @@ class CommitteePotential(nn.Module):
         """A new committee made of copies of the given members (same weights, same buffers)."""
         if not indices or any(not 0 <= i < self.n_members for i in indices):
             raise ValueError(f"member indices must be in [0, {self.n_members}), got {indices}")
-        cfg = ModelConfig(**{**self.config.to_dict(), "n_members": len(indices),
-                             "seeds": [self.config.seeds[i] for i in indices]})
+        cfg = ModelConfig(
+            **{
+                **self.config.to_dict(),
+                "n_members": len(indices),
+                "seeds": [self.config.seeds[i] for i in indices],
+            }
+        )
         new = CommitteePotential(cfg).to(self.dtype)
         idx = torch.as_tensor(indices, dtype=torch.long)
         with torch.no_grad():
@@ -498,10 +505,14 @@ class CommitteePotential(nn.Module):
             (-ca * p * x ** (p - 1) + cb * (p + 1) * x**p - cc * (p + 2) * x ** (p + 1)) / rc,
             0.0,
         )
-        dbasis_dd = norm * inv_d * (
-            freq * torch.cos(arg) * env.unsqueeze(-1)
-            + sin * denv.unsqueeze(-1)
-            - sin * env.unsqueeze(-1) * inv_d
+        dbasis_dd = (
+            norm
+            * inv_d
+            * (
+                freq * torch.cos(arg) * env.unsqueeze(-1)
+                + sin * denv.unsqueeze(-1)
+                - sin * env.unsqueeze(-1) * inv_d
+            )
         )
         return basis, ylm, dbasis_dd, unit
 
@@ -629,7 +640,9 @@ class CommitteePotential(nn.Module):
         g_basis = g_x[:, :, :, 0] if n_s == 1 else (g_x * onehot[:, :, None, :, None]).sum(3)
         g_y = torch.bmm(x, g.permute(1, 2, 0, 3).reshape(n, n_s * n_b, k * 9)).reshape(n, m, k, 9)
         dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        radial = (g_basis * dbasis_dd.unsqueeze(2)).sum(-1, keepdim=True) * (vectors / dist).unsqueeze(2)  # type: ignore[union-attr]
+        radial = (g_basis * dbasis_dd.unsqueeze(2)).sum(-1, keepdim=True) * (
+            vectors / dist
+        ).unsqueeze(2)  # type: ignore[union-attr]
         mask = graph.mask.unsqueeze(-1).to(dtype)
         angular = ylm_vector_jacobian_product(g_y.permute(2, 0, 1, 3), unit, mask / dist)  # type: ignore[arg-type]
         return energy, radial.permute(2, 0, 1, 3) + angular
@@ -660,7 +673,9 @@ class CommitteePotential(nn.Module):
             )
             if not need_grad:
                 return energy, None
-            g_b, g_y = torch.autograd.grad(energy.sum(), [basis_k, ylm_k], create_graph=create_graph)
+            g_b, g_y = torch.autograd.grad(
+                energy.sum(), [basis_k, ylm_k], create_graph=create_graph
+            )
         dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         radial = (g_b * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)
         mask = graph.mask.unsqueeze(-1).to(dtype)

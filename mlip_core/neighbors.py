@@ -95,7 +95,9 @@ class AtomicGraph:
         """Width M of the padded neighbor matrix."""
         return int(self.neighbors.shape[1])
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AtomicGraph:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> AtomicGraph:
         """Copy to a device and/or floating dtype (integer tensors keep their dtype)."""
 
         def conv(t: torch.Tensor) -> torch.Tensor:

@@ -136,9 +136,7 @@ class TrustWindow:
 # --------------------------------------------------------------------------- geometry
 
 
-def min_interatomic_distance(
-    atoms: Atoms, cutoff: float = 3.0
-) -> tuple[float, int, int] | None:
+def min_interatomic_distance(atoms: Atoms, cutoff: float = 3.0) -> tuple[float, int, int] | None:
     """Shortest distance between two atoms (periodic images included) below ``cutoff``.
 
     Returns ``(distance, i, j)`` or ``None`` if no pair is closer than ``cutoff``. An atom

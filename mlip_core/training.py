@@ -231,7 +231,9 @@ def _losses(
     """Per-member weighted loss (K,) and the raw per-structure errors."""
     g = batch.graph
     use_stress = cfg.stress_weight > 0 and batch.stress is not None and bool((g.volume > 0).all())
-    out = model.predict(g, compute_forces=True, compute_stress=use_stress, create_graph=create_graph)
+    out = model.predict(
+        g, compute_forces=True, compute_stress=use_stress, create_graph=create_graph
+    )
     n_atoms = g.n_atoms.to(out.energy.dtype)
     e_err = (out.energy - batch.energy.unsqueeze(0)) / n_atoms  # (K, B) eV/atom
     f_sq = ((out.forces - batch.forces.unsqueeze(0)) ** 2).sum(-1)  # type: ignore[operator]
@@ -290,10 +292,17 @@ def evaluate_errors(
 
 
 def _new_model(
-    structures: Sequence[Atoms], model_config: ModelConfig | None, n_members: int, dtype: torch.dtype
+    structures: Sequence[Atoms],
+    model_config: ModelConfig | None,
+    n_members: int,
+    dtype: torch.dtype,
 ) -> CommitteePotential:
     species = sorted({int(z) for at in structures for z in at.numbers})
-    cfg = copy.deepcopy(model_config) if model_config else ModelConfig(species=species, n_members=n_members)
+    cfg = (
+        copy.deepcopy(model_config)
+        if model_config
+        else ModelConfig(species=species, n_members=n_members)
+    )
     missing = sorted(set(species) - set(cfg.species))
     if missing:
         raise ValueError(
@@ -311,7 +320,9 @@ def _new_model(
     cfg.avg_neighbors = float(np.mean(counts)) if counts else 1.0
     model = CommitteePotential(cfg).to(dtype)
     sample = structures[:: max(1, len(structures) // 50)]
-    model.fit_feature_statistics([build_graph(at, cfg.cutoff, model.species_index, dtype=dtype) for at in sample])
+    model.fit_feature_statistics(
+        [build_graph(at, cfg.cutoff, model.species_index, dtype=dtype) for at in sample]
+    )
     ref = fit_reference_energies(structures, cfg.species)
     model.reference_energies.copy_(torch.as_tensor(ref, dtype=torch.float64))
     return model
@@ -380,7 +391,12 @@ def train_committee(
     n_train = len(train_structs)
     if cfg.bootstrap and k > 1:
         weights = torch.as_tensor(
-            np.stack([np.bincount(rng.integers(0, n_train, n_train), minlength=n_train) for _ in range(k)]),
+            np.stack(
+                [
+                    np.bincount(rng.integers(0, n_train, n_train), minlength=n_train)
+                    for _ in range(k)
+                ]
+            ),
             dtype=dtype,
         )
     else:
@@ -411,6 +427,7 @@ def train_committee(
                     tmp = p.detach().clone()
                     p.copy_(e)
                     e.copy_(tmp)
+
     best_loss, best_state, best_epoch = math.inf, copy.deepcopy(net.state_dict()), 0
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -435,7 +452,11 @@ def train_committee(
                 with torch.no_grad():
                     torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema_decay)  # type: ignore[operator]
             total += float(loss.sum().detach()) * len(idx)
-        row = {"epoch": float(epoch), "train_loss": total / n_train / k, "lr": opt.param_groups[0]["lr"]}
+        row = {
+            "epoch": float(epoch),
+            "train_loss": total / n_train / k,
+            "lr": opt.param_groups[0]["lr"],
+        }
         val_loss = row["train_loss"]
         swap_ema()  # validate (and keep as best) the averaged weights
         if val_data is not None:

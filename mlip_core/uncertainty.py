@@ -41,7 +41,9 @@ def _as_member_forces(forces: ArrayLike) -> NDArray[np.float64]:
             f"committee forces must have shape (K members, N atoms, 3), got {arr.shape}"
         )
     if arr.shape[0] < 2:
-        raise ValueError(f"a committee needs at least 2 members to measure deviation, got {arr.shape[0]}")
+        raise ValueError(
+            f"a committee needs at least 2 members to measure deviation, got {arr.shape[0]}"
+        )
     return arr
 
 

@@ -35,8 +35,14 @@ def random_structure(
 def model64() -> CommitteePotential:
     """A random (untrained) 3-member, 3-species committee in float64."""
     torch.manual_seed(0)
-    cfg = ModelConfig(species=[1, 8, 29], n_members=3, channels=16, avg_neighbors=20.0,
-                      energy_scale=0.7, seeds=[11, 12, 13])
+    cfg = ModelConfig(
+        species=[1, 8, 29],
+        n_members=3,
+        channels=16,
+        avg_neighbors=20.0,
+        energy_scale=0.7,
+        seeds=[11, 12, 13],
+    )
     m = CommitteePotential(cfg).double()
     m.reference_energies.copy_(torch.tensor([-1.1, -4.3, -3.5], dtype=torch.float64))
     return m.eval()

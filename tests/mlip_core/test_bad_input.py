@@ -19,7 +19,9 @@ def energy(model, atoms):
 
 
 def test_unknown_element_is_named(model64):
-    with pytest.raises(ValueError, match=r"element\(s\) Fe not among the model's species \(H, O, Cu\)"):
+    with pytest.raises(
+        ValueError, match=r"element\(s\) Fe not among the model's species \(H, O, Cu\)"
+    ):
         energy(model64, bulk("Fe", "bcc", a=2.87))
     with pytest.raises(ValueError, match="Fe"):
         build_graph(bulk("Fe", "bcc", a=2.87), 5.0, model64.species_index)

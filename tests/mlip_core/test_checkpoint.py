@@ -16,8 +16,11 @@ from .conftest import random_structure
 def test_round_trip_is_bit_identical(model64, tmp_path, dtype):
     model = model64.select_members([0, 1, 2]).to(dtype)
     at = random_structure(["Cu"] * 6 + ["O"] * 3 + ["H"] * 2, seed=4)
-    meta = {"training_label_ids": [3, 5, 8], "metrics": {"force_rmse": 0.012},
-            "calibration": {"method": "scale", "scale": 3.9}}
+    meta = {
+        "training_label_ids": [3, 5, 8],
+        "metrics": {"force_rmse": 0.012},
+        "calibration": {"method": "scale", "scale": 3.9},
+    }
     sha = save_committee(model, tmp_path / "c.pt", meta)
     loaded, got = load_committee(tmp_path / "c.pt")
     assert got["sha256"] == sha and len(sha) == 64

@@ -87,8 +87,9 @@ def test_sees_angles_at_fixed_bond_lengths() -> None:
 
 def test_smooth_when_neighbour_crosses_cutoff() -> None:
     def dimer(r: float) -> np.ndarray:
-        return structure_descriptor(Atoms("Cu2", positions=[[0, 0, 0], [r, 0, 0]]), r_cut=3.0,
-                                    r_cut_angular=3.0)
+        return structure_descriptor(
+            Atoms("Cu2", positions=[[0, 0, 0], [r, 0, 0]]), r_cut=3.0, r_cut_angular=3.0
+        )
 
     assert np.abs(dimer(2.999) - dimer(3.001)).max() < 1e-5
     assert np.all(dimer(3.001) == 0)

@@ -196,8 +196,9 @@ def test_seeded_runs_are_reproducible_and_seed_matters() -> None:
 
 
 def test_nvt_thermalises() -> None:
-    spec = quick_spec(temperature_K=300.0, n_steps=400, record_every=2, timestep_fs=4.0,
-                      friction=0.02, seed=3)
+    spec = quick_spec(
+        temperature_K=300.0, n_steps=400, record_every=2, timestep_fs=4.0, friction=0.02, seed=3
+    )
     res = run_walker(cu32(), CommitteeEMT(0.01), spec)
     assert not res.stopped_early and res.n_steps_done == 400
     temps = np.array([f.info["temperature_K"] for f in res.frames])
@@ -207,8 +208,16 @@ def test_nvt_thermalises() -> None:
 
 
 def test_nve_conserves_total_energy() -> None:
-    spec = WalkerSpec(ensemble="nve", temperature_K=600.0, timestep_fs=2.0, n_steps=300,
-                      record_every=5, seed=2, lo=0.02, hi=1e6)
+    spec = WalkerSpec(
+        ensemble="nve",
+        temperature_K=600.0,
+        timestep_fs=2.0,
+        n_steps=300,
+        record_every=5,
+        seed=2,
+        lo=0.02,
+        hi=1e6,
+    )
     res = run_walker(cu32(), CommitteeEMT(0.01), spec)
     assert not res.stopped_early
     e_tot = res.energies + np.array([f.get_kinetic_energy() for f in res.frames])
@@ -222,8 +231,14 @@ def test_nve_conserves_total_energy() -> None:
 @pytest.mark.parametrize(("pressure", "sign"), [(10.0, -1), (-5.0, +1)])
 def test_npt_changes_volume_with_pressure(pressure: float, sign: int) -> None:
     start = cu32()
-    spec = quick_spec(ensemble="npt", temperature_K=300.0, pressure_GPa=pressure, n_steps=150,
-                      timestep_fs=4.0, barostat_time_fs=200.0)
+    spec = quick_spec(
+        ensemble="npt",
+        temperature_K=300.0,
+        pressure_GPa=pressure,
+        n_steps=150,
+        timestep_fs=4.0,
+        barostat_time_fs=200.0,
+    )
     res = run_walker(start, CommitteeEMT(0.01), spec)
     assert not res.stopped_early
     v0 = start.get_volume()
@@ -377,7 +392,15 @@ def test_units_timestep_in_fs() -> None:
     a = Atoms("Cu2", positions=[[0, 0, 0], [20, 0, 0]])
     v = 0.01 * units.Ang / units.fs  # 0.01 Å/fs
     a.set_velocities([[v, 0, 0], [0, 0, 0]])
-    spec = WalkerSpec(ensemble="nve", timestep_fs=2.0, n_steps=10, record_every=10,
-                      init_velocities=False, lo=0.02, hi=1e6, temperature_K=0.0)
+    spec = WalkerSpec(
+        ensemble="nve",
+        timestep_fs=2.0,
+        n_steps=10,
+        record_every=10,
+        init_velocities=False,
+        lo=0.02,
+        hi=1e6,
+        temperature_K=0.0,
+    )
     res = run_walker(a, CommitteeEMT(0.0), spec)
     assert res.frames[-1].positions[0, 0] == pytest.approx(0.01 * 20.0, rel=1e-6)

@@ -113,7 +113,9 @@ def test_forces_and_stress_are_derivatives(model, alloy):
         p, m = alloy.copy(), alloy.copy()
         p.positions[i, d] += h
         m.positions[i, d] -= h
-        np.testing.assert_allclose(f[:, i, d], -(energy(p) - energy(m)) / (2 * h), atol=1e-6, rtol=1e-5)
+        np.testing.assert_allclose(
+            f[:, i, d], -(energy(p) - energy(m)) / (2 * h), atol=1e-6, rtol=1e-5
+        )
     eps = np.zeros((3, 3))
     eps[0, 2] = eps[2, 0] = h
     p, m = alloy.copy(), alloy.copy()

@@ -185,7 +185,12 @@ def test_selector_contract(pool, strategy: str, max_n: int, min_distance: float)
     np.testing.assert_array_equal(picks, again)
     # index input is equivalent to mask input
     by_index = select_candidates(
-        np.flatnonzero(mask), dev, max_n, strategy, seed=5, descriptors=desc,
+        np.flatnonzero(mask),
+        dev,
+        max_n,
+        strategy,
+        seed=5,
+        descriptors=desc,
         min_distance=min_distance,
     )
     np.testing.assert_array_equal(picks, by_index)
@@ -304,7 +309,8 @@ def test_select_with_real_descriptors_drops_duplicate_frames() -> None:
     frames.append(base.copy())  # a near-duplicate of the odd frames
     desc = descriptor_matrix(frames)
     dev = np.linspace(0.3, 0.1, len(frames))
-    picks = select_candidates(np.ones(len(frames), bool), dev, 10, "max-first",
-                              descriptors=desc, min_distance=0.5)
+    picks = select_candidates(
+        np.ones(len(frames), bool), dev, 10, "max-first", descriptors=desc, min_distance=0.5
+    )
     near_perfect = {1, 3, 5, 6}
     assert len(near_perfect & set(picks.tolist())) == 1

@@ -57,7 +57,9 @@ def test_training_reaches_force_rmse_below_20_meV_per_A(trained):
     # the committee mean is at least as good as a typical member
     members = [m[f"member{k}_force_rmse"] for k in range(4)]
     assert m["force_rmse"] <= np.median(members) + 1e-4
-    assert len(trained.val_indices) == 10 and not set(trained.val_indices) & set(trained.train_indices)
+    assert len(trained.val_indices) == 10 and not set(trained.val_indices) & set(
+        trained.train_indices
+    )
 
 
 def test_nve_conserves_energy_with_trained_model(trained):
@@ -125,13 +127,16 @@ def test_uncertainty_correlates_with_true_error_on_hotter_md(trained):
 def test_fine_tune_from_previous_committee(trained):
     new = emt_md_dataset(8, temperatures=(1500.0,), volume_scales=(1.0,), steps_between=10, seed=5)
     before = {k: v.clone() for k, v in trained.model.state_dict().items()}
-    res = train_committee(new, TrainingConfig(max_epochs=3, seed=1, val_fraction=0.25), model=trained.model)
+    res = train_committee(
+        new, TrainingConfig(max_epochs=3, seed=1, val_fraction=0.25), model=trained.model
+    )
     # warm start copies: the previous committee is untouched, the new one moved from it
     for k, v in trained.model.state_dict().items():
         assert torch.equal(v, before[k])
     diffs = [
         (res.model.state_dict()[k].double() - before[k].double()).abs().max().item()
-        for k in before if before[k].is_floating_point()
+        for k in before
+        if before[k].is_floating_point()
     ]
     assert max(diffs) > 0
     assert res.model.config.species == trained.model.config.species

@@ -39,20 +39,27 @@ def test_deterministic_with_a_seed(tiny):
     b = train_committee(tiny, cfg, model_config=small_cfg())
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
+
     def losses(res):
         return [(r["train_loss"], r.get("val_loss")) for r in res.history]
 
     assert a.val_indices == b.val_indices and losses(a) == losses(b)
-    c = train_committee(tiny, TrainingConfig(max_epochs=3, seed=8, val_fraction=0.34), model_config=small_cfg())
+    c = train_committee(
+        tiny, TrainingConfig(max_epochs=3, seed=8, val_fraction=0.34), model_config=small_cfg()
+    )
     assert not torch.equal(c.model.readout.l1.weight, a.model.readout.l1.weight)
 
 
 def test_training_reduces_force_error_and_uses_stress(tiny):
-    base = train_committee(tiny, TrainingConfig(max_epochs=1, seed=0, val_fraction=0.0), model_config=small_cfg())
+    base = train_committee(
+        tiny, TrainingConfig(max_epochs=1, seed=0, val_fraction=0.0), model_config=small_cfg()
+    )
     before = evaluate_errors(base.model, tiny)
     res = train_committee(
         tiny,
-        TrainingConfig(max_epochs=40, seed=0, val_fraction=0.0, stress_weight=10.0, learning_rate=1e-2),
+        TrainingConfig(
+            max_epochs=40, seed=0, val_fraction=0.0, stress_weight=10.0, learning_rate=1e-2
+        ),
         model_config=small_cfg(),
     )
     after = evaluate_errors(res.model, tiny)

@@ -80,7 +80,12 @@ def test_relative_deviation_divides_by_mean_force_plus_eps() -> None:
 
 @pytest.mark.parametrize(
     ("shape", "match"),
-    [((4, 3), "shape"), ((2, 4, 2), "shape"), ((1, 4, 3), "at least 2 members"), ((2, 2, 3, 1), "shape")],
+    [
+        ((4, 3), "shape"),
+        ((2, 4, 2), "shape"),
+        ((1, 4, 3), "at least 2 members"),
+        ((2, 2, 3, 1), "shape"),
+    ],
 )
 def test_deviation_shape_errors(shape: tuple[int, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -1,0 +1,330 @@
+"""Deployments, schedules, the worker and database migrations (``pesflow deploy | worker | db``).
+
+Design (see docs/cluster.md): a Prefect **work pool** (type ``process``, default name
+``pesflow``) decouples registering work from executing it.
+
+- ``pesflow deploy CONFIG --cron "0 */6 * * *"`` (or ``--interval 3600``) creates the campaign
+  in the database if needed and registers a deployment ``pesflow-campaign-iterations/<name>``
+  of :data:`workflows.deployed.campaign_iterations` with parameters
+  ``{"campaign": <name>, "iterations": 1}`` and the schedule. The API's
+  ``POST /campaigns/{id}/schedule`` calls :func:`deploy_campaign` too.
+- The Prefect server's scheduler service creates the runs (the temporary server of a plain
+  ``pesflow run`` has no scheduler: deployments need ``PREFECT_API_URL``).
+- ``pesflow worker`` is a Prefect process worker on that pool (``prefect worker start --type
+  process``); each flow run is a child process of the worker, in the worker's process group.
+  ``--limit 1`` (default) runs one flow run at a time, so runs of a schedule never overlap;
+  a fire that comes while a run is busy waits (runs are never dropped, each adds one
+  iteration). At start the worker marks the flow runs its pool left ``Running`` (a killed
+  worker) as ``Crashed``; the campaign itself resumes from the database at the next run.
+
+Prefect is imported lazily (after :func:`workflows.settings.configure_prefect_env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .config import ConfigError
+
+__all__ = [
+    "DEFAULT_POOL",
+    "DeployError",
+    "DeploymentInfo",
+    "crash_orphaned_runs",
+    "db_upgrade",
+    "deploy_campaign",
+    "deployment_name",
+    "ensure_work_pool",
+    "register",
+    "wait_for_database",
+    "worker_command",
+]
+
+DEFAULT_POOL = "pesflow"
+FLOW_NAME = "pesflow-campaign-iterations"  # = workflows.deployed.FLOW_NAME (no Prefect import)
+ENTRYPOINT = "workflows.deployed.campaign_iterations"
+
+
+class DeployError(ConfigError):
+    """A deployment that cannot be registered (no server, bad schedule); one line."""
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """A registered deployment."""
+
+    id: str
+    name: str  # "<flow>/<deployment>", as run_deployment takes it
+    work_pool: str
+    schedule: str
+    parameters: dict[str, Any]
+
+
+def deployment_name(campaign: str) -> str:
+    """``pesflow-campaign-iterations/<campaign>``."""
+    return f"{FLOW_NAME}/{campaign}"
+
+
+def _require_server() -> str:
+    url = os.environ.get("PREFECT_API_URL", "")
+    if not url:
+        raise DeployError("schedules and workers need a Prefect server: set PREFECT_API_URL "
+                          "(e.g. http://127.0.0.1:4200/api; `scripts/stack start` does)")
+    return url
+
+
+def ensure_work_pool(name: str = DEFAULT_POOL) -> None:
+    """Create the process-type work pool ``name`` unless it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return
+        except ObjectNotFound:
+            pass
+        with contextlib.suppress(ObjectAlreadyExists):
+            client.create_work_pool(WorkPoolCreate(
+                name=name, type="process",
+                base_job_template=ProcessWorker.get_default_base_job_template()))
+
+
+def _schedule_text(cron: str | None, interval: float | None, timezone: str) -> str:
+    return f"cron {cron!r} ({timezone})" if cron else f"every {interval:g} s"
+
+
+def deploy_campaign(campaign: str, *, cron: str | None = None, interval: float | None = None,
+                    timezone: str = "UTC", iterations: int | None = 1,
+                    work_pool: str = DEFAULT_POOL, paused: bool = False) -> DeploymentInfo:
+    """Register (or update) the scheduled deployment of an existing campaign.
+
+    Exactly one of ``cron`` (five fields, one-minute granularity) and ``interval`` (seconds)
+    is given; each run continues the campaign by ``iterations`` iterations."""
+    if (cron is None) == (interval is None):
+        raise DeployError("give exactly one of --cron or --interval")
+    if interval is not None and interval < 1:
+        raise DeployError(f"interval must be >= 1 s (got {interval:g})")
+    if iterations is not None and iterations < 1:
+        raise DeployError(f"iterations must be >= 1 (got {iterations})")
+    _require_server()
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    try:
+        schedule = (CronSchedule(cron=cron, timezone=timezone) if cron is not None else
+                    IntervalSchedule(interval=float(interval)))  # type: ignore[arg-type]
+    except Exception as exc:
+        msg = " ".join(str(exc).split())
+        raise DeployError(f"invalid schedule {cron or interval!r}: {msg[:200]}") from None
+    from prefect.types.entrypoint import EntrypointType
+
+    from .deployed import campaign_iterations
+
+    ensure_work_pool(work_pool)
+    params = {"campaign": campaign, "iterations": iterations}
+    dep = campaign_iterations.to_deployment(
+        name=campaign, schedule=schedule, parameters=params, paused=paused,
+        work_pool_name=work_pool, entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=["pesflow", f"campaign:{campaign}"],
+        description=f"pesflow campaign {campaign}: {iterations or 'all'} iteration(s) per run",
+    )
+    dep_id = dep.apply()
+    return DeploymentInfo(str(dep_id), deployment_name(campaign), work_pool,
+                          _schedule_text(cron, interval, timezone), params)
+
+
+def undeploy_campaign(campaign: str) -> bool:
+    """Delete the campaign's deployment (and its scheduled runs); ``False`` if there was none."""
+    _require_server()
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(deployment_name(campaign))
+        except ObjectNotFound:
+            return False
+        client.delete_deployment(dep.id)
+    return True
+
+
+def crash_orphaned_runs(work_pool: str = DEFAULT_POOL) -> list[str]:
+    """Mark flow runs of ``work_pool`` that are still ``Running``/``Pending`` as ``Crashed``.
+
+    Call only when no worker of the pool is alive (``pesflow worker`` does at start, assuming
+    one worker per pool): such runs died with the previous worker."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    crashed = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.RUNNING, StateType.PENDING]))),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool])))
+        for run in runs:
+            client.set_flow_run_state(run.id, Crashed(
+                message="its worker stopped; the campaign resumes at the next run"), force=True)
+            crashed.append(str(run.id))
+    return crashed
+
+
+def worker_command(work_pool: str = DEFAULT_POOL, limit: int = 1,
+                   name: str | None = None) -> list[str]:
+    """The ``prefect worker start`` command line that ``pesflow worker`` executes."""
+    name = name or f"pesflow-{socket.gethostname()}-{os.getpid()}"
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool,
+            "--type", "process", "--limit", str(limit), "--name", name]
+
+
+# --------------------------------------------------------------------------- database
+def wait_for_database(url: str, timeout: float = 60.0, interval: float = 1.0) -> float:
+    """Connect until the database answers ``SELECT 1`` (retrying every ``interval`` s);
+    returns the seconds waited. Raises :class:`DeployError` after ``timeout``."""
+    from sqlalchemy import create_engine, text
+
+    t0 = time.monotonic()
+    engine = create_engine(url)
+    last: Exception | None = None
+    try:
+        while True:
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                return time.monotonic() - t0
+            except Exception as exc:  # refused, starting up, DNS not yet there ...
+                last = exc
+            if time.monotonic() - t0 >= timeout:
+                first = " ".join(str(last).split())[:200]
+                raise DeployError(f"database not reachable after {timeout:g} s: {first}")
+            time.sleep(interval)
+    finally:
+        engine.dispose()
+
+
+def db_upgrade(url: str, timeout: float = 60.0) -> str | None:
+    """Wait for the database, run the Alembic migrations to head; returns the revision."""
+    from database.engine import current_revision, upgrade
+
+    wait_for_database(url, timeout=timeout)
+    upgrade(url)
+    return current_revision(url)
+
+
+# --------------------------------------------------------------------------- CLI
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", help="Data directory (env PESFLOW_DATA_DIR, default ./data).")]
+PoolOpt = Annotated[str, typer.Option("--pool", help="Prefect work pool (type process).")]
+
+
+def deploy_cmd(
+    config: Annotated[Path, typer.Argument(help="Campaign YAML.")],
+    cron: Annotated[str | None, typer.Option(
+        help='Cron schedule, e.g. "0 */6 * * *" (one-minute granularity).')] = None,
+    interval: Annotated[float | None, typer.Option(help="Interval schedule, s.")] = None,
+    timezone: Annotated[str, typer.Option(help="Time zone of the cron schedule.")] = "UTC",
+    iterations: Annotated[int, typer.Option(help="Iterations added per run.")] = 1,
+    pool: PoolOpt = DEFAULT_POOL,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the deployment.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Register the campaign as a scheduled Prefect deployment (each run adds iterations to
+    the stored campaign; `pesflow worker` executes the runs)."""
+    from .cli import CliError, console
+    from .config import load_config
+    from .settings import configure_prefect_env, get_settings
+    from .steps import open_store, setup_campaign
+
+    cfg = load_config(config)
+    settings = get_settings(data_dir=data_dir)
+    configure_prefect_env(settings)
+    if delete:
+        gone = undeploy_campaign(cfg.name)
+        console.print(f"deployment {deployment_name(cfg.name)} "
+                      f"{'deleted' if gone else 'did not exist'}")
+        return
+    _require_server()
+    if cron is None and interval is None:
+        raise CliError("give --cron or --interval", 2)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.resolved_database_url())
+    setup_campaign(store, cfg, settings.data_dir)
+    info = deploy_campaign(cfg.name, cron=cron, interval=interval, timezone=timezone,
+                           iterations=iterations, work_pool=pool)
+    console.print(f"deployment {info.name} ({info.id}): {info.schedule}, {iterations} "
+                  f"iteration(s) per run, work pool {info.work_pool!r}; start a worker with: "
+                  f"pesflow worker --pool {info.work_pool}", markup=False, highlight=False)
+
+
+def worker_cmd(
+    pool: PoolOpt = DEFAULT_POOL,
+    limit: Annotated[int, typer.Option(help="Flow runs at a time.")] = 1,
+    name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
+    crash_orphans: Annotated[bool, typer.Option(
+        help="Mark runs left Running by a dead worker of this pool as Crashed.")] = True,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the long-lived Prefect process worker that executes scheduled campaign runs."""
+    from .cli import console
+    from .settings import configure_prefect_env, get_settings
+
+    settings = get_settings(data_dir=data_dir)
+    os.environ.setdefault("PESFLOW_DATA_DIR", str(settings.data_dir))
+    configure_prefect_env(settings)
+    _require_server()
+    ensure_work_pool(pool)
+    if crash_orphans:
+        n = crash_orphaned_runs(pool)
+        if n:
+            console.print(f"marked {len(n)} orphaned flow run(s) Crashed")
+    cmd = worker_command(pool, limit, name)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)  # same pid and process group: the stack stops it cleanly
+
+
+def db_upgrade_cmd(
+    timeout: Annotated[float, typer.Option(help="Wait this long for the database, s.")] = 60.0,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Wait for the database (retrying), then run the migrations to head."""
+    from .cli import console
+    from .settings import get_settings
+
+    settings = get_settings(data_dir=data_dir)
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    rev = db_upgrade(settings.resolved_database_url(), timeout=timeout)
+    console.print(f"database at revision {rev}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add ``deploy``, ``worker`` and ``db upgrade`` to the ``pesflow`` typer app."""
+    from .cli import _guard
+
+    app.command("deploy")(_guard(deploy_cmd))
+    app.command("worker")(_guard(worker_cmd))
+    db_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="Database migrations.")
+    db_app.command("upgrade")(_guard(db_upgrade_cmd))
+    app.add_typer(db_app, name="db")
+    return app

@@ -322,6 +322,12 @@ def bench(config: Annotated[Path | None, typer.Argument(
     raise typer.Exit(bench_main([str(config)] if config else []))
 
 
+# `deploy`, `worker`, `db upgrade` (implemented in workflows.deploy)
+from .deploy import register as _register_deploy  # noqa: E402
+
+_register_deploy(app)
+
+
 def main() -> None:
     """Entry point for ``python -m workflows.cli``."""
     app(prog_name="pesflow")

@@ -566,14 +566,18 @@ class CommitteePotential(nn.Module):
         vectors = pos[graph.neighbors] - pos.unsqueeze(1) + graph.shifts.to(dtype)
         need_grad = compute_forces or compute_stress
         basis, ylm, dbasis_dd, unit = self.edge_features(vectors, graph.mask, need_grad)
-        if self.config.n_layers == 1:
-            energy, de_dr = self._energy_single_layer(
-                graph, basis, ylm, dbasis_dd, unit, vectors, need_grad, create_graph
-            )
-        else:
-            energy, de_dr = self._energy_message_passing(
-                graph, basis, ylm, dbasis_dd, unit, vectors, need_grad, create_graph
-            )
+        path = self._single_layer if self.config.n_layers == 1 else self._message_passing
+        e_atoms, g_basis, g_ylm = path(graph, basis, ylm, need_grad, create_graph)
+        energy = torch.zeros(k, b, dtype=dtype, device=pos.device).index_add(
+            1, graph.batch, e_atoms
+        )
+        de_dr = None
+        if need_grad:
+            # dE_k/dr_ij (K, N, M, 3): the radial part is along the unit vector
+            dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            radial = (g_basis * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)  # type: ignore[operator]
+            mask = graph.mask.unsqueeze(-1).to(dtype)
+            de_dr = radial + ylm_vector_jacobian_product(g_ylm, unit, mask / dist)  # type: ignore[arg-type]
         forces = stress = None
         if de_dr is not None:
             if compute_forces:
@@ -598,22 +602,19 @@ class CommitteePotential(nn.Module):
             energy=energy.to(torch.float64) + ref.unsqueeze(0), forces=forces, stress=stress
         )
 
-    def _energy_single_layer(
+    def _single_layer(
         self,
         graph: AtomicGraph,
         basis: torch.Tensor,
         ylm: torch.Tensor,
-        dbasis_dd: torch.Tensor | None,
-        unit: torch.Tensor | None,
-        vectors: torch.Tensor,
         need_grad: bool,
         create_graph: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Energies (K, B) and dE_k/dr_ij (K, N, M, 3) of a one-layer committee.
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Atomic energies (K, N) and dE_k/d(basis) (K, N, M, nb), dE_k/d(Y) (K, N, M, 9).
 
-        The species-resolved density (N, S*nb, 9) is computed once; its per-member copies are
-        the autograd leaves, and two batched matmuls against the shared edge tensors turn
-        dE_k/d(density) into dE_k/d(basis) and dE_k/d(Y_lm) per edge.
+        One layer: the species-resolved density (N, S*nb, 9) is computed once; its per-member
+        copies are the autograd leaves, and two batched matmuls against the shared edge
+        tensors turn dE_k/d(density) into the per-edge gradients.
         """
         k, dtype = self.n_members, self.dtype
         n, m = graph.neighbors.shape
@@ -625,42 +626,29 @@ class CommitteePotential(nn.Module):
         with torch.enable_grad() if need_grad else torch.no_grad():
             if need_grad:
                 dens_k = dens_k.clone().requires_grad_(True)
-            h = self.embedding[:, graph.species]
-            h = self.layers[0].forward_density(h, self.embedding, dens_k)
-            e_atoms = self.readout(h).squeeze(-1) * self.energy_scale.to(h.dtype)
-            energy = torch.zeros(k, graph.n_structures, dtype=dtype, device=h.device).index_add(
-                1, graph.batch, e_atoms
+            h = self.layers[0].forward_density(
+                self.embedding[:, graph.species], self.embedding, dens_k
             )
+            e_atoms = self.readout(h).squeeze(-1) * self.energy_scale.to(h.dtype)
             if not need_grad:
-                return energy, None
-            (g,) = torch.autograd.grad(energy.sum(), [dens_k], create_graph=create_graph)
-        # dE/dx (N, M, K, S, nb) and dE/dY (N, M, K, 9), with x, Y shared
+                return e_atoms, None, None
+            (g,) = torch.autograd.grad(e_atoms.sum(), [dens_k], create_graph=create_graph)
         g_x = torch.bmm(ylm, g.permute(1, 3, 0, 2).reshape(n, 9, k * n_s * n_b))
         g_x = g_x.reshape(n, m, k, n_s, n_b)
         g_basis = g_x[:, :, :, 0] if n_s == 1 else (g_x * onehot[:, :, None, :, None]).sum(3)
-        g_y = torch.bmm(x, g.permute(1, 2, 0, 3).reshape(n, n_s * n_b, k * 9)).reshape(n, m, k, 9)
-        dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        radial = (g_basis * dbasis_dd.unsqueeze(2)).sum(-1, keepdim=True) * (
-            vectors / dist
-        ).unsqueeze(2)  # type: ignore[union-attr]
-        mask = graph.mask.unsqueeze(-1).to(dtype)
-        angular = ylm_vector_jacobian_product(g_y.permute(2, 0, 1, 3), unit, mask / dist)  # type: ignore[arg-type]
-        return energy, radial.permute(2, 0, 1, 3) + angular
+        g_ylm = torch.bmm(x, g.permute(1, 2, 0, 3).reshape(n, n_s * n_b, k * 9))
+        return e_atoms, g_basis.permute(2, 0, 1, 3), g_ylm.reshape(n, m, k, 9).permute(2, 0, 1, 3)
 
-    def _energy_message_passing(
+    def _message_passing(
         self,
         graph: AtomicGraph,
         basis: torch.Tensor,
         ylm: torch.Tensor,
-        dbasis_dd: torch.Tensor | None,
-        unit: torch.Tensor | None,
-        vectors: torch.Tensor,
         need_grad: bool,
         create_graph: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Energies (K, B) and dE_k/dr_ij (K, N, M, 3) of a multi-layer committee."""
-        k, dtype = self.n_members, self.dtype
-        b = graph.n_structures
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Same outputs as :meth:`_single_layer` for any number of layers (per-edge leaves)."""
+        k = self.n_members
         basis_k = basis.unsqueeze(0).expand(k, -1, -1, -1)
         ylm_k = ylm.unsqueeze(0).expand(k, -1, -1, -1)
         with torch.enable_grad() if need_grad else torch.no_grad():
@@ -668,18 +656,12 @@ class CommitteePotential(nn.Module):
                 basis_k = basis_k.clone().requires_grad_(True)
                 ylm_k = ylm_k.clone().requires_grad_(True)
             e_atoms = self.atomic_energies(basis_k, ylm_k, graph)
-            energy = torch.zeros(k, b, dtype=dtype, device=basis.device).index_add(
-                1, graph.batch, e_atoms
-            )
             if not need_grad:
-                return energy, None
+                return e_atoms, None, None
             g_b, g_y = torch.autograd.grad(
-                energy.sum(), [basis_k, ylm_k], create_graph=create_graph
+                e_atoms.sum(), [basis_k, ylm_k], create_graph=create_graph
             )
-        dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        radial = (g_b * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)
-        mask = graph.mask.unsqueeze(-1).to(dtype)
-        return energy, radial + ylm_vector_jacobian_product(g_y, unit, mask / dist)  # type: ignore[arg-type]
+        return e_atoms, g_b, g_y
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # Reference energies stay float64 whatever dtype the weights are cast to: DFT

@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test test-slow test-all bench lint format clean demo
+.PHONY: install test test-slow test-all bench bench-science lint format clean demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	@for m in mlip_core dft_adapters database workflows api; do \
 	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench || exit 1; fi; \
 	done
+
+## Does active learning save DFT? AL vs random vs max-first on Cu/EMT (< 20 min on 2 cores);
+## report.json and PNGs in reports/al-efficiency/.
+bench-science: $(STAMP)
+	$(VENV)/bin/pesflow bench al-efficiency examples/bench_cu_emt.yaml
 
 ## The example campaign (Cu, EMT oracle) on SQLite and the temporary local Prefect server.
 ## Each run starts a fresh campaign; the Prefect home (data/demo/prefect) is kept between runs.

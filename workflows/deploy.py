@@ -75,7 +75,9 @@ def deployment_name(campaign: str) -> str:
 
 
 def _require_server() -> str:
-    url = os.environ.get("PREFECT_API_URL", "")
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value() or ""
     if not url:
         raise DeployError("schedules and workers need a Prefect server: set PREFECT_API_URL "
                           "(e.g. http://127.0.0.1:4200/api; `scripts/stack start` does)")

@@ -84,23 +84,38 @@ def _require_server() -> str:
     return url
 
 
-def ensure_work_pool(name: str = DEFAULT_POOL) -> None:
-    """Create the process-type work pool ``name`` unless it exists."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+ENGINE_COMMAND = "python -m prefect.engine"
+
+
+def _pool_template() -> dict[str, Any]:
+    """Prefect's process-pool job template with the engine command set explicitly: then each
+    flow run stays in the worker's process group (Prefect puts runs without a configured
+    command in a session of their own, which outlives a stopped worker)."""
     from prefect.workers.process import ProcessWorker
 
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = ENGINE_COMMAND
+    return template
+
+
+def ensure_work_pool(name: str = DEFAULT_POOL) -> None:
+    """Create the process-type work pool ``name`` (or set its engine command if it lacks it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    template = _pool_template()
     with get_client(sync_client=True) as client:
         try:
-            client.read_work_pool(name)
-            return
+            pool = client.read_work_pool(name)
         except ObjectNotFound:
-            pass
-        with contextlib.suppress(ObjectAlreadyExists):
-            client.create_work_pool(WorkPoolCreate(
-                name=name, type="process",
-                base_job_template=ProcessWorker.get_default_base_job_template()))
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=name, type="process",
+                                                       base_job_template=template))
+            return
+        props = pool.base_job_template.get("variables", {}).get("properties", {})
+        if pool.type == "process" and props.get("command", {}).get("default") != ENGINE_COMMAND:
+            client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
 
 
 def _schedule_text(cron: str | None, interval: float | None, timezone: str) -> str:
@@ -299,6 +314,9 @@ def worker_cmd(
         if n:
             console.print(f"marked {len(n)} orphaned flow run(s) Crashed")
     cmd = worker_command(pool, limit, name)
+    # flow runs start `python -m prefect.engine`: this interpreter's python first on PATH
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
+                                          os.environ.get("PATH", "")])
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(cmd[0], cmd)  # same pid and process group: the stack stops it cleanly

@@ -92,10 +92,32 @@ _contexts: dict[CampaignHandle, Context] = {}
 _lock = threading.Lock()
 
 
+_secret_urls: dict[str, str] = {}
+
+
+def _full_url(url: str) -> str:
+    """The real URL behind a password-masked one (known in this process, or the
+    ``PESFLOW_DATABASE_URL`` of the environment, e.g. on a Dask worker)."""
+    if "***" not in url:
+        return url
+    if url in _secret_urls:
+        return _secret_urls[url]
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    env = os.environ.get("PESFLOW_DATABASE_URL")
+    if env and make_url(env).render_as_string(hide_password=True) == url:
+        return env
+    raise RuntimeError(f"database password for {url} unknown here: set PESFLOW_DATABASE_URL")
+
+
 def open_store(url: str):
-    """One :class:`database.Store` per URL and process (thread-safe, migrated once)."""
+    """One :class:`database.Store` per URL and process (thread-safe, migrated once).
+    A password-masked URL (as carried by a :class:`CampaignHandle`) is resolved first."""
     from database import Store
 
+    url = _full_url(url)
     with _lock:
         store = _stores.get(url)
         if store is None:
@@ -294,8 +316,13 @@ def _complete_setup(store, rec, cfg: CampaignConfig, data_dir: str | Path) -> Ca
 
 
 def store_url(store) -> str:
-    """The URL a task process uses to reopen ``store``."""
-    return store.engine.url.render_as_string(hide_password=False)
+    """The URL a task uses to reopen ``store``, password masked: handles are Prefect flow
+    parameters, which the Prefect server stores and shows (see :func:`open_store`)."""
+    full = store.engine.url.render_as_string(hide_password=False)
+    masked = store.engine.url.render_as_string(hide_password=True)
+    if masked != full:
+        _secret_urls[masked] = full
+    return masked
 
 
 def reopen_campaign(store, name: str, data_dir: str | Path) -> CampaignHandle:

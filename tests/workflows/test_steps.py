@@ -167,3 +167,14 @@ def test_prefect_env_creates_nested_home(tmp_path: Path, monkeypatch):
     home = tmp_path / "a" / "b" / "prefect"
     done = configure_prefect_env(get_settings(data_dir=tmp_path, prefect_home=home))
     assert done["PREFECT_HOME"] == str(home) and home.is_dir()  # monkeypatch restores env
+
+
+def test_handles_never_carry_database_passwords(ctx, monkeypatch):
+    assert ctx.handle.db_url.startswith("sqlite:///")  # nothing to hide
+    url = "postgresql+psycopg://user:s3cret@db.example:5432/pesflow"
+    masked = "postgresql+psycopg://user:***@db.example:5432/pesflow"
+    monkeypatch.setenv("PESFLOW_DATABASE_URL", url)
+    assert steps._full_url(masked) == url  # e.g. on a Dask worker
+    monkeypatch.delenv("PESFLOW_DATABASE_URL")
+    with pytest.raises(RuntimeError, match="set PESFLOW_DATABASE_URL"):
+        steps._full_url(masked)

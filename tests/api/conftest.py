@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 import pytest
 
@@ -23,6 +24,8 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# fastapi.testclient works with httpx; the advice to install httpx2 is not ours to follow here
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from database import Store, make_engine, upgrade  # noqa: E402

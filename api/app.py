@@ -24,7 +24,17 @@ def create_app(
     closed when the app shuts down."""
     from . import errors
     from .dashboard import pages
-    from .routes import actions, campaigns, dashboard, iterations, labels, meta, models, runs
+    from .routes import (
+        actions,
+        campaigns,
+        dashboard,
+        iterations,
+        labels,
+        meta,
+        models,
+        runs,
+        schedules,
+    )
     from .routes import structures as structures_routes
 
     settings = settings or get_api_settings()
@@ -60,6 +70,7 @@ def create_app(
         models,
         actions,
         runs,
+        schedules,
         dashboard,
     ):
         app.include_router(r.router, prefix=API_PREFIX)

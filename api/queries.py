@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from database import NotFoundError, Store
 from database.models import (
@@ -298,8 +298,8 @@ def list_structures(
     limit: int,
 ) -> schemas.Page[schemas.StructureOut]:
     """A page of the campaign's selected structures, filtered by selection reason, label
-    status and iteration index."""
-    latest = _latest_label_subquery(campaign_id)
+    status (of the newest label) and iteration index. Without a label-status filter the labels
+    are looked up for the page's rows only."""
     q = (
         select(
             Structure.id,
@@ -312,27 +312,30 @@ def list_structures(
             Selection.iteration_id,
             Selection.reason,
             Selection.max_force_dev,
-            Label.status,
         )
         .join(Selection, Selection.structure_id == Structure.id)
-        .outerjoin(latest, latest.c.structure_id == Structure.id)
-        .outerjoin(Label, Label.id == latest.c.label_id)
         .where(Selection.campaign_id == campaign_id)
     )
     if reason is not None:
         q = q.where(Selection.reason == reason)
-    if label_status == "unlabelled":
-        q = q.where(Label.id.is_(None))
-    elif label_status is not None:
-        q = q.where(Label.status == label_status)
+    if iteration is not None:
+        q = q.join(Iteration, Iteration.id == Selection.iteration_id).where(
+            Iteration.index == iteration
+        )
+    if label_status is not None:
+        latest = _latest_label_subquery(campaign_id)
+        q = q.outerjoin(latest, latest.c.structure_id == Structure.id).outerjoin(
+            Label, Label.id == latest.c.label_id
+        )
+        if label_status == "unlabelled":
+            q = q.where(Label.id.is_(None))
+        else:
+            q = q.where(Label.status == label_status)
     with store.session(write=False) as s:
         campaign_row(s, campaign_id)
-        if iteration is not None:
-            q = q.join(Iteration, and_(Iteration.id == Selection.iteration_id)).where(
-                Iteration.index == iteration
-            )
         total = s.scalar(select(func.count()).select_from(q.subquery()))
         rows = s.execute(q.order_by(Structure.id).offset(offset).limit(limit)).all()
+        status = _latest_label_status(s, campaign_id, [r[0] for r in rows])
     items = [
         schemas.StructureOut(
             id=r[0],
@@ -345,7 +348,7 @@ def list_structures(
             iteration_id=r[7],
             reason=r[8],
             max_force_dev=r[9],
-            label_status=r[10],
+            label_status=status.get(r[0]),
         )
         for r in rows
     ]

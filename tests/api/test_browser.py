@@ -152,6 +152,14 @@ def test_campaign_page_plots_and_retrain(server, browser):
     assert drawn == latest.n_explored
     assert count("#plot-hist line[data-trust='lo']").count() == 1
     assert count("#plot-hist line[data-trust='hi']").count() == 1
+    # another iteration's histogram on request
+    first = next(m for m in its if m.n_explored)
+    page.select_option("#hist-iteration", str(first.index))
+    page.wait_for_function(
+        "document.getElementById('hist-caption').textContent.includes('iteration "
+        f"{first.index} ')")
+    drawn = sum(int(c) for c in bars.evaluate_all("els => els.map(e => e.dataset.count)"))
+    assert drawn == first.n_explored
     assert count("#models tbody tr").count() == n_models
     n_uncertain = len([s for s in store.list_selections(cid) if s.max_force_dev is not None])
     assert count("#uncertain tbody tr").count() == min(10, n_uncertain)

@@ -89,7 +89,7 @@
   }
 
   // ------------------------------------------------------------------ campaign page
-  let state = {id: null, poll: 5, timer: null, last: null, watch: null};
+  let state = {id: null, poll: 5, timer: null, last: null, watch: null, hist: ""};
 
   function draw(d) {
     const its = d.iterations, x = its.map(i => i.index), p = P();
@@ -112,6 +112,15 @@
     p.linePlot(document.getElementById("plot-energy-rmse"), {x, xlabel: "iteration", series: [
       {name: "val_energy_rmse", label: "energy RMSE",
        values: its.map(i => i.val_energy_rmse === null ? null : i.val_energy_rmse * 1000)}]});
+    const sel = document.getElementById("hist-iteration");
+    const have = [...sel.options].map(o => o.value);
+    for (const i of its.filter(i => i.n_explored > 0)) {
+      if (!have.includes(String(i.index))) {
+        const o = document.createElement("option");
+        o.value = String(i.index); o.textContent = String(i.index);
+        sel.appendChild(o);
+      }
+    }
     const h = d.histogram;
     document.getElementById("hist-caption").textContent =
       `Uncertainty of explored frames, iteration ${text(h.iteration_index)} (${h.n_frames} frames; max force deviation, eV/Å; trust window shaded)`;
@@ -174,7 +183,8 @@
   async function refreshCampaign() {
     clearTimeout(state.timer);
     try {
-      const d = await api("GET", `/campaigns/${state.id}/dashboard`);
+      const q = state.hist === "" ? "" : `?histogram_iteration=${state.hist}`;
+      const d = await api("GET", `/campaigns/${state.id}/dashboard${q}`);
       state.last = d;
       draw(d);
       document.body.dataset.loaded = "true";
@@ -205,6 +215,10 @@
   function startCampaign(id, poll) {
     state.id = id; state.poll = poll;
     setupToken();
+    document.getElementById("hist-iteration").addEventListener("change", e => {
+      state.hist = e.target.value;
+      refreshCampaign();
+    });
     document.querySelectorAll("button[data-action]").forEach(b =>
       b.addEventListener("click", () => act(b.dataset.action)));
     refreshCampaign();

@@ -156,8 +156,8 @@ def test_campaign_page_plots_and_retrain(server, browser):
     first = next(m for m in its if m.n_explored)
     page.select_option("#hist-iteration", str(first.index))
     page.wait_for_function(
-        "document.getElementById('hist-caption').textContent.includes('iteration "
-        f"{first.index} ')")
+        f"document.getElementById('hist-caption').textContent.includes('iteration {first.index} ')"
+    )
     drawn = sum(int(c) for c in bars.evaluate_all("els => els.map(e => e.dataset.count)"))
     assert drawn == first.n_explored
     assert count("#models tbody tr").count() == n_models

@@ -205,12 +205,14 @@ def crash_orphaned_runs(work_pool: str = DEFAULT_POOL) -> list[str]:
     return crashed
 
 
-def worker_command(work_pool: str = DEFAULT_POOL, limit: int = 1,
-                   name: str | None = None) -> list[str]:
-    """The ``prefect worker start`` command line that ``pesflow worker`` executes."""
+def worker_command(work_pool: str = DEFAULT_POOL, limit: int = 1, name: str | None = None,
+                   healthcheck: bool = False) -> list[str]:
+    """The ``prefect worker start`` command line that ``pesflow worker`` executes
+    (``healthcheck``: serve ``/health`` on ``PREFECT_WORKER_WEBSERVER_PORT``, default 8080)."""
     name = name or f"pesflow-{socket.gethostname()}-{os.getpid()}"
-    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool,
-            "--type", "process", "--limit", str(limit), "--name", name]
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool,
+           "--type", "process", "--limit", str(limit), "--name", name]
+    return [*cmd, "--with-healthcheck"] if healthcheck else cmd
 
 
 # --------------------------------------------------------------------------- database
@@ -298,6 +300,8 @@ def worker_cmd(
     name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
     crash_orphans: Annotated[bool, typer.Option(
         help="Mark runs left Running by a dead worker of this pool as Crashed.")] = True,
+    healthcheck: Annotated[bool, typer.Option(
+        "--healthcheck", help="Serve /health on PREFECT_WORKER_WEBSERVER_PORT (8080).")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run the long-lived Prefect process worker that executes scheduled campaign runs."""
@@ -313,7 +317,7 @@ def worker_cmd(
         n = crash_orphaned_runs(pool)
         if n:
             console.print(f"marked {len(n)} orphaned flow run(s) Crashed")
-    cmd = worker_command(pool, limit, name)
+    cmd = worker_command(pool, limit, name, healthcheck)
     # flow runs start `python -m prefect.engine`: this interpreter's python first on PATH
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
                                           os.environ.get("PATH", "")])

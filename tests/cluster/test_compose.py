@@ -9,7 +9,6 @@ import re
 import shlex
 from pathlib import Path
 
-import click
 import pytest
 import typer
 import yaml
@@ -48,12 +47,12 @@ def _resolve(args: list[str]) -> str:
     """The command path that `pesflow ARGS` runs; its options must parse (no execution)."""
     from api.cli import app
 
-    cmd: click.Command = typer.main.get_command(app)
+    cmd = typer.main.get_command(app)  # typer's (vendored) click: duck-typed below
     rest, path = list(args), []
-    while isinstance(cmd, click.Group):
+    while hasattr(cmd, "commands"):  # a group
         name = rest.pop(0)
         path.append(name)
-        sub = cmd.get_command(click.Context(cmd), name)
+        sub = cmd.commands.get(name)
         assert sub is not None, f"`pesflow {' '.join(args)}`: no command {name!r}"
         cmd = sub
     ctx = cmd.make_context("pesflow", rest, resilient_parsing=False)  # raises on bad options

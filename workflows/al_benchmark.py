@@ -748,6 +748,10 @@ def run_benchmark(bench: BenchConfig, campaign: CampaignConfig, out_dir: str | P
     by_arm = {arm: [r for r in results if r["arm"] == arm] for arm in bench.arms}
     report["curves"] = {arm: {key: mean_curve(runs, key) for key in ("force_rmse", "energy_rmse")}
                         for arm, runs in by_arm.items()}
+    report["final_per_regime_force_rmse"] = {
+        arm: {reg: float(np.mean([r["curve"][-1]["per_regime"][reg]["force_rmse"] for r in runs]))
+              for reg in runs[0]["curve"][-1]["per_regime"]}
+        for arm, runs in by_arm.items()}
     if "al" in by_arm and "random" in by_arm:
         report["headline"] = {"force": headline(report["curves"], key="force_rmse"),
                               "energy": headline(report["curves"], key="energy_rmse")}

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from workflows.al_benchmark import (
@@ -46,7 +45,7 @@ REDUCED: dict[str, Any] = {
     "iterations": 2,
     "workers": 1,
     "campaign_overrides": {
-        "training": {"max_epochs": 15, "warm_start_epochs": 5, "max_time_s": 8},
+        "training": {"max_epochs": 15, "warm_start_epochs": 5, "max_time_s": None},
         "exploration": {"walkers": [
             {"temperature": 600, "steps": 30, "record_every": 5},
             {"temperature": 1200, "steps": 30, "record_every": 5},
@@ -186,7 +185,7 @@ def test_reduced_report_structure(reduced: tuple[dict[str, Any], Path, float]) -
     report, out, wall = reduced
     data = json.loads((out / "report.json").read_text())
     for key in ("curves", "headline", "uncertainty", "properties", "targets", "test_set",
-                "machine", "runs", "wall_s"):
+                "machine", "runs", "wall_s", "final_per_regime_force_rmse"):
         assert key in data, key
     assert set(data["curves"]) == {"al", "max-first", "random"}
     for arm, c in data["curves"].items():
@@ -223,7 +222,8 @@ def test_reduced_report_numbers_are_finite(reduced: tuple[dict[str, Any], Path, 
     # Optional by design: "not reached" headline fields, and config echoes.
     optional = {"labels_to_reach", "labels_ratio", "picked_mean_dev", "measured"}
     checked = 0
-    for section in ("curves", "headline", "uncertainty", "properties", "runs", "test_set"):
+    for section in ("curves", "headline", "uncertainty", "properties", "runs", "test_set",
+                    "final_per_regime_force_rmse"):
         for path, value in _walk(data[section], section):
             if value is None:
                 assert path.rsplit(".", 1)[-1] in optional, path

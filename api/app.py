@@ -74,6 +74,7 @@ def create_app(
         dashboard,
     ):
         app.include_router(r.router, prefix=API_PREFIX)
+    app.include_router(runs.campaign_router, prefix=API_PREFIX)
     pages.mount(app)
     if settings.api_cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -247,3 +247,26 @@ class Health(BaseModel):
     status: Literal["ok"]
     database: str
     version: str
+
+
+class FlowRunOut(BaseModel):
+    """A Prefect flow run of the campaign's deployment."""
+
+    id: str
+    name: str
+    state: str | None = Field(description="Prefect state type (COMPLETED, RUNNING, ...).")
+    state_name: str | None
+    expected_start_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    parameters: dict[str, Any]
+    url: str | None = Field(description="Link into the Prefect UI (PESFLOW_PREFECT_UI_URL).")
+
+
+class FlowRuns(BaseModel):
+    """Flow runs of the campaign's scheduled deployment, or why there are none to show."""
+
+    available: bool
+    reason: str | None = None
+    deployment: str | None = None
+    runs: list[FlowRunOut] = Field(default_factory=list)

@@ -9,9 +9,9 @@ from fastapi import Path as PathParam
 
 from database import NotFoundError
 
-from ..deps import ReadAccess, RunnerDep, SettingsDep
+from ..deps import DbId, ReadAccess, RunnerDep, SettingsDep, StoreDep
 from ..errors import ERROR_RESPONSES
-from ..schemas import RunOut
+from ..schemas import FlowRuns, RunOut
 
 router = APIRouter(
     prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES, dependencies=[ReadAccess]
@@ -40,3 +40,22 @@ def get_run(
 
         refresh_deployment_run(run)
     return runner.out(run)
+
+
+campaign_router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES, dependencies=[ReadAccess])
+
+
+@campaign_router.get("/campaigns/{campaign_id}/flow-runs", response_model=FlowRuns)
+def campaign_flow_runs(
+    campaign_id: DbId,
+    store: StoreDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> FlowRuns:
+    """Flow runs of the campaign's scheduled deployment on the Prefect server (scheduled and
+    worker-executed runs, not only those this API submitted), newest first."""
+    from .. import queries
+    from ..prefect_runs import deployment_flow_runs
+
+    name = queries.campaign_name(store, campaign_id)
+    return deployment_flow_runs(name, settings.prefect_ui_url, limit)

@@ -83,10 +83,12 @@ def test_resume_submits_to_the_deployment(served_deployment, settings, store, au
     from api.app import create_app
 
     settings.api_deployment = served_deployment
+    settings.prefect_ui_url = "http://prefect.example:4200/"
     with TestClient(create_app(settings, store=store)) as client:
-        cid = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth).json()[
-            "id"
-        ]
+        # named like the served deployment: pesflow-campaign-iterations/<campaign name>
+        cfg = tiny_config("api-test")
+        cid = client.post("/api/v1/campaigns", json={"config": cfg}, headers=auth).json()["id"]
+        assert client.get(f"/api/v1/campaigns/{cid}/flow-runs").json()["runs"] == []
         r = client.post(f"/api/v1/campaigns/{cid}/resume", headers=auth)
         assert r.status_code == 202, r.text
         run = r.json()
@@ -104,3 +106,15 @@ def test_resume_submits_to_the_deployment(served_deployment, settings, store, au
         with get_client(sync_client=True) as pc:
             fr = pc.read_flow_run(r.json()["prefect_flow_run_id"])
         assert fr.parameters == {"campaign": cid, "iterations": 1}
+        # the deployment's flow runs as the dashboard lists them, with links into the UI
+        listed = client.get(f"/api/v1/campaigns/{cid}/flow-runs").json()
+        assert listed["available"] and listed["deployment"] == served_deployment
+        assert [r["parameters"]["iterations"] for r in listed["runs"]] == [1, None]
+        assert {r["state"] for r in listed["runs"]} == {"COMPLETED"}
+        assert listed["runs"][0]["url"] == (
+            f"http://prefect.example:4200/runs/flow-run/{listed['runs'][0]['id']}"
+        )
+        got = client.get(f"/api/v1/runs/{run['id']}").json()
+        assert got["prefect_url"] == (
+            f"http://prefect.example:4200/runs/flow-run/{run['prefect_flow_run_id']}"
+        )

@@ -180,6 +180,26 @@
     }
   }
 
+  async function refreshFlowRuns() {
+    const box = document.getElementById("flow-runs-box");
+    let fr;
+    try { fr = await api("GET", `/campaigns/${state.id}/flow-runs`); } catch (e) { return; }
+    box.hidden = !(fr.available && fr.runs.length);
+    if (box.hidden) return;
+    document.getElementById("flow-runs-deployment").textContent = fr.deployment;
+    const tb = document.querySelector("#flow-runs tbody");
+    tb.innerHTML = "";
+    for (const r of fr.runs) {
+      const tr = document.createElement("tr");
+      tr.dataset.flowRunId = r.id; tr.dataset.state = r.state || "";
+      cell(tr, r.url ? link(r.url, r.name) : r.name);
+      cell(tr, r.state_name || "–");
+      cell(tr, r.expected_start_time ? new Date(r.expected_start_time).toLocaleString() : "–");
+      cell(tr, text(r.parameters.iterations));
+      tb.appendChild(tr);
+    }
+  }
+
   async function refreshCampaign() {
     clearTimeout(state.timer);
     try {
@@ -188,6 +208,7 @@
       state.last = d;
       draw(d);
       document.body.dataset.loaded = "true";
+      refreshFlowRuns();
       if (d.active) state.timer = setTimeout(refreshCampaign, state.poll * 1000);
       else state.timer = setTimeout(refreshCampaign, Math.max(state.poll, 30) * 1000);
     } catch (e) {

@@ -31,7 +31,12 @@ class ApiSettings(BaseSettings):
         description="Prefect deployment ('flow/deployment') that runs campaign flows; default: "
         "the flow runs in a background thread of the API process.",
     )
-    api_workers: int = Field(default=1, ge=1, le=8, description="Background runner threads.")
+    api_workers: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Background runner threads (a retrain need not wait for a campaign run).",
+    )
     api_poll_seconds: float = Field(
         default=5.0, gt=0, description="Dashboard refresh interval while a campaign runs, s."
     )

@@ -50,13 +50,20 @@ from .config import CampaignConfig, ConfigError, format_validation_error, parse_
 __all__ = [
     "ARMS",
     "BenchConfig",
+    "MaterialConfig",
+    "StartsConfig",
     "TestSetConfig",
     "build_test_set",
+    "calibration_curve",
+    "evaluate",
     "headline",
+    "labels_to_reach",
     "load_bench_config",
     "main",
     "mean_curve",
+    "run_arm",
     "run_benchmark",
+    "summary_lines",
 ]
 
 ARMS = ("al", "max-first", "random")

@@ -649,7 +649,7 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, checkpoi
         offer = status == "candidate" or (status == "failed" and cfg.selection.label_cut_frames)
         if offer and dev is not None and np.isfinite(dev):
             keep.append(frame)
-            devs.append(float(dev))
+            devs.append((float(dev), float(frame.info["max_force_dev"])))
             origins.append(Origin(walker=f"it{it.index}-w{walker}", temperature=w.temperature,
                                   pressure=w.pressure, md_step=int(frame.info["step"]),
                                   info={"max_force_dev": float(frame.info["max_force_dev"]),
@@ -661,7 +661,8 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, checkpoi
     if keep:
         sids = store.add_structures(keep, campaign=ctx.campaign_id, iteration_id=iteration_id,
                                     origins=origins, source="md")
-        stats["candidates"] = [[int(s), d] for s, d in zip(sids, devs, strict=True)]
+        # [structure id, uncertainty (trust-window units), max force deviation (eV/Å)]
+        stats["candidates"] = [[int(s), d, a] for s, (d, a) in zip(sids, devs, strict=True)]
     store.update_iteration(iteration_id, validation={key: stats})
     if res.stopped_early:
         reporter().message(f"iteration {it.index} walker {walker} ({w.temperature:g} K) cut: "
@@ -722,10 +723,13 @@ def select_step(ctx: Context, it) -> list[int]:
                 if s.reason == "candidate"]
     t0 = time.perf_counter()
     cands: dict[int, float] = {}
+    abs_dev: dict[int, float] = {}
     for key, stats in sorted(it.validation.items()):
         if key.startswith(WALKER_PREFIX):
-            for sid, dev in stats.get("candidates", []):
-                cands.setdefault(int(sid), float(dev))
+            for entry in stats.get("candidates", []):
+                sid, dev = int(entry[0]), float(entry[1])
+                cands.setdefault(sid, dev)
+                abs_dev.setdefault(sid, float(entry[2]) if len(entry) > 2 else dev)
     already = {s.structure_id for s in store.list_selections(ctx.campaign_id)
                if s.iteration_id != it.id}
     sids = [s for s in sorted(cands) if s not in already]
@@ -751,7 +755,7 @@ def select_step(ctx: Context, it) -> list[int]:
                                 min_distance=cfg.selection.min_distance)
         picked = [sids[i] for i in idx]
         store.record_selections(ctx.campaign_id, [
-            SelectionInput(s, max_force_dev=cands[s], reason="candidate",
+            SelectionInput(s, max_force_dev=abs_dev[s], reason="candidate",
                            strategy=cfg.selection.strategy) for s in picked],
             iteration_id=it.id)
         store.request_labels(ctx.campaign_id, picked, labeler=ctx.labeler_name,

@@ -178,3 +178,21 @@ def test_handles_never_carry_database_passwords(ctx, monkeypatch):
     monkeypatch.delenv("PESFLOW_DATABASE_URL")
     with pytest.raises(RuntimeError, match="set PESFLOW_DATABASE_URL"):
         steps._full_url(masked)
+
+
+def test_initial_structures_from_file_index_and_surface(tmp_path: Path):
+    import ase.io
+    from ase.build import bulk
+
+    ase.io.write(tmp_path / "s.extxyz", [bulk("Cu", cubic=True).repeat(2),
+                                         bulk("Cu", cubic=True, a=3.7)])
+    cfg = load_config(write_config(tmp_path / "c.yaml", structures=[
+        {"file": "s.extxyz", "index": "1"},
+        {"generate": {"element": "Cu", "surface": [1, 1, 1], "layers": 3, "vacuum": 6.0,
+                      "repeat": [2, 2, 1]}},
+    ]))
+    first, slab = steps.initial_structures(cfg)
+    assert len(first) == 4 and first.cell[0, 0] == pytest.approx(3.7) and first.calc is None
+    assert list(slab.pbc) == [True, True, False] and len(slab) == 4 * 3 * 4
+    z = slab.positions[:, 2]
+    assert slab.cell[2, 2] - (z.max() - z.min()) == pytest.approx(12.0, abs=1e-6)  # vacuum

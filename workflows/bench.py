@@ -21,8 +21,9 @@ DEFAULT = Path(__file__).resolve().parents[1] / "examples" / "cu_emt.yaml"
 PREFECT_HOME = Path(__file__).resolve().parents[1] / "data" / "bench" / "prefect"
 
 
-def measure(config: str | Path, data_dir: str | Path,
-            prefect_home: str | Path | None = None) -> dict[str, float]:
+def measure(
+    config: str | Path, data_dir: str | Path, prefect_home: str | Path | None = None
+) -> dict[str, float]:
     """Run ``config`` in ``data_dir`` through the flow; return the timing breakdown (s).
 
     ``prefect_home`` (default ``<data_dir>/prefect``) is where the temporary Prefect server
@@ -62,17 +63,23 @@ def main(argv: list[str] | None = None, data_dir: str | Path | None = None) -> i
     warm = (PREFECT_HOME / "prefect.db").exists()
     with tempfile.TemporaryDirectory(prefix="pesflow-bench-") as tmp:
         r = measure(config, data_dir or tmp, prefect_home=PREFECT_HOME)
-    print(f"campaign {config.name}: {int(r['iterations'])} iterations, {r['status']} "
-          f"(fresh campaign database; {'warm' if warm else 'new'} Prefect home {PREFECT_HOME})")
+    print(
+        f"campaign {config.name}: {int(r['iterations'])} iterations, {r['status']} "
+        f"(fresh campaign database; {'warm' if warm else 'new'} Prefect home {PREFECT_HOME})"
+    )
     print(f"  wall time                   {r['wall_s']:8.1f} s")
     print(f"  inside MD (union)           {r['md_s']:8.1f} s")
     print(f"  inside labelling (union)    {r['label_s']:8.1f} s")
     print(f"  inside training (union)     {r['train_s']:8.1f} s")
     print(f"  busy (union of all)         {r['busy_s']:8.1f} s")
-    print(f"  start-up (Prefect server, flow run, set-up until the first labelling) "
-          f"{r['startup_s']:.1f} s; in the loop {r['overhead_s'] - r['startup_s']:.1f} s")
-    print(f"  orchestration overhead      {r['overhead_s']:8.1f} s = "
-          f"{100 * r['overhead_fraction']:.1f} % of wall time (target <= 10 %)")
+    print(
+        f"  start-up (Prefect server, flow run, set-up until the first labelling) "
+        f"{r['startup_s']:.1f} s; in the loop {r['overhead_s'] - r['startup_s']:.1f} s"
+    )
+    print(
+        f"  orchestration overhead      {r['overhead_s']:8.1f} s = "
+        f"{100 * r['overhead_fraction']:.1f} % of wall time (target <= 10 %)"
+    )
     return 0
 
 

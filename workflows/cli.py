@@ -22,13 +22,19 @@ from .settings import PesflowSettings, configure_prefect_env, get_settings
 
 __all__ = ["app", "main", "summary_table"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="pesflow: active-learning campaigns for machine-learned potentials.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="pesflow: active-learning campaigns for machine-learned potentials.",
+)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory "
-                                              "(env PESFLOW_DATA_DIR, default ./data).")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (env PESFLOW_DATA_DIR, default ./data)."),
+]
 
 
 class CliError(Exception):
@@ -40,8 +46,9 @@ class CliError(Exception):
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"error: {' '.join(str(message).split())}", markup=False, highlight=False,
-                      soft_wrap=True)
+    err_console.print(
+        f"error: {' '.join(str(message).split())}", markup=False, highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -87,16 +94,32 @@ def _fmt(v: Any, spec: str) -> str:
 def summary_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     """The per-iteration summary as a rich table."""
     t = Table(title=title or None)
-    for col in ("iter", "labels new/total", "failed labels", "explored", "accurate", "candidate",
-                "failed", "cut", "val F RMSE meV/Å", "val E RMSE meV/atom",
-                "train/explore/label s"):
+    for col in (
+        "iter",
+        "labels new/total",
+        "failed labels",
+        "explored",
+        "accurate",
+        "candidate",
+        "failed",
+        "cut",
+        "val F RMSE meV/Å",
+        "val E RMSE meV/atom",
+        "train/explore/label s",
+    ):
         t.add_column(col, justify="right")
     for r in rows:
         tm = r["timings"]
         t.add_row(
-            str(r["iteration"]), f"{r['labels_new']}/{r['labels_total']}", str(r["labels_failed"]),
-            str(r["n_explored"]), _fmt(r["accurate"], ".2f"), _fmt(r["candidate"], ".2f"),
-            _fmt(r["failed"], ".2f"), str(r["cut_walkers"]), _fmt(r["val_force_rmse_meV"], ".1f"),
+            str(r["iteration"]),
+            f"{r['labels_new']}/{r['labels_total']}",
+            str(r["labels_failed"]),
+            str(r["n_explored"]),
+            _fmt(r["accurate"], ".2f"),
+            _fmt(r["candidate"], ".2f"),
+            _fmt(r["failed"], ".2f"),
+            str(r["cut_walkers"]),
+            _fmt(r["val_force_rmse_meV"], ".1f"),
             _fmt(r["val_energy_rmse_meV"], ".2f"),
             "/".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label")),
         )
@@ -105,8 +128,10 @@ def summary_table(rows: list[dict[str, Any]], title: str = "") -> Table:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The per-iteration summary as a Markdown table (for the README)."""
-    head = ("| iter | labels new/total | explored | accurate | candidate | failed | cut walkers "
-            "| val F RMSE (meV/Å) | val E RMSE (meV/atom) | train / explore / label (s) |")
+    head = (
+        "| iter | labels new/total | explored | accurate | candidate | failed | cut walkers "
+        "| val F RMSE (meV/Å) | val E RMSE (meV/atom) | train / explore / label (s) |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         tm = r["timings"]
@@ -115,7 +140,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(r['accurate'], '.2f')} | {_fmt(r['candidate'], '.2f')} | "
             f"{_fmt(r['failed'], '.2f')} | {r['cut_walkers']} | "
             f"{_fmt(r['val_force_rmse_meV'], '.1f')} | {_fmt(r['val_energy_rmse_meV'], '.2f')} | "
-            + " / ".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label")) + " |")
+            + " / ".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label"))
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -133,9 +160,15 @@ class RichReporter:
         )
 
         self.console = con
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=con,
-                                 transient=True, disable=not con.is_terminal)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=con,
+            transient=True,
+            disable=not con.is_terminal,
+        )
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> RichReporter:
@@ -166,16 +199,21 @@ class RichReporter:
             f"iteration {row['iteration']}: labels {row['labels_new']}/{row['labels_total']}, "
             f"accurate {_fmt(row['accurate'], '.2f')}, candidate {_fmt(row['candidate'], '.2f')}"
             f", val force RMSE {_fmt(row['val_force_rmse_meV'], '.1f')} meV/Å",
-            markup=False, highlight=False)
+            markup=False,
+            highlight=False,
+        )
         sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- commands
 @app.command()
 @_guard
-def init(path: Annotated[Path, typer.Argument(help="Where to write the example config.")]
-         = Path("campaign.yaml"),
-         force: Annotated[bool, typer.Option("--force", help="Overwrite.")] = False) -> None:
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example config.")] = Path(
+        "campaign.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite.")] = False,
+) -> None:
     """Write an example campaign config (Cu with the EMT oracle)."""
     if path.exists() and not force:
         raise CliError(f"{path} exists (use --force to overwrite)", 2)
@@ -189,12 +227,15 @@ def validate(config: Annotated[Path, typer.Argument(help="Campaign YAML.")]) -> 
     """Check a campaign config; exit 2 with a one-line reason when it is invalid."""
     cfg = load_config(config)
     n_walkers = sum(w.count for w in cfg.exploration.walkers)
-    console.print(f"{config}: ok (campaign {cfg.name!r}, {len(cfg.structures)} structure "
-                  f"source(s), {n_walkers} walker(s), labeler {cfg.labeler.name!r})")
+    console.print(
+        f"{config}: ok (campaign {cfg.name!r}, {len(cfg.structures)} structure "
+        f"source(s), {n_walkers} walker(s), labeler {cfg.labeler.name!r})"
+    )
 
 
-def _run(handle, cfg, settings: PesflowSettings, *, retry_failed: bool = False,
-         quiet: bool = False) -> int:
+def _run(
+    handle, cfg, settings: PesflowSettings, *, retry_failed: bool = False, quiet: bool = False
+) -> int:
     from . import progress
     from .steps import open_store, summary_rows
 
@@ -216,18 +257,22 @@ def _run(handle, cfg, settings: PesflowSettings, *, retry_failed: bool = False,
     rows = summary_rows(store, handle.campaign_id)
     console.print(summary_table(rows, title=f"campaign {handle.name}"))
     console.print(f"{result['status']}: {result['message']}", markup=False, highlight=False)
-    console.print(f"wall time {wall:.1f} s; inside MD/labelling/training {busy:.1f} s; "
-                  f"orchestration overhead {wall - busy:.1f} s ({100 * (wall - busy) / wall:.1f} %)",
-                  markup=False, highlight=False)
+    console.print(
+        f"wall time {wall:.1f} s; inside MD/labelling/training {busy:.1f} s; "
+        f"orchestration overhead {wall - busy:.1f} s ({100 * (wall - busy) / wall:.1f} %)",
+        markup=False,
+        highlight=False,
+    )
     return 0
 
 
 @app.command()
 @_guard
-def run(config: Annotated[Path, typer.Argument(help="Campaign YAML.")],
-        data_dir: DataDir = None,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-        ) -> None:
+def run(
+    config: Annotated[Path, typer.Argument(help="Campaign YAML.")],
+    data_dir: DataDir = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
     """Run a campaign (continues it if the same config was run before)."""
     from .steps import open_store, setup_campaign
 
@@ -241,11 +286,14 @@ def run(config: Annotated[Path, typer.Argument(help="Campaign YAML.")],
 
 @app.command()
 @_guard
-def resume(campaign: Annotated[str, typer.Argument(help="Campaign name.")],
-           data_dir: DataDir = None,
-           retry_failed: Annotated[bool, typer.Option(
-               "--retry-failed", help="Also retry labels that failed.")] = False,
-           quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+def resume(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    data_dir: DataDir = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also retry labels that failed.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
     """Continue a stopped or killed campaign from the state in the database."""
     from .steps import open_context, open_store, reopen_campaign
 
@@ -258,10 +306,11 @@ def resume(campaign: Annotated[str, typer.Argument(help="Campaign name.")],
 
 @app.command()
 @_guard
-def status(campaign: Annotated[str | None, typer.Argument(help="Campaign name.")] = None,
-           data_dir: DataDir = None,
-           markdown: Annotated[bool, typer.Option("--markdown", help="Markdown table.")]
-           = False) -> None:
+def status(
+    campaign: Annotated[str | None, typer.Argument(help="Campaign name.")] = None,
+    data_dir: DataDir = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown table.")] = False,
+) -> None:
     """List campaigns, or show one campaign's per-iteration table."""
     from .steps import open_store, summary_rows
 
@@ -275,9 +324,13 @@ def status(campaign: Annotated[str | None, typer.Argument(help="Campaign name.")
             t.add_column(col)
         for c in store.list_campaigns():
             n = store.count_labels(c.id)
-            t.add_row(c.name, c.status, str(len(store.list_iterations(c.id))),
-                      f"{n['done']}/{n['failed']}/{n['pending'] + n['running']}",
-                      c.status_message or "")
+            t.add_row(
+                c.name,
+                c.status,
+                str(len(store.list_iterations(c.id))),
+                f"{n['done']}/{n['failed']}/{n['pending'] + n['running']}",
+                c.status_message or "",
+            )
         console.print(t)
         return
     rec = store.get_campaign(campaign)
@@ -285,18 +338,20 @@ def status(campaign: Annotated[str | None, typer.Argument(help="Campaign name.")
         print(markdown_table(summary_rows(store, rec.id)))
         print(f"\n{rec.status}: {rec.status_message or ''}")
         return
-    console.print(summary_table(summary_rows(store, rec.id),
-                                title=f"campaign {rec.name}: {rec.status}"))
+    console.print(
+        summary_table(summary_rows(store, rec.id), title=f"campaign {rec.name}: {rec.status}")
+    )
     if rec.status_message:
         console.print(rec.status_message, markup=False, highlight=False)
 
 
 @app.command()
 @_guard
-def export(campaign: Annotated[str, typer.Argument(help="Campaign name.")],
-           out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
-           = Path("export"),
-           data_dir: DataDir = None) -> None:
+def export(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("export"),
+    data_dir: DataDir = None,
+) -> None:
     """Export the dataset (extxyz, REF_* keys), the committee checkpoint and a calculator
     loader."""
     from .export import export_campaign
@@ -306,17 +361,27 @@ def export(campaign: Annotated[str, typer.Argument(help="Campaign name.")],
     store = open_store(settings.resolved_database_url())
     handle = reopen_campaign(store, campaign, settings.data_dir)
     res = export_campaign(open_context(handle), out)
-    console.print(f"{res.dataset} ({res.n_train} frames), {res.validation} "
-                  f"({res.n_validation} frames)" + (
-                      f", {res.checkpoint}, {res.loader}" if res.checkpoint else
-                      ", no model yet"), markup=False, highlight=False)
+    console.print(
+        f"{res.dataset} ({res.n_train} frames), {res.validation} "
+        f"({res.n_validation} frames)"
+        + (f", {res.checkpoint}, {res.loader}" if res.checkpoint else ", no model yet"),
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @_guard
-def bench(ctx: typer.Context, config: Annotated[str | None, typer.Argument(
-        help="Campaign YAML (default: examples/cu_emt.yaml), or `al-efficiency [CONFIG] "
-             "[--out DIR]` (default examples/bench_cu_emt.yaml).")] = None) -> None:
+def bench(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            help="Campaign YAML (default: examples/cu_emt.yaml), or `al-efficiency [CONFIG] "
+            "[--out DIR]` (default examples/bench_cu_emt.yaml)."
+        ),
+    ] = None,
+) -> None:
     """Measure the orchestration overhead of a campaign (see workflows.bench); with
     `al-efficiency`, the labels active learning saves vs random (workflows.al_benchmark)."""
     if config == "al-efficiency":

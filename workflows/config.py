@@ -143,9 +143,12 @@ class FaultConfig(_Section):
     """Injected faults of the mock labelers (robustness tests)."""
 
     fraction: float = Field(default=0.0, ge=0, le=1, description="Fraction of failing calls.")
-    kinds: list[
-        Literal["scf_unconverged", "crashed", "timeout", "invalid_input", "missing_executable"]
-    ] | None = Field(default=None, description="Failure kinds (default: all).")
+    kinds: (
+        list[
+            Literal["scf_unconverged", "crashed", "timeout", "invalid_input", "missing_executable"]
+        ]
+        | None
+    ) = Field(default=None, description="Failure kinds (default: all).")
     seed: int = Field(default=0, description="Seed of the deterministic fault choice.")
     delay: float = Field(default=0.0, ge=0, description="Sleep per calculation, s.")
 
@@ -158,7 +161,9 @@ class LabelerConfig(_Section):
     faults: FaultConfig | None = Field(default=None, description="Mock labelers only.")
     retries: bool = Field(default=True, description="Retry transient failures (RetryPolicy).")
     max_failure_rate: float = Field(
-        default=0.5, ge=0, le=1,
+        default=0.5,
+        ge=0,
+        le=1,
         description="Stop when more than this fraction of an iteration's labels failed.",
     )
 
@@ -204,7 +209,8 @@ class ValidationSetConfig(_Section):
 
     n_structures: int = Field(default=16, ge=1, description="Number of structures.")
     rattle: list[Annotated[float, Field(ge=0)]] = Field(
-        default=[0.03, 0.06, 0.1], min_length=1,
+        default=[0.03, 0.06, 0.1],
+        min_length=1,
         description="Displacement stdevs cycled over the set, Å.",
     )
     strain: float = Field(default=0.03, ge=0, lt=0.5, description="Max |isotropic strain|.")
@@ -326,8 +332,12 @@ class ExecutionConfig(_Section):
 class CampaignConfig(_Section):
     """A whole active-learning campaign."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                      description="Campaign name (letters, digits, _ . -).")
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Campaign name (letters, digits, _ . -).",
+    )
     seed: int = Field(default=0, description="Seeds generation, MD and selection.")
     structures: list[StructureSource] = Field(min_length=1, description="Initial structures.")
     labeler: LabelerConfig = Field(default_factory=LabelerConfig)
@@ -404,8 +414,12 @@ def _got(value: Any) -> str:
     return f" (got {text})"
 
 
-_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
-           "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
 
 
 def _one_error(err: dict[str, Any], root: type[BaseModel]) -> str:
@@ -439,8 +453,9 @@ def _one_error(err: dict[str, Any], root: type[BaseModel]) -> str:
     return f"{where}: {msg}{_got(value)}"
 
 
-def format_validation_error(exc: ValidationError, source: str = "config",
-                            root: type[BaseModel] | None = None) -> str:
+def format_validation_error(
+    exc: ValidationError, source: str = "config", root: type[BaseModel] | None = None
+) -> str:
     """One line: ``<source>: <key path>: <problem>`` (+ how many more problems)."""
     root = root or CampaignConfig
     # A typo shows up as "unknown field" plus "required field missing": name the typo.
@@ -450,18 +465,21 @@ def format_validation_error(exc: ValidationError, source: str = "config",
     return " ".join(f"{source}: {first}{more}".split())
 
 
-def parse_config(data: Any, *, source: str = "config", base_dir: str | Path = ".",
-                 check_files: bool = True) -> CampaignConfig:
+def parse_config(
+    data: Any, *, source: str = "config", base_dir: str | Path = ".", check_files: bool = True
+) -> CampaignConfig:
     """Validate a config mapping; raise :class:`ConfigError` with a one-line message.
 
     ``check_files=False`` skips reading structure files (a stored snapshot, whose structures
     are already in the database)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the config must be a mapping of sections, got "
-                          f"{type(data).__name__}")
+        raise ConfigError(
+            f"{source}: the config must be a mapping of sections, got {type(data).__name__}"
+        )
     try:
-        return CampaignConfig.model_validate(data, context={"base_dir": str(base_dir),
-                                                             "check_files": check_files})
+        return CampaignConfig.model_validate(
+            data, context={"base_dir": str(base_dir), "check_files": check_files}
+        )
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
 
@@ -482,7 +500,9 @@ def load_config(path: str | Path) -> CampaignConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(" ".join(f"{source}: YAML syntax error{where}: {problem}".split())) from None
+        raise ConfigError(
+            " ".join(f"{source}: YAML syntax error{where}: {problem}".split())
+        ) from None
     return parse_config(data, source=source, base_dir=path.parent.absolute())
 
 

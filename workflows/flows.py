@@ -21,8 +21,14 @@ from . import steps
 from .config import ExecutionConfig
 from .steps import CampaignHandle
 
-__all__ = ["campaign_flow", "explore_task", "label_task", "make_task_runner", "run_flow",
-           "train_task"]
+__all__ = [
+    "campaign_flow",
+    "explore_task",
+    "label_task",
+    "make_task_runner",
+    "run_flow",
+    "train_task",
+]
 
 
 @task(name="train-committee", cache_policy=NO_CACHE)
@@ -32,8 +38,9 @@ def train_task(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
 
 
 @task(name="explore-walker", cache_policy=NO_CACHE)
-def explore_task(handle: CampaignHandle, iteration_id: int, walker: int,
-                 checkpoint: str) -> dict[str, Any]:
+def explore_task(
+    handle: CampaignHandle, iteration_id: int, walker: int, checkpoint: str
+) -> dict[str, Any]:
     """One MD walker with the committee at ``checkpoint``; statistics go to the database."""
     stats = steps.explore_one(handle, iteration_id, walker, checkpoint)
     return {k: v for k, v in stats.items() if k not in ("devs", "candidates")}
@@ -63,8 +70,11 @@ def make_task_runner(execution: ExecutionConfig):
             if d.adapt_kwargs:
                 kwargs["adapt_kwargs"] = dict(d.adapt_kwargs)
         if "address" not in kwargs and "cluster_kwargs" not in kwargs:
-            kwargs["cluster_kwargs"] = {"n_workers": execution.max_workers,
-                                        "threads_per_worker": 1, "processes": True}
+            kwargs["cluster_kwargs"] = {
+                "n_workers": execution.max_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+            }
         return DaskTaskRunner(**kwargs)
     return ThreadPoolTaskRunner(max_workers=execution.max_workers)
 
@@ -79,19 +89,20 @@ def campaign_flow(handle: CampaignHandle, retry_failed: bool = False) -> dict[st
     ctx = steps.open_context(handle)
 
     def walker_map(indices: list[int], iteration_id: int, checkpoint: str) -> list:
-        return _wait([explore_task.submit(handle, iteration_id, i, checkpoint)
-                      for i in indices])
+        return _wait([explore_task.submit(handle, iteration_id, i, checkpoint) for i in indices])
 
     def label_map(label_ids: list[int]) -> list[str]:
         return _wait([label_task.submit(handle, i) for i in label_ids])
 
-    decision = steps.run_campaign(ctx, train=train_task, walker_map=walker_map,
-                                  label_map=label_map, retry_failed=retry_failed)
+    decision = steps.run_campaign(
+        ctx, train=train_task, walker_map=walker_map, label_map=label_map, retry_failed=retry_failed
+    )
     return {"stop": decision.stop, "status": decision.status, "message": decision.message}
 
 
-def run_flow(handle: CampaignHandle, execution: ExecutionConfig, *,
-             retry_failed: bool = False) -> dict[str, Any]:
+def run_flow(
+    handle: CampaignHandle, execution: ExecutionConfig, *, retry_failed: bool = False
+) -> dict[str, Any]:
     """Run :func:`campaign_flow` with the configured task runner (raises the step's error)."""
     runner = make_task_runner(execution)
     return campaign_flow.with_options(task_runner=runner)(handle, retry_failed=retry_failed)

@@ -195,10 +195,13 @@ def make_labeler(cfg: CampaignConfig):
         from dft_adapters.mock import FaultInjection
 
         kinds = lc.faults.kinds or None
-        kwargs["faults"] = (FaultInjection.spread(lc.faults.fraction, kinds, lc.faults.seed,
-                                                  lc.faults.delay) if kinds
-                            else FaultInjection.spread(lc.faults.fraction, seed=lc.faults.seed,
-                                                       delay=lc.faults.delay))
+        kwargs["faults"] = (
+            FaultInjection.spread(lc.faults.fraction, kinds, lc.faults.seed, lc.faults.delay)
+            if kinds
+            else FaultInjection.spread(
+                lc.faults.fraction, seed=lc.faults.seed, delay=lc.faults.delay
+            )
+        )
     kwargs["retry_policy"] = RetryPolicy() if lc.retries else RetryPolicy.no_retries()
     return get_labeler(lc.name, **kwargs)
 
@@ -220,8 +223,12 @@ def open_context(handle: CampaignHandle) -> Context:
         return ctx
     store = open_store(handle.db_url)
     rec = store.get_campaign(handle.campaign_id)
-    cfg = parse_config(_strip(rec.config), source=f"campaign {rec.name!r}",
-                       base_dir=handle.data_dir, check_files=False)
+    cfg = parse_config(
+        _strip(rec.config),
+        source=f"campaign {rec.name!r}",
+        base_dir=handle.data_dir,
+        check_files=False,
+    )
     ctx = Context(handle, store, cfg, dict(rec.config.get(RUNTIME_KEY, {})))
     with _lock:
         _contexts[handle] = ctx
@@ -267,8 +274,9 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def bootstrap_structures(initial: Sequence, n: int, rattles: Sequence[float], strain: float,
-                         rng: np.random.Generator) -> list:
+def bootstrap_structures(
+    initial: Sequence, n: int, rattles: Sequence[float], strain: float, rng: np.random.Generator
+) -> list:
     """``n`` copies of the initial structures (round-robin), isotropically strained by up to
     ``strain`` and rattled by Gaussian displacements (stdev cycled over ``rattles``, Å)."""
     out = []
@@ -309,8 +317,7 @@ def _complete_setup(store, rec, cfg: CampaignConfig, data_dir: str | Path) -> Ca
     if RUNTIME_KEY not in rec.config:
         atoms = initial_structures(cfg)
         ids = store.add_structures(atoms, campaign=rec.id, source="initial")
-        runtime = {"initial_structure_ids": ids,
-                   "settings_hash": make_labeler(cfg).settings_hash}
+        runtime = {"initial_structure_ids": ids, "settings_hash": make_labeler(cfg).settings_hash}
         rec = store.update_campaign_config(rec.id, {**rec.config, RUNTIME_KEY: runtime})
     return CampaignHandle(store_url(store), rec.id, rec.name, str(Path(data_dir).absolute()))
 
@@ -328,8 +335,9 @@ def store_url(store) -> str:
 def reopen_campaign(store, name: str, data_dir: str | Path) -> CampaignHandle:
     """Handle of an existing campaign (by name or id) for ``resume``."""
     rec = store.get_campaign(name)
-    cfg = parse_config(_strip(rec.config), source=f"campaign {rec.name!r}", base_dir=data_dir,
-                       check_files=False)
+    cfg = parse_config(
+        _strip(rec.config), source=f"campaign {rec.name!r}", base_dir=data_dir, check_files=False
+    )
     return _complete_setup(store, rec, cfg, data_dir)
 
 
@@ -350,10 +358,14 @@ def _reconcile_labels(ctx: Context) -> int:
     labelled = {lb.structure_id for lb in _labels(ctx)}
     missing = [sid for sid in selected if sid not in labelled]
     for sid in missing:
-        store.request_labels(ctx.campaign_id, [sid], labeler=ctx.labeler_name,
-                             settings_hash=ctx.settings_hash,
-                             settings=dict(ctx.cfg.labeler.settings),
-                             iteration_id=selected[sid])
+        store.request_labels(
+            ctx.campaign_id,
+            [sid],
+            labeler=ctx.labeler_name,
+            settings_hash=ctx.settings_hash,
+            settings=dict(ctx.cfg.labeler.settings),
+            iteration_id=selected[sid],
+        )
     return len(missing)
 
 
@@ -372,19 +384,36 @@ def seed_step(ctx: Context, it) -> None:
     t0 = time.perf_counter()
     cfg, store, cid = ctx.cfg, ctx.store, ctx.campaign_id
     initial = ctx.initial
-    val = bootstrap_structures(initial, cfg.validation.n_structures, cfg.validation.rattle,
-                               cfg.validation.strain, _rng(cfg.seed, "validation"))
-    boot = bootstrap_structures(initial, cfg.bootstrap.n_structures, [cfg.bootstrap.rattle],
-                                cfg.bootstrap.strain, _rng(cfg.seed, "bootstrap"))
+    val = bootstrap_structures(
+        initial,
+        cfg.validation.n_structures,
+        cfg.validation.rattle,
+        cfg.validation.strain,
+        _rng(cfg.seed, "validation"),
+    )
+    boot = bootstrap_structures(
+        initial,
+        cfg.bootstrap.n_structures,
+        [cfg.bootstrap.rattle],
+        cfg.bootstrap.strain,
+        _rng(cfg.seed, "bootstrap"),
+    )
     vids = store.add_structures(val, campaign=cid, iteration_id=it.id, source="validation")
     bids = store.add_structures(boot, campaign=cid, iteration_id=it.id, source="bootstrap")
-    store.record_selections(cid, [SelectionInput(i, reason="validation") for i in vids],
-                            iteration_id=it.id)
-    store.record_selections(cid, [SelectionInput(i, reason="bootstrap") for i in bids],
-                            iteration_id=it.id)
-    store.request_labels(cid, vids + bids, labeler=ctx.labeler_name,
-                         settings_hash=ctx.settings_hash, settings=dict(cfg.labeler.settings),
-                         iteration_id=it.id)
+    store.record_selections(
+        cid, [SelectionInput(i, reason="validation") for i in vids], iteration_id=it.id
+    )
+    store.record_selections(
+        cid, [SelectionInput(i, reason="bootstrap") for i in bids], iteration_id=it.id
+    )
+    store.request_labels(
+        cid,
+        vids + bids,
+        labeler=ctx.labeler_name,
+        settings_hash=ctx.settings_hash,
+        settings=dict(cfg.labeler.settings),
+        iteration_id=it.id,
+    )
     store.record_step_time(it.id, "seed", time.perf_counter() - t0)
 
 
@@ -410,13 +439,24 @@ def label_one(handle: CampaignHandle, label_id: int) -> str:
     with timing.compute("label"):
         outcome = ctx.labeler.label(atoms)
     if outcome.ok:
-        store.store_result(label_id, energy=outcome.energy, forces=outcome.forces,
-                           stress=outcome.stress, wall_time=outcome.wall_time, host=outcome.host)
+        store.store_result(
+            label_id,
+            energy=outcome.energy,
+            forces=outcome.forces,
+            stress=outcome.stress,
+            wall_time=outcome.wall_time,
+            host=outcome.host,
+        )
         status = "done"
     else:
         kind, prefix = _db_failure_kind(str(outcome.kind))
-        store.store_failure(label_id, kind=kind, message=prefix + outcome.message,
-                            wall_time=outcome.wall_time, host=outcome.host or None)
+        store.store_failure(
+            label_id,
+            kind=kind,
+            message=prefix + outcome.message,
+            wall_time=outcome.wall_time,
+            host=outcome.host or None,
+        )
         status = "failed"
     reporter().advance("label")
     return status
@@ -426,8 +466,9 @@ def _sequential(fn: Callable[..., Any]) -> Callable[[list], list]:
     return lambda items: [fn(*item) if isinstance(item, tuple) else fn(item) for item in items]
 
 
-def label_step(ctx: Context, it, label_map: Callable[[list[int]], list[str]] | None = None,
-               batch: int = 8) -> dict[str, int]:
+def label_step(
+    ctx: Context, it, label_map: Callable[[list[int]], list[str]] | None = None, batch: int = 8
+) -> dict[str, int]:
     """Claim and compute every pending label of the campaign, ``batch`` at a time."""
     label_map = label_map or (lambda ids: [label_one(ctx.handle, i) for i in ids])
     t0 = time.perf_counter()
@@ -436,8 +477,12 @@ def label_step(ctx: Context, it, label_map: Callable[[list[int]], list[str]] | N
     reporter().start("label", pending, f"iteration {it.index}: labelling")
     counts = {"done": 0, "failed": 0}
     while True:
-        tasks = store.claim_labels(limit=batch, labeler=ctx.labeler_name,
-                                   settings_hash=ctx.settings_hash, campaign=ctx.campaign_id)
+        tasks = store.claim_labels(
+            limit=batch,
+            labeler=ctx.labeler_name,
+            settings_hash=ctx.settings_hash,
+            campaign=ctx.campaign_id,
+        )
         if not tasks:
             break
         for status in label_map([t.label_id for t in tasks]):
@@ -460,10 +505,12 @@ def check_failure_rate(ctx: Context, it) -> None:
         kinds: dict[str, int] = {}
         for lb in failed:
             kinds[lb.failure_kind] = kinds.get(lb.failure_kind, 0) + 1
-        msg = (f"iteration {it.index}: {len(failed)}/{len(finished)} labels failed "
-               f"({rate:.0%} > max_failure_rate {ctx.cfg.labeler.max_failure_rate:.0%}); "
-               f"kinds: {', '.join(f'{k}={n}' for k, n in sorted(kinds.items()))}; "
-               f"first: {failed[0].failure_message}")
+        msg = (
+            f"iteration {it.index}: {len(failed)}/{len(finished)} labels failed "
+            f"({rate:.0%} > max_failure_rate {ctx.cfg.labeler.max_failure_rate:.0%}); "
+            f"kinds: {', '.join(f'{k}={n}' for k, n in sorted(kinds.items()))}; "
+            f"first: {failed[0].failure_message}"
+        )
         ctx.store.update_iteration(it.id, status="failed")
         ctx.store.set_campaign_status(ctx.campaign_id, "failed", msg)
         raise CampaignFailedError(" ".join(msg.split()))
@@ -475,10 +522,12 @@ def _training_data(ctx: Context) -> tuple[list, list, list[int]]:
     from database.extxyz import labelled_atoms
 
     store = ctx.store
-    val_sids = {s.structure_id for s in store.list_selections(ctx.campaign_id)
-                if s.reason == "validation"}
-    items = store.training_set(ctx.campaign_id, labeler=ctx.labeler_name,
-                               settings_hash=ctx.settings_hash)
+    val_sids = {
+        s.structure_id for s in store.list_selections(ctx.campaign_id) if s.reason == "validation"
+    }
+    items = store.training_set(
+        ctx.campaign_id, labeler=ctx.labeler_name, settings_hash=ctx.settings_hash
+    )
     train, val, ids = [], [], []
     for item in items:
         atoms = labelled_atoms(item, campaign=ctx.handle.name)
@@ -508,7 +557,8 @@ def load_model(record) -> Any:
     model, meta = load_committee(record.checkpoint_uri)
     if meta["sha256"] != record.checkpoint_sha256:
         raise CampaignFailedError(
-            f"checkpoint {record.checkpoint_uri} does not match its database sha256")
+            f"checkpoint {record.checkpoint_uri} does not match its database sha256"
+        )
     return model
 
 
@@ -531,44 +581,75 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     train, val, label_ids = _training_data(ctx)
     if not train:
-        raise CampaignFailedError(f"iteration {it.index}: no labelled training structures "
-                                  "(every bootstrap label failed?)")
+        raise CampaignFailedError(
+            f"iteration {it.index}: no labelled training structures (every bootstrap label failed?)"
+        )
     tc = cfg.training
     prev = _previous_model(ctx, it) if tc.warm_start else None
     warm = load_model(prev) if prev is not None else None
     tcfg = TrainingConfig(
         max_epochs=tc.warm_start_epochs if warm is not None else tc.max_epochs,
-        max_time_s=tc.max_time_s, batch_size=tc.batch_size,
+        max_time_s=tc.max_time_s,
+        batch_size=tc.batch_size,
         learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
-        patience=tc.patience, energy_weight=tc.energy_weight, val_fraction=tc.val_fraction,
+        patience=tc.patience,
+        energy_weight=tc.energy_weight,
+        val_fraction=tc.val_fraction,
         seed=_seed(cfg.seed, "train", it.index) % (2**31),
     )
     cc = cfg.committee
-    mcfg = ModelConfig(species=ctx.species, cutoff=cc.cutoff, channels=cc.channels,
-                       n_layers=cc.n_layers, n_basis=cc.n_basis,
-                       readout_hidden=cc.readout_hidden, n_members=cc.n_members)
+    mcfg = ModelConfig(
+        species=ctx.species,
+        cutoff=cc.cutoff,
+        channels=cc.channels,
+        n_layers=cc.n_layers,
+        n_basis=cc.n_basis,
+        readout_hidden=cc.readout_hidden,
+        n_members=cc.n_members,
+    )
     reporter().start("train", tcfg.max_epochs, f"iteration {it.index}: training")
     with timing.compute("train"):
-        result = train_committee(train, tcfg, model=warm, model_config=mcfg,
-                                 n_members=cc.n_members,
-                                 callback=lambda row: reporter().advance("train"))
+        result = train_committee(
+            train,
+            tcfg,
+            model=warm,
+            model_config=mcfg,
+            n_members=cc.n_members,
+            callback=lambda row: reporter().advance("train"),
+        )
         errors = evaluate_errors(result.model, val) if val else {}
     reporter().finish("train")
     metrics = {
-        "val_force_rmse": errors.get("force_rmse"), "val_energy_rmse": errors.get("energy_rmse"),
-        "val_force_mae": errors.get("force_mae"), "n_train": len(train), "n_val": len(val),
-        "epochs": result.epochs, "stop_reason": result.stop_reason,
-        "warm_start": warm is not None, "train_wall_s": result.wall_time_s,
+        "val_force_rmse": errors.get("force_rmse"),
+        "val_energy_rmse": errors.get("energy_rmse"),
+        "val_force_mae": errors.get("force_mae"),
+        "n_train": len(train),
+        "n_val": len(val),
+        "epochs": result.epochs,
+        "stop_reason": result.stop_reason,
+        "warm_start": warm is not None,
+        "train_wall_s": result.wall_time_s,
     }
     path = ctx.models_dir / f"iter-{it.index:03d}.pt"
-    sha = save_committee(result.model, path, {
-        "campaign": handle.name, "iteration": it.index, "training_label_ids": label_ids,
-        "validation": {k: v for k, v in metrics.items() if v is not None},
-    })
-    store.record_model(ctx.campaign_id, member_count=result.model.n_members,
-                       checkpoint_uri=str(path), checkpoint_sha256=sha,
-                       training_label_ids=label_ids, iteration_id=iteration_id,
-                       validation=metrics)
+    sha = save_committee(
+        result.model,
+        path,
+        {
+            "campaign": handle.name,
+            "iteration": it.index,
+            "training_label_ids": label_ids,
+            "validation": {k: v for k, v in metrics.items() if v is not None},
+        },
+    )
+    store.record_model(
+        ctx.campaign_id,
+        member_count=result.model.n_members,
+        checkpoint_uri=str(path),
+        checkpoint_sha256=sha,
+        training_label_ids=label_ids,
+        iteration_id=iteration_id,
+        validation=metrics,
+    )
     store.update_iteration(iteration_id, validation=_val_summary(metrics))
     store.record_step_time(iteration_id, "train", time.perf_counter() - t0)
     return {"checkpoint": str(path), **_val_summary(metrics)}
@@ -619,18 +700,37 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, checkpoi
         return it.validation[key]
     plan = walker_plans(ctx, it)[walker]
     w = cfg.exploration.walkers[plan.config_index]
-    stats: dict[str, Any] = {"temperature": w.temperature, "pressure": w.pressure,
-                             "ensemble": w.ensemble, "n_frames": 0, "n_accurate": 0,
-                             "n_candidate": 0, "n_failed": 0, "devs": [], "candidates": [],
-                             "stopped_early": False, "stop_reason": None, "error": None}
+    stats: dict[str, Any] = {
+        "temperature": w.temperature,
+        "pressure": w.pressure,
+        "ensemble": w.ensemble,
+        "n_frames": 0,
+        "n_accurate": 0,
+        "n_candidate": 0,
+        "n_failed": 0,
+        "devs": [],
+        "candidates": [],
+        "stopped_early": False,
+        "stop_reason": None,
+        "error": None,
+    }
     try:
         model, _ = load_committee(checkpoint)
         calc = CommitteeCalculator(model, min_distance=cfg.exploration.min_distance or 0.5)
-        spec = WalkerSpec(ensemble=w.ensemble, temperature_K=w.temperature,
-                          pressure_GPa=w.pressure, timestep_fs=w.timestep, n_steps=w.steps,
-                          record_every=w.record_every, friction=w.friction, seed=plan.seed,
-                          lo=cfg.trust.lo, hi=cfg.trust.hi, relative=cfg.trust.relative,
-                          min_distance=cfg.exploration.min_distance)
+        spec = WalkerSpec(
+            ensemble=w.ensemble,
+            temperature_K=w.temperature,
+            pressure_GPa=w.pressure,
+            timestep_fs=w.timestep,
+            n_steps=w.steps,
+            record_every=w.record_every,
+            friction=w.friction,
+            seed=plan.seed,
+            lo=cfg.trust.lo,
+            hi=cfg.trust.hi,
+            relative=cfg.trust.relative,
+            min_distance=cfg.exploration.min_distance,
+        )
         with timing.compute("md"):
             res = run_walker(ctx.initial[plan.start], calc, spec)
     except Exception as exc:  # a walker that cannot run is data, not a crash of the campaign
@@ -650,32 +750,44 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, checkpoi
         if offer and dev is not None and np.isfinite(dev):
             keep.append(frame)
             devs.append((float(dev), float(frame.info["max_force_dev"])))
-            origins.append(Origin(walker=f"it{it.index}-w{walker}", temperature=w.temperature,
-                                  pressure=w.pressure, md_step=int(frame.info["step"]),
-                                  info={"max_force_dev": float(frame.info["max_force_dev"]),
-                                        "uncertainty": float(dev)}))
+            origins.append(
+                Origin(
+                    walker=f"it{it.index}-w{walker}",
+                    temperature=w.temperature,
+                    pressure=w.pressure,
+                    md_step=int(frame.info["step"]),
+                    info={
+                        "max_force_dev": float(frame.info["max_force_dev"]),
+                        "uncertainty": float(dev),
+                    },
+                )
+            )
     stats["n_frames"] = len(res.frames)
     stats["stopped_early"] = bool(res.stopped_early)
     stats["stop_reason"] = res.stop_reason
     stats["md_wall_s"] = res.wall_time_s
     if keep:
-        sids = store.add_structures(keep, campaign=ctx.campaign_id, iteration_id=iteration_id,
-                                    origins=origins, source="md")
+        sids = store.add_structures(
+            keep, campaign=ctx.campaign_id, iteration_id=iteration_id, origins=origins, source="md"
+        )
         # [structure id, uncertainty (trust-window units), max force deviation (eV/Å)]
         stats["candidates"] = [[int(s), d, a] for s, (d, a) in zip(sids, devs, strict=True)]
     store.update_iteration(iteration_id, validation={key: stats})
     if res.stopped_early:
-        reporter().message(f"iteration {it.index} walker {walker} ({w.temperature:g} K) cut: "
-                           f"{res.stop_reason}")
+        reporter().message(
+            f"iteration {it.index} walker {walker} ({w.temperature:g} K) cut: {res.stop_reason}"
+        )
     reporter().advance("explore")
     return stats
 
 
-def explore_step(ctx: Context, it, checkpoint: str,
-                 walker_map: Callable[[list[int]], list[dict]] | None = None) -> dict[str, int]:
+def explore_step(
+    ctx: Context, it, checkpoint: str, walker_map: Callable[[list[int]], list[dict]] | None = None
+) -> dict[str, int]:
     """Run the iteration's walkers that have not finished, then aggregate the counts."""
     walker_map = walker_map or (
-        lambda idx: [explore_one(ctx.handle, it.id, i, checkpoint) for i in idx])
+        lambda idx: [explore_one(ctx.handle, it.id, i, checkpoint) for i in idx]
+    )
     plans = walker_plans(ctx, it)
     it = ctx.store.get_iteration(ctx.campaign_id, it.index)
     if "explore" in it.step_timings:
@@ -689,12 +801,20 @@ def explore_step(ctx: Context, it, checkpoint: str,
     reporter().finish("explore")
     it = ctx.store.get_iteration(ctx.campaign_id, it.index)
     counts = _explore_counts(it, len(plans))
-    devs = [d for i in range(len(plans))
-            for d in it.validation[f"{WALKER_PREFIX}{i}"]["devs"] if d is not None]
-    ctx.store.update_iteration(it.id, n_explored=counts["n_explored"],
-                               n_accurate=counts["n_accurate"],
-                               n_candidate=counts["n_candidate"], n_failed=counts["n_failed"],
-                               max_force_devs=np.asarray(devs, dtype=np.float64))
+    devs = [
+        d
+        for i in range(len(plans))
+        for d in it.validation[f"{WALKER_PREFIX}{i}"]["devs"]
+        if d is not None
+    ]
+    ctx.store.update_iteration(
+        it.id,
+        n_explored=counts["n_explored"],
+        n_accurate=counts["n_accurate"],
+        n_candidate=counts["n_candidate"],
+        n_failed=counts["n_failed"],
+        max_force_devs=np.asarray(devs, dtype=np.float64),
+    )
     ctx.store.record_step_time(it.id, "explore", time.perf_counter() - t0)
     return counts
 
@@ -704,8 +824,13 @@ def _explore_counts(it, n_walkers: int) -> dict[str, int]:
     acc = sum(s.get("n_accurate", 0) for s in stats)
     cand = sum(s.get("n_candidate", 0) for s in stats)
     fail = sum(s.get("n_failed", 0) for s in stats)
-    return {"n_explored": acc + cand + fail, "n_accurate": acc, "n_candidate": cand,
-            "n_failed": fail, "n_cut": sum(bool(s.get("stopped_early")) for s in stats)}
+    return {
+        "n_explored": acc + cand + fail,
+        "n_accurate": acc,
+        "n_candidate": cand,
+        "n_failed": fail,
+        "n_cut": sum(bool(s.get("stopped_early")) for s in stats),
+    }
 
 
 # --------------------------------------------------------------------------- select
@@ -719,8 +844,11 @@ def select_step(ctx: Context, it) -> list[int]:
     store, cfg = ctx.store, ctx.cfg
     it = store.get_iteration(ctx.campaign_id, it.index)
     if "select" in it.step_timings:
-        return [s.structure_id for s in store.list_selections(ctx.campaign_id, iteration_id=it.id)
-                if s.reason == "candidate"]
+        return [
+            s.structure_id
+            for s in store.list_selections(ctx.campaign_id, iteration_id=it.id)
+            if s.reason == "candidate"
+        ]
     t0 = time.perf_counter()
     cands: dict[int, float] = {}
     abs_dev: dict[int, float] = {}
@@ -730,8 +858,9 @@ def select_step(ctx: Context, it) -> list[int]:
                 sid, dev = int(entry[0]), float(entry[1])
                 cands.setdefault(sid, dev)
                 abs_dev.setdefault(sid, float(entry[2]) if len(entry) > 2 else dev)
-    already = {s.structure_id for s in store.list_selections(ctx.campaign_id)
-               if s.iteration_id != it.id}
+    already = {
+        s.structure_id for s in store.list_selections(ctx.campaign_id) if s.iteration_id != it.id
+    }
     sids = [s for s in sorted(cands) if s not in already]
     max_n = cfg.selection.max_per_iteration
     if cfg.convergence.label_budget is not None:
@@ -750,17 +879,34 @@ def select_step(ctx: Context, it) -> list[int]:
             from mlip_core.descriptors import descriptor_matrix
 
             desc = descriptor_matrix(atoms, ctx.species)
-        idx = select_candidates(np.arange(len(sids)), devs, max_n, cfg.selection.strategy,
-                                seed=_seed(cfg.seed, "select", it.index), descriptors=desc,
-                                min_distance=cfg.selection.min_distance)
+        idx = select_candidates(
+            np.arange(len(sids)),
+            devs,
+            max_n,
+            cfg.selection.strategy,
+            seed=_seed(cfg.seed, "select", it.index),
+            descriptors=desc,
+            min_distance=cfg.selection.min_distance,
+        )
         picked = [sids[i] for i in idx]
-        store.record_selections(ctx.campaign_id, [
-            SelectionInput(s, max_force_dev=abs_dev[s], reason="candidate",
-                           strategy=cfg.selection.strategy) for s in picked],
-            iteration_id=it.id)
-        store.request_labels(ctx.campaign_id, picked, labeler=ctx.labeler_name,
-                             settings_hash=ctx.settings_hash,
-                             settings=dict(cfg.labeler.settings), iteration_id=it.id)
+        store.record_selections(
+            ctx.campaign_id,
+            [
+                SelectionInput(
+                    s, max_force_dev=abs_dev[s], reason="candidate", strategy=cfg.selection.strategy
+                )
+                for s in picked
+            ],
+            iteration_id=it.id,
+        )
+        store.request_labels(
+            ctx.campaign_id,
+            picked,
+            labeler=ctx.labeler_name,
+            settings_hash=ctx.settings_hash,
+            settings=dict(cfg.labeler.settings),
+            iteration_id=it.id,
+        )
     store.record_step_time(it.id, "select", time.perf_counter() - t0)
     return picked
 
@@ -782,26 +928,34 @@ def decide(ctx: Context, it) -> Decision:
     store, conv = ctx.store, ctx.cfg.convergence
     its = [i for i in store.list_iterations(ctx.campaign_id) if i.index <= it.index]
     ratios = [(i.n_accurate / i.n_explored) if i.n_explored else 0.0 for i in its]
-    recent = ratios[-conv.patience:]
+    recent = ratios[-conv.patience :]
     rmse = store.get_iteration(ctx.campaign_id, it.index).validation.get("val_force_rmse")
     ok_ratio = len(recent) == conv.patience and min(recent) >= conv.accurate_ratio
     ok_rmse = conv.val_force_rmse is None or (rmse is not None and rmse <= conv.val_force_rmse)
     n_labels = len(_labels(ctx))
     if ok_ratio and ok_rmse:
-        d = Decision(True, "converged",
-                     f"converged at iteration {it.index}: accurate fraction "
-                     f"{', '.join(f'{r:.3f}' for r in recent)} >= {conv.accurate_ratio} for "
-                     f"{conv.patience} iteration(s)"
-                     + (f", validation force RMSE {rmse * 1000:.1f} meV/Å" if rmse else ""))
+        d = Decision(
+            True,
+            "converged",
+            f"converged at iteration {it.index}: accurate fraction "
+            f"{', '.join(f'{r:.3f}' for r in recent)} >= {conv.accurate_ratio} for "
+            f"{conv.patience} iteration(s)"
+            + (f", validation force RMSE {rmse * 1000:.1f} meV/Å" if rmse else ""),
+        )
     elif it.index + 1 >= conv.max_iterations:
-        d = Decision(True, "paused", f"stopped at max_iterations={conv.max_iterations} "
-                                     "without convergence")
+        d = Decision(
+            True, "paused", f"stopped at max_iterations={conv.max_iterations} without convergence"
+        )
     elif conv.label_budget is not None and n_labels >= conv.label_budget:
-        d = Decision(True, "paused", f"stopped: label budget {conv.label_budget} spent "
-                                     "without convergence")
+        d = Decision(
+            True, "paused", f"stopped: label budget {conv.label_budget} spent without convergence"
+        )
     else:
-        d = Decision(False, "running", f"iteration {it.index}: accurate fraction "
-                                       f"{ratios[-1]:.3f} < {conv.accurate_ratio}")
+        d = Decision(
+            False,
+            "running",
+            f"iteration {it.index}: accurate fraction {ratios[-1]:.3f} < {conv.accurate_ratio}",
+        )
     store.update_iteration(it.id, status="done", validation={"decision": d.message})
     if d.stop:
         store.set_campaign_status(ctx.campaign_id, d.status, d.message)
@@ -812,10 +966,14 @@ def decide(ctx: Context, it) -> Decision:
 Runner = Callable[..., Any]
 
 
-def run_campaign(ctx: Context, *, train: Runner | None = None,
-                 walker_map: Callable[[list[int], int, str], list] | None = None,
-                 label_map: Callable[[list[int]], list[str]] | None = None,
-                 retry_failed: bool = False) -> Decision:
+def run_campaign(
+    ctx: Context,
+    *,
+    train: Runner | None = None,
+    walker_map: Callable[[list[int], int, str], list] | None = None,
+    label_map: Callable[[list[int]], list[str]] | None = None,
+    retry_failed: bool = False,
+) -> Decision:
     """Run (or resume) the campaign until it stops; returns the final :class:`Decision`.
 
     ``train(handle, iteration_id)``, ``walker_map(walker_indices, iteration_id, checkpoint)``
@@ -834,8 +992,9 @@ def run_campaign(ctx: Context, *, train: Runner | None = None,
         if i.status == "done":
             start = i.index + 1
     if start >= conv.max_iterations:
-        store.set_campaign_status(ctx.campaign_id, "paused",
-                                  f"max_iterations={conv.max_iterations} already reached")
+        store.set_campaign_status(
+            ctx.campaign_id, "paused", f"max_iterations={conv.max_iterations} already reached"
+        )
         rec = store.get_campaign(ctx.campaign_id)
         return Decision(True, "paused", rec.status_message or "")
     for index in range(start, conv.max_iterations):
@@ -846,8 +1005,11 @@ def run_campaign(ctx: Context, *, train: Runner | None = None,
             check_failure_rate(ctx, it)
         out = train(ctx.handle, it.id)
         checkpoint = out["checkpoint"]
-        wmap = (lambda idx, _it=it, _ck=checkpoint: walker_map(idx, _it.id, _ck)) \
-            if walker_map else None
+        wmap = (
+            (lambda idx, _it=it, _ck=checkpoint: walker_map(idx, _it.id, _ck))
+            if walker_map
+            else None
+        )
         explore_step(ctx, it, checkpoint, wmap)
         select_step(ctx, it)
         label_step(ctx, it, label_map)
@@ -871,16 +1033,26 @@ def summary_rows(store, campaign) -> list[dict[str, Any]]:
         n = m.n_explored
         rmse = m.validation.get("val_force_rmse")
         ermse = m.validation.get("val_energy_rmse")
-        cut = sum(1 for k, v in m.validation.items()
-                  if k.startswith(WALKER_PREFIX) and v.get("stopped_early"))
-        rows.append({
-            "iteration": m.index, "status": m.status, "labels_new": new, "labels_total": total,
-            "labels_failed": m.labels.get("failed", 0), "n_explored": n,
-            "accurate": m.n_accurate / n if n else None,
-            "candidate": m.n_candidate / n if n else None,
-            "failed": m.n_failed / n if n else None, "cut_walkers": cut,
-            "val_force_rmse_meV": rmse * 1000 if rmse is not None else None,
-            "val_energy_rmse_meV": ermse * 1000 if ermse is not None else None,
-            "timings": {k: round(v, 2) for k, v in m.step_timings.items()},
-        })
+        cut = sum(
+            1
+            for k, v in m.validation.items()
+            if k.startswith(WALKER_PREFIX) and v.get("stopped_early")
+        )
+        rows.append(
+            {
+                "iteration": m.index,
+                "status": m.status,
+                "labels_new": new,
+                "labels_total": total,
+                "labels_failed": m.labels.get("failed", 0),
+                "n_explored": n,
+                "accurate": m.n_accurate / n if n else None,
+                "candidate": m.n_candidate / n if n else None,
+                "failed": m.n_failed / n if n else None,
+                "cut_walkers": cut,
+                "val_force_rmse_meV": rmse * 1000 if rmse is not None else None,
+                "val_energy_rmse_meV": ermse * 1000 if ermse is not None else None,
+                "timings": {k: round(v, 2) for k, v in m.step_timings.items()},
+            }
+        )
     return rows

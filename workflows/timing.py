@@ -43,7 +43,9 @@ def clear() -> None:
 
 def busy_seconds(since: float = float("-inf"), kinds: set[str] | None = None) -> float:
     """Length of the union of the intervals (of ``kinds``) that start after ``since``, s."""
-    spans = sorted((a, b) for k, a, b in intervals() if a >= since and (kinds is None or k in kinds))
+    spans = sorted(
+        (a, b) for k, a, b in intervals() if a >= since and (kinds is None or k in kinds)
+    )
     total, cur_a, cur_b = 0.0, None, None
     for a, b in spans:
         if cur_b is None or a > cur_b:

@@ -72,8 +72,9 @@ def test_validation_set_never_trained_on(campaign):
     store, rec = campaign["store"], campaign["rec"]
     val_sids = {s.structure_id for s in store.list_selections(rec.id) if s.reason == "validation"}
     assert len(val_sids) == 12
-    val_labels = {lb.id for lb in store.list_labels(rec.id, limit=None)
-                  if lb.structure_id in val_sids}
+    val_labels = {
+        lb.id for lb in store.list_labels(rec.id, limit=None) if lb.structure_id in val_sids
+    }
     for m in store.list_models(rec.id):
         assert not (set(m.training_label_ids.tolist()) & val_labels)
 
@@ -99,8 +100,9 @@ def test_export_loads_in_plain_ase(campaign, tmp_path: Path):
     from mlip_core.checkpoint import load_committee
 
     out = tmp_path / "export"
-    res = runner.invoke(app, ["export", "reduced", "--out", str(out), "--data-dir",
-                              str(campaign["data"])])
+    res = runner.invoke(
+        app, ["export", "reduced", "--out", str(out), "--data-dir", str(campaign["data"])]
+    )
     assert res.exit_code == 0, res.output
     frames = ase.io.read(out / "dataset.extxyz", index=":")
     val = ase.io.read(out / "validation.extxyz", index=":")

@@ -56,22 +56,32 @@ def test_top_level_typo():
     assert "unknown field 'convergance' — did you mean 'convergence'?" in _err(data)
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda d: d["exploration"]["walkers"][0].update(temperature=-5),
-     "exploration.walkers[0].temperature: must be > 0.0 (got -5)"),
-    (lambda d: d["trust"].update(lo=0.6, hi=0.5), "trust: lo must be < hi (got lo=0.6, hi=0.5)"),
-    (lambda d: d["trust"].update(lo=0.5, hi=0.5), "lo must be < hi"),
-    (lambda d: d.pop("exploration"), "exploration: required field missing"),
-    (lambda d: d["committee"].update(n_members="four"), "committee.n_members: input should be"),
-    (lambda d: d["labeler"].update(name="vaps"), "unknown labeler 'vaps'"),
-    (lambda d: d["labeler"].update(settings={"asap_cutof": True}),
-     "did you mean 'asap_cutoff'?"),
-    (lambda d: d["structures"].append({"file": "missing.cif"}), "structure file not found"),
-    (lambda d: d["structures"].append({}), "give exactly one of 'file' or 'generate'"),
-    (lambda d: d["structures"][0]["generate"].update(element="Xy"), "unknown chemical symbol"),
-    (lambda d: d["selection"].update(strategy="best"), "selection.strategy: must be one of"),
-    (lambda d: d["convergence"].update(accurate_ratio=1.5), "must be <= 1"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda d: d["exploration"]["walkers"][0].update(temperature=-5),
+            "exploration.walkers[0].temperature: must be > 0.0 (got -5)",
+        ),
+        (
+            lambda d: d["trust"].update(lo=0.6, hi=0.5),
+            "trust: lo must be < hi (got lo=0.6, hi=0.5)",
+        ),
+        (lambda d: d["trust"].update(lo=0.5, hi=0.5), "lo must be < hi"),
+        (lambda d: d.pop("exploration"), "exploration: required field missing"),
+        (lambda d: d["committee"].update(n_members="four"), "committee.n_members: input should be"),
+        (lambda d: d["labeler"].update(name="vaps"), "unknown labeler 'vaps'"),
+        (
+            lambda d: d["labeler"].update(settings={"asap_cutof": True}),
+            "did you mean 'asap_cutoff'?",
+        ),
+        (lambda d: d["structures"].append({"file": "missing.cif"}), "structure file not found"),
+        (lambda d: d["structures"].append({}), "give exactly one of 'file' or 'generate'"),
+        (lambda d: d["structures"][0]["generate"].update(element="Xy"), "unknown chemical symbol"),
+        (lambda d: d["selection"].update(strategy="best"), "selection.strategy: must be one of"),
+        (lambda d: d["convergence"].update(accurate_ratio=1.5), "must be <= 1"),
+    ],
+)
 def test_invalid_values_are_one_line(mutate, expected):
     data = copy.deepcopy(BASE)
     mutate(data)
@@ -111,13 +121,27 @@ def test_cli_validate_exit_codes(tmp_path: Path):
 
 
 # --------------------------------------------------------------------------- fuzzing
-_PATHS = [("exploration", "walkers", 0, "temperature"), ("exploration", "walkers", 0, "steps"),
-          ("exploration", "walkers", 0, "timestep"), ("trust", "lo"), ("trust", "hi"),
-          ("committee", "n_members"), ("committee", "cutoff"), ("selection", "max_per_iteration"),
-          ("convergence", "accurate_ratio"), ("convergence", "max_iterations"),
-          ("bootstrap", "n_structures"), ("training", "max_epochs"), ("labeler", "name"),
-          ("structures", 0, "generate", "element"), ("name",), ("exploration", "walkers"),
-          ("structures",), ("labeler",), ("validation", "rattle")]
+_PATHS = [
+    ("exploration", "walkers", 0, "temperature"),
+    ("exploration", "walkers", 0, "steps"),
+    ("exploration", "walkers", 0, "timestep"),
+    ("trust", "lo"),
+    ("trust", "hi"),
+    ("committee", "n_members"),
+    ("committee", "cutoff"),
+    ("selection", "max_per_iteration"),
+    ("convergence", "accurate_ratio"),
+    ("convergence", "max_iterations"),
+    ("bootstrap", "n_structures"),
+    ("training", "max_epochs"),
+    ("labeler", "name"),
+    ("structures", 0, "generate", "element"),
+    ("name",),
+    ("exploration", "walkers"),
+    ("structures",),
+    ("labeler",),
+    ("validation", "rattle"),
+]
 _BAD_VALUES = st.one_of(  # each is invalid wherever it is put
     st.text(alphabet="abcxyz!?", min_size=1, max_size=5).map(lambda t: t + "!"),
     st.lists(st.integers(max_value=-1), max_size=2).map(lambda v: v or [[]]),
@@ -166,8 +190,11 @@ def test_fuzzed_configs_through_cli(tmp_path_factory, path, value):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lo=st.floats(0, 10, allow_nan=False), delta=st.floats(0, 5, allow_nan=False),
-       temperature=st.floats(-1e4, 0, allow_nan=False))
+@given(
+    lo=st.floats(0, 10, allow_nan=False),
+    delta=st.floats(0, 5, allow_nan=False),
+    temperature=st.floats(-1e4, 0, allow_nan=False),
+)
 def test_fuzzed_window_and_temperature(lo, delta, temperature):
     data = copy.deepcopy(BASE)
     data["trust"] = {"lo": lo + delta, "hi": lo}  # lo >= hi

@@ -18,11 +18,14 @@ def test_campaign_on_a_local_dask_cluster(prefect_harness, tmp_path: Path):
     from database import Store
 
     cfg = write_config(
-        tmp_path / "dask.yaml", name="dasky",
-        bootstrap={"n_structures": 4}, validation={"n_structures": 4},
+        tmp_path / "dask.yaml",
+        name="dasky",
+        bootstrap={"n_structures": 4},
+        validation={"n_structures": 4},
         training={"max_epochs": 10, "max_time_s": 10, "warm_start_epochs": 5},
-        exploration={"walkers": [{"temperature": t, "steps": 40, "record_every": 5}
-                                 for t in (300, 1200)]},
+        exploration={
+            "walkers": [{"temperature": t, "steps": 40, "record_every": 5} for t in (300, 1200)]
+        },
         convergence={"max_iterations": 2},
         execution={"task_runner": "dask", "max_workers": 2},
     )

@@ -19,13 +19,23 @@ def test_thirty_percent_failures_complete(prefect_harness, tmp_path: Path):
     from database import Store
 
     cfg = write_config(
-        tmp_path / "faulty.yaml", name="faulty",
-        labeler={"name": "emt", "retries": False, "max_failure_rate": 0.6,
-                 "faults": {"fraction": 0.3, "seed": 3}},
-        bootstrap={"n_structures": 12}, validation={"n_structures": 24},
+        tmp_path / "faulty.yaml",
+        name="faulty",
+        labeler={
+            "name": "emt",
+            "retries": False,
+            "max_failure_rate": 0.6,
+            "faults": {"fraction": 0.3, "seed": 3},
+        },
+        bootstrap={"n_structures": 12},
+        validation={"n_structures": 24},
         training={"max_epochs": 30, "max_time_s": 5, "warm_start_epochs": 10},
-        exploration={"walkers": [{"temperature": t, "steps": 100, "timestep": 2.0,
-                                  "record_every": 5} for t in (300, 1200)]},
+        exploration={
+            "walkers": [
+                {"temperature": t, "steps": 100, "timestep": 2.0, "record_every": 5}
+                for t in (300, 1200)
+            ]
+        },
         convergence={"accurate_ratio": 0.999, "patience": 1, "max_iterations": 2},
     )
     data = tmp_path / "data"
@@ -61,9 +71,14 @@ def test_failure_rate_above_threshold_stops_with_one_line(prefect_harness, tmp_p
     from database import Store
 
     cfg = write_config(
-        tmp_path / "bad.yaml", name="toofaulty",
-        labeler={"name": "emt", "retries": False, "max_failure_rate": 0.1,
-                 "faults": {"fraction": 0.5, "kinds": ["crashed", "timeout"]}},
+        tmp_path / "bad.yaml",
+        name="toofaulty",
+        labeler={
+            "name": "emt",
+            "retries": False,
+            "max_failure_rate": 0.1,
+            "faults": {"fraction": 0.5, "kinds": ["crashed", "timeout"]},
+        },
     )
     data = tmp_path / "data"
     res = runner.invoke(app, ["run", str(cfg), "--data-dir", str(data), "--quiet"])

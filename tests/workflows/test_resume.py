@@ -22,17 +22,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _env(data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PESFLOW_"))}
-    env.update(PESFLOW_DATA_DIR=str(data), PREFECT_HOME=str(data / "prefect"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", OMP_NUM_THREADS="1",
-               PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED="false",
-               PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING")
+    env.update(
+        PESFLOW_DATA_DIR=str(data),
+        PREFECT_HOME=str(data / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        OMP_NUM_THREADS="1",
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED="false",
+        PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING",
+    )
     return env
 
 
 def _start(args: list[str], data: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workflows.cli", *args, "--quiet"],
-                            cwd=ROOT, env=_env(data), stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workflows.cli", *args, "--quiet"],
+        cwd=ROOT,
+        env=_env(data),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -41,8 +50,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def _wait_for(proc: subprocess.Popen, cond: Callable[[], bool], what: str, log: Path,
-              timeout: float = 240.0) -> None:
+def _wait_for(
+    proc: subprocess.Popen, cond: Callable[[], bool], what: str, log: Path, timeout: float = 240.0
+) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         try:
@@ -51,16 +61,19 @@ def _wait_for(proc: subprocess.Popen, cond: Callable[[], bool], what: str, log: 
         except Exception:  # the database or campaign may not exist yet
             pass
         if proc.poll() is not None:
-            pytest.fail(f"campaign exited ({proc.returncode}) before {what}:\n"
-                        + log.read_text()[-3000:])
+            pytest.fail(
+                f"campaign exited ({proc.returncode}) before {what}:\n" + log.read_text()[-3000:]
+            )
         time.sleep(0.1)
     _kill_group(proc)
     pytest.fail(f"timed out waiting for {what}:\n" + log.read_text()[-3000:])
 
 
 def _done_labels(store, cid) -> dict[int, tuple]:
-    return {lb.id: (lb.structure_id, lb.finished_at, lb.energy)
-            for lb in store.list_labels(cid, status="done", limit=None)}
+    return {
+        lb.id: (lb.structure_id, lb.finished_at, lb.energy)
+        for lb in store.list_labels(cid, status="done", limit=None)
+    }
 
 
 def test_kill_during_label_train_explore_then_resume(tmp_path: Path):
@@ -69,12 +82,17 @@ def test_kill_during_label_train_explore_then_resume(tmp_path: Path):
     data = tmp_path / "data"
     log = tmp_path / "campaign.log"
     cfg = write_config(
-        tmp_path / "kill.yaml", name="killme",
+        tmp_path / "kill.yaml",
+        name="killme",
         labeler={"name": "emt", "faults": {"fraction": 0.0, "delay": 0.25}},
         convergence={"accurate_ratio": 0.999, "patience": 1, "max_iterations": 2},
         training={"max_epochs": 80, "max_time_s": 8, "warm_start_epochs": 20},
-        exploration={"walkers": [{"temperature": t, "steps": 150, "timestep": 2.0,
-                                  "record_every": 10} for t in (300, 800, 1200)]},
+        exploration={
+            "walkers": [
+                {"temperature": t, "steps": 150, "timestep": 2.0, "record_every": 10}
+                for t in (300, 800, 1200)
+            ]
+        },
     )
     store = None
 
@@ -89,8 +107,12 @@ def test_kill_during_label_train_explore_then_resume(tmp_path: Path):
 
     # 1. kill while the bootstrap/validation labels are being computed
     proc = _start(["run", str(cfg)], data, log)
-    _wait_for(proc, lambda: st().count_labels(cid())["done"] >= 3
-              and st().count_labels(cid())["running"] > 0, "labelling", log)
+    _wait_for(
+        proc,
+        lambda: st().count_labels(cid())["done"] >= 3 and st().count_labels(cid())["running"] > 0,
+        "labelling",
+        log,
+    )
     _kill_group(proc)
     counts = st().count_labels(cid())
     assert counts["running"] > 0 and counts["done"] >= 3
@@ -101,8 +123,12 @@ def test_kill_during_label_train_explore_then_resume(tmp_path: Path):
 
     def training() -> bool:
         c = st().count_labels(cid())
-        return (c["pending"] == 0 and c["running"] == 0 and c["done"] > 0
-                and not st().list_models(cid()))
+        return (
+            c["pending"] == 0
+            and c["running"] == 0
+            and c["done"] > 0
+            and not st().list_models(cid())
+        )
 
     _wait_for(proc, training, "training", log)
     time.sleep(0.5)

@@ -14,12 +14,16 @@ from ._campaigns import write_config
 
 @pytest.fixture
 def ctx(tmp_path: Path):
-    cfg = load_config(write_config(
-        tmp_path / "c.yaml", name="unit",
-        bootstrap={"n_structures": 4}, validation={"n_structures": 4},
-        training={"max_epochs": 3, "max_time_s": 5},
-        exploration={"walkers": [{"temperature": 600, "steps": 20, "record_every": 5}]},
-    ))
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            name="unit",
+            bootstrap={"n_structures": 4},
+            validation={"n_structures": 4},
+            training={"max_epochs": 3, "max_time_s": 5},
+            exploration={"walkers": [{"temperature": 600, "steps": 20, "record_every": 5}]},
+        )
+    )
     store = steps.open_store(f"sqlite:///{tmp_path / 'pesflow.sqlite'}")
     handle = steps.setup_campaign(store, cfg, tmp_path)
     return steps.open_context(handle)
@@ -110,30 +114,44 @@ def test_task_runner_from_config():
     dask = make_task_runner(ExecutionConfig(task_runner="dask", max_workers=2))
     assert isinstance(dask, DaskTaskRunner)
     assert dask.cluster_kwargs["n_workers"] == 2
-    slurm = make_task_runner(ExecutionConfig.model_validate({
-        "task_runner": "dask", "dask": {"cluster_class": "dask_jobqueue.SLURMCluster",
-                                        "cluster_kwargs": {"cores": 4},
-                                        "adapt_kwargs": {"maximum_jobs": 3}}}))
+    slurm = make_task_runner(
+        ExecutionConfig.model_validate(
+            {
+                "task_runner": "dask",
+                "dask": {
+                    "cluster_class": "dask_jobqueue.SLURMCluster",
+                    "cluster_kwargs": {"cores": 4},
+                    "adapt_kwargs": {"maximum_jobs": 3},
+                },
+            }
+        )
+    )
     assert slurm.cluster_kwargs == {"cores": 4} and slurm.adapt_kwargs == {"maximum_jobs": 3}
 
 
 def test_select_respects_budget_and_is_deterministic(tmp_path: Path):
     from ase.build import bulk
 
-    cfg = load_config(write_config(
-        tmp_path / "c.yaml", name="sel", selection={"max_per_iteration": 5,
-                                                    "strategy": "max-first"},
-        convergence={"label_budget": 3, "max_iterations": 5},
-    ))
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            name="sel",
+            selection={"max_per_iteration": 5, "strategy": "max-first"},
+            convergence={"label_budget": 3, "max_iterations": 5},
+        )
+    )
     store = steps.open_store(f"sqlite:///{tmp_path / 'pesflow.sqlite'}")
     ctx = steps.open_context(steps.setup_campaign(store, cfg, tmp_path))
     it = store.start_iteration(ctx.campaign_id, 1)
-    frames = steps.bootstrap_structures([bulk("Cu", cubic=True).repeat(2)], 6, [0.05], 0.0,
-                                        steps._rng("t"))
+    frames = steps.bootstrap_structures(
+        [bulk("Cu", cubic=True).repeat(2)], 6, [0.05], 0.0, steps._rng("t")
+    )
     sids = store.add_structures(frames, campaign=ctx.campaign_id, iteration_id=it.id)
     devs = [0.1, 0.3, 0.2, 0.45, 0.15, 0.12]
-    store.update_iteration(it.id, validation={"walker:0": {
-        "candidates": [[s, d] for s, d in zip(sids, devs, strict=True)]}})
+    store.update_iteration(
+        it.id,
+        validation={"walker:0": {"candidates": [[s, d] for s, d in zip(sids, devs, strict=True)]}},
+    )
     picked = steps.select_step(ctx, it)
     assert picked == [sids[3], sids[1], sids[2]]  # budget 3, highest deviation first
     labels = store.list_labels(ctx.campaign_id, limit=None)
@@ -156,8 +174,10 @@ def test_run_with_other_config_exits_2(tmp_path: Path):
     other = write_config(tmp_path / "b.yaml", name="same", seed=7)
     res = CliRunner().invoke(app, ["run", str(other), "--data-dir", str(tmp_path / "data")])
     assert res.exit_code == 2
-    assert res.output.strip() == ("error: campaign 'same' already exists with a different "
-                                  "config; use `pesflow resume same` or choose another name")
+    assert res.output.strip() == (
+        "error: campaign 'same' already exists with a different "
+        "config; use `pesflow resume same` or choose another name"
+    )
 
 
 def test_prefect_env_creates_nested_home(tmp_path: Path, monkeypatch):
@@ -184,13 +204,26 @@ def test_initial_structures_from_file_index_and_surface(tmp_path: Path):
     import ase.io
     from ase.build import bulk
 
-    ase.io.write(tmp_path / "s.extxyz", [bulk("Cu", cubic=True).repeat(2),
-                                         bulk("Cu", cubic=True, a=3.7)])
-    cfg = load_config(write_config(tmp_path / "c.yaml", structures=[
-        {"file": "s.extxyz", "index": "1"},
-        {"generate": {"element": "Cu", "surface": [1, 1, 1], "layers": 3, "vacuum": 6.0,
-                      "repeat": [2, 2, 1]}},
-    ]))
+    ase.io.write(
+        tmp_path / "s.extxyz", [bulk("Cu", cubic=True).repeat(2), bulk("Cu", cubic=True, a=3.7)]
+    )
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            structures=[
+                {"file": "s.extxyz", "index": "1"},
+                {
+                    "generate": {
+                        "element": "Cu",
+                        "surface": [1, 1, 1],
+                        "layers": 3,
+                        "vacuum": 6.0,
+                        "repeat": [2, 2, 1],
+                    }
+                },
+            ],
+        )
+    )
     first, slab = steps.initial_structures(cfg)
     assert len(first) == 4 and first.cell[0, 0] == pytest.approx(3.7) and first.calc is None
     assert list(slab.pbc) == [True, True, False] and len(slab) == 4 * 3 * 4

@@ -25,10 +25,10 @@ __all__ = ["main"]
 def _config(delay: float) -> dict[str, Any]:
     return {
         "name": "bench-cluster",
-        "structures": [
-            {"generate": {"element": "Cu", "lattice_constant": 3.61, "repeat": [2, 2, 2]}}
-        ],
-        "labeler": {"name": "emt", "faults": {"fraction": 0.0, "delay": delay}, "retries": False},
+        "structures": [{"generate": {"element": "Cu", "lattice_constant": 3.61,
+                                     "repeat": [2, 2, 2]}}],
+        "labeler": {"name": "emt", "faults": {"fraction": 0.0, "delay": delay},
+                    "retries": False},
         "exploration": {"walkers": [{"temperature": 300, "steps": 10}]},
     }
 
@@ -46,23 +46,17 @@ def _request(ctx: Any, it: Any, n: int, tag: int) -> None:
         a.positions = a.positions + rng.normal(0.0, 0.05, a.positions.shape)
         atoms.append(a)
     store = ctx.store
-    sids = store.add_structures(atoms, campaign=ctx.campaign_id, iteration_id=it.id, source="bench")
-    store.record_selections(
-        ctx.campaign_id, [SelectionInput(i, reason="bench") for i in sids], iteration_id=it.id
-    )
-    store.request_labels(
-        ctx.campaign_id,
-        sids,
-        labeler=ctx.labeler_name,
-        settings_hash=ctx.settings_hash,
-        settings=dict(ctx.cfg.labeler.settings),
-        iteration_id=it.id,
-    )
+    sids = store.add_structures(atoms, campaign=ctx.campaign_id, iteration_id=it.id,
+                                source="bench")
+    store.record_selections(ctx.campaign_id, [SelectionInput(i, reason="bench") for i in sids],
+                            iteration_id=it.id)
+    store.request_labels(ctx.campaign_id, sids, labeler=ctx.labeler_name,
+                         settings_hash=ctx.settings_hash,
+                         settings=dict(ctx.cfg.labeler.settings), iteration_id=it.id)
 
 
-def _measure(
-    runner: Any, handle: Any, labels: int, slots: int, rounds: int, round0: int
-) -> list[float]:
+def _measure(runner: Any, handle: Any, labels: int, slots: int, rounds: int,
+             round0: int) -> list[float]:
     from prefect import flow
 
     from . import steps
@@ -91,11 +85,8 @@ def _measure(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table; exit 1 when the Dask efficiency is below 0.9."""
-    p = argparse.ArgumentParser(
-        prog="python -m workflows.bench_cluster",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = argparse.ArgumentParser(prog="python -m workflows.bench_cluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--labels", type=int, default=16)
     p.add_argument("--slots", type=int, default=8)
     p.add_argument("--delay", type=float, default=2.0)
@@ -118,36 +109,27 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(settings.resolved_database_url())
     handle = setup_campaign(store, cfg, tmp)
     runners = {
-        "dask": ExecutionConfig.model_validate(
-            {
-                "task_runner": "dask",
-                "dask": {
-                    "cluster_class": "local",
-                    "cluster_kwargs": {
-                        "n_workers": args.dask_workers,
-                        "threads_per_worker": args.slots // args.dask_workers,
-                    },
-                },
-            }
-        ),
+        "dask": ExecutionConfig.model_validate({"task_runner": "dask", "dask": {
+            "cluster_class": "local", "cluster_kwargs": {
+                "n_workers": args.dask_workers,
+                "threads_per_worker": args.slots // args.dask_workers}}}),
         "threads": ExecutionConfig(task_runner="threads", max_workers=args.slots),
     }
     ideal = math.ceil(args.labels / args.slots) * args.delay
     rows, efficiency = [], {}
     for i, (name, ex) in enumerate(runners.items()):
-        walls = _measure(
-            make_task_runner(ex), handle, args.labels, args.slots, args.rounds, round0=100 * i
-        )
+        walls = _measure(make_task_runner(ex), handle, args.labels, args.slots, args.rounds,
+                         round0=100 * i)
         med = statistics.median(walls)
         efficiency[name] = ideal / med
-        rows.append((describe(ex), med, min(walls), max(walls), ideal / med, args.labels / med))
+        rows.append((describe(ex), med, min(walls), max(walls), ideal / med,
+                     args.labels / med))
     close_stores()
-    print(
-        f"label throughput: {args.labels} labels x {args.delay:g} s (mock EMT labeler "
-        f"sleeping), {args.slots} slots, median of {args.rounds} rounds after a warm-up; "
-        f"ideal {ideal:.2f} s"
-    )
-    print("| task runner | median wall (s) | min | max | measured / ideal throughput | labels/s |")
+    print(f"label throughput: {args.labels} labels x {args.delay:g} s (mock EMT labeler "
+          f"sleeping), {args.slots} slots, median of {args.rounds} rounds after a warm-up; "
+          f"ideal {ideal:.2f} s")
+    print("| task runner | median wall (s) | min | max | measured / ideal throughput "
+          "| labels/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for desc, med, lo, hi, eff, rate in rows:
         print(f"| {desc} | {med:.2f} | {lo:.2f} | {hi:.2f} | **{eff:.3f}** | {rate:.2f} |")

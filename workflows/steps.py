@@ -917,7 +917,7 @@ class Decision:
     """Outcome of an iteration: continue, or stop with a campaign status and a reason."""
 
     stop: bool
-    status: str  # running | converged | paused
+    status: str  # running | converged | paused | cancelled
     message: str
 
 
@@ -983,6 +983,9 @@ def run_campaign(
     rec = store.get_campaign(ctx.campaign_id)
     if rec.status == "converged":
         return Decision(True, "converged", rec.status_message or "already converged")
+    if rec.status == "cancelled":
+        # cancelled by the user (API / dashboard): never revived by a run, resume or schedule
+        return Decision(True, "cancelled", rec.status_message or "campaign was cancelled")
     train = train or train_step
     prepare_resume(ctx, retry_failed=retry_failed)
     store.set_campaign_status(ctx.campaign_id, "running")
@@ -1018,6 +1021,12 @@ def run_campaign(
         reporter().iteration_done(summary_rows(ctx.store, ctx.campaign_id)[-1])
         if decision.stop:
             return decision
+        # a pause or cancel requested while this iteration ran takes effect here
+        now = store.get_campaign(ctx.campaign_id)
+        if now.status in ("paused", "cancelled"):
+            return Decision(
+                True, now.status, now.status_message or f"{now.status} after iteration {index}"
+            )
     rec = store.get_campaign(ctx.campaign_id)
     return Decision(True, rec.status, rec.status_message or "")
 

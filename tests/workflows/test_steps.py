@@ -229,3 +229,30 @@ def test_initial_structures_from_file_index_and_surface(tmp_path: Path):
     assert list(slab.pbc) == [True, True, False] and len(slab) == 4 * 3 * 4
     z = slab.positions[:, 2]
     assert slab.cell[2, 2] - (z.max() - z.min()) == pytest.approx(12.0, abs=1e-6)  # vacuum
+
+
+def test_pause_requested_mid_iteration_stops_after_it(ctx):
+    store, cid = ctx.store, ctx.campaign_id
+    calls = []
+
+    def train_then_pause(handle, iteration_id):
+        out = steps.train_step(handle, iteration_id)
+        if not calls:  # the user presses "pause" while iteration 0 runs
+            store.set_campaign_status(cid, "paused", "paused from the dashboard")
+        calls.append(iteration_id)
+        return out
+
+    d = steps.run_campaign(ctx, train=train_then_pause)
+    assert d.stop and d.status == "paused" and d.message == "paused from the dashboard"
+    assert len(calls) == 1
+    assert [i.status for i in store.list_iterations(cid)] == ["done"]
+    assert store.get_campaign(cid).status == "paused"
+
+
+def test_cancelled_campaign_is_not_revived(ctx):
+    store, cid = ctx.store, ctx.campaign_id
+    store.set_campaign_status(cid, "cancelled", "stopped by user")
+    d = steps.run_campaign(ctx)
+    assert d.stop and d.status == "cancelled"
+    assert store.get_campaign(cid).status == "cancelled"
+    assert store.list_iterations(cid) == []

@@ -12,6 +12,7 @@ names the file, the key path and the problem, e.g.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -422,12 +423,24 @@ _BOUNDS = {
 }
 
 
+_PYDANTIC_TAG = re.compile(r"^[a-z][a-z0-9_-]*\[.*\]$")  # e.g. "function-after[_check(), X]"
+
+
 def _one_error(err: dict[str, Any], root: type[BaseModel]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
     kind = err["type"]
+    raw = tuple(err["loc"])
+    if kind == "extra_forbidden" and raw:
+        # the unknown key is the last element, whatever it looks like; tags only in the path
+        raw_parent, key = raw[:-1], raw[-1]
+    else:
+        raw_parent, key = raw, None
+    # drop pydantic's union/validator tags from the location
+    loc = tuple(p for p in raw_parent if not (isinstance(p, str) and _PYDANTIC_TAG.match(p)))
+    if key is not None:
+        loc = (*loc, key)
     ctx = err.get("ctx") or {}
     value = err.get("input")
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and loc:
         parent = _model_at(root, loc[:-1])
         where = _path(loc[:-1]) or "top level"
         msg = f"{where}: unknown field {str(loc[-1])!r}"

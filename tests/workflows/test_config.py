@@ -203,3 +203,11 @@ def test_fuzzed_window_and_temperature(lo, delta, temperature):
     data = copy.deepcopy(BASE)
     data["exploration"]["walkers"][1]["temperature"] = temperature
     assert _err(data).startswith("c.yaml: exploration.walkers[1].temperature: must be > 0")
+
+
+@pytest.mark.parametrize("key", ["[", "a[0]", "function-after[x]", "]["])
+def test_unknown_keys_with_brackets_are_named(key):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"name": "x", key: 1})
+    msg = str(err.value)
+    assert "\n" not in msg and f"unknown field {key!r}" in msg

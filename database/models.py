@@ -38,7 +38,14 @@ NAMING_CONVENTION = {
 CAMPAIGN_STATUSES = ("created", "running", "paused", "cancelled", "converged", "failed")
 ITERATION_STATUSES = ("created", "running", "done", "failed")
 LABEL_STATUSES = ("pending", "running", "done", "failed")
-FAILURE_KINDS = ("scf_unconverged", "crashed", "timeout", "invalid_input", "other")
+FAILURE_KINDS = (
+    "scf_unconverged",
+    "crashed",
+    "timeout",
+    "invalid_input",
+    "missing_executable",
+    "other",
+)
 ITERATION_STEPS = ("train", "explore", "select", "label", "record", "decide")
 
 

@@ -234,7 +234,7 @@ class LabelsRepo(StructuresRepo):
         worker: str | None = None,
     ) -> LabelRecord:
         """Record a failed calculation (kind: scf_unconverged / crashed / timeout /
-        invalid_input / other, with the code's own message); the label becomes ``failed``.
+        invalid_input / missing_executable / other, with the code's own message); the label becomes ``failed``.
         ``worker``: as in :meth:`store_result`."""
         check_failure_kind(kind)
         if wall_time is not None:

@@ -21,7 +21,10 @@ def list_labels(
     store: StoreDep,
     status: Annotated[Literal["pending", "running", "done", "failed"] | None, Query()] = None,
     failure_kind: Annotated[
-        Literal["scf_unconverged", "crashed", "timeout", "invalid_input", "other"] | None,
+        Literal[
+            "scf_unconverged", "crashed", "timeout", "invalid_input", "missing_executable", "other"
+        ]
+        | None,
         Query(),
     ] = None,
     iteration: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,

@@ -12,7 +12,7 @@ from workflows.cli import app
 from ._campaigns import write_config
 
 runner = CliRunner()
-KINDS = {"scf_unconverged", "crashed", "timeout", "invalid_input", "other"}
+KINDS = {"scf_unconverged", "crashed", "timeout", "invalid_input", "missing_executable", "other"}
 
 
 def test_thirty_percent_failures_complete(prefect_harness, tmp_path: Path):

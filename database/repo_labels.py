@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .convert import (
@@ -138,7 +138,11 @@ class LabelsRepo(StructuresRepo):
             if settings_hash is not None:
                 q = q.where(Label.settings_hash == settings_hash)
             if campaign is not None:
-                q = q.where(Label.campaign_id == self._campaign_row(s, campaign).id)
+                # a label is shared by every campaign that selected its structure (the
+                # label row names the first requester only)
+                cid = self._campaign_row(s, campaign).id
+                selected = select(Selection.structure_id).where(Selection.campaign_id == cid)
+                q = q.where(or_(Label.campaign_id == cid, Label.structure_id.in_(selected)))
             q = q.order_by(Label.id).limit(limit).with_for_update(skip_locked=True)
             ids = list(s.scalars(q))
             if not ids:

@@ -177,3 +177,16 @@ def test_claim_query_uses_skip_locked_on_postgres(setup):
         assert "FOR UPDATE SKIP LOCKED" in sql
     else:
         assert "BEGIN IMMEDIATE" in sql
+
+
+def test_campaign_claims_labels_of_structures_it_shares(setup):
+    store, a, _, _, sids = setup
+    (label_id,) = store.request_labels(a.id, sids[:1], labeler="mock", settings_hash="h")
+    b = store.create_campaign("shares-with-a")
+    other = store.create_campaign("unrelated")
+    # b selects the same structure: the existing label is reused, owned by a
+    assert store.request_labels(b.id, sids[:1], labeler="mock", settings_hash="h") == [label_id]
+    assert store.claim_labels(campaign=other.id, labeler="mock") == []
+    (task,) = store.claim_labels(campaign=b.id, labeler="mock")
+    assert task.label_id == label_id
+    assert store.claim_labels(campaign=a.id, labeler="mock") == []  # already running

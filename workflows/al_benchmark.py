@@ -61,6 +61,7 @@ __all__ = [
     "load_bench_config",
     "main",
     "mean_curve",
+    "reanalyse",
     "run_arm",
     "run_benchmark",
     "summary_lines",
@@ -533,6 +534,12 @@ def headline(curves: dict[str, dict[str, dict[str, list[float]]]], arm: str = "a
     }
     if need is None:
         out["gap_percent"] = 100.0 * (a["mean"][-1] / b_final_y - 1.0)
+    by_budget = []
+    for x, y in zip(b["n_labels"][1:], b["mean"][1:], strict=True):
+        n = labels_to_reach(a, y)
+        by_budget.append({"baseline_labels": x, "baseline_error": y, "labels_to_reach": n,
+                          "labels_ratio": None if n is None else n / x})
+    out["by_baseline_budget"] = by_budget
     return out
 
 
@@ -583,6 +590,36 @@ def _targets(report: dict[str, Any]) -> dict[str, Any]:
     return t
 
 
+def _curves(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
+    return {arm: {key: mean_curve([r for r in runs if r["arm"] == arm], key)
+                  for key in ("force_rmse", "energy_rmse")} for arm in arms}
+
+
+def _headlines(curves: dict[str, Any]) -> dict[str, Any]:
+    if "al" not in curves or "random" not in curves:
+        return {}
+    out = {"force": headline(curves, key="force_rmse"),
+           "energy": headline(curves, key="energy_rmse")}
+    if "max-first" in curves:
+        out["force_max_first_vs_random"] = headline(curves, arm="max-first", key="force_rmse")
+    return {"headline": out}
+
+
+def reanalyse(report_dir: str | Path) -> dict[str, Any]:
+    """Recompute the curves, headline, targets and plots of a written report from its own
+    per-run numbers (no training or labelling): for analysis changes after a long run."""
+    out = Path(report_dir)
+    report = json.loads((out / "report.json").read_text())
+    report["curves"] = _curves(report["runs"], report["arms"])
+    report.update(_headlines(report["curves"]))
+    if "headline" in report:
+        report["targets"] = _targets(report)
+    report["plots"] = _plots(report, out)
+    report["reanalysed"] = datetime.now(UTC).isoformat(timespec="seconds")
+    (out / "report.json").write_text(json.dumps(_finite(report), indent=1))
+    return report
+
+
 # --------------------------------------------------------------------------- plots
 def _plots(report: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
@@ -604,8 +641,9 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
             ax.fill_between(x, np.asarray(m["min"]) * scale, np.asarray(m["max"]) * scale,
                             color=colors.get(arm), alpha=0.2)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("labels (oracle calls, initial set included)")
         ax.set_ylabel(f"test {key.replace('_', ' ')} ({unit})")
         ax.grid(alpha=0.3, which="both")
@@ -753,18 +791,12 @@ def run_benchmark(bench: BenchConfig, campaign: CampaignConfig, out_dir: str | P
                        if k not in ("test_max_dev", "test_max_err", "test_regime", "val_max_dev",
                                     "val_max_err")} for r in results]
     by_arm = {arm: [r for r in results if r["arm"] == arm] for arm in bench.arms}
-    report["curves"] = {arm: {key: mean_curve(runs, key) for key in ("force_rmse", "energy_rmse")}
-                        for arm, runs in by_arm.items()}
+    report["curves"] = _curves(report["runs"], bench.arms)
     report["final_per_regime_force_rmse"] = {
         arm: {reg: float(np.mean([r["curve"][-1]["per_regime"][reg]["force_rmse"] for r in runs]))
               for reg in runs[0]["curve"][-1]["per_regime"]}
         for arm, runs in by_arm.items()}
-    if "al" in by_arm and "random" in by_arm:
-        report["headline"] = {"force": headline(report["curves"], key="force_rmse"),
-                              "energy": headline(report["curves"], key="energy_rmse")}
-        if "max-first" in by_arm:
-            report["headline"]["force_max_first_vs_random"] = headline(
-                report["curves"], arm="max-first", key="force_rmse")
+    report.update(_headlines(report["curves"]))
     # Uncertainty quality: the final AL committees (pooled over seeds for the plots).
     ref_arm = "al" if "al" in by_arm else bench.arms[0]
     fin = by_arm[ref_arm]
@@ -836,6 +868,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                  else f"not reached (AL final {h['gap_percent']:+.1f} % vs random final)")
         lines.append(f"  AL to reach random's final force RMSE: {reach}; error ratio at "
                      f"{h['common_labels']:.0f} labels: {h['error_ratio_at_equal_labels']:.2f}")
+        lines.append("  AL labels / random labels for random's error at each budget: " + ", ".join(
+            f"{b['baseline_labels']:.0f}: "
+            + ("n/r" if b["labels_ratio"] is None else f"{b['labels_ratio']:.2f}")
+            for b in h.get("by_baseline_budget", [])))
     u = report["uncertainty"]
     lines.append(f"  Spearman (max dev vs max error, test): {u['spearman_test']:.2f}; calibration "
                  f"scale {u['calibration']['scale']:.2f}")
@@ -856,7 +892,12 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Active learning vs random / max-first selection.")
     ap.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="benchmark YAML")
     ap.add_argument("--out", default=None, help="report folder (default: <report_dir>/<stamp>)")
+    ap.add_argument("--reanalyse", metavar="REPORT_DIR", default=None,
+                    help="recompute curves, headline and plots of an existing report")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.reanalyse:
+        print("\n".join(summary_lines(reanalyse(args.reanalyse))))
+        return 0
     try:
         bench, campaign = load_bench_config(args.config)
     except ConfigError as exc:

@@ -23,6 +23,7 @@ from workflows.al_benchmark import (
     labels_to_reach,
     load_bench_config,
     mean_curve,
+    reanalyse,
     run_benchmark,
     summary_lines,
 )
@@ -75,6 +76,9 @@ def test_headline_ratio_and_gap() -> None:
     h = headline(curves)
     assert h["reached"] and h["labels_to_reach"] == pytest.approx(16.0)
     assert h["labels_ratio"] == pytest.approx(0.5)
+    budgets = {b["baseline_labels"]: b["labels_ratio"] for b in h["by_baseline_budget"]}
+    assert budgets[16] == pytest.approx(12 / 16)  # AL reaches 0.2 halfway (log) from 8 to 16
+    assert budgets[32] == pytest.approx(0.5)
     assert h["error_ratio_at_equal_labels"] == pytest.approx(0.4)
     worse = {"al": curves["random"], "random": curves["al"]}
     h2 = headline(worse)
@@ -242,6 +246,18 @@ def test_checkpoint_stores_calibration(reduced: tuple[dict[str, Any], Path, floa
     _, meta = load_committee(run["checkpoint"])
     cal = Calibration.from_dict(meta["calibration"])
     assert cal.method == "scale" and cal.scale == pytest.approx(run["calibration"]["scale"])
+
+
+def test_reanalyse_reproduces_the_analysis(
+        reduced: tuple[dict[str, Any], Path, float]) -> None:
+    _, out, _ = reduced
+    before = json.loads((out / "report.json").read_text())
+    after = reanalyse(out)
+    assert after["headline"]["force"]["error_ratio_at_equal_labels"] == pytest.approx(
+        before["headline"]["force"]["error_ratio_at_equal_labels"])
+    a, b = _walk(after["curves"]), _walk(before["curves"])
+    assert [p for p, _ in a] == [p for p, _ in b]
+    np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-12)
 
 
 def test_cli_bad_config_exits_2(tmp_path: Path) -> None:

@@ -641,7 +641,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
             ax.fill_between(x, np.asarray(m["min"]) * scale, np.asarray(m["max"]) * scale,
                             color=colors.get(arm), alpha=0.2)
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
         ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("labels (oracle calls, initial set included)")

@@ -479,7 +479,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- analysis
 def mean_curve(runs: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
-    """Mean and spread (min, max, std) over seeds of ``key`` vs labels.
+    """Geometric mean (``mean``) and spread (min, max, std) over seeds of ``key`` vs labels.
 
     Seeds may reach different label counts (an arm labels fewer frames when it has fewer
     candidates): each seed's curve is interpolated log-linearly onto the union of label counts

@@ -47,14 +47,22 @@ REDUCED: dict[str, Any] = {
     "workers": 1,
     "campaign_overrides": {
         "training": {"max_epochs": 15, "warm_start_epochs": 5, "max_time_s": None},
-        "exploration": {"walkers": [
-            {"temperature": 600, "steps": 30, "record_every": 5},
-            {"temperature": 1200, "steps": 30, "record_every": 5},
-            {"temperature": 900, "steps": 30, "record_every": 5},
-        ]},
+        "exploration": {
+            "walkers": [
+                {"temperature": 600, "steps": 30, "record_every": 5},
+                {"temperature": 1200, "steps": 30, "record_every": 5},
+                {"temperature": 900, "steps": 30, "record_every": 5},
+            ]
+        },
     },
-    "test_set": {"frames": 2, "validation_frames": 2, "equilibration": 10, "stride": 5,
-                 "temperatures": [300, 1500], "strains": [0.02]},
+    "test_set": {
+        "frames": 2,
+        "validation_frames": 2,
+        "equilibration": 10,
+        "stride": 5,
+        "temperatures": [300, 1500],
+        "strains": [0.02],
+    },
 }
 
 
@@ -71,8 +79,10 @@ def test_labels_to_reach_interpolates_log_linearly() -> None:
 
 
 def test_headline_ratio_and_gap() -> None:
-    curves = {"al": {"force_rmse": _curve([8, 16, 24, 32], [0.4, 0.1, 0.05, 0.04])},
-              "random": {"force_rmse": _curve([8, 16, 24, 32], [0.4, 0.2, 0.15, 0.1])}}
+    curves = {
+        "al": {"force_rmse": _curve([8, 16, 24, 32], [0.4, 0.1, 0.05, 0.04])},
+        "random": {"force_rmse": _curve([8, 16, 24, 32], [0.4, 0.2, 0.15, 0.1])},
+    }
     h = headline(curves)
     assert h["reached"] and h["labels_to_reach"] == pytest.approx(16.0)
     assert h["labels_ratio"] == pytest.approx(0.5)
@@ -87,9 +97,16 @@ def test_headline_ratio_and_gap() -> None:
 
 
 def test_mean_curve_over_seeds_with_different_label_counts() -> None:
-    runs = [{"curve": [{"n_labels": 8, "e": 0.4}, {"n_labels": 16, "e": 0.1}]},
-            {"curve": [{"n_labels": 8, "e": 0.1}, {"n_labels": 12, "e": 0.05},
-                       {"n_labels": 20, "e": 0.02}]}]
+    runs = [
+        {"curve": [{"n_labels": 8, "e": 0.4}, {"n_labels": 16, "e": 0.1}]},
+        {
+            "curve": [
+                {"n_labels": 8, "e": 0.1},
+                {"n_labels": 12, "e": 0.05},
+                {"n_labels": 20, "e": 0.02},
+            ]
+        },
+    ]
     m = mean_curve(runs, "e")
     assert m["n_labels"] == [8.0, 12.0, 16.0]  # common range only
     assert m["mean"][0] == pytest.approx(0.2)  # geometric mean of 0.4 and 0.1
@@ -128,8 +145,10 @@ def test_labeler_calculator_is_the_oracle() -> None:
 
 
 def test_compare_properties_percentages() -> None:
-    out = compare_properties({"lattice_constant": 3.6, "energy_per_atom": 1.0},
-                             {"lattice_constant": 3.5, "energy_per_atom": -0.1})
+    out = compare_properties(
+        {"lattice_constant": 3.6, "energy_per_atom": 1.0},
+        {"lattice_constant": 3.5, "energy_per_atom": -0.1},
+    )
     assert set(out) == {"lattice_constant"}  # absolute energies are not comparable
     assert out["lattice_constant"]["diff_percent"] == pytest.approx(100 * 0.1 / 3.5)
 
@@ -188,16 +207,25 @@ def _walk(obj: Any, path: str = "") -> list[tuple[str, Any]]:
 def test_reduced_report_structure(reduced: tuple[dict[str, Any], Path, float]) -> None:
     report, out, wall = reduced
     data = json.loads((out / "report.json").read_text())
-    for key in ("curves", "headline", "uncertainty", "properties", "targets", "test_set",
-                "machine", "runs", "wall_s", "final_per_regime_force_rmse"):
+    for key in (
+        "curves",
+        "headline",
+        "uncertainty",
+        "properties",
+        "targets",
+        "test_set",
+        "machine",
+        "runs",
+        "wall_s",
+        "final_per_regime_force_rmse",
+    ):
         assert key in data, key
     assert set(data["curves"]) == {"al", "max-first", "random"}
     for arm, c in data["curves"].items():
         f = c["force_rmse"]
         assert f["n_labels"][0] == 8, arm  # every arm starts from the same bootstrap set
         assert len(f["n_labels"]) >= 2 and f["n_labels"] == sorted(f["n_labels"])
-        assert all(lo <= m <= hi for lo, m, hi in zip(f["min"], f["mean"], f["max"],
-                                                      strict=True))
+        assert all(lo <= m <= hi for lo, m, hi in zip(f["min"], f["mean"], f["max"], strict=True))
     start = {arm: c["force_rmse"]["mean"][0] for arm, c in data["curves"].items()}
     assert len({round(v, 9) for v in start.values()}) == 1  # same initial committee
     for run in data["runs"]:
@@ -206,8 +234,13 @@ def test_reduced_report_structure(reduced: tuple[dict[str, Any], Path, float]) -
     h = data["headline"]["force"]
     assert h["error_ratio_at_equal_labels"] > 0
     assert set(data["properties"]["al_vs_oracle"]) >= {
-        "lattice_constant", "bulk_modulus_GPa", "C11_GPa", "C12_GPa", "C44_GPa",
-        "vacancy_formation_relaxed_eV"}
+        "lattice_constant",
+        "bulk_modulus_GPa",
+        "C11_GPa",
+        "C12_GPa",
+        "C44_GPa",
+        "vacancy_formation_relaxed_eV",
+    }
     u = data["uncertainty"]
     assert -1 <= u["spearman_test"] <= 1
     assert len(u["test_max_dev"]) == data["test_set"]["n_test"]
@@ -226,8 +259,15 @@ def test_reduced_report_numbers_are_finite(reduced: tuple[dict[str, Any], Path, 
     # Optional by design: "not reached" headline fields, and config echoes.
     optional = {"labels_to_reach", "labels_ratio", "picked_mean_dev", "measured"}
     checked = 0
-    for section in ("curves", "headline", "uncertainty", "properties", "runs", "test_set",
-                    "final_per_regime_force_rmse"):
+    for section in (
+        "curves",
+        "headline",
+        "uncertainty",
+        "properties",
+        "runs",
+        "test_set",
+        "final_per_regime_force_rmse",
+    ):
         for path, value in _walk(data[section], section):
             if value is None:
                 assert path.rsplit(".", 1)[-1] in optional, path
@@ -248,13 +288,13 @@ def test_checkpoint_stores_calibration(reduced: tuple[dict[str, Any], Path, floa
     assert cal.method == "scale" and cal.scale == pytest.approx(run["calibration"]["scale"])
 
 
-def test_reanalyse_reproduces_the_analysis(
-        reduced: tuple[dict[str, Any], Path, float]) -> None:
+def test_reanalyse_reproduces_the_analysis(reduced: tuple[dict[str, Any], Path, float]) -> None:
     _, out, _ = reduced
     before = json.loads((out / "report.json").read_text())
     after = reanalyse(out)
     assert after["headline"]["force"]["error_ratio_at_equal_labels"] == pytest.approx(
-        before["headline"]["force"]["error_ratio_at_equal_labels"])
+        before["headline"]["force"]["error_ratio_at_equal_labels"]
+    )
     a, b = _walk(after["curves"]), _walk(before["curves"])
     assert [p for p, _ in a] == [p for p, _ in b]
     np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-12)

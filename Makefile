@@ -34,6 +34,7 @@ bench: $(STAMP)
 	@for m in mlip_core dft_adapters database workflows api; do \
 	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench || exit 1; fi; \
 	done
+	@echo "== workflows.bench_cluster"; $(PY) -m workflows.bench_cluster
 
 ## Does active learning save DFT? AL vs random vs max-first on Cu/EMT (< 20 min on 2 cores);
 ## report.json and PNGs in reports/al-efficiency/.

@@ -26,10 +26,10 @@ __all__ = ["main"]
 def _config(delay: float) -> dict[str, Any]:
     return {
         "name": "bench-cluster",
-        "structures": [{"generate": {"element": "Cu", "lattice_constant": 3.61,
-                                     "repeat": [2, 2, 2]}}],
-        "labeler": {"name": "emt", "faults": {"fraction": 0.0, "delay": delay},
-                    "retries": False},
+        "structures": [
+            {"generate": {"element": "Cu", "lattice_constant": 3.61, "repeat": [2, 2, 2]}}
+        ],
+        "labeler": {"name": "emt", "faults": {"fraction": 0.0, "delay": delay}, "retries": False},
         "exploration": {"walkers": [{"temperature": 300, "steps": 10}]},
     }
 
@@ -47,17 +47,23 @@ def _request(ctx: Any, it: Any, n: int, tag: int) -> None:
         a.positions = a.positions + rng.normal(0.0, 0.05, a.positions.shape)
         atoms.append(a)
     store = ctx.store
-    sids = store.add_structures(atoms, campaign=ctx.campaign_id, iteration_id=it.id,
-                                source="bench")
-    store.record_selections(ctx.campaign_id, [SelectionInput(i, reason="bench") for i in sids],
-                            iteration_id=it.id)
-    store.request_labels(ctx.campaign_id, sids, labeler=ctx.labeler_name,
-                         settings_hash=ctx.settings_hash,
-                         settings=dict(ctx.cfg.labeler.settings), iteration_id=it.id)
+    sids = store.add_structures(atoms, campaign=ctx.campaign_id, iteration_id=it.id, source="bench")
+    store.record_selections(
+        ctx.campaign_id, [SelectionInput(i, reason="bench") for i in sids], iteration_id=it.id
+    )
+    store.request_labels(
+        ctx.campaign_id,
+        sids,
+        labeler=ctx.labeler_name,
+        settings_hash=ctx.settings_hash,
+        settings=dict(ctx.cfg.labeler.settings),
+        iteration_id=it.id,
+    )
 
 
-def _measure(runner: Any, handle: Any, labels: int, slots: int, rounds: int,
-             round0: int, batch: int) -> list[float]:
+def _measure(
+    runner: Any, handle: Any, labels: int, slots: int, rounds: int, round0: int, batch: int
+) -> list[float]:
     from prefect import flow
 
     from . import steps
@@ -86,8 +92,11 @@ def _measure(runner: Any, handle: Any, labels: int, slots: int, rounds: int,
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a Markdown table (target status on the last line)."""
-    p = argparse.ArgumentParser(prog="python -m workflows.bench_cluster", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m workflows.bench_cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--labels", type=int, default=16)
     p.add_argument("--slots", type=int, default=8)
     p.add_argument("--delay", type=float, default=2.0)
@@ -110,15 +119,26 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(_config(args.delay))
     store = open_store(settings.resolved_database_url())
     handle = setup_campaign(store, cfg, tmp)
-    dask = ExecutionConfig.model_validate({"task_runner": "dask", "dask": {
-        "cluster_class": "local", "cluster_kwargs": {
-            "n_workers": args.dask_workers,
-            "threads_per_worker": args.slots // args.dask_workers}}})
+    dask = ExecutionConfig.model_validate(
+        {
+            "task_runner": "dask",
+            "dask": {
+                "cluster_class": "local",
+                "cluster_kwargs": {
+                    "n_workers": args.dask_workers,
+                    "threads_per_worker": args.slots // args.dask_workers,
+                },
+            },
+        }
+    )
     threads = ExecutionConfig(task_runner="threads", max_workers=args.slots)
     # (name, runner, labels claimed and submitted at a time): the campaign's label step
     # claims one batch per free slot and waits for it; "all" submits the whole round.
-    runners = [("dask", dask, args.slots), ("dask-all", dask, args.labels),
-               ("threads", threads, args.slots)]
+    runners = [
+        ("dask", dask, args.slots),
+        ("dask-all", dask, args.labels),
+        ("threads", threads, args.slots),
+    ]
     ideal = math.ceil(args.labels / args.slots) * args.delay
     rows, efficiency = [], {}
     # Dask worker processes must reach the same Prefect API: with no PREFECT_API_URL each
@@ -132,30 +152,45 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PREFECT_API_URL"] = server.api_url
     try:
         for i, (name, ex, batch) in enumerate(runners):
-            walls = _measure(make_task_runner(ex), handle, args.labels, args.slots,
-                             args.rounds, round0=100 * i, batch=batch)
+            walls = _measure(
+                make_task_runner(ex),
+                handle,
+                args.labels,
+                args.slots,
+                args.rounds,
+                round0=100 * i,
+                batch=batch,
+            )
             med = statistics.median(walls)
             efficiency[name] = ideal / med
-            rows.append((describe(ex), batch, med, min(walls), max(walls), ideal / med,
-                         args.labels / med))
+            rows.append(
+                (describe(ex), batch, med, min(walls), max(walls), ideal / med, args.labels / med)
+            )
     finally:
         close_stores()
         if server is not None:
             server.stop()
             os.environ.pop("PREFECT_API_URL", None)
-    print(f"label throughput: {args.labels} labels x {args.delay:g} s (mock EMT labeler "
-          f"sleeping), {args.slots} slots, median of {args.rounds} rounds after a warm-up; "
-          f"ideal {ideal:.2f} s")
-    print("| task runner | labels per submission | median wall (s) | min | max "
-          "| measured / ideal throughput | labels/s |")
+    print(
+        f"label throughput: {args.labels} labels x {args.delay:g} s (mock EMT labeler "
+        f"sleeping), {args.slots} slots, median of {args.rounds} rounds after a warm-up; "
+        f"ideal {ideal:.2f} s"
+    )
+    print(
+        "| task runner | labels per submission | median wall (s) | min | max "
+        "| measured / ideal throughput | labels/s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for desc, batch, med, lo, hi, eff, rate in rows:
-        print(f"| {desc} | {batch} | {med:.2f} | {lo:.2f} | {hi:.2f} | **{eff:.3f}** "
-              f"| {rate:.2f} |")
+        print(
+            f"| {desc} | {batch} | {med:.2f} | {lo:.2f} | {hi:.2f} | **{eff:.3f}** | {rate:.2f} |"
+        )
     best = max(efficiency["dask"], efficiency["dask-all"])
-    print(f"target measured/ideal >= 0.9 on the Dask local cluster: "
-          f"{'met' if best >= 0.9 else 'NOT met'} (campaign batching {efficiency['dask']:.3f}, "
-          f"whole round {efficiency['dask-all']:.3f})")
+    print(
+        f"target measured/ideal >= 0.9 on the Dask local cluster: "
+        f"{'met' if best >= 0.9 else 'NOT met'} (campaign batching {efficiency['dask']:.3f}, "
+        f"whole round {efficiency['dask-all']:.3f})"
+    )
     return 0
 
 

@@ -55,9 +55,21 @@ CLUSTER_ALIASES: dict[str, str] = {
 
 # Keyword arguments of JobQueueCluster itself (not of its job class).
 _CLUSTER_ONLY = {
-    "n_workers", "job_cls", "loop", "security", "shared_temp_directory", "silence_logs",
-    "name", "asynchronous", "dashboard_address", "host", "scheduler_options", "scheduler_cls",
-    "interface", "protocol", "config_name",
+    "n_workers",
+    "job_cls",
+    "loop",
+    "security",
+    "shared_temp_directory",
+    "silence_logs",
+    "name",
+    "asynchronous",
+    "dashboard_address",
+    "host",
+    "scheduler_options",
+    "scheduler_cls",
+    "interface",
+    "protocol",
+    "config_name",
 }
 
 
@@ -73,14 +85,17 @@ def cluster_class_path(name: str) -> str:
 def _import(path: str) -> Any:
     module, _, attr = path.rpartition(".")
     if not module:
-        raise ClusterConfigError(f"execution.dask.cluster_class: {path!r} is not a dotted path "
-                                 f"or one of {sorted(CLUSTER_ALIASES)}")
+        raise ClusterConfigError(
+            f"execution.dask.cluster_class: {path!r} is not a dotted path "
+            f"or one of {sorted(CLUSTER_ALIASES)}"
+        )
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         hint = " (pip install 'pesflow[cluster]')" if module.startswith("dask_jobqueue") else ""
         raise ClusterConfigError(
-            f"execution.dask.cluster_class: cannot import {path!r}: {exc}{hint}") from None
+            f"execution.dask.cluster_class: cannot import {path!r}: {exc}{hint}"
+        ) from None
 
 
 def job_class(cluster_class: str) -> type | None:
@@ -96,8 +111,11 @@ def _check_job_kwargs(cluster_class: str, kwargs: dict[str, Any]) -> None:
     allowed = set(_CLUSTER_ONLY)
     for klass in job_cls.__mro__:
         if "__init__" in vars(klass):
-            allowed |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs",
-                                                                             "base_class_kwargs"}
+            allowed |= set(inspect.signature(klass.__init__).parameters) - {
+                "self",
+                "kwargs",
+                "base_class_kwargs",
+            }
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         import difflib
@@ -105,8 +123,9 @@ def _check_job_kwargs(cluster_class: str, kwargs: dict[str, Any]) -> None:
         hint = difflib.get_close_matches(unknown[0], sorted(allowed), n=1, cutoff=0.5)
         raise ClusterConfigError(
             f"execution.dask.cluster_kwargs: unknown argument {unknown[0]!r} for "
-            f"{cluster_class_path(cluster_class)}" + (f" — did you mean {hint[0]!r}?" if hint
-                                                       else ""))
+            f"{cluster_class_path(cluster_class)}"
+            + (f" — did you mean {hint[0]!r}?" if hint else "")
+        )
 
 
 def task_runner_kwargs(execution: ExecutionConfig) -> dict[str, Any]:
@@ -117,10 +136,12 @@ def task_runner_kwargs(execution: ExecutionConfig) -> dict[str, Any]:
     d = execution.dask
     if d is not None and d.address:
         if d.cluster_class or d.cluster_kwargs or d.adapt_kwargs:
-            raise ClusterConfigError("execution.dask: give either 'address' (an existing "
-                                     "scheduler) or a cluster_class/cluster_kwargs, not both")
+            raise ClusterConfigError(
+                "execution.dask: give either 'address' (an existing "
+                "scheduler) or a cluster_class/cluster_kwargs, not both"
+            )
         return {"address": d.address}
-    cls_name = (d.cluster_class if d is not None and d.cluster_class else "local")
+    cls_name = d.cluster_class if d is not None and d.cluster_class else "local"
     path = cluster_class_path(cls_name)
     if d is not None and d.cluster_kwargs:
         ckw = dict(d.cluster_kwargs)
@@ -153,15 +174,17 @@ def make_task_runner(execution: ExecutionConfig) -> Any:
     return DaskTaskRunner(**kwargs)
 
 
-def render_job_script(execution: ExecutionConfig,
-                      scheduler_address: str = "tcp://scheduler:8786") -> str:
+def render_job_script(
+    execution: ExecutionConfig, scheduler_address: str = "tcp://scheduler:8786"
+) -> str:
     """The batch script a SLURM/PBS cluster of this config submits per job (nothing is
     submitted and no scheduler is started)."""
     kwargs = task_runner_kwargs(execution)
     job_cls = job_class(kwargs["cluster_class"])
     if job_cls is None:
         raise ClusterConfigError(
-            f"execution.dask.cluster_class {kwargs['cluster_class']!r} submits no batch jobs")
+            f"execution.dask.cluster_class {kwargs['cluster_class']!r} submits no batch jobs"
+        )
     ckw = {k: v for k, v in kwargs["cluster_kwargs"].items() if k not in _CLUSTER_ONLY}
     return job_cls(scheduler=scheduler_address, name="pesflow-dask", **ckw).job_script()
 

@@ -79,8 +79,10 @@ def _require_server() -> str:
 
     url = PREFECT_API_URL.value() or ""
     if not url:
-        raise DeployError("schedules and workers need a Prefect server: set PREFECT_API_URL "
-                          "(e.g. http://127.0.0.1:4200/api; `scripts/stack start` does)")
+        raise DeployError(
+            "schedules and workers need a Prefect server: set PREFECT_API_URL "
+            "(e.g. http://127.0.0.1:4200/api; `scripts/stack start` does)"
+        )
     return url
 
 
@@ -110,8 +112,9 @@ def ensure_work_pool(name: str = DEFAULT_POOL) -> None:
             pool = client.read_work_pool(name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):
-                client.create_work_pool(WorkPoolCreate(name=name, type="process",
-                                                       base_job_template=template))
+                client.create_work_pool(
+                    WorkPoolCreate(name=name, type="process", base_job_template=template)
+                )
             return
         props = pool.base_job_template.get("variables", {}).get("properties", {})
         if pool.type == "process" and props.get("command", {}).get("default") != ENGINE_COMMAND:
@@ -122,9 +125,16 @@ def _schedule_text(cron: str | None, interval: float | None, timezone: str) -> s
     return f"cron {cron!r} ({timezone})" if cron else f"every {interval:g} s"
 
 
-def deploy_campaign(campaign: str, *, cron: str | None = None, interval: float | None = None,
-                    timezone: str = "UTC", iterations: int | None = 1,
-                    work_pool: str = DEFAULT_POOL, paused: bool = False) -> DeploymentInfo:
+def deploy_campaign(
+    campaign: str,
+    *,
+    cron: str | None = None,
+    interval: float | None = None,
+    timezone: str = "UTC",
+    iterations: int | None = 1,
+    work_pool: str = DEFAULT_POOL,
+    paused: bool = False,
+) -> DeploymentInfo:
     """Register (or update) the scheduled deployment of an existing campaign.
 
     Exactly one of ``cron`` (five fields, one-minute granularity) and ``interval`` (seconds)
@@ -139,8 +149,11 @@ def deploy_campaign(campaign: str, *, cron: str | None = None, interval: float |
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     try:
-        schedule = (CronSchedule(cron=cron, timezone=timezone) if cron is not None else
-                    IntervalSchedule(interval=float(interval)))  # type: ignore[arg-type]
+        schedule = (
+            CronSchedule(cron=cron, timezone=timezone)
+            if cron is not None
+            else IntervalSchedule(interval=float(interval))
+        )  # type: ignore[arg-type]
     except Exception as exc:
         msg = " ".join(str(exc).split())
         raise DeployError(f"invalid schedule {cron or interval!r}: {msg[:200]}") from None
@@ -151,14 +164,23 @@ def deploy_campaign(campaign: str, *, cron: str | None = None, interval: float |
     ensure_work_pool(work_pool)
     params = {"campaign": campaign, "iterations": iterations}
     dep = campaign_iterations.to_deployment(
-        name=campaign, schedule=schedule, parameters=params, paused=paused,
-        work_pool_name=work_pool, entrypoint_type=EntrypointType.MODULE_PATH,
+        name=campaign,
+        schedule=schedule,
+        parameters=params,
+        paused=paused,
+        work_pool_name=work_pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,
         tags=["pesflow", f"campaign:{campaign}"],
         description=f"pesflow campaign {campaign}: {iterations or 'all'} iteration(s) per run",
     )
     dep_id = dep.apply()
-    return DeploymentInfo(str(dep_id), deployment_name(campaign), work_pool,
-                          _schedule_text(cron, interval, timezone), params)
+    return DeploymentInfo(
+        str(dep_id),
+        deployment_name(campaign),
+        work_pool,
+        _schedule_text(cron, interval, timezone),
+        params,
+    )
 
 
 def undeploy_campaign(campaign: str) -> bool:
@@ -195,23 +217,47 @@ def crash_orphaned_runs(work_pool: str = DEFAULT_POOL) -> list[str]:
     crashed = []
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
-                any_=[StateType.RUNNING, StateType.PENDING]))),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool])))
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                )
+            ),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool])),
+        )
         for run in runs:
-            client.set_flow_run_state(run.id, Crashed(
-                message="its worker stopped; the campaign resumes at the next run"), force=True)
+            client.set_flow_run_state(
+                run.id,
+                Crashed(message="its worker stopped; the campaign resumes at the next run"),
+                force=True,
+            )
             crashed.append(str(run.id))
     return crashed
 
 
-def worker_command(work_pool: str = DEFAULT_POOL, limit: int = 1, name: str | None = None,
-                   healthcheck: bool = False) -> list[str]:
+def worker_command(
+    work_pool: str = DEFAULT_POOL,
+    limit: int = 1,
+    name: str | None = None,
+    healthcheck: bool = False,
+) -> list[str]:
     """The ``prefect worker start`` command line that ``pesflow worker`` executes
     (``healthcheck``: serve ``/health`` on ``PREFECT_WORKER_WEBSERVER_PORT``, default 8080)."""
     name = name or f"pesflow-{socket.gethostname()}-{os.getpid()}"
-    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool,
-           "--type", "process", "--limit", str(limit), "--name", name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        work_pool,
+        "--type",
+        "process",
+        "--limit",
+        str(limit),
+        "--name",
+        name,
+    ]
     return [*cmd, "--with-healthcheck"] if healthcheck else cmd
 
 
@@ -250,15 +296,18 @@ def db_upgrade(url: str, timeout: float = 60.0) -> str | None:
 
 
 # --------------------------------------------------------------------------- CLI
-DataDirOpt = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data directory (env PESFLOW_DATA_DIR, default ./data).")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (env PESFLOW_DATA_DIR, default ./data)."),
+]
 PoolOpt = Annotated[str, typer.Option("--pool", help="Prefect work pool (type process).")]
 
 
 def deploy_cmd(
     config: Annotated[Path, typer.Argument(help="Campaign YAML.")],
-    cron: Annotated[str | None, typer.Option(
-        help='Cron schedule, e.g. "0 */6 * * *" (one-minute granularity).')] = None,
+    cron: Annotated[
+        str | None, typer.Option(help='Cron schedule, e.g. "0 */6 * * *" (one-minute granularity).')
+    ] = None,
     interval: Annotated[float | None, typer.Option(help="Interval schedule, s.")] = None,
     timezone: Annotated[str, typer.Option(help="Time zone of the cron schedule.")] = "UTC",
     iterations: Annotated[int, typer.Option(help="Iterations added per run.")] = 1,
@@ -278,8 +327,9 @@ def deploy_cmd(
     configure_prefect_env(settings)
     if delete:
         gone = undeploy_campaign(cfg.name)
-        console.print(f"deployment {deployment_name(cfg.name)} "
-                      f"{'deleted' if gone else 'did not exist'}")
+        console.print(
+            f"deployment {deployment_name(cfg.name)} {'deleted' if gone else 'did not exist'}"
+        )
         return
     _require_server()
     if cron is None and interval is None:
@@ -287,21 +337,36 @@ def deploy_cmd(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url())
     setup_campaign(store, cfg, settings.data_dir)
-    info = deploy_campaign(cfg.name, cron=cron, interval=interval, timezone=timezone,
-                           iterations=iterations, work_pool=pool)
-    console.print(f"deployment {info.name} ({info.id}): {info.schedule}, {iterations} "
-                  f"iteration(s) per run, work pool {info.work_pool!r}; start a worker with: "
-                  f"pesflow worker --pool {info.work_pool}", markup=False, highlight=False)
+    info = deploy_campaign(
+        cfg.name,
+        cron=cron,
+        interval=interval,
+        timezone=timezone,
+        iterations=iterations,
+        work_pool=pool,
+    )
+    console.print(
+        f"deployment {info.name} ({info.id}): {info.schedule}, {iterations} "
+        f"iteration(s) per run, work pool {info.work_pool!r}; start a worker with: "
+        f"pesflow worker --pool {info.work_pool}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def worker_cmd(
     pool: PoolOpt = DEFAULT_POOL,
     limit: Annotated[int, typer.Option(help="Flow runs at a time.")] = 1,
     name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
-    crash_orphans: Annotated[bool, typer.Option(
-        help="Mark runs left Running by a dead worker of this pool as Crashed.")] = True,
-    healthcheck: Annotated[bool, typer.Option(
-        "--healthcheck", help="Serve /health on PREFECT_WORKER_WEBSERVER_PORT (8080).")] = False,
+    crash_orphans: Annotated[
+        bool, typer.Option(help="Mark runs left Running by a dead worker of this pool as Crashed.")
+    ] = True,
+    healthcheck: Annotated[
+        bool,
+        typer.Option(
+            "--healthcheck", help="Serve /health on PREFECT_WORKER_WEBSERVER_PORT (8080)."
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run the long-lived Prefect process worker that executes scheduled campaign runs."""
@@ -319,8 +384,9 @@ def worker_cmd(
             console.print(f"marked {len(n)} orphaned flow run(s) Crashed")
     cmd = worker_command(pool, limit, name, healthcheck)
     # flow runs start `python -m prefect.engine`: this interpreter's python first on PATH
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
-                                          os.environ.get("PATH", "")])
+    os.environ["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(cmd[0], cmd)  # same pid and process group: the stack stops it cleanly
@@ -347,8 +413,7 @@ def register(app: typer.Typer) -> typer.Typer:
 
     app.command("deploy")(_guard(deploy_cmd))
     app.command("worker")(_guard(worker_cmd))
-    db_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                         help="Database migrations.")
+    db_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Database migrations.")
     db_app.command("upgrade")(_guard(db_upgrade_cmd))
     app.add_typer(db_app, name="db")
     return app

@@ -59,15 +59,18 @@ def _iterate(handle: CampaignHandle, cap: int | None, retry_failed: bool) -> dic
     def label_map(label_ids: list[int]) -> list[str]:
         return [f.result() for f in [label_task.submit(handle, i) for i in label_ids]]
 
-    decision = steps.run_campaign(ctx, train=train_task, walker_map=walker_map,
-                                  label_map=label_map, retry_failed=retry_failed)
+    decision = steps.run_campaign(
+        ctx, train=train_task, walker_map=walker_map, label_map=label_map, retry_failed=retry_failed
+    )
     status, message = decision.status, decision.message
     if capped and decision.status == "paused" and decision.message.startswith(CAP_PREFIX):
         # Our cap, not the campaign's stop rule: the campaign stays active for the next run.
         last = _next_index(ctx.store, handle.campaign_id) - 1
         status = "running"
-        message = (f"iteration {last} done; the campaign continues at its next run "
-                   f"(max_iterations={real_max})")
+        message = (
+            f"iteration {last} done; the campaign continues at its next run "
+            f"(max_iterations={real_max})"
+        )
         ctx.store.set_campaign_status(handle.campaign_id, status, message)
         it = ctx.store.get_iteration(handle.campaign_id, last)
         ctx.store.update_iteration(it.id, validation={"decision": message})
@@ -75,8 +78,9 @@ def _iterate(handle: CampaignHandle, cap: int | None, retry_failed: bool) -> dic
 
 
 @flow(name=FLOW_NAME, log_prints=False)
-def campaign_iterations(campaign: int | str, iterations: int | None = 1,
-                        retry_failed: bool = False) -> dict[str, Any]:
+def campaign_iterations(
+    campaign: int | str, iterations: int | None = 1, retry_failed: bool = False
+) -> dict[str, Any]:
     """Continue campaign ``campaign`` (database id or name) by at most ``iterations`` finished
     iterations (``None``: until its stop rule). Returns the status, the message and the
     iterations before/after."""
@@ -86,12 +90,20 @@ def campaign_iterations(campaign: int | str, iterations: int | None = 1,
     rec = store.get_campaign(handle.campaign_id)
     before = _next_index(store, handle.campaign_id)
     if iterations is not None and rec.status in SKIP_STATUSES:
-        return {"skipped": True, "status": rec.status, "iterations_before": before,
-                "iterations_after": before,
-                "message": f"campaign {rec.name!r} is {rec.status}; nothing to do"}
+        return {
+            "skipped": True,
+            "status": rec.status,
+            "iterations_before": before,
+            "iterations_after": before,
+            "message": f"campaign {rec.name!r} is {rec.status}; nothing to do",
+        }
     ctx = steps.open_context(handle)
     cap = before + iterations if iterations is not None else None
     body = _iterate.with_options(task_runner=make_task_runner(ctx.cfg.execution))
     out = body(handle, cap, retry_failed)
-    return {**out, "skipped": False, "iterations_before": before,
-            "iterations_after": _next_index(store, handle.campaign_id)}
+    return {
+        **out,
+        "skipped": False,
+        "iterations_before": before,
+        "iterations_after": _next_index(store, handle.campaign_id),
+    }

@@ -22,8 +22,12 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 def postgres_up() -> bool:
     """Whether the local PostgreSQL server answers (the stack tests need it)."""
-    return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"],
-                          check=False).returncode == 0
+    return (
+        subprocess.run(
+            ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], check=False
+        ).returncode
+        == 0
+    )
 
 
 def free_port() -> int:
@@ -85,9 +89,15 @@ class Stack:
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         """``scripts/stack ARGS`` in its own process group (killed on timeout)."""
-        proc = subprocess.Popen([str(STACK), *args], cwd=ROOT, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(STACK), *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -102,8 +112,9 @@ class Stack:
         """Remember every process group the stack has started (pid files)."""
         for pid_file in (self.dir / "pids").glob("*.pid"):
             with contextlib.suppress(ValueError, OSError):
-                self.pgids.setdefault(pid_file.stem + f"@{pid_file.read_text().strip()}",
-                                      int(pid_file.read_text()))
+                self.pgids.setdefault(
+                    pid_file.stem + f"@{pid_file.read_text().strip()}", int(pid_file.read_text())
+                )
         return self.pgids
 
     def log(self, service: str, tail: int = 4000) -> str:
@@ -117,15 +128,26 @@ def running_stack(tmp: Path, **extra_env: str) -> Iterator[Stack]:
     """``scripts/stack start`` ... ``stop``; asserts every started process group is gone and
     drops the two databases."""
     tag = secrets.token_hex(4)
-    st = Stack(dir=tmp / "stack", env={}, api_port=free_port(), prefect_port=free_port(),
-               db=f"test_stack_{tag}", prefect_db=f"test_prefect_{tag}")
+    st = Stack(
+        dir=tmp / "stack",
+        env={},
+        api_port=free_port(),
+        prefect_port=free_port(),
+        db=f"test_stack_{tag}",
+        prefect_db=f"test_prefect_{tag}",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PESFLOW_"))}
-    env.update(PESFLOW_STACK_DIR=str(st.dir), PESFLOW_STACK_DB=st.db,
-               PESFLOW_STACK_PREFECT_DB=st.prefect_db,
-               PESFLOW_STACK_API_PORT=str(st.api_port),
-               PESFLOW_STACK_PREFECT_PORT=str(st.prefect_port), OMP_NUM_THREADS="1",
-               PREFECT_WORKER_QUERY_SECONDS="2",
-               PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", **extra_env)
+    env.update(
+        PESFLOW_STACK_DIR=str(st.dir),
+        PESFLOW_STACK_DB=st.db,
+        PESFLOW_STACK_PREFECT_DB=st.prefect_db,
+        PESFLOW_STACK_API_PORT=str(st.api_port),
+        PESFLOW_STACK_PREFECT_PORT=str(st.prefect_port),
+        OMP_NUM_THREADS="1",
+        PREFECT_WORKER_QUERY_SECONDS="2",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+        **extra_env,
+    )
     st.env = env
     try:
         res = st.run("start")

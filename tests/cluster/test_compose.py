@@ -77,8 +77,11 @@ def test_every_command_is_a_real_cli_command(compose: dict) -> None:
         command = svc["command"]
         args = command if isinstance(command, list) else shlex.split(command)
         seen[name] = _resolve(args)
-    assert seen == {"pesflow-migrate": "db upgrade", "pesflow-api": "serve",
-                    "pesflow-worker": "worker"}
+    assert seen == {
+        "pesflow-migrate": "db upgrade",
+        "pesflow-api": "serve",
+        "pesflow-worker": "worker",
+    }
     prefect_cmd = compose["services"]["prefect-server"]["command"]
     assert prefect_cmd[:3] == ["prefect", "server", "start"]
 

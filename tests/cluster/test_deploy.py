@@ -45,16 +45,20 @@ def test_cron_and_interval_deployments(prefect_harness) -> None:
         pool = client.read_work_pool("pesflow")
     assert pool.type == "process"
     assert pool.base_job_template["variables"]["properties"]["command"]["default"] == (
-        "python -m prefect.engine")
+        "python -m prefect.engine"
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"cron": "every minute"}, "invalid schedule"),
-    ({"cron": "* * * * *", "interval": 60}, "exactly one"),
-    ({}, "exactly one"),
-    ({"interval": 0.5}, "interval must be >= 1"),
-    ({"interval": 60, "iterations": 0}, "iterations must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cron": "every minute"}, "invalid schedule"),
+        ({"cron": "* * * * *", "interval": 60}, "exactly one"),
+        ({}, "exactly one"),
+        ({"interval": 0.5}, "interval must be >= 1"),
+        ({"interval": 60, "iterations": 0}, "iterations must be >= 1"),
+    ],
+)
 def test_bad_schedules(prefect_harness, kwargs: dict, match: str) -> None:
     with pytest.raises(DeployError, match=match):
         deploy_campaign("bad", **kwargs)
@@ -63,13 +67,16 @@ def test_bad_schedules(prefect_harness, kwargs: dict, match: str) -> None:
 def test_deploy_needs_a_server() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: None}), \
-            pytest.raises(DeployError, match="need a Prefect server"):
+    with (
+        temporary_settings(updates={PREFECT_API_URL: None}),
+        pytest.raises(DeployError, match="need a Prefect server"),
+    ):
         deploy_campaign("x", interval=60)
 
 
-def test_deployed_flow_adds_one_iteration_per_run(tmp_path: Path, monkeypatch,
-                                                  prefect_harness) -> None:
+def test_deployed_flow_adds_one_iteration_per_run(
+    tmp_path: Path, monkeypatch, prefect_harness
+) -> None:
     from database import sqlite_url
     from workflows.config import parse_config
     from workflows.deployed import campaign_iterations
@@ -110,8 +117,7 @@ def test_db_upgrade_and_wait(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "pesflow.sqlite").exists()
     t0 = time.monotonic()
     with pytest.raises(DeployError, match="not reachable after 1 s"):
-        wait_for_database("postgresql+psycopg://postgres@127.0.0.1:1/none", timeout=1,
-                          interval=0.2)
+        wait_for_database("postgresql+psycopg://postgres@127.0.0.1:1/none", timeout=1, interval=0.2)
     assert time.monotonic() - t0 < 10
 
 
@@ -130,8 +136,7 @@ def test_schedule_endpoint_without_server(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: None}))
         client = stack.enter_context(TestClient(create_app(settings, store=store)))
-        r = client.post("/api/v1/campaigns", json={"config": tiny(name="api-sched")},
-                        headers=auth)
+        r = client.post("/api/v1/campaigns", json={"config": tiny(name="api-sched")}, headers=auth)
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
         url = f"/api/v1/campaigns/{cid}/schedule"
@@ -140,6 +145,10 @@ def test_schedule_endpoint_without_server(tmp_path: Path) -> None:
         assert r.status_code == 422 and "Prefect server" in r.json()["detail"]
         r = client.post(url, json={"cron": "* * * * *", "interval_seconds": 60}, headers=auth)
         assert r.status_code == 422 and "exactly one" in r.json()["detail"]
-        assert client.post("/api/v1/campaigns/999/schedule", json={"cron": "* * * * *"},
-                           headers=auth).status_code == 404
+        assert (
+            client.post(
+                "/api/v1/campaigns/999/schedule", json={"cron": "* * * * *"}, headers=auth
+            ).status_code
+            == 404
+        )
     store.close()

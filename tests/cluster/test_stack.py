@@ -66,15 +66,21 @@ def test_stack_schedule_fires_runs_and_worker_kill_resumes(tmp_path: Path) -> No
     from database import Store
 
     with running_stack(tmp_path) as st:
-        logs = lambda: "\n".join(f"== {s}\n{st.log(s)}" for s in  # noqa: E731
-                                 ("pesflow-worker", "pesflow-api", "prefect-server"))
+
+        def logs() -> str:
+            services = ("pesflow-worker", "pesflow-api", "prefect-server")
+            return "\n".join(f"== {s}\n{st.log(s)}" for s in services)
+
         store = Store.from_url(st.db_url)
         try:
             store.add_api_token("ci", TOKEN)
-            api = httpx.Client(base_url=st.api, timeout=60,
-                               headers={"Authorization": f"Bearer {TOKEN}"})
-            r = api.post("/campaigns", json={"config": tiny(
-                name="scheduled", convergence={"max_iterations": 8})})
+            api = httpx.Client(
+                base_url=st.api, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+            r = api.post(
+                "/campaigns",
+                json={"config": tiny(name="scheduled", convergence={"max_iterations": 8})},
+            )
             assert r.status_code == 201, r.text
             cid = r.json()["id"]
             r = api.post(f"/campaigns/{cid}/schedule", json={"interval_seconds": 10})
@@ -91,12 +97,20 @@ def test_stack_schedule_fires_runs_and_worker_kill_resumes(tmp_path: Path) -> No
             prefect = httpx.Client(base_url=st.prefect_api, timeout=30)
 
             def flow_runs(state: str) -> list[dict]:
-                return prefect.post("/flow_runs/filter", json={
-                    "deployments": {"id": {"any_": [dep["deployment_id"]]}},
-                    "flow_runs": {"state": {"type": {"any_": [state]}}}}).json()
+                return prefect.post(
+                    "/flow_runs/filter",
+                    json={
+                        "deployments": {"id": {"any_": [dep["deployment_id"]]}},
+                        "flow_runs": {"state": {"type": {"any_": [state]}}},
+                    },
+                ).json()
 
-            _wait(lambda: len(done()) >= 2 and len(flow_runs("COMPLETED")) >= 2,
-                  "two scheduled runs, two iterations", 150, logs)
+            _wait(
+                lambda: len(done()) >= 2 and len(flow_runs("COMPLETED")) >= 2,
+                "two scheduled runs, two iterations",
+                150,
+                logs,
+            )
             runs = flow_runs("COMPLETED")
             for r_ in runs:
                 assert r_["parameters"] == {"campaign": "scheduled", "iterations": 1}
@@ -104,8 +118,13 @@ def test_stack_schedule_fires_runs_and_worker_kill_resumes(tmp_path: Path) -> No
             owners = []
             for it in done()[:2]:
                 fin = _utc(it.finished_at)
-                owner = [r_["id"] for r_ in runs if r_["start_time"] and r_["end_time"]
-                         and _utc(r_["start_time"]) <= fin <= _utc(r_["end_time"])]
+                owner = [
+                    r_["id"]
+                    for r_ in runs
+                    if r_["start_time"]
+                    and r_["end_time"]
+                    and _utc(r_["start_time"]) <= fin <= _utc(r_["end_time"])
+                ]
                 assert len(owner) == 1, (it.index, fin, runs)
                 owners.append(owner[0])
             assert owners[0] != owners[1], "both iterations came from one run"
@@ -128,8 +147,12 @@ def test_stack_schedule_fires_runs_and_worker_kill_resumes(tmp_path: Path) -> No
             res = st.run("start")
             assert res.returncode == 0, res.stdout
             assert "prefect-server already running" in res.stdout
-            _wait(lambda: store.get_iteration(cid, victim.index).status == "done",
-                  f"iteration {victim.index} to finish after the restart", 120, logs)
+            _wait(
+                lambda: store.get_iteration(cid, victim.index).status == "done",
+                f"iteration {victim.index} to finish after the restart",
+                120,
+                logs,
+            )
             done_ids = {i.id for i in done()}
             _check_invariants(store, cid, done_ids)
             indices = sorted(i.index for i in done())

@@ -25,10 +25,17 @@ SLURM = {
     "dask": {
         "cluster_class": "slurm",
         "cluster_kwargs": {
-            "partition": "compute", "cores": 32, "processes": 4, "memory": "120GB",
-            "walltime": "04:00:00", "account": "mat123",
-            "job_script_prologue": ["module load vasp/6.4", "source /opt/pesflow/bin/activate",
-                                    "export OMP_NUM_THREADS=1"],
+            "partition": "compute",
+            "cores": 32,
+            "processes": 4,
+            "memory": "120GB",
+            "walltime": "04:00:00",
+            "account": "mat123",
+            "job_script_prologue": [
+                "module load vasp/6.4",
+                "source /opt/pesflow/bin/activate",
+                "export OMP_NUM_THREADS=1",
+            ],
         },
         "adapt_kwargs": {"minimum_jobs": 0, "maximum_jobs": 8},
     },
@@ -52,11 +59,24 @@ def test_dask_local_default_and_explicit() -> None:
     from prefect_dask import DaskTaskRunner
 
     kw = task_runner_kwargs(_ex({"task_runner": "dask", "max_workers": 2}))
-    assert kw == {"cluster_class": "distributed.LocalCluster",
-                  "cluster_kwargs": {"n_workers": 2, "threads_per_worker": 1, "processes": True,
-                                     "dashboard_address": None}}
-    ex = _ex({"task_runner": "dask", "dask": {"cluster_class": "local", "cluster_kwargs": {
-        "n_workers": 2, "threads_per_worker": 4}}})
+    assert kw == {
+        "cluster_class": "distributed.LocalCluster",
+        "cluster_kwargs": {
+            "n_workers": 2,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    }
+    ex = _ex(
+        {
+            "task_runner": "dask",
+            "dask": {
+                "cluster_class": "local",
+                "cluster_kwargs": {"n_workers": 2, "threads_per_worker": 4},
+            },
+        }
+    )
     runner = make_task_runner(ex)
     assert isinstance(runner, DaskTaskRunner)
     assert runner.cluster_kwargs["threads_per_worker"] == 4
@@ -88,16 +108,24 @@ def test_slurm_job_script() -> None:
     script = render_job_script(_ex(SLURM), scheduler_address="tcp://10.0.0.1:8786")
     lines = script.splitlines()
     assert lines[0].startswith("#!")
-    for directive in ("#SBATCH -p compute", "#SBATCH -t 04:00:00", "#SBATCH -n 1",
-                      "#SBATCH --cpus-per-task=32", "#SBATCH -A mat123"):
+    for directive in (
+        "#SBATCH -p compute",
+        "#SBATCH -t 04:00:00",
+        "#SBATCH -n 1",
+        "#SBATCH --cpus-per-task=32",
+        "#SBATCH -A mat123",
+    ):
         assert directive in lines, (directive, script)
     mem = [ln for ln in lines if ln.startswith("#SBATCH --mem=")]
     assert len(mem) == 1 and mem[0].endswith("G")
     assert int(mem[0].split("=")[1][:-1]) == pytest.approx(120e9 / 2**30, abs=1)
-    prologue = ["module load vasp/6.4", "source /opt/pesflow/bin/activate",
-                "export OMP_NUM_THREADS=1"]
+    prologue = [
+        "module load vasp/6.4",
+        "source /opt/pesflow/bin/activate",
+        "export OMP_NUM_THREADS=1",
+    ]
     start = lines.index(prologue[0])
-    assert lines[start:start + 3] == prologue
+    assert lines[start : start + 3] == prologue
     worker = lines[start + 3]
     assert "distributed.cli.dask_worker tcp://10.0.0.1:8786" in worker
     assert "--nworkers 4" in worker and "--nthreads 8" in worker
@@ -106,23 +134,44 @@ def test_slurm_job_script() -> None:
 
 
 def test_pbs_job_script() -> None:
-    ex = _ex({"task_runner": "dask", "dask": {"cluster_class": "pbs", "cluster_kwargs": {
-        "queue": "workq", "cores": 8, "processes": 1, "memory": "16GB",
-        "walltime": "01:30:00", "resource_spec": "select=1:ncpus=8:mem=16GB",
-        "job_script_prologue": ["module load cp2k"]}}})
+    ex = _ex(
+        {
+            "task_runner": "dask",
+            "dask": {
+                "cluster_class": "pbs",
+                "cluster_kwargs": {
+                    "queue": "workq",
+                    "cores": 8,
+                    "processes": 1,
+                    "memory": "16GB",
+                    "walltime": "01:30:00",
+                    "resource_spec": "select=1:ncpus=8:mem=16GB",
+                    "job_script_prologue": ["module load cp2k"],
+                },
+            },
+        }
+    )
     script = render_job_script(ex)
     assert "#PBS -q workq" in script and "#PBS -l walltime=01:30:00" in script
     assert "#PBS -l select=1:ncpus=8:mem=16GB" in script and "module load cp2k" in script
 
 
 def test_bad_cluster_config_is_one_line() -> None:
-    ex = _ex({"task_runner": "dask", "dask": {"cluster_class": "slurm", "cluster_kwargs": {
-        "cores": 4, "memory": "8GB", "walltme": "01:00:00"}}})
+    ex = _ex(
+        {
+            "task_runner": "dask",
+            "dask": {
+                "cluster_class": "slurm",
+                "cluster_kwargs": {"cores": 4, "memory": "8GB", "walltme": "01:00:00"},
+            },
+        }
+    )
     with pytest.raises(ClusterConfigError, match=r"'walltme'.*did you mean 'walltime'"):
         task_runner_kwargs(ex)
     with pytest.raises(ClusterConfigError, match="cannot import"):
-        task_runner_kwargs(_ex({"task_runner": "dask",
-                                "dask": {"cluster_class": "nope.NoCluster"}}))
+        task_runner_kwargs(
+            _ex({"task_runner": "dask", "dask": {"cluster_class": "nope.NoCluster"}})
+        )
     with pytest.raises(ClusterConfigError, match="submits no batch jobs"):
         render_job_script(_ex({"task_runner": "dask", "max_workers": 1}))
 
@@ -156,8 +205,16 @@ def _run(tmp: Path, execution: dict) -> dict[str, tuple[float, np.ndarray]]:
 
 def test_dask_local_cluster_labels_equal_thread_pool(tmp_path: Path, prefect_harness) -> None:
     threads = _run(tmp_path / "threads", {"task_runner": "threads", "max_workers": 2})
-    dask = _run(tmp_path / "dask", {"task_runner": "dask", "dask": {
-        "cluster_class": "local", "cluster_kwargs": {"n_workers": 2, "threads_per_worker": 1}}})
+    dask = _run(
+        tmp_path / "dask",
+        {
+            "task_runner": "dask",
+            "dask": {
+                "cluster_class": "local",
+                "cluster_kwargs": {"n_workers": 2, "threads_per_worker": 1},
+            },
+        },
+    )
     assert len(threads) >= 7 + 3  # bootstrap + validation + candidates of >= 1 iteration
     assert set(dask) == set(threads)
     for key, (energy, forces) in threads.items():

@@ -36,11 +36,13 @@ import typer
 from .config import ConfigError
 
 __all__ = [
+    "API_DEPLOYMENT",
     "DEFAULT_POOL",
     "DeployError",
     "DeploymentInfo",
     "crash_orphaned_runs",
     "db_upgrade",
+    "deploy_api_runs",
     "deploy_campaign",
     "deployment_name",
     "ensure_work_pool",
@@ -181,6 +183,30 @@ def deploy_campaign(
         _schedule_text(cron, interval, timezone),
         params,
     )
+
+
+API_DEPLOYMENT = f"{FLOW_NAME}/api"
+
+
+def deploy_api_runs(work_pool: str = DEFAULT_POOL) -> str:
+    """Register the unscheduled deployment ``pesflow-campaign-iterations/api`` through which the
+    API submits campaign runs (``PESFLOW_API_DEPLOYMENT``; ``run_deployment(name,
+    parameters={"campaign": id})`` runs the campaign until its stop rule). Returns its id."""
+    _require_server()
+    from prefect.types.entrypoint import EntrypointType
+
+    from .deployed import campaign_iterations
+
+    ensure_work_pool(work_pool)
+    dep = campaign_iterations.to_deployment(
+        name=API_DEPLOYMENT.split("/", 1)[1],
+        parameters={"iterations": None},
+        work_pool_name=work_pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=["pesflow", "api"],
+        description="pesflow campaign runs submitted by the REST API (until the stop rule)",
+    )
+    return str(dep.apply())
 
 
 def undeploy_campaign(campaign: str) -> bool:
@@ -378,6 +404,7 @@ def worker_cmd(
     configure_prefect_env(settings)
     _require_server()
     ensure_work_pool(pool)
+    deploy_api_runs(pool)
     if crash_orphans:
         n = crash_orphaned_runs(pool)
         if n:

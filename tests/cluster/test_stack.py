@@ -77,6 +77,24 @@ def test_stack_schedule_fires_runs_and_worker_kill_resumes(tmp_path: Path) -> No
             api = httpx.Client(
                 base_url=st.api, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}
             )
+            # 0. the API's long work goes to the worker too (PESFLOW_API_DEPLOYMENT)
+            r = api.post(
+                "/campaigns",
+                json={"config": tiny(name="via-api", seed=99, convergence={"max_iterations": 1})},
+            )
+            assert r.status_code == 201, r.text
+            r = api.post(f"/campaigns/{r.json()['id']}/resume")
+            assert r.status_code == 202, r.text
+            assert "pesflow-campaign-iterations/api" in r.json()["message"]
+            run_id = r.json()["id"]
+            _wait(
+                lambda: api.get(f"/runs/{run_id}").json()["status"] == "completed",
+                "the API-submitted run to complete on the worker",
+                90,
+                logs,
+            )
+            assert store.get_campaign("via-api").status == "paused"  # max_iterations=1
+
             r = api.post(
                 "/campaigns",
                 json={"config": tiny(name="scheduled", convergence={"max_iterations": 8})},

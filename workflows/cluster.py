@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from typing import Any
 
 from .config import ConfigError, ExecutionConfig
@@ -44,6 +45,7 @@ __all__ = [
     "job_class",
     "make_task_runner",
     "render_job_script",
+    "share_api_with_workers",
     "task_runner_kwargs",
 ]
 
@@ -161,14 +163,35 @@ def task_runner_kwargs(execution: ExecutionConfig) -> dict[str, Any]:
     return kwargs
 
 
+def share_api_with_workers() -> str | None:
+    """Without a Prefect server (``PREFECT_API_URL`` unset) start the temporary local server
+    now and export its URL, so that the processes of a local Dask cluster report to it instead
+    of each starting a temporary server of its own (measured: 10 EMT labels 19 s instead of
+    ~1 s). The flow in this process uses the same server (Prefect keeps one per process).
+    Returns the URL exported, or ``None`` when a server was configured already."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    if PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL"):
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server.api_url
+
+
 def make_task_runner(execution: ExecutionConfig) -> Any:
     """The configured Prefect task runner: ``ThreadPoolTaskRunner(max_workers)`` or
-    ``prefect_dask.DaskTaskRunner(**task_runner_kwargs(execution))``."""
+    ``prefect_dask.DaskTaskRunner(**task_runner_kwargs(execution))`` (for a local cluster
+    without a Prefect server, :func:`share_api_with_workers` first)."""
     if execution.task_runner != "dask":
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner(max_workers=execution.max_workers)
     kwargs = task_runner_kwargs(execution)
+    if kwargs.get("cluster_class") == CLUSTER_ALIASES["local"]:
+        share_api_with_workers()
     from prefect_dask import DaskTaskRunner
 
     return DaskTaskRunner(**kwargs)

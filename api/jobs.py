@@ -33,9 +33,10 @@ def _context(settings: ApiSettings, campaign_id: int):
     return open_context(handle)
 
 
-def campaign_job(settings: ApiSettings, campaign_id: int) -> Any:
-    """A job that runs (or resumes) the campaign flow until it stops; records the Prefect
-    flow-run id on the :class:`Run` as soon as the flow run starts."""
+def campaign_job(settings: ApiSettings, campaign_id: int, iterations: int | None = None) -> Any:
+    """A job that runs (or resumes) the campaign flow until it stops, or for at most
+    ``iterations`` more iterations; records the Prefect flow-run id on the :class:`Run` as
+    soon as the flow run starts."""
 
     def job(run: Run) -> dict[str, Any]:
         from workflows.settings import configure_prefect_env
@@ -47,6 +48,10 @@ def campaign_job(settings: ApiSettings, campaign_id: int) -> Any:
         def on_running(flow, flow_run, state) -> None:
             run.prefect_flow_run_id = str(flow_run.id)
 
+        if iterations is not None:
+            from workflows.deployed import continue_campaign
+
+            return continue_campaign(ctx.handle, iterations, on_running=[on_running])
         fl = campaign_flow.with_options(
             task_runner=make_task_runner(ctx.cfg.execution), on_running=[on_running]
         )

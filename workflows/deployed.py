@@ -97,13 +97,25 @@ def campaign_iterations(
             "iterations_after": before,
             "message": f"campaign {rec.name!r} is {rec.status}; nothing to do",
         }
+    out = continue_campaign(handle, iterations, retry_failed)
+    return {**out, "skipped": False, "iterations_before": before}
+
+
+def continue_campaign(
+    handle: Any,
+    iterations: int | None = 1,
+    retry_failed: bool = False,
+    on_running: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Continue an opened campaign by at most ``iterations`` finished iterations (``None``:
+    until its stop rule), through the campaign's configured task runner. Used by the
+    deployment flow above and by the API's embedded background runner (``on_running``:
+    Prefect state hooks of the flow run, e.g. to record its id)."""
     ctx = steps.open_context(handle)
+    before = _next_index(ctx.store, ctx.campaign_id)
     cap = before + iterations if iterations is not None else None
-    body = _iterate.with_options(task_runner=make_task_runner(ctx.cfg.execution))
+    body = _iterate.with_options(
+        task_runner=make_task_runner(ctx.cfg.execution), on_running=on_running or []
+    )
     out = body(handle, cap, retry_failed)
-    return {
-        **out,
-        "skipped": False,
-        "iterations_before": before,
-        "iterations_after": _next_index(store, handle.campaign_id),
-    }
+    return {**out, "iterations_after": _next_index(ctx.store, ctx.campaign_id)}

@@ -45,7 +45,9 @@ def submit_campaign_run(
         name = settings.api_deployment
         run = runner.record(jobs.submit_deployment(settings, campaign_id, name, iterations))
     else:
-        run = runner.submit("campaign", campaign_id, jobs.campaign_job(settings, campaign_id))
+        run = runner.submit(
+            "campaign", campaign_id, jobs.campaign_job(settings, campaign_id, iterations)
+        )
     return runner.out(run)
 
 

@@ -13,7 +13,7 @@ from .test_actions import _wait
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_next_iteration_runs_the_campaign_flow(client, auth, store):
     cfg = tiny_config(
-        "flow", convergence={"max_iterations": 1}, training={"max_epochs": 5, "max_time_s": 5}
+        "flow", convergence={"max_iterations": 3}, training={"max_epochs": 5, "max_time_s": 5}
     )
     cid = client.post("/api/v1/campaigns", json={"config": cfg}, headers=auth).json()["id"]
     r = client.post(f"/api/v1/campaigns/{cid}/next-iteration", headers=auth)
@@ -26,7 +26,9 @@ def test_next_iteration_runs_the_campaign_flow(client, auth, store):
     done = _wait(client, run["id"], timeout=240)
     assert done["status"] == "completed", done["message"]
     assert done["prefect_flow_run_id"]
-    assert done["result"]["status"] == "paused"  # stopped at max_iterations=1
+    # exactly one more iteration, not a run to the stop rule: the campaign stays active
+    assert done["result"]["status"] == "running", done["result"]
+    assert done["result"]["iterations_after"] == 1
     its = client.get(f"/api/v1/campaigns/{cid}/iterations").json()
     assert [it["status"] for it in its] == ["done"]
     assert its[0]["labels"]["done"] > 0

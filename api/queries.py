@@ -12,6 +12,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from database import NotFoundError, Store
+from database.convert import as_utc
 from database.models import (
     FAILURE_KINDS,
     LABEL_STATUSES,
@@ -85,17 +86,15 @@ def _n_iterations(s, campaign_ids: list[int]) -> dict[int, int]:
 
 
 def _campaign_out(c: Campaign, n_it: int, labels: dict[str, int]) -> dict[str, Any]:
-    from database.convert import _utc
-
     return {
         "id": c.id,
         "name": c.name,
         "status": c.status,
         "status_message": c.status_message,
-        "created_at": _utc(c.created_at),
-        "updated_at": _utc(c.updated_at),
-        "started_at": _utc(c.started_at),
-        "finished_at": _utc(c.finished_at),
+        "created_at": as_utc(c.created_at),
+        "updated_at": as_utc(c.updated_at),
+        "started_at": as_utc(c.started_at),
+        "finished_at": as_utc(c.finished_at),
         "n_iterations": n_it,
         "labels": labels,
     }
@@ -165,8 +164,6 @@ def iterations(
         Iteration.validation["val_energy_rmse"].as_float().label("val_energy_rmse"),
         Iteration.validation["decision"].as_string().label("decision"),
     )
-    from database.convert import _utc
-
     with store.session(write=False) as s:
         campaign_row(s, campaign_id)
         rows = s.execute(
@@ -193,8 +190,8 @@ def iterations(
                 iteration_id=r.id,
                 index=r.index,
                 status=r.status,
-                started_at=_utc(r.started_at),
-                finished_at=_utc(r.finished_at),
+                started_at=as_utc(r.started_at),
+                finished_at=as_utc(r.finished_at),
                 step_timings={k: float(x) for k, x in (r.step_timings or {}).items()},
                 n_explored=n,
                 n_accurate=r.n_accurate,
@@ -420,8 +417,6 @@ def list_labels(
     limit: int,
 ) -> schemas.Page[schemas.LabelOut]:
     """A page of the campaign's labels filtered by status, failure kind and iteration index."""
-    from database.convert import _utc
-
     cols = (
         Label.id,
         Label.structure_id,
@@ -454,8 +449,8 @@ def list_labels(
             **{
                 c.key: getattr(r, c.key) for c in cols if c.key not in ("created_at", "finished_at")
             },
-            created_at=_utc(r.created_at),
-            finished_at=_utc(r.finished_at),
+            created_at=as_utc(r.created_at),
+            finished_at=as_utc(r.finished_at),
         )
         for r in rows
     ]
@@ -475,8 +470,6 @@ _MODEL_COLS = (
 
 
 def _model_out(row: Any, iteration_index: int | None, n_labels: int) -> schemas.ModelOut:
-    from database.convert import _utc
-
     return schemas.ModelOut(
         id=row.id,
         campaign_id=row.campaign_id,
@@ -486,7 +479,7 @@ def _model_out(row: Any, iteration_index: int | None, n_labels: int) -> schemas.
         checkpoint_sha256=row.checkpoint_sha256,
         n_training_labels=n_labels,
         validation=dict(row.validation or {}),
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
         download_url=f"/api/v1/models/{row.id}/checkpoint",
     )
 

@@ -45,7 +45,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _utc(dt: datetime | None) -> datetime | None:
+def as_utc(dt: datetime | None) -> datetime | None:
+    """The datetime as timezone-aware UTC (SQLite returns naive datetimes)."""
     if dt is None:
         return None
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
@@ -64,10 +65,10 @@ def _campaign(c: Campaign) -> CampaignRecord:
         dict(c.config or {}),
         c.status,
         c.status_message,
-        _utc(c.created_at),
-        _utc(c.updated_at),
-        _utc(c.started_at),
-        _utc(c.finished_at),
+        as_utc(c.created_at),
+        as_utc(c.updated_at),
+        as_utc(c.started_at),
+        as_utc(c.finished_at),
     )
 
 
@@ -77,8 +78,8 @@ def _iteration(it: Iteration) -> IterationRecord:
         it.campaign_id,
         it.index,
         it.status,
-        _utc(it.started_at),
-        _utc(it.finished_at),
+        as_utc(it.started_at),
+        as_utc(it.finished_at),
         dict(it.step_timings or {}),
         it.n_explored,
         it.n_accurate,
@@ -107,7 +108,7 @@ def _structure(s: Structure) -> StructureRecord:
         s.pressure,
         s.md_step,
         dict(s.info or {}),
-        _utc(s.created_at),
+        as_utc(s.created_at),
     )
 
 
@@ -122,7 +123,7 @@ def _selection(s: Selection) -> SelectionRecord:
         s.forces_std,
         s.reason,
         s.strategy,
-        _utc(s.created_at),
+        as_utc(s.created_at),
     )
 
 
@@ -146,9 +147,9 @@ def _label(lb: Label) -> LabelRecord:
         lb.wall_time,
         lb.host,
         lb.worker,
-        _utc(lb.created_at),
-        _utc(lb.claimed_at),
-        _utc(lb.finished_at),
+        as_utc(lb.created_at),
+        as_utc(lb.claimed_at),
+        as_utc(lb.finished_at),
     )
 
 
@@ -162,12 +163,12 @@ def _model(m: Model) -> ModelRecord:
         m.checkpoint_sha256,
         m.training_label_ids,
         dict(m.validation or {}),
-        _utc(m.created_at),
+        as_utc(m.created_at),
     )
 
 
 def _token(t: ApiToken) -> ApiTokenRecord:
-    return ApiTokenRecord(t.id, t.name, t.token_sha256, _utc(t.created_at), _utc(t.revoked_at))
+    return ApiTokenRecord(t.id, t.name, t.token_sha256, as_utc(t.created_at), as_utc(t.revoked_at))
 
 
 def hill_formula(numbers: np.ndarray) -> str:

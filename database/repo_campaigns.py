@@ -12,7 +12,7 @@ from .convert import (
     CampaignRef,
     _campaign,
     _iteration,
-    _utc,
+    as_utc,
 )
 from .errors import (
     DatabaseInputError,
@@ -283,8 +283,8 @@ class CampaignsRepo(StoreBase):
                     iteration_id=it.id,
                     index=it.index,
                     status=it.status,
-                    started_at=_utc(it.started_at),
-                    finished_at=_utc(it.finished_at),
+                    started_at=as_utc(it.started_at),
+                    finished_at=as_utc(it.finished_at),
                     step_timings=dict(it.step_timings or {}),
                     n_explored=n,
                     n_accurate=it.n_accurate,

@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ def running_stack(tmp: Path, **extra_env: str) -> Iterator[Stack]:
         PESFLOW_STACK_API_PORT=str(st.api_port),
         PESFLOW_STACK_PREFECT_PORT=str(st.prefect_port),
         OMP_NUM_THREADS="1",
+        PESFLOW_STACK_PYTHON=sys.executable,
         PREFECT_WORKER_QUERY_SECONDS="2",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
         **extra_env,

@@ -15,9 +15,9 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from . import steps
+from .cluster import make_task_runner
 from .config import ExecutionConfig
 from .steps import CampaignHandle
 
@@ -51,32 +51,6 @@ def label_task(handle: CampaignHandle, label_id: int) -> str:
     """Label one claimed structure. Code failures are stored as data (no retry); only an
     unexpected exception (e.g. a database hiccup) makes Prefect retry the task."""
     return steps.label_one(handle, label_id)
-
-
-def make_task_runner(execution: ExecutionConfig):
-    """The configured task runner (thread pool, or Dask via prefect-dask)."""
-    if execution.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        d = execution.dask
-        kwargs: dict[str, Any] = {}
-        if d is not None:
-            if d.address:
-                kwargs["address"] = d.address
-            if d.cluster_class:
-                kwargs["cluster_class"] = d.cluster_class
-            if d.cluster_kwargs:
-                kwargs["cluster_kwargs"] = dict(d.cluster_kwargs)
-            if d.adapt_kwargs:
-                kwargs["adapt_kwargs"] = dict(d.adapt_kwargs)
-        if "address" not in kwargs and "cluster_kwargs" not in kwargs:
-            kwargs["cluster_kwargs"] = {
-                "n_workers": execution.max_workers,
-                "threads_per_worker": 1,
-                "processes": True,
-            }
-        return DaskTaskRunner(**kwargs)
-    return ThreadPoolTaskRunner(max_workers=execution.max_workers)
 
 
 def _wait(futures: list) -> list:

@@ -123,96 +123,29 @@ def retrain_job(
     (validation structures held out and evaluated), saves it and records a model row."""
 
     def job(run: Run) -> dict[str, Any]:
-        from database.extxyz import labelled_atoms
-        from mlip_core.checkpoint import save_committee
-        from mlip_core.model import ModelConfig
-        from mlip_core.training import TrainingConfig, evaluate_errors, train_committee
-        from workflows.steps import load_model
+        from workflows.steps import load_model, train_and_record
 
         t0 = time.perf_counter()
         ctx = _context(settings, campaign_id)
-        store, cfg = ctx.store, ctx.cfg
-        val_sids = {
-            s.structure_id for s in store.list_selections(campaign_id) if s.reason == "validation"
-        }
-        items = store.training_set(
-            campaign_id, labeler=ctx.labeler_name, settings_hash=ctx.settings_hash
-        )
-        train, val, label_ids = [], [], []
-        for item in items:
-            atoms = labelled_atoms(item, campaign=ctx.handle.name)
-            if item.structure.id in val_sids:
-                val.append(atoms)
-            else:
-                train.append(atoms)
-                label_ids.append(item.label.id)
-        if not train:
-            raise ValueError(f"campaign {campaign_id} has no done training labels to train on")
-        tc, cc = cfg.training, cfg.committee
-        prev = store.latest_model(campaign_id) if tc.warm_start else None
-        warm = load_model(prev) if prev is not None else None
-        epochs = max_epochs or (tc.warm_start_epochs if warm is not None else tc.max_epochs)
-        tcfg = TrainingConfig(
-            max_epochs=epochs,
-            max_time_s=max_time_s if max_time_s is not None else tc.max_time_s,
-            batch_size=tc.batch_size,
-            learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
-            patience=tc.patience,
-            energy_weight=tc.energy_weight,
-            val_fraction=tc.val_fraction,
-            seed=int(time.time()) % (2**31),
-        )
-        mcfg = ModelConfig(
-            species=ctx.species,
-            cutoff=cc.cutoff,
-            channels=cc.channels,
-            n_layers=cc.n_layers,
-            n_basis=cc.n_basis,
-            readout_hidden=cc.readout_hidden,
-            n_members=cc.n_members,
-        )
-        result = train_committee(train, tcfg, model=warm, model_config=mcfg, n_members=cc.n_members)
-        errors = evaluate_errors(result.model, val) if val else {}
-        metrics = {
-            "val_force_rmse": errors.get("force_rmse"),
-            "val_energy_rmse": errors.get("energy_rmse"),
-            "val_force_mae": errors.get("force_mae"),
-            "n_train": len(train),
-            "n_val": len(val),
-            "epochs": result.epochs,
-            "stop_reason": result.stop_reason,
-            "warm_start": warm is not None,
-            "train_wall_s": result.wall_time_s,
-            "trigger": "api-retrain",
-            "api_run_id": run.id,
-        }
+        prev = ctx.store.latest_model(campaign_id) if ctx.cfg.training.warm_start else None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        path = ctx.models_dir / f"retrain-{stamp}.pt"
-        sha = save_committee(
-            result.model,
-            path,
-            {
-                "campaign": ctx.handle.name,
-                "training_label_ids": label_ids,
-                "validation": {k: v for k, v in metrics.items() if v is not None},
-            },
-        )
-        rec = store.record_model(
-            campaign_id,
-            member_count=result.model.n_members,
-            checkpoint_uri=str(path),
-            checkpoint_sha256=sha,
-            training_label_ids=label_ids,
-            validation=metrics,
+        _, metrics = train_and_record(
+            ctx,
+            warm=load_model(prev) if prev is not None else None,
+            seed=int(time.time()) % (2**31),
+            checkpoint=ctx.models_dir / f"retrain-{stamp}.pt",
+            max_epochs=max_epochs,
+            max_time_s=max_time_s,
+            extra={"trigger": "api-retrain", "api_run_id": run.id},
         )
         rmse = metrics["val_force_rmse"]
         return {
-            "model_id": rec.id,
-            "n_train": len(train),
-            "n_val": len(val),
+            "model_id": metrics["model_id"],
+            "n_train": metrics["n_train"],
+            "n_val": metrics["n_val"],
             "val_force_rmse": rmse,
             "wall_s": time.perf_counter() - t0,
-            "message": f"model {rec.id} trained on {len(train)} labels"
+            "message": f"model {metrics['model_id']} trained on {metrics['n_train']} labels"
             + (f", validation force RMSE {rmse * 1000:.1f} meV/Å" if rmse is not None else ""),
         }
 

@@ -566,10 +566,6 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
     """Train the iteration's committee on every done label so far (validation excluded),
     evaluate it on the validation set, save the checkpoint and record it. Skipped when the
     iteration already has a model. Returns ``{"checkpoint": path, "val_force_rmse": ...}``."""
-    from mlip_core.checkpoint import save_committee
-    from mlip_core.model import ModelConfig
-    from mlip_core.training import TrainingConfig, evaluate_errors, train_committee
-
     ctx = open_context(handle)
     store, cfg = ctx.store, ctx.cfg
     it = next(i for i in store.list_iterations(ctx.campaign_id) if i.id == iteration_id)
@@ -579,25 +575,57 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
             store.update_iteration(iteration_id, validation=_val_summary(existing.validation))
         return {"checkpoint": existing.checkpoint_uri, **_val_summary(existing.validation)}
     t0 = time.perf_counter()
+    prev = _previous_model(ctx, it) if cfg.training.warm_start else None
+    path, metrics = train_and_record(
+        ctx,
+        warm=load_model(prev) if prev is not None else None,
+        seed=_seed(cfg.seed, "train", it.index) % (2**31),
+        checkpoint=ctx.models_dir / f"iter-{it.index:03d}.pt",
+        iteration=it,
+    )
+    store.update_iteration(iteration_id, validation=_val_summary(metrics))
+    store.record_step_time(iteration_id, "train", time.perf_counter() - t0)
+    return {"checkpoint": str(path), **_val_summary(metrics)}
+
+
+def train_and_record(
+    ctx: Context,
+    *,
+    warm: Any,
+    seed: int,
+    checkpoint: Path,
+    iteration: Any = None,
+    max_epochs: int | None = None,
+    max_time_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train a committee on every done label of the campaign (validation held out and
+    evaluated), save the checkpoint and record the model row (of ``iteration``, or of no
+    iteration for an on-demand retrain). Shared by :func:`train_step` and the API's retrain.
+
+    Returns ``(checkpoint path, metrics)``."""
+    from mlip_core.checkpoint import save_committee
+    from mlip_core.model import ModelConfig
+    from mlip_core.training import TrainingConfig, evaluate_errors, train_committee
+
+    store, cfg = ctx.store, ctx.cfg
+    where = f"iteration {iteration.index}" if iteration is not None else "retrain"
     train, val, label_ids = _training_data(ctx)
     if not train:
         raise CampaignFailedError(
-            f"iteration {it.index}: no labelled training structures (every bootstrap label failed?)"
+            f"{where}: no labelled training structures (every bootstrap label failed?)"
         )
-    tc = cfg.training
-    prev = _previous_model(ctx, it) if tc.warm_start else None
-    warm = load_model(prev) if prev is not None else None
+    tc, cc = cfg.training, cfg.committee
     tcfg = TrainingConfig(
-        max_epochs=tc.warm_start_epochs if warm is not None else tc.max_epochs,
-        max_time_s=tc.max_time_s,
+        max_epochs=max_epochs or (tc.warm_start_epochs if warm is not None else tc.max_epochs),
+        max_time_s=max_time_s if max_time_s is not None else tc.max_time_s,
         batch_size=tc.batch_size,
         learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
         patience=tc.patience,
         energy_weight=tc.energy_weight,
         val_fraction=tc.val_fraction,
-        seed=_seed(cfg.seed, "train", it.index) % (2**31),
+        seed=seed,
     )
-    cc = cfg.committee
     mcfg = ModelConfig(
         species=ctx.species,
         cutoff=cc.cutoff,
@@ -607,7 +635,7 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
         readout_hidden=cc.readout_hidden,
         n_members=cc.n_members,
     )
-    reporter().start("train", tcfg.max_epochs, f"iteration {it.index}: training")
+    reporter().start("train", tcfg.max_epochs, f"{where}: training")
     with timing.compute("train"):
         result = train_committee(
             train,
@@ -629,30 +657,27 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
         "stop_reason": result.stop_reason,
         "warm_start": warm is not None,
         "train_wall_s": result.wall_time_s,
+        **(extra or {}),
     }
-    path = ctx.models_dir / f"iter-{it.index:03d}.pt"
-    sha = save_committee(
-        result.model,
-        path,
-        {
-            "campaign": handle.name,
-            "iteration": it.index,
-            "training_label_ids": label_ids,
-            "validation": {k: v for k, v in metrics.items() if v is not None},
-        },
-    )
-    store.record_model(
+    meta: dict[str, Any] = {
+        "campaign": ctx.handle.name,
+        "training_label_ids": label_ids,
+        "validation": {k: v for k, v in metrics.items() if v is not None},
+    }
+    if iteration is not None:
+        meta["iteration"] = iteration.index
+    sha = save_committee(result.model, checkpoint, meta)
+    rec = store.record_model(
         ctx.campaign_id,
         member_count=result.model.n_members,
-        checkpoint_uri=str(path),
+        checkpoint_uri=str(checkpoint),
         checkpoint_sha256=sha,
         training_label_ids=label_ids,
-        iteration_id=iteration_id,
+        iteration_id=iteration.id if iteration is not None else None,
         validation=metrics,
     )
-    store.update_iteration(iteration_id, validation=_val_summary(metrics))
-    store.record_step_time(iteration_id, "train", time.perf_counter() - t0)
-    return {"checkpoint": str(path), **_val_summary(metrics)}
+    metrics["model_id"] = rec.id
+    return checkpoint, metrics
 
 
 def _val_summary(metrics: dict[str, Any]) -> dict[str, Any]:

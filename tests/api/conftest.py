@@ -7,22 +7,9 @@ PostgreSQL needs ``PESFLOW_TEST_POSTGRES_URL`` naming a test database (``test``,
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 
 import pytest
-
-_PREFECT_HOME = tempfile.mkdtemp(prefix="pesflow-api-prefect-")
-for _key, _value in {
-    "PREFECT_HOME": _PREFECT_HOME,
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # fastapi.testclient works with httpx; the advice to install httpx2 is not ours to follow here
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

@@ -1,49 +1,16 @@
 """Fixtures of the workflow tests.
 
-Prefect's environment is set here, before anything imports Prefect (see
-shared/notes/prefect.md); the temporary Prefect server (test harness) starts only for the
-tests that request ``prefect_harness``, once per session.
+Prefect's environment and the ``prefect_harness`` fixture are in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
-_PREFECT_HOME = tempfile.mkdtemp(prefix="pesflow-prefect-")
-for _key, _value in {
-    "PREFECT_HOME": _PREFECT_HOME,
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cu_emt.yaml"
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect API for the whole session (heartbeats off); a server given by
-    ``PREFECT_API_URL`` is used as is."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with (
-        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
-        prefect_test_harness(server_startup_timeout=90),
-    ):
-        yield
 
 
 @pytest.fixture(autouse=True)

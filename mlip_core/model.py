@@ -185,17 +185,6 @@ class StackedMLP(nn.Module):
         return self.l2(torch.nn.functional.silu(self.l1(x)))
 
 
-def polynomial_envelope(x: torch.Tensor, p: int) -> torch.Tensor:
-    """DimeNet envelope u(x), x = r/r_c: u(0)=1; u, u', u'' vanish at x = 1; 0 beyond."""
-    u = (
-        1.0
-        - (p + 1) * (p + 2) / 2.0 * x**p
-        + p * (p + 2) * x ** (p + 1)
-        - p * (p + 1) / 2.0 * x ** (p + 2)
-    )
-    return torch.where(x < 1.0, u, torch.zeros_like(u))
-
-
 def spherical_harmonics_l2(u: torch.Tensor) -> torch.Tensor:
     """Real spherical harmonics l = 0, 1, 2 (component normalisation) of unit vectors.
 

@@ -41,8 +41,10 @@ __all__ = [
     "CLUSTER_ALIASES",
     "ClusterConfigError",
     "cluster_class_path",
+    "concurrency",
     "describe",
     "job_class",
+    "label_slots",
     "make_task_runner",
     "render_job_script",
     "share_api_with_workers",
@@ -183,8 +185,9 @@ def share_api_with_workers() -> str | None:
 
 def make_task_runner(execution: ExecutionConfig) -> Any:
     """The configured Prefect task runner: ``ThreadPoolTaskRunner(max_workers)`` or
-    ``prefect_dask.DaskTaskRunner(**task_runner_kwargs(execution))`` (for a local cluster
-    without a Prefect server, :func:`share_api_with_workers` first)."""
+    :class:`~workflows.dask_runner.PesflowDaskTaskRunner` (``prefect_dask.DaskTaskRunner``
+    shipping Prefect's settings once per flow run) with :func:`task_runner_kwargs` (for a
+    local cluster without a Prefect server, :func:`share_api_with_workers` first)."""
     if execution.task_runner != "dask":
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -192,9 +195,47 @@ def make_task_runner(execution: ExecutionConfig) -> Any:
     kwargs = task_runner_kwargs(execution)
     if kwargs.get("cluster_class") == CLUSTER_ALIASES["local"]:
         share_api_with_workers()
-    from prefect_dask import DaskTaskRunner
+    from .dask_runner import PesflowDaskTaskRunner
 
-    return DaskTaskRunner(**kwargs)
+    return PesflowDaskTaskRunner(**kwargs)
+
+
+def concurrency(execution: ExecutionConfig) -> int | None:
+    """How many tasks the configured runner runs at once, where the config says: ``max_workers``
+    for threads and for the default local cluster; ``n_workers × threads_per_worker`` for a
+    local cluster given by ``cluster_kwargs``; ``maximum_jobs × processes`` (adaptive) or
+    ``n_workers`` for a jobqueue cluster. ``None`` when unknown (a scheduler address)."""
+    if execution.task_runner != "dask":
+        return execution.max_workers
+    d = execution.dask
+    if d is None or (not d.address and not d.cluster_class and not d.cluster_kwargs):
+        return execution.max_workers
+    if d.address:
+        return None
+    ckw = d.cluster_kwargs
+    if cluster_class_path(d.cluster_class or "local") == CLUSTER_ALIASES["local"]:
+        if "n_workers" not in ckw:
+            return None
+        return max(1, int(ckw["n_workers"]) * int(ckw.get("threads_per_worker", 1)))
+    adapt = d.adapt_kwargs or {}
+    if "maximum_jobs" in adapt:
+        return max(1, int(adapt["maximum_jobs"]) * int(ckw.get("processes", 1)))
+    if "maximum" in adapt:
+        return max(1, int(adapt["maximum"]))
+    if "n_workers" in ckw:
+        return max(1, int(ckw["n_workers"]))
+    return None
+
+
+def label_slots(execution: ExecutionConfig) -> int:
+    """How many labels the label step keeps in flight (running or queued in the task runner):
+    ``execution.label_slots`` if given, else twice the runner's :func:`concurrency` (16 when
+    unknown). With one label queued behind each running one, a worker that frees starts the
+    next label at once, without a round trip through the flow (claim, submit, schedule)."""
+    if execution.label_slots is not None:
+        return execution.label_slots
+    n = concurrency(execution)
+    return 16 if n is None else 2 * n
 
 
 def render_job_script(

@@ -328,6 +328,14 @@ class ExecutionConfig(_Section):
     task_runner: Literal["threads", "dask"] = Field(default="threads", description="Runner.")
     max_workers: int = Field(default=2, ge=1, description="Thread-pool size.")
     dask: DaskConfig | None = Field(default=None, description="Dask runner settings.")
+    label_slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="Labels in flight (running or queued in the task runner); a slot is "
+        "refilled as soon as its label finishes. Default: twice the runner's concurrency "
+        "(max_workers, or the Dask cluster's worker threads when the config gives them), "
+        "else 16.",
+    )
 
 
 class CampaignConfig(_Section):

@@ -11,12 +11,15 @@ import pytest
 
 from workflows.cluster import (
     ClusterConfigError,
+    concurrency,
     describe,
+    label_slots,
     make_task_runner,
     render_job_script,
     task_runner_kwargs,
 )
-from workflows.config import ExecutionConfig, parse_config
+from workflows.config import ConfigError, ExecutionConfig, parse_config
+from workflows.dask_runner import PesflowDaskTaskRunner
 
 from ._campaign import tiny
 
@@ -78,7 +81,7 @@ def test_dask_local_default_and_explicit() -> None:
         }
     )
     runner = make_task_runner(ex)
-    assert isinstance(runner, DaskTaskRunner)
+    assert isinstance(runner, DaskTaskRunner) and isinstance(runner, PesflowDaskTaskRunner)
     assert runner.cluster_kwargs["threads_per_worker"] == 4
     assert describe(ex) == "dask: distributed.LocalCluster (2 workers)"
 
@@ -220,3 +223,23 @@ def test_dask_local_cluster_labels_equal_thread_pool(tmp_path: Path, prefect_har
     for key, (energy, forces) in threads.items():
         assert dask[key][0] == pytest.approx(energy, abs=1e-9)
         np.testing.assert_allclose(dask[key][1], forces, atol=1e-9)
+
+
+def test_label_slots_follow_the_runner_concurrency() -> None:
+    threads = _ex({"task_runner": "threads", "max_workers": 3})
+    assert concurrency(threads) == 3 and label_slots(threads) == 6
+    local = _ex(
+        {
+            "task_runner": "dask",
+            "dask": {"cluster_kwargs": {"n_workers": 2, "threads_per_worker": 4}},
+        }
+    )
+    assert concurrency(local) == 8 and label_slots(local) == 16
+    assert concurrency(_ex({"task_runner": "dask", "max_workers": 2})) == 2
+    assert concurrency(_ex(SLURM)) == 8 * SLURM["dask"]["cluster_kwargs"]["processes"]
+    address = _ex({"task_runner": "dask", "dask": {"address": "tcp://10.1.2.3:8786"}})
+    assert concurrency(address) is None and label_slots(address) == 16
+    fixed = _ex({"task_runner": "dask", "dask": {"address": "tcp://x:1"}, "label_slots": 40})
+    assert label_slots(fixed) == 40
+    with pytest.raises(ConfigError, match="label_slots"):
+        parse_config(tiny(execution={"label_slots": 0}))

@@ -23,8 +23,8 @@ from typing import Any
 from prefect import flow
 
 from . import steps
-from .cluster import make_task_runner
-from .flows import explore_task, label_task, train_task
+from .cluster import label_slots, make_task_runner
+from .flows import label_submitter, train_task, walker_mapper
 from .settings import get_settings
 from .steps import CampaignHandle
 
@@ -52,15 +52,13 @@ def _iterate(handle: CampaignHandle, cap: int | None, retry_failed: bool) -> dic
         cfg = ctx.cfg.model_copy(update={"convergence": conv})
         ctx = steps.Context(handle, ctx.store, cfg, ctx.runtime)
 
-    def walker_map(indices: list[int], iteration_id: int, checkpoint: str) -> list:
-        futures = [explore_task.submit(handle, iteration_id, i, checkpoint) for i in indices]
-        return [f.result() for f in futures]
-
-    def label_map(label_ids: list[int]) -> list[str]:
-        return [f.result() for f in [label_task.submit(handle, i) for i in label_ids]]
-
     decision = steps.run_campaign(
-        ctx, train=train_task, walker_map=walker_map, label_map=label_map, retry_failed=retry_failed
+        ctx,
+        train=train_task,
+        walker_map=walker_mapper(handle),
+        label_submit=label_submitter(handle),
+        label_slots=label_slots(ctx.cfg.execution),
+        retry_failed=retry_failed,
     )
     status, message = decision.status, decision.message
     if capped and decision.status == "paused" and decision.message.startswith(CAP_PREFIX):

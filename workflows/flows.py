@@ -11,23 +11,26 @@ The task runner comes from the campaign's ``execution`` section: a thread pool b
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from . import steps
-from .cluster import make_task_runner
+from .cluster import label_slots, make_task_runner
 from .config import ExecutionConfig
 from .steps import CampaignHandle
 
 __all__ = [
     "campaign_flow",
     "explore_task",
+    "label_submitter",
     "label_task",
     "make_task_runner",
     "run_flow",
     "train_task",
+    "walker_mapper",
 ]
 
 
@@ -53,23 +56,47 @@ def label_task(handle: CampaignHandle, label_id: int) -> str:
     return steps.label_one(handle, label_id)
 
 
-def _wait(futures: list) -> list:
-    return [f.result() for f in futures]
+def walker_mapper(handle: CampaignHandle):
+    """``walker_map`` for :func:`steps.run_campaign`: one :func:`explore_task` per walker,
+    submitted together through the flow's task runner; returns their statistics in order."""
+
+    def walker_map(indices: list[int], iteration_id: int, checkpoint: str) -> list:
+        futures = [explore_task.submit(handle, iteration_id, i, checkpoint) for i in indices]
+        return [f.result() for f in futures]
+
+    return walker_map
+
+
+def label_submitter(handle: CampaignHandle):
+    """``submit`` for :func:`steps.label_step`: submits :func:`label_task` through the flow's
+    task runner and returns a ``concurrent.futures.Future`` of the label's status."""
+
+    def submit(label_id: int) -> Future[str]:
+        out: Future[str] = Future()
+
+        def resolve(prefect_future: Any) -> None:
+            try:
+                out.set_result(prefect_future.result())
+            except BaseException as exc:  # handed to label_step
+                out.set_exception(exc)
+
+        label_task.submit(handle, label_id).add_done_callback(resolve)
+        return out
+
+    return submit
 
 
 @flow(name="pesflow-campaign", log_prints=False, validate_parameters=False)
 def campaign_flow(handle: CampaignHandle, retry_failed: bool = False) -> dict[str, Any]:
     """Run or resume a campaign until it converges, stops or fails; returns the decision."""
     ctx = steps.open_context(handle)
-
-    def walker_map(indices: list[int], iteration_id: int, checkpoint: str) -> list:
-        return _wait([explore_task.submit(handle, iteration_id, i, checkpoint) for i in indices])
-
-    def label_map(label_ids: list[int]) -> list[str]:
-        return _wait([label_task.submit(handle, i) for i in label_ids])
-
     decision = steps.run_campaign(
-        ctx, train=train_task, walker_map=walker_map, label_map=label_map, retry_failed=retry_failed
+        ctx,
+        train=train_task,
+        walker_map=walker_mapper(handle),
+        label_submit=label_submitter(handle),
+        label_slots=label_slots(ctx.cfg.execution),
+        retry_failed=retry_failed,
     )
     return {"stop": decision.stop, "status": decision.status, "message": decision.message}
 

@@ -13,8 +13,9 @@ The database is the source of truth for where a campaign stands:
   ``done`` labels are never recomputed (labels are unique per structure + settings hash);
 - ``decide``: sets the iteration ``done`` and, when it stops, the campaign status.
 
-Concurrency is injected: :func:`run_campaign` takes ``map`` callables that run walkers /
-labels (sequentially by default; :mod:`workflows.flows` passes Prefect task submission).
+Concurrency is injected: :func:`run_campaign` takes a ``walker_map`` callable and a label
+``submit`` callable returning ``concurrent.futures.Future`` objects (in-process by default;
+:mod:`workflows.flows` passes Prefect task submission).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -466,29 +468,72 @@ def _sequential(fn: Callable[..., Any]) -> Callable[[list], list]:
     return lambda items: [fn(*item) if isinstance(item, tuple) else fn(item) for item in items]
 
 
+LabelSubmit = Callable[[int], "Future[str]"]
+
+
+def _label_now(handle: CampaignHandle) -> LabelSubmit:
+    """The in-process ``submit``: labels at once and returns the finished future."""
+
+    def submit(label_id: int) -> Future[str]:
+        fut: Future[str] = Future()
+        try:
+            fut.set_result(label_one(handle, label_id))
+        except Exception as exc:  # handed to the caller
+            fut.set_exception(exc)
+        return fut
+
+    return submit
+
+
 def label_step(
-    ctx: Context, it, label_map: Callable[[list[int]], list[str]] | None = None, batch: int = 8
+    ctx: Context, it, submit: LabelSubmit | None = None, slots: int = 8
 ) -> dict[str, int]:
-    """Claim and compute every pending label of the campaign, ``batch`` at a time."""
-    label_map = label_map or (lambda ids: [label_one(ctx.handle, i) for i in ids])
+    """Claim and compute every pending label of the campaign, ``slots`` at a time.
+
+    ``submit(label_id)`` starts one claimed label and returns a ``concurrent.futures.Future``
+    of its status (default: computed in this process). A label is claimed and submitted as soon
+    as a slot frees, so one slow calculation holds only its own slot, not a whole batch. If a
+    label's future raises, no new labels are submitted; the ones in flight are awaited (their
+    results are stored) and the first error is raised.
+    """
+    submit = submit or _label_now(ctx.handle)
     t0 = time.perf_counter()
     store = ctx.store
     pending = store.count_labels(ctx.campaign_id)["pending"]
     reporter().start("label", pending, f"iteration {it.index}: labelling")
     counts = {"done": 0, "failed": 0}
+    in_flight: set[Future[str]] = set()
+    error: BaseException | None = None
+    exhausted = False
     while True:
-        tasks = store.claim_labels(
-            limit=batch,
-            labeler=ctx.labeler_name,
-            settings_hash=ctx.settings_hash,
-            campaign=ctx.campaign_id,
-        )
-        if not tasks:
+        free = slots - len(in_flight)
+        if error is None and not exhausted and free > 0:
+            claimed = store.claim_labels(
+                limit=free,
+                labeler=ctx.labeler_name,
+                settings_hash=ctx.settings_hash,
+                campaign=ctx.campaign_id,
+            )
+            exhausted = len(claimed) < free
+            for t in claimed:
+                try:
+                    in_flight.add(submit(t.label_id))
+                except Exception as exc:  # raised after the in-flight ones
+                    error = error or exc
+        if not in_flight:
             break
-        for status in label_map([t.label_id for t in tasks]):
+        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+        for fut in done:
+            try:
+                status = fut.result()
+            except Exception as exc:  # raised after the in-flight ones
+                error = error or exc
+                continue
             counts[status] = counts.get(status, 0) + 1
     reporter().finish("label")
     store.record_step_time(it.id, "label", time.perf_counter() - t0)
+    if error is not None:
+        raise error
     return counts
 
 
@@ -996,13 +1041,15 @@ def run_campaign(
     *,
     train: Runner | None = None,
     walker_map: Callable[[list[int], int, str], list] | None = None,
-    label_map: Callable[[list[int]], list[str]] | None = None,
+    label_submit: LabelSubmit | None = None,
+    label_slots: int = 8,
     retry_failed: bool = False,
 ) -> Decision:
     """Run (or resume) the campaign until it stops; returns the final :class:`Decision`.
 
-    ``train(handle, iteration_id)``, ``walker_map(walker_indices, iteration_id, checkpoint)``
-    and ``label_map(label_ids)`` default to in-process sequential calls.
+    ``train(handle, iteration_id)`` and ``walker_map(walker_indices, iteration_id, checkpoint)``
+    default to in-process sequential calls; ``label_submit`` and ``label_slots`` are passed to
+    :func:`label_step` (default: in-process).
     """
     store = ctx.store
     rec = store.get_campaign(ctx.campaign_id)
@@ -1029,7 +1076,7 @@ def run_campaign(
         it = store.start_iteration(ctx.campaign_id, index)
         if index == 0:
             seed_step(ctx, it)
-            label_step(ctx, it, label_map)
+            label_step(ctx, it, label_submit, label_slots)
             check_failure_rate(ctx, it)
         out = train(ctx.handle, it.id)
         checkpoint = out["checkpoint"]
@@ -1040,7 +1087,7 @@ def run_campaign(
         )
         explore_step(ctx, it, checkpoint, wmap)
         select_step(ctx, it)
-        label_step(ctx, it, label_map)
+        label_step(ctx, it, label_submit, label_slots)
         check_failure_rate(ctx, it)
         decision = decide(ctx, it)
         reporter().iteration_done(summary_rows(ctx.store, ctx.campaign_id)[-1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,74 @@ def test_cancelled_campaign_is_not_revived(ctx):
     assert d.stop and d.status == "cancelled"
     assert store.get_campaign(cid).status == "cancelled"
     assert store.list_iterations(cid) == []
+
+
+def test_label_step_refills_a_free_slot_while_a_slow_label_runs(ctx):
+    """One slow calculation holds only its own slot: with 2 slots, the other 7 labels go
+    through the second slot while the first is still running (a batch would wait for it)."""
+    store, cid = ctx.store, ctx.campaign_id
+    it = store.start_iteration(cid, 0)
+    steps.seed_step(ctx, it)
+    assert store.count_labels(cid)["pending"] == 8
+    pool = ThreadPoolExecutor(max_workers=4)
+    release = threading.Event()
+    lock = threading.Lock()
+    state = {"in_flight": 0, "peak": 0, "fast_done": 0, "slow": None, "released": None}
+
+    def finished(_):
+        with lock:
+            state["in_flight"] -= 1
+
+    def fast_finished(_):
+        with lock:
+            state["fast_done"] += 1
+            if state["fast_done"] == 7:
+                release.set()
+
+    def slow(label_id: int) -> str:
+        state["released"] = release.wait(timeout=30)
+        return steps.label_one(ctx.handle, label_id)
+
+    def submit(label_id: int):
+        with lock:
+            state["in_flight"] += 1
+            state["peak"] = max(state["peak"], state["in_flight"])
+        if state["slow"] is None:
+            state["slow"] = label_id
+            fut = pool.submit(slow, label_id)
+        else:
+            fut = pool.submit(steps.label_one, ctx.handle, label_id)
+            fut.add_done_callback(fast_finished)
+        fut.add_done_callback(finished)
+        return fut
+
+    counts = steps.label_step(ctx, it, submit, slots=2)
+    pool.shutdown()
+    assert state["released"] is True  # released by the 7 others finishing, not by timeout
+    assert state["peak"] == 2
+    assert counts == {"done": 8, "failed": 0}
+    assert store.count_labels(cid) == {"pending": 0, "running": 0, "done": 8, "failed": 0}
+
+
+def test_label_step_error_stops_submitting_and_keeps_finished_labels(ctx):
+    store, cid = ctx.store, ctx.campaign_id
+    it = store.start_iteration(cid, 0)
+    steps.seed_step(ctx, it)
+    submitted: list[int] = []
+
+    def submit(label_id: int) -> Future:
+        submitted.append(label_id)
+        fut: Future = Future()
+        if len(submitted) == 2:
+            fut.set_exception(RuntimeError("database hiccup on a worker"))
+        else:
+            fut.set_result(steps.label_one(ctx.handle, label_id))
+        return fut
+
+    with pytest.raises(RuntimeError, match="database hiccup"):
+        steps.label_step(ctx, it, submit, slots=3)
+    assert len(submitted) == 3  # the first wave only: nothing new after the error
+    # the other two are stored; the failed one stays claimed and is requeued on resume
+    assert store.count_labels(cid) == {"pending": 5, "running": 1, "done": 2, "failed": 0}
+    assert steps.prepare_resume(ctx)["requeued_running"] == 1
+    assert steps.label_step(ctx, it) == {"done": 6, "failed": 0}

@@ -153,25 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     ideal = math.ceil(args.labels / args.slots) * args.delay
     rows, efficiency = [], {}
     # Dask worker processes must reach the same Prefect API: with no PREFECT_API_URL each
-    # would start a temporary server of its own. Start one here and export its URL.
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        from prefect.server.api.server import SubprocessASGIServer
+    # would start a temporary server of its own. Start one here, as `pesflow run` does.
+    from .local_api import prefect_api
 
-        server = SubprocessASGIServer()
-        server.start(timeout=settings.prefect_startup_timeout_s)
-        os.environ["PREFECT_API_URL"] = server.api_url
     try:
-        for i, (name, desc, factory) in enumerate(runners):
-            walls = _measure(factory(), handle, args.labels, window, args.rounds, 100 * i)
-            med = statistics.median(walls)
-            efficiency[name] = ideal / med
-            rows.append((desc, med, min(walls), max(walls), ideal / med, args.labels / med))
+        with prefect_api(settings.prefect_startup_timeout_s):
+            for i, (name, desc, factory) in enumerate(runners):
+                walls = _measure(factory(), handle, args.labels, window, args.rounds, 100 * i)
+                med = statistics.median(walls)
+                efficiency[name] = ideal / med
+                rows.append((desc, med, min(walls), max(walls), ideal / med, args.labels / med))
     finally:
         close_stores()
-        if server is not None:
-            server.stop()
-            os.environ.pop("PREFECT_API_URL", None)
     print(
         f"label throughput: {args.labels} labels x {args.delay:g} s (mock EMT labeler "
         f"sleeping), {args.slots} slots, median of {args.rounds} rounds after a warm-up; "

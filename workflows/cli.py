@@ -239,14 +239,19 @@ def _run(
     from . import progress
     from .steps import open_store, summary_rows
 
+    t0 = time.perf_counter()
     configure_prefect_env(settings)
     from . import timing
-    from .flows import run_flow  # imports Prefect: after its environment is set
+    from .local_api import prefect_api
 
     store = open_store(handle.db_url)
-    t0 = time.perf_counter()
     timing.clear()
-    with RichReporter(Console(quiet=quiet, width=console.width)) as rep:
+    with (
+        prefect_api(settings.prefect_startup_timeout_s),
+        RichReporter(Console(quiet=quiet, width=console.width)) as rep,
+    ):
+        from .flows import run_flow  # imported (with Prefect) while the server started
+
         old = progress.set_reporter(rep)
         try:
             result = run_flow(handle, cfg.execution, retry_failed=retry_failed)

@@ -1,0 +1,88 @@
+"""The temporary local Prefect API of the embedded default: started without blocking, used by
+the flow, stopped with its owner, and a start-up failure named in one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from workflows.local_api import LocalAPI, LocalAPIError, prefect_api
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie counts as gone
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+@flow(name="local-api-probe")
+def _probe() -> str:
+    return "ran"
+
+
+def test_flow_runs_on_the_temporary_api_which_stops_afterwards(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with prefect_api(timeout=90, log=tmp_path / "server.log") as api:
+            assert api is not None and api.ready_after_s is not None
+            assert os.environ["PREFECT_API_URL"] == api.url == PREFECT_API_URL.value()
+            assert _probe() == "ran"
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                names = {r.name for r in client.read_flow_runs()}
+            assert names  # the run is recorded on this server
+            pid, url = api.process.pid, api.url
+        assert "PREFECT_API_URL" not in os.environ
+    assert not _alive(pid)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/health", timeout=2)
+
+
+def test_server_dies_with_a_killed_parent(tmp_path: Path):
+    script = (
+        "import sys, time\n"
+        "from workflows.local_api import LocalAPI\n"
+        "api = LocalAPI().start(); api.wait(90)\n"
+        "print(api.process.pid, flush=True); time.sleep(600)\n"
+    )
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        server_pid = int(parent.stdout.readline())
+        assert _alive(server_pid)
+        parent.send_signal(signal.SIGKILL)  # no atexit, no cleanup: only PR_SET_PDEATHSIG
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while _alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(server_pid)
+    finally:
+        parent.kill()
+
+
+def test_a_server_that_cannot_start_is_one_line(tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        api = LocalAPI(port=busy.getsockname()[1], log=tmp_path / "server.log").start()
+        with pytest.raises(LocalAPIError, match="exited with code") as err:
+            api.wait(timeout=60)
+    assert "\n" not in str(err.value) and "server.log" in str(err.value)

@@ -97,6 +97,8 @@ class LocalAPI:
 
     def start(self) -> LocalAPI:
         """Launch the server process (returns at once)."""
+        if self.log:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(

@@ -1,8 +1,9 @@
 """Subprocess entry points for the concurrency and kill tests (``python -m tests.database._worker``).
 
 Modes:
-  claim URL WORKER    claim pending labels one at a time until none is left, store a result
-                      for each, print the claimed ids as one JSON list.
+  claim URL WORKER    print READY, wait for a line on stdin (so that workers start together),
+                      then claim pending labels one at a time until none is left, store a
+                      result for each, print the claimed ids as one JSON list.
   hang-result URL LABEL_ID      store a result for LABEL_ID but stop just before COMMIT.
   hang-bulk URL CAMPAIGN N      add N labelled structures but stop just before COMMIT.
 In the hang modes the process prints READY and sleeps: the test SIGKILLs it mid-transaction.
@@ -34,6 +35,9 @@ def main(argv: list[str]) -> None:
     store = Store.from_url(url, migrate=False)
     if mode == "claim":
         worker = argv[2]
+        store.count_labels()  # connect before the start signal
+        print("READY", flush=True)
+        sys.stdin.readline()
         claimed = []
         while True:
             tasks = store.claim_labels(limit=1, worker=worker)

@@ -36,11 +36,17 @@ def test_two_worker_processes_claim_1000_labels_disjointly(store, db_url):
         subprocess.Popen(
             [sys.executable, "-m", "tests.database._worker", "claim", db_url, f"w{i}"],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for i in range(2)
     ]
+    for p in procs:  # both connected and waiting: start them together
+        assert p.stdout.readline().strip() == "READY"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     claimed = []
     for p in procs:
         out, _ = p.communicate(timeout=120)

@@ -428,7 +428,9 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
 
     from mlip_core.calculator import CommitteeCalculator
     from mlip_core.checkpoint import save_committee
-    from mlip_core.md import WalkerSpec, run_walker
+    from mlip_core.md import run_walker
+
+    from .steps import walker_spec
 
     torch.set_num_threads(1)
     bench = BenchConfig.model_validate(job["bench"])
@@ -473,20 +475,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         for i, (ci, c) in enumerate(plans):
             w = campaign.exploration.walkers[ci]
             start = starts[w.start if w.start is not None else i % len(starts)]
-            spec = WalkerSpec(
-                ensemble=w.ensemble,
-                temperature_K=w.temperature,
-                pressure_GPa=w.pressure,
-                timestep_fs=w.timestep,
-                n_steps=w.steps,
-                record_every=w.record_every,
-                friction=w.friction,
-                seed=_seed(seed, "walk", it, ci, c),
-                lo=campaign.trust.lo,
-                hi=campaign.trust.hi,
-                relative=campaign.trust.relative,
-                min_distance=campaign.exploration.min_distance,
-            )
+            spec = walker_spec(campaign, w, _seed(seed, "walk", it, ci, c))
             try:
                 res = run_walker(start, calc, spec)
             except Exception:  # a walker that cannot run is data, as in the campaign

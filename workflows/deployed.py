@@ -23,8 +23,8 @@ from typing import Any
 from prefect import flow
 
 from . import steps
-from .cluster import label_slots, make_task_runner
-from .flows import label_submitter, train_task, walker_mapper
+from .cluster import make_task_runner
+from .flows import run_with_tasks
 from .settings import get_settings
 from .steps import CampaignHandle
 
@@ -52,14 +52,7 @@ def _iterate(handle: CampaignHandle, cap: int | None, retry_failed: bool) -> dic
         cfg = ctx.cfg.model_copy(update={"convergence": conv})
         ctx = steps.Context(handle, ctx.store, cfg, ctx.runtime)
 
-    decision = steps.run_campaign(
-        ctx,
-        train=train_task,
-        walker_map=walker_mapper(handle),
-        label_submit=label_submitter(handle),
-        label_slots=label_slots(ctx.cfg.execution),
-        retry_failed=retry_failed,
-    )
+    decision = run_with_tasks(ctx, retry_failed)
     status, message = decision.status, decision.message
     if capped and decision.status == "paused" and decision.message.startswith(CAP_PREFIX):
         # Our cap, not the campaign's stop rule: the campaign stays active for the next run.

@@ -29,6 +29,7 @@ __all__ = [
     "label_task",
     "make_task_runner",
     "run_flow",
+    "run_with_tasks",
     "train_task",
     "walker_mapper",
 ]
@@ -86,18 +87,23 @@ def label_submitter(handle: CampaignHandle):
     return submit
 
 
-@flow(name="pesflow-campaign", log_prints=False, validate_parameters=False)
-def campaign_flow(handle: CampaignHandle, retry_failed: bool = False) -> dict[str, Any]:
-    """Run or resume a campaign until it converges, stops or fails; returns the decision."""
-    ctx = steps.open_context(handle)
-    decision = steps.run_campaign(
+def run_with_tasks(ctx: steps.Context, retry_failed: bool = False) -> steps.Decision:
+    """:func:`steps.run_campaign` with every step bound to the tasks above, run through the
+    current flow's task runner (call from inside a flow)."""
+    return steps.run_campaign(
         ctx,
         train=train_task,
-        walker_map=walker_mapper(handle),
-        label_submit=label_submitter(handle),
+        walker_map=walker_mapper(ctx.handle),
+        label_submit=label_submitter(ctx.handle),
         label_slots=label_slots(ctx.cfg.execution),
         retry_failed=retry_failed,
     )
+
+
+@flow(name="pesflow-campaign", log_prints=False, validate_parameters=False)
+def campaign_flow(handle: CampaignHandle, retry_failed: bool = False) -> dict[str, Any]:
+    """Run or resume a campaign until it converges, stops or fails; returns the decision."""
+    decision = run_with_tasks(steps.open_context(handle), retry_failed)
     return {"stop": decision.stop, "status": decision.status, "message": decision.message}
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "summary_rows",
     "train_step",
     "walker_plans",
+    "walker_spec",
 ]
 
 RUNTIME_KEY = "_runtime"
@@ -753,6 +754,27 @@ def walker_plans(ctx: Context, it) -> list[WalkerPlan]:
     return plans
 
 
+def walker_spec(cfg: CampaignConfig, walker: Any, seed: int):
+    """The :class:`mlip_core.md.WalkerSpec` of one configured walker (``cfg.exploration.walkers``
+    entry) under the campaign's trust window, with ``seed``."""
+    from mlip_core.md import WalkerSpec
+
+    return WalkerSpec(
+        ensemble=walker.ensemble,
+        temperature_K=walker.temperature,
+        pressure_GPa=walker.pressure,
+        timestep_fs=walker.timestep,
+        n_steps=walker.steps,
+        record_every=walker.record_every,
+        friction=walker.friction,
+        seed=seed,
+        lo=cfg.trust.lo,
+        hi=cfg.trust.hi,
+        relative=cfg.trust.relative,
+        min_distance=cfg.exploration.min_distance,
+    )
+
+
 def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, checkpoint: str) -> dict:
     """Run one walker with the iteration's committee; store its candidate (and cut) frames as
     structures and its statistics under ``validation['walker:<i>']``. Never raises for a
@@ -760,7 +782,7 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, checkpoi
     from database import Origin
     from mlip_core.calculator import CommitteeCalculator
     from mlip_core.checkpoint import load_committee
-    from mlip_core.md import WalkerSpec, run_walker
+    from mlip_core.md import run_walker
 
     ctx = open_context(handle)
     store, cfg = ctx.store, ctx.cfg
@@ -787,20 +809,7 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, checkpoi
     try:
         model, _ = load_committee(checkpoint)
         calc = CommitteeCalculator(model, min_distance=cfg.exploration.min_distance or 0.5)
-        spec = WalkerSpec(
-            ensemble=w.ensemble,
-            temperature_K=w.temperature,
-            pressure_GPa=w.pressure,
-            timestep_fs=w.timestep,
-            n_steps=w.steps,
-            record_every=w.record_every,
-            friction=w.friction,
-            seed=plan.seed,
-            lo=cfg.trust.lo,
-            hi=cfg.trust.hi,
-            relative=cfg.trust.relative,
-            min_distance=cfg.exploration.min_distance,
-        )
+        spec = walker_spec(cfg, w, plan.seed)
         with timing.compute("md"):
             res = run_walker(ctx.initial[plan.start], calc, spec)
     except Exception as exc:  # a walker that cannot run is data, not a crash of the campaign

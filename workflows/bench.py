@@ -63,7 +63,7 @@ def measure(
     out["overhead_s"] = wall - out["busy_s"]
     out["overhead_fraction"] = out["overhead_s"] / wall
     out["iterations"] = float(len(store.list_iterations(handle.campaign_id)))
-    out["api_ready_s"] = api.ready_after_s if api is not None and api.ready_after_s else 0.0
+    out["api_ready_s"] = (api.ready_after_s or 0.0) if api is not None else 0.0
     out["status"] = result["status"]  # type: ignore[assignment]
     return out
 

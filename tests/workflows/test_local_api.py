@@ -44,8 +44,11 @@ def test_flow_runs_on_the_temporary_api_which_stops_afterwards(monkeypatch, tmp_
             from prefect.client.orchestration import get_client
 
             with get_client(sync_client=True) as client:
-                names = {r.name for r in client.read_flow_runs()}
-            assert names  # the run is recorded on this server
+                flows = {f.id: f.name for f in client.read_flows()}
+                runs = client.read_flow_runs()
+            # the run is recorded, completed, on this (new, otherwise empty) server
+            assert [flows[r.flow_id] for r in runs] == ["local-api-probe"]
+            assert runs[0].state is not None and runs[0].state.is_completed()
             pid, url = api.process.pid, api.url
         assert "PREFECT_API_URL" not in os.environ
     assert not _alive(pid)

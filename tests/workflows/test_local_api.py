@@ -36,6 +36,7 @@ def _probe() -> str:
 
 def test_flow_runs_on_the_temporary_api_which_stops_afterwards(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))  # the server's own, new database
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         with prefect_api(timeout=90, log=tmp_path / "server.log") as api:
             assert api is not None and api.ready_after_s is not None

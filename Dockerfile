@@ -25,6 +25,7 @@ COPY dft_adapters/ dft_adapters/
 COPY database/ database/
 COPY workflows/ workflows/
 COPY api/ api/
+COPY structure_checks/ structure_checks/
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu \
         -c constraints.txt '.[cluster]' \
     && python -c "import prefect, sys; sys.exit(prefect.__version__ != '3.8.8')"

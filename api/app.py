@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,7 +23,7 @@ def create_app(
     """The REST API (under ``/api/v1``) and the dashboard (``/``), bound to the configured
     database. ``store`` / ``runner`` may be given (tests); otherwise they are created here and
     closed when the app shuts down."""
-    from . import errors
+    from . import auth_gate, errors, openapi_doc
     from .dashboard import pages
     from .routes import (
         actions,
@@ -34,19 +35,34 @@ def create_app(
         models,
         runs,
         schedules,
+        tokens,
     )
     from .routes import structures as structures_routes
 
     settings = settings or get_api_settings()
+    # Prefect reads its settings when first imported, by whichever module: set them now
+    from workflows.settings import configure_prefect_env, get_settings
+
+    configure_prefect_env(
+        get_settings(data_dir=settings.data_dir, database_url=settings.database_url)
+    )
     owns_store, owns_runner = store is None, runner is None
     store = store or Store.from_url(settings.resolved_database_url())
     runner = runner or Runner(settings.api_workers, settings.prefect_ui_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if owns_runner and not settings.api_deployment:  # runs live in this process only
+            from .jobs import unqueue_stale
+
+            unqueue_stale(store)
         yield
         if owns_runner:
             runner.shutdown(wait=False)
+        from workflows.local_api import shared_api
+
+        # the temporary Prefect API of this process's flow runs: now, or after the last one
+        await asyncio.to_thread(shared_api.close)
         if owns_store:
             store.close()
 
@@ -56,11 +72,14 @@ def create_app(
         description="Active-learning campaigns for machine-learned interatomic potentials: "
         "campaigns, iterations, structures, labels, models, and actions (retrain, next "
         "iteration) that run as background flow runs. State-changing endpoints need "
-        "`Authorization: Bearer <token>` (`pesflow token create`).",
+        "`Authorization: Bearer <token>` (`pesflow token create`) whose scope (read < operate "
+        "< admin) includes the operation's `x-required-scope`.",
         lifespan=lifespan,
     )
     app.state.settings, app.state.store, app.state.runner = settings, store, runner
     errors.install_handlers(app)
+    # auth gate (inner); the body-size limit is added last (outermost)
+    app.add_middleware(auth_gate.AuthGate, prefix=API_PREFIX)
     for r in (
         meta,
         campaigns,
@@ -71,10 +90,14 @@ def create_app(
         actions,
         runs,
         schedules,
+        tokens,
         dashboard,
     ):
         app.include_router(r.router, prefix=API_PREFIX)
     app.include_router(runs.campaign_router, prefix=API_PREFIX)
+    auth_gate.check_routes(app, API_PREFIX)
+    auth_gate.document_scopes(app)
+    openapi_doc.document(app)
     pages.mount(app)
     if settings.api_cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -85,4 +108,13 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    from . import middleware  # last: the outermost layers (body limit before auth)
+
+    middleware.install(
+        app,
+        max_body=settings.api_max_body_bytes,
+        max_upload=settings.api_max_upload_bytes,
+        upload_routes=[("POST", f"{API_PREFIX}/campaigns")],
+        cors=bool(settings.api_cors_origins),
+    )
     return app

@@ -26,54 +26,40 @@ TARGET_MS = 1000.0
 
 def build(store, n_iterations: int = 200, n_structures: int = 100_000, seed: int = 0) -> int:
     """Fill ``store`` with one large campaign; returns its id."""
-    from database.models import Iteration, Label, Model, Selection, Structure, utcnow
+    from database.models import (
+        Iteration,
+        IterationStep,
+        Label,
+        Model,
+        Selection,
+        Structure,
+        WalkerRun,
+        utcnow,
+    )
 
     rng = np.random.default_rng(seed)
-    c = store.create_campaign(
-        "bench", {"name": "bench", "trust": {"lo": 0.05, "hi": 0.35}}, status="running"
-    )
+    c = store.create_campaign("bench", {"name": "bench", "trust": {"lo": 0.05, "hi": 0.35}})
     per_it = n_structures // n_iterations
     now = utcnow()
     kinds = ["scf_unconverged", "crashed", "timeout", "invalid_input"]
     numbers = np.full(8, 29, dtype=np.int64)
     cell = np.eye(3) * 3.61 * np.array([2, 1, 1])
     with store.session() as s:
-        it_rows = []
-        for i in range(n_iterations):
-            walkers = {
-                f"walker:{w}": {
-                    "temperature": 300.0 * (w + 1),
-                    "n_frames": 500,
-                    "devs": rng.gamma(2, 0.03, 500).round(5).tolist(),
-                }
-                for w in range(4)
+        it_rows = [
+            {
+                "campaign_id": c.id,
+                "index": i,
+                "status": "done",
+                "started_at": now,
+                "finished_at": now,
+                "n_explored": 2000,
+                "n_accurate": 1000 + i * 4,
+                "n_candidate": 900 - i * 4,
+                "n_failed": 100,
+                "decision": f"iteration {i}: accurate fraction below 0.9",
             }
-            it_rows.append(
-                {
-                    "campaign_id": c.id,
-                    "index": i,
-                    "status": "done",
-                    "started_at": now,
-                    "finished_at": now,
-                    "step_timings": {
-                        "train": 30 + rng.random(),
-                        "explore": 20.0,
-                        "select": 0.5,
-                        "label": 60 * rng.random(),
-                    },
-                    "n_explored": 2000,
-                    "n_accurate": 1000 + i * 4,
-                    "n_candidate": 900 - i * 4,
-                    "n_failed": 100,
-                    "validation": {
-                        **walkers,
-                        "val_force_rmse": 0.2 / (1 + i / 10),
-                        "val_energy_rmse": 0.01 / (1 + i / 10),
-                        "n_train": per_it * i,
-                    },
-                    "max_force_devs": rng.gamma(2, 0.03, 2000),
-                }
-            )
+            for i in range(n_iterations)
+        ]
         s.execute(store._insert(Iteration), it_rows)
         it_ids = [
             r[0]
@@ -84,6 +70,35 @@ def build(store, n_iterations: int = 200, n_structures: int = 100_000, seed: int
                 .order_by(Iteration.index)
             )
         ]
+        steps = {"train": 30.0, "explore": 20.0, "select": 0.5, "label": 45.0}
+        s.execute(
+            store._insert(IterationStep),
+            [
+                {"iteration_id": it, "step": k, "seconds": v + rng.random(), "completed_at": now}
+                for it in it_ids
+                for k, v in steps.items()
+            ],
+        )
+        s.execute(
+            store._insert(WalkerRun),
+            [
+                {
+                    "iteration_id": it,
+                    "walker": w,
+                    "status": "done",
+                    "temperature": 300.0 * (w + 1),
+                    "n_frames": 500,
+                    "n_accurate": 250,
+                    "n_candidate": 225,
+                    "n_failed": 25,
+                    "stopped_early": False,
+                    "max_force_devs": rng.gamma(2, 0.03, 500),
+                    "finished_at": now,
+                }
+                for it in it_ids
+                for w in range(4)
+            ],
+        )
         for start in range(0, n_structures, 5000):
             idx = np.arange(start, min(start + 5000, n_structures))
             srows, pos = [], rng.normal(0, 0.05, (len(idx), 8, 3))
@@ -159,10 +174,14 @@ def build(store, n_iterations: int = 200, n_structures: int = 100_000, seed: int
                     "campaign_id": c.id,
                     "iteration_id": it_ids[i],
                     "member_count": 4,
-                    "checkpoint_uri": f"/nonexistent/iter-{i:03d}.pt",
+                    "checkpoint_uri": f"campaigns/bench/models/iter-{i:03d}.pt",
                     "checkpoint_sha256": "0" * 64,
                     "training_label_ids": np.arange(per_it * i, dtype=np.int64),
-                    "validation": {"val_force_rmse": 0.2 / (1 + i / 10), "n_train": per_it * i},
+                    "validation": {
+                        "val_force_rmse": 0.2 / (1 + i / 10),
+                        "val_energy_rmse": 0.01 / (1 + i / 10),
+                        "n_train": per_it * i,
+                    },
                     "created_at": now,
                 }
                 for i in range(n_iterations)

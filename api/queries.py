@@ -23,6 +23,7 @@ from database.models import (
     Selection,
     Structure,
 )
+from workflows.config import public_snapshot
 
 from . import schemas
 
@@ -85,16 +86,20 @@ def _n_iterations(s, campaign_ids: list[int]) -> dict[int, int]:
     return dict(s.execute(q).all())
 
 
-def _campaign_out(c: Campaign, n_it: int, labels: dict[str, int]) -> dict[str, Any]:
+def _campaign_out(c, n_it: int, labels: dict[str, int]) -> dict[str, Any]:
+    """``c``: a :class:`database.CampaignRecord` (effective status: ``interrupted`` when its
+    process died; the lease names who runs it)."""
+    lease = c.lease if c.lease is not None and c.lease.alive else None
     return {
         "id": c.id,
         "name": c.name,
         "status": c.status,
         "status_message": c.status_message,
-        "created_at": as_utc(c.created_at),
-        "updated_at": as_utc(c.updated_at),
-        "started_at": as_utc(c.started_at),
-        "finished_at": as_utc(c.finished_at),
+        "held_by": lease.holder if lease is not None else None,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+        "started_at": c.started_at,
+        "finished_at": c.finished_at,
         "n_iterations": n_it,
         "labels": labels,
     }
@@ -102,13 +107,13 @@ def _campaign_out(c: Campaign, n_it: int, labels: dict[str, int]) -> dict[str, A
 
 def list_campaigns(store: Store) -> list[schemas.CampaignOut]:
     """All campaigns, oldest first, with iteration and label counts."""
+    records = store.list_campaigns()
+    ids = [c.id for c in records]
     with store.session(write=False) as s:
-        rows = list(s.scalars(select(Campaign).order_by(Campaign.id)))
-        ids = [c.id for c in rows]
         labels, n_it = _label_counts(s, ids), _n_iterations(s, ids)
-        return [
-            schemas.CampaignOut(**_campaign_out(c, n_it.get(c.id, 0), labels[c.id])) for c in rows
-        ]
+    return [
+        schemas.CampaignOut(**_campaign_out(c, n_it.get(c.id, 0), labels[c.id])) for c in records
+    ]
 
 
 def get_campaign(
@@ -116,12 +121,20 @@ def get_campaign(
 ) -> schemas.CampaignDetail:
     """One campaign with its config (without the workflow's runtime bookkeeping); label
     counts from ``agg`` when given (see :func:`label_aggregate`)."""
+    return campaign_detail(store, store.get_campaign(campaign_id), agg)
+
+
+def campaign_detail(
+    store: Store, c: Any, agg: LabelAggregate | None = None
+) -> schemas.CampaignDetail:
+    """The detail view of a campaign record as it was read (e.g. the record a status change
+    returned: its status is the one this change produced, not a later one)."""
     with store.session(write=False) as s:
-        c = campaign_row(s, campaign_id)
         labels = _label_counts(s, [c.id])[c.id] if agg is None else label_totals(agg)
-        out = _campaign_out(c, _n_iterations(s, [c.id]).get(c.id, 0), labels)
-        config = {k: v for k, v in (c.config or {}).items() if k != RUNTIME_KEY}
-        return schemas.CampaignDetail(**out, config=config)
+        n_it = _n_iterations(s, [c.id]).get(c.id, 0)
+    config = {k: v for k, v in (c.config or {}).items() if k != RUNTIME_KEY}
+    config = public_snapshot(config)  # no server paths or operator settings (anonymous reads)
+    return schemas.CampaignDetail(**_campaign_out(c, n_it, labels), config=config)
 
 
 def campaign_name(store: Store, campaign_id: int) -> str:
@@ -147,35 +160,10 @@ def _fraction(n: int, total: int) -> float | None:
 def iterations(
     store: Store, campaign_id: int, agg: LabelAggregate | None = None
 ) -> list[schemas.IterationOut]:
-    """Per-iteration metrics (no arrays loaded)."""
-    cols = (
-        Iteration.id,
-        Iteration.index,
-        Iteration.status,
-        Iteration.started_at,
-        Iteration.finished_at,
-        Iteration.step_timings,
-        Iteration.n_explored,
-        Iteration.n_accurate,
-        Iteration.n_candidate,
-        Iteration.n_failed,
-        # three keys, not the whole dict (it also holds every walker's per-frame statistics)
-        Iteration.validation["val_force_rmse"].as_float().label("val_force_rmse"),
-        Iteration.validation["val_energy_rmse"].as_float().label("val_energy_rmse"),
-        Iteration.validation["decision"].as_string().label("decision"),
-    )
-    with store.session(write=False) as s:
-        campaign_row(s, campaign_id)
-        rows = s.execute(
-            select(*cols).where(Iteration.campaign_id == campaign_id).order_by(Iteration.index)
-        ).all()
-        sel = dict(
-            s.execute(
-                select(Selection.iteration_id, func.count())
-                .where(Selection.campaign_id == campaign_id)
-                .group_by(Selection.iteration_id)
-            ).all()
-        )
+    """Per-iteration metrics (no arrays loaded): counts, step timings, the iteration model's
+    validation errors, the decision."""
+    store.get_campaign(campaign_id)
+    metrics = store.iteration_metrics(campaign_id)
     if agg is None:
         agg = label_aggregate(store, campaign_id)
     lab: dict[int | None, dict[str, int]] = {}
@@ -183,28 +171,31 @@ def iterations(
         d = lab.setdefault(it_id, {})
         d[status] = d.get(status, 0) + n
     out = []
-    for r in rows:
-        n = r.n_explored
+    for m in metrics:
+        n = m.n_explored
         out.append(
             schemas.IterationOut(
-                iteration_id=r.id,
-                index=r.index,
-                status=r.status,
-                started_at=as_utc(r.started_at),
-                finished_at=as_utc(r.finished_at),
-                step_timings={k: float(x) for k, x in (r.step_timings or {}).items()},
+                iteration_id=m.iteration_id,
+                index=m.index,
+                status=m.status,
+                started_at=m.started_at,
+                finished_at=m.finished_at,
+                step_timings=dict(m.step_timings),
                 n_explored=n,
-                n_accurate=r.n_accurate,
-                n_candidate=r.n_candidate,
-                n_failed=r.n_failed,
-                accurate_fraction=_fraction(r.n_accurate, n),
-                candidate_fraction=_fraction(r.n_candidate, n),
-                failed_fraction=_fraction(r.n_failed, n),
-                n_selected=sel.get(r.id, 0),
-                labels={st: lab.get(r.id, {}).get(st, 0) for st in LABEL_STATUSES},
-                val_force_rmse=_num(r.val_force_rmse),
-                val_energy_rmse=_num(r.val_energy_rmse),
-                decision=r.decision,
+                n_accurate=m.n_accurate,
+                n_candidate=m.n_candidate,
+                n_failed=m.n_failed,
+                accurate_fraction=_fraction(m.n_accurate, n),
+                candidate_fraction=_fraction(m.n_candidate, n),
+                failed_fraction=_fraction(m.n_failed, n),
+                n_selected=m.n_selected,
+                labels={st: lab.get(m.iteration_id, {}).get(st, 0) for st in LABEL_STATUSES},
+                val_force_rmse=_num(m.validation.get("val_force_rmse")),
+                val_energy_rmse=_num(m.validation.get("val_energy_rmse")),
+                decision=m.decision,
+                walkers=m.walkers,
+                walkers_cut=m.walkers_cut,
+                walkers_failed=m.walkers_failed,
             )
         )
     return out
@@ -227,25 +218,22 @@ def histogram(
     frames); the range covers the trust window and the data."""
     lo, hi = trust_window(campaign_config(store, campaign_id))
     with store.session(write=False) as s:
-        q = select(Iteration.index, Iteration.max_force_devs).where(
-            Iteration.campaign_id == campaign_id
-        )
+        q = select(Iteration.id, Iteration.index).where(Iteration.campaign_id == campaign_id)
         if index is not None:
             row = s.execute(q.where(Iteration.index == index)).one_or_none()
             if row is None:
                 raise NotFoundError(f"campaign {campaign_id} has no iteration {index}")
         else:
-            ids = s.execute(
-                select(Iteration.index)
-                .where(Iteration.campaign_id == campaign_id, Iteration.n_explored > 0)
-                .order_by(Iteration.index.desc())
-                .limit(1)
-            ).scalar()
-            row = None if ids is None else s.execute(q.where(Iteration.index == ids)).one()
-    data = np.zeros(0) if row is None or row[1] is None else np.asarray(row[1], dtype=float)
-    data = data[np.isfinite(data)]
-    top = max([x for x in (hi, float(data.max()) if data.size else None) if x] or [1.0])
-    counts, edges = np.histogram(data, bins=bins, range=(0.0, top * 1.05))
+            row = s.execute(
+                q.where(Iteration.n_explored > 0).order_by(Iteration.index.desc()).limit(1)
+            ).one_or_none()
+    data = np.zeros(0) if row is None else store.iteration_force_deviations(row[0])
+    row = None if row is None else (row[1],)
+    finite = data[np.isfinite(data)]
+    top = max([x for x in (hi, float(finite.max()) if finite.size else None) if x] or [1.0])
+    # a range numpy can cut into ``bins`` finite bins whatever the trust window says
+    upper = min(max(top * 1.05, 1e-6), 1e300)
+    counts, edges = np.histogram(finite, bins=bins, range=(0.0, upper))
     return schemas.Histogram(
         iteration_index=None if row is None else row[0],
         counts=[int(c) for c in counts],

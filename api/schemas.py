@@ -7,6 +7,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.spec import CampaignSpec
+
+from .redact import PublicText
+
 T = TypeVar("T")
 
 RunStatus = Literal["queued", "running", "completed", "failed", "submitted", "unknown"]
@@ -33,11 +37,14 @@ class Page(BaseModel, Generic[T]):
 
 # --------------------------------------------------------------------------- campaigns
 class CampaignCreate(BaseModel):
-    """A new campaign from a campaign config (the same schema as the YAML file)."""
+    """A new campaign from a campaign author's config: the sections of the YAML file, with
+    `execution` naming an execution profile of the operator (`{profile: NAME}`, default
+    `local`) and structures given as `content` (extxyz, xyz, CIF or POSCAR text), generated,
+    or as `file` from the operator's import directories."""
 
     model_config = ConfigDict(extra="forbid")
 
-    config: dict[str, Any] = Field(description="Campaign config (see `pesflow init`).")
+    config: CampaignSpec = Field(description="Campaign config (see `pesflow init`).")
 
 
 class CampaignOut(_Out):
@@ -45,8 +52,15 @@ class CampaignOut(_Out):
 
     id: int
     name: str
-    status: str
-    status_message: str | None
+    status: str = Field(
+        description="created, queued, running, paused, interrupted (its process died; resume "
+        "continues), cancelled, converged or failed."
+    )
+    status_message: PublicText  # no server paths or token names (api.redact)
+    held_by: str | None = Field(
+        default=None,
+        description="The process running the campaign (host, pid, purpose, since), if any.",
+    )
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -91,6 +105,9 @@ class IterationOut(BaseModel):
     val_force_rmse: float | None = Field(description="Validation force RMSE, eV/Å.")
     val_energy_rmse: float | None = Field(description="Validation energy RMSE, eV/atom.")
     decision: str | None
+    walkers: int = Field(default=0, description="Walkers that finished (done or failed).")
+    walkers_cut: int = Field(default=0, description="Walkers stopped at the upper trust level.")
+    walkers_failed: int = Field(default=0, description="Walkers that raised an error.")
 
 
 class Histogram(BaseModel):
@@ -144,7 +161,7 @@ class LabelOut(BaseModel):
     status: str
     energy: float | None = Field(description="eV")
     failure_kind: str | None
-    failure_message: str | None
+    failure_message: PublicText
     attempts: int
     wall_time: float | None = Field(description="s")
     created_at: datetime
@@ -196,7 +213,7 @@ class RunOut(BaseModel):
     submitted_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    message: str | None
+    message: PublicText
     result: dict[str, Any] | None
     prefect_flow_run_id: str | None
     prefect_url: str | None
@@ -235,10 +252,14 @@ class DashboardData(BaseModel):
 
 
 class TokenCheck(BaseModel):
-    """Who the bearer token belongs to."""
+    """Who the bearer token belongs to and what it may do."""
 
     name: str
+    scope: Literal["read", "operate", "admin"] = Field(
+        description="read < operate < admin (each includes the ones before it)."
+    )
     created_at: datetime
+    expires_at: datetime | None = Field(description="When the token stops working; null: never.")
 
 
 class Health(BaseModel):

@@ -43,6 +43,16 @@ class ApiSettings(BaseSettings):
     prefect_ui_url: str | None = Field(
         default=None, description="Prefect UI base URL for flow-run links (e.g. http://host:4200)."
     )
+    api_max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request body, bytes (413 above it, before authentication).",
+    )
+    api_max_upload_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of a campaign create (the config with its structure files).",
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the SQLite file in the data directory."""

@@ -14,21 +14,30 @@ from .hashing import structure_hash
 from .models import (
     ApiToken,
     Campaign,
+    CampaignLease,
+    Candidate,
     Iteration,
+    IterationStep,
     Label,
+    LabelAttempt,
     Model,
     Selection,
     Structure,
+    WalkerRun,
 )
 from .records import (
     ApiTokenRecord,
     CampaignRecord,
+    CandidateRecord,
     IterationRecord,
+    LabelAttemptRecord,
     LabelRecord,
+    LeaseRecord,
     ModelRecord,
     Origin,
     SelectionRecord,
     StructureRecord,
+    WalkerRunRecord,
 )
 from .validation import (
     check_json,
@@ -58,21 +67,57 @@ def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterator[Sequence]:
 
 
 # --------------------------------------------------------------------------- converters
-def _campaign(c: Campaign) -> CampaignRecord:
+def _lease(row: CampaignLease, now: datetime) -> LeaseRecord:
+    expires = as_utc(row.expires_at)
+    return LeaseRecord(
+        row.campaign_id,
+        row.token,
+        row.host,
+        row.pid,
+        row.purpose,
+        as_utc(row.acquired_at),
+        as_utc(row.heartbeat_at),
+        expires,
+        expires > as_utc(now),
+        row.process,
+    )
+
+
+def effective_status(status: str, lease: LeaseRecord | None) -> str:
+    """``running`` without a live lease is ``interrupted`` (its process is gone)."""
+    if status == "running" and (lease is None or not lease.alive):
+        return "interrupted"
+    return status
+
+
+def _campaign(
+    c: Campaign, lease: CampaignLease | None = None, now: datetime | None = None
+) -> CampaignRecord:
+    lrec = _lease(lease, now or datetime.now(UTC)) if lease is not None else None
+    status = effective_status(c.status, lrec)
+    message = c.status_message
+    if status == "interrupted" and c.status == "running":
+        message = (
+            f"interrupted: {lrec.holder} stopped renewing its lease (last heartbeat "
+            f"{lrec.heartbeat_at.strftime('%Y-%m-%d %H:%M:%S')} UTC); `pesflow resume` continues"
+            if lrec is not None
+            else "interrupted: no process holds the campaign; `pesflow resume` continues"
+        )
     return CampaignRecord(
         c.id,
         c.name,
         dict(c.config or {}),
-        c.status,
-        c.status_message,
+        status,
+        message,
         as_utc(c.created_at),
         as_utc(c.updated_at),
         as_utc(c.started_at),
         as_utc(c.finished_at),
+        lrec,
     )
 
 
-def _iteration(it: Iteration) -> IterationRecord:
+def _iteration(it: Iteration, steps: Sequence[IterationStep] = ()) -> IterationRecord:
     return IterationRecord(
         it.id,
         it.campaign_id,
@@ -80,13 +125,68 @@ def _iteration(it: Iteration) -> IterationRecord:
         it.status,
         as_utc(it.started_at),
         as_utc(it.finished_at),
-        dict(it.step_timings or {}),
+        {st.step: float(st.seconds) for st in steps},
+        frozenset(st.step for st in steps if st.completed_at is not None),
         it.n_explored,
         it.n_accurate,
         it.n_candidate,
         it.n_failed,
-        dict(it.validation or {}),
-        it.max_force_devs,
+        it.decision,
+    )
+
+
+def _walker_run(w: WalkerRun) -> WalkerRunRecord:
+    return WalkerRunRecord(
+        w.id,
+        w.iteration_id,
+        w.walker,
+        w.status,
+        w.model_id,
+        w.temperature,
+        w.pressure,
+        w.ensemble,
+        w.seed,
+        w.n_frames,
+        w.n_accurate,
+        w.n_candidate,
+        w.n_failed,
+        bool(w.stopped_early),
+        w.stop_reason,
+        w.error,
+        w.md_wall_s,
+        w.max_force_devs,
+        w.host,
+        as_utc(w.finished_at),
+    )
+
+
+def _candidate(c: Candidate) -> CandidateRecord:
+    return CandidateRecord(
+        c.id,
+        c.walker_run_id,
+        c.iteration_id,
+        c.structure_id,
+        c.uncertainty,
+        c.max_force_dev,
+        c.md_step,
+        bool(c.cut),
+    )
+
+
+def _attempt(a: LabelAttempt) -> LabelAttemptRecord:
+    return LabelAttemptRecord(
+        a.id,
+        a.label_id,
+        a.retry_round,
+        a.attempt,
+        a.status,
+        a.message,
+        a.wall_time,
+        dict(a.settings or {}),
+        dict(a.settings_changes or {}),
+        a.workdir,
+        a.host,
+        as_utc(a.created_at),
     )
 
 
@@ -150,6 +250,11 @@ def _label(lb: Label) -> LabelRecord:
         as_utc(lb.created_at),
         as_utc(lb.claimed_at),
         as_utc(lb.finished_at),
+        lb.claims,
+        lb.retry_round,
+        lb.code_version,
+        dict(lb.effective_settings) if lb.effective_settings is not None else None,
+        lb.effective_settings_hash,
     )
 
 
@@ -164,11 +269,22 @@ def _model(m: Model) -> ModelRecord:
         m.training_label_ids,
         dict(m.validation or {}),
         as_utc(m.created_at),
+        m.seed,
+        m.parent_model_id,
     )
 
 
 def _token(t: ApiToken) -> ApiTokenRecord:
-    return ApiTokenRecord(t.id, t.name, t.token_sha256, as_utc(t.created_at), as_utc(t.revoked_at))
+    return ApiTokenRecord(
+        t.id,
+        t.name,
+        t.token_sha256,
+        t.scope,
+        as_utc(t.created_at),
+        as_utc(t.expires_at),
+        as_utc(t.last_used_at),
+        as_utc(t.revoked_at),
+    )
 
 
 def hill_formula(numbers: np.ndarray) -> str:

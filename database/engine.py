@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -55,13 +56,38 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
 
+def _enable_wal(cur) -> None:
+    """Switch the database file to WAL (persistent, so a no-op once done).
+
+    Switching needs an exclusive lock, and SQLite answers SQLITE_BUSY at once (without calling
+    the busy handler) when another connection is switching or reading at that moment, as when
+    several workers open a new database together: retry within the busy timeout.
+    """
+    import sqlite3
+    import time
+
+    if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, connection_record):  # pragma: no cover - trivial
         # Let SQLAlchemy (not the sqlite3 module) emit BEGIN, see the "begin" hook.
         dbapi_connection.isolation_level = None
         cur = dbapi_connection.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -108,6 +134,14 @@ def downgrade(url_or_engine: str | Engine, revision: str = "base") -> None:
     finally:
         if not isinstance(url_or_engine, Engine):
             engine.dispose()
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest revision of pesflow's migrations."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
 
 
 def current_revision(url_or_engine: str | Engine) -> str | None:

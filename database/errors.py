@@ -30,3 +30,37 @@ class LabelStateError(DatabaseInputError):
 
 class UnsafeTestDatabaseError(RuntimeError):
     """Refusal to run destructive test/benchmark code against a non-test database."""
+
+
+class StatusConflictError(DatabaseInputError):
+    """A campaign status change that its current status does not allow (e.g. pausing a
+    cancelled campaign). ``current`` and ``requested`` name both statuses."""
+
+    def __init__(self, message: str, *, current: str, requested: str) -> None:
+        super().__init__(message)
+        self.current = current
+        self.requested = requested
+
+
+class LeaseHeldError(RuntimeError):
+    """Another live process holds the campaign (one writer per campaign); ``lease`` names it."""
+
+    def __init__(self, message: str, lease) -> None:
+        super().__init__(message)
+        self.lease = lease
+
+
+class LeaseLostError(RuntimeError):
+    """This process's lease on a campaign expired and was taken over (or released): it must
+    stop writing to the campaign."""
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database refused or failed an operation after retries (read-only, disk full,
+    connection lost, locked, I/O error). ``cause`` is one of those words; the message names the
+    database (file path or host/database) and the driver's own error."""
+
+    def __init__(self, message: str, *, cause: str, where: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.where = where

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import DatabaseInputError
 from .fastfmt import atom_lines_many
+from .label_keys import frame_stress, unread_label_keys
 from .records import LabelledStructure, Origin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -170,11 +171,19 @@ def reference_from_atoms(
 ) -> tuple[float, np.ndarray, np.ndarray | None]:
     """(energy, forces, stress-or-None) of a labelled frame.
 
-    Looks for ``info[energy_key]`` / ``arrays[forces_key]`` / ``info[stress_key]`` first, then
-    for a calculator's results (extxyz with bare ``energy``/``forces``, VASP ``vasprun.xml``);
-    from a calculator the force-consistent ``free_energy`` is preferred when present.
-    Raises :class:`DatabaseInputError` naming the frame when energy or forces are missing."""
+    Looks for ``info[energy_key]`` / ``arrays[forces_key]`` first, then for a calculator's
+    results (extxyz with bare ``energy``/``forces``, VASP ``vasprun.xml``); from a calculator
+    the force-consistent ``free_energy`` is preferred when present. The stress comes from
+    ``info[stress_key]``, the calculator or a virial (:func:`database.label_keys.frame_stress`).
+    Raises :class:`DatabaseInputError` naming the frame when energy or forces are missing,
+    when two stated labels disagree, or when a label-like key is not one pesflow reads."""
     results = dict(getattr(atoms.calc, "results", {}) or {}) if atoms.calc is not None else {}
+    unread = unread_label_keys(atoms, {energy_key, forces_key, stress_key})
+    if unread:
+        raise DatabaseInputError(
+            f"{where}: label-like keys pesflow does not read: {', '.join(unread)} (name the "
+            "one to use with the energy / forces / stress key options, or remove them)"
+        )
     if energy_key in atoms.info:
         energy = atoms.info[energy_key]
     elif "free_energy" in results:
@@ -189,19 +198,39 @@ def reference_from_atoms(
         forces = results["forces"]
     else:
         raise DatabaseInputError(f"{where}: no forces ({forces_key!r} in arrays or a calculator)")
-    stress = atoms.info.get(stress_key, results.get("stress"))
+    stress = frame_stress(atoms, results, stress_key, where)
+    _same_as_calculator(atoms, results, energy_key, forces_key, where)
     return (
         energy,
         np.asarray(forces, dtype=np.float64),
-        (None if stress is None else np.asarray(stress, dtype=np.float64)),
+        stress,
     )
+
+
+def _same_as_calculator(
+    atoms: Any, results: dict[str, Any], energy_key: str, forces_key: str, where: str
+) -> None:
+    """A frame with both ``REF_`` values and a calculator's (bare ``energy`` / ``free_energy``
+    / ``forces``) must say the same thing: two different labels of one frame are refused, not
+    picked (the ``REF_`` energy may equal either the free or the extrapolated energy)."""
+    energies = [results[k] for k in ("free_energy", "energy") if results.get(k) is not None]
+    pairs = [(energy_key, atoms.info.get(energy_key), "energy", energies)]
+    forces = [results["forces"]] if results.get("forces") is not None else []
+    pairs.append((forces_key, atoms.arrays.get(forces_key), "forces", forces))
+    for key, ours, other_key, others in pairs:
+        if ours is None or not others:
+            continue
+        if not any(np.allclose(ours, o, rtol=1e-6, atol=1e-6) for o in others):
+            raise DatabaseInputError(f"{where}: {key} and the calculator's {other_key} disagree")
 
 
 def read_labelled(
     path: str | Path, *, format: str | None = None, index: str | int = ":"
 ) -> list[Any]:
     """Read all frames of a labelled file with ASE (format guessed from the name:
-    ``*.xyz``/``*.extxyz`` → extxyz, ``vasprun*.xml`` → vasp-xml, else ASE's guess)."""
+    ``*.xyz``/``*.extxyz`` → extxyz, ``vasprun*.xml`` → vasp-xml, else ASE's guess).
+    Raises :class:`DatabaseInputError` naming the file and the frame it could not read
+    (a truncated vasprun.xml, a broken extxyz line ...)."""
     import ase.io
 
     path = Path(path)
@@ -211,8 +240,34 @@ def read_labelled(
             format = "extxyz"
         elif name.startswith("vasprun") and name.endswith(".xml"):
             format = "vasp-xml"
-    frames = ase.io.read(path, index=index, format=format)
-    return frames if isinstance(frames, list) else [frames]
+    frames: list[Any] = []
+    try:
+        for atoms in ase.io.iread(path, index=index, format=format):
+            frames.append(atoms)
+    except FileNotFoundError:
+        raise DatabaseInputError(f"{path}: no such file") from None
+    except Exception as exc:  # every reader failure: one input error naming file and frame
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise DatabaseInputError(
+            f"{path} frame {len(frames)}: cannot read as {format or 'ASE-guessed format'}: {msg}"
+        ) from None
+    if format == "vasp-xml":
+        _complete_vasprun(path, len(frames))
+    return frames
+
+
+def _complete_vasprun(path: Path, frames: int) -> None:
+    """Refuse a vasprun.xml that does not end with ``</modeling>`` (VASP killed or still
+    running): ASE reads the ``frames`` ionic steps before the cut and drops the rest without a
+    word. Only the file's last bytes are read."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, 2) - 256))
+        tail = fh.read()
+    if not tail.rstrip().endswith(b"</modeling>"):
+        raise DatabaseInputError(
+            f"{path} frame {frames}: cannot read as vasp-xml: cut short after {frames} "
+            "complete ionic step(s) (no closing </modeling>)"
+        )
 
 
 def import_labelled(

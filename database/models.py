@@ -1,7 +1,11 @@
 """SQLAlchemy 2.0 ORM models: the schema of the pesflow database.
 
-Tables: ``campaigns``, ``iterations``, ``structures``, ``selections``, ``labels``, ``models``,
-``api_tokens``. Arrays are :class:`database.arrays.NDArray` columns (compact binary).
+Tables: ``campaigns`` (+ ``campaign_leases``: who runs a campaign), ``iterations`` (+
+``iteration_steps``, ``walker_runs``, ``candidates``: progress as rows), ``structures``,
+``selections``, ``labels`` (+ ``label_attempts``: every DFT run), ``models``, ``api_tokens``.
+Arrays are :class:`database.arrays.NDArray` columns (compact binary). Progress that several
+processes write (walkers finishing together, label attempts) is one row per fact with a unique
+key, never a key inside a JSON document that is read, modified and written back.
 The Alembic migrations in ``database/migrations`` create exactly this schema.
 """
 
@@ -12,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -35,9 +41,21 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-CAMPAIGN_STATUSES = ("created", "running", "paused", "cancelled", "converged", "failed")
+CAMPAIGN_STATUSES = (
+    "created",
+    "queued",
+    "running",
+    "paused",
+    "interrupted",
+    "cancelled",
+    "converged",
+    "failed",
+)
 ITERATION_STATUSES = ("created", "running", "done", "failed")
+WALKER_STATUSES = ("done", "failed")
 LABEL_STATUSES = ("pending", "running", "done", "failed")
+TOKEN_SCOPES = ("read", "operate", "admin")
+"""API token scopes, least to most powerful (each includes the ones before it)."""
 FAILURE_KINDS = (
     "scf_unconverged",
     "crashed",
@@ -46,7 +64,7 @@ FAILURE_KINDS = (
     "missing_executable",
     "other",
 )
-ITERATION_STEPS = ("train", "explore", "select", "label", "record", "decide")
+ITERATION_STEPS = ("seed", "train", "explore", "select", "label", "decide")
 
 
 def utcnow() -> datetime:
@@ -83,9 +101,35 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class CampaignLease(Base):
+    """Who runs a campaign: the one writer (a process on a host) and until when its lease holds.
+
+    At most one row per campaign. The holder renews ``expires_at`` by heartbeat; a row whose
+    ``expires_at`` has passed belongs to a holder that died (its campaign reads as
+    ``interrupted``) and is replaced by the next holder."""
+
+    __tablename__ = "campaign_leases"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    # which process exactly (boot id, pid namespace, start time): tells a dead holder on this
+    # machine from a live one in another pid namespace or a reused pid
+    process: Mapped[str | None] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Iteration(Base):
-    """One loop of a campaign: step timings, selection counts, validation errors and the
-    explored frames' max force deviations (for the dashboard histogram)."""
+    """One loop of a campaign: status, explored-frame counts (aggregated over its walker runs
+    when exploration completes) and the decision taken at its end. Step completion and timings
+    are :class:`IterationStep` rows, walkers :class:`WalkerRun` rows, validation errors belong
+    to the iteration's :class:`Model`."""
 
     __tablename__ = "iterations"
     __table_args__ = (
@@ -101,13 +145,89 @@ class Iteration(Base):
     status: Mapped[str] = mapped_column(String(16), default="created")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    step_timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     n_explored: Mapped[int] = mapped_column(Integer, default=0)
     n_accurate: Mapped[int] = mapped_column(Integer, default=0)
     n_candidate: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
-    validation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    max_force_devs = mapped_column(NDArray)  # float64 (n_explored,), eV/Å
+    decision: Mapped[str | None] = mapped_column(Text)
+
+
+class IterationStep(Base):
+    """A step of an iteration (seed/train/explore/select/label/decide): accumulated wall time
+    and, once it has completed, when. Unique per (iteration, step); time is added atomically."""
+
+    __tablename__ = "iteration_steps"
+    __table_args__ = (
+        UniqueConstraint("iteration_id", "step"),
+        CheckConstraint(_in("step", ITERATION_STEPS), name="step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(
+        ForeignKey("iterations.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str] = mapped_column(String(16))
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)  # s
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WalkerRun(Base):
+    """One finished MD walker of an iteration: its settings, frame counts, why it stopped and
+    the max force deviation of every recorded frame. Unique per (iteration, walker index):
+    written once, in one transaction with the frames it offers (:class:`Candidate`)."""
+
+    __tablename__ = "walker_runs"
+    __table_args__ = (
+        UniqueConstraint("iteration_id", "walker"),
+        CheckConstraint(_in("status", WALKER_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(
+        ForeignKey("iterations.id", ondelete="CASCADE"), index=True
+    )
+    walker: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
+    temperature: Mapped[float | None] = mapped_column(Float)  # K
+    pressure: Mapped[float | None] = mapped_column(Float)  # GPa
+    ensemble: Mapped[str | None] = mapped_column(String(16))
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # 0 <= seed < 2**32
+    n_frames: Mapped[int] = mapped_column(Integer, default=0)
+    n_accurate: Mapped[int] = mapped_column(Integer, default=0)
+    n_candidate: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    stopped_early: Mapped[bool] = mapped_column(Boolean, default=False)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    md_wall_s: Mapped[float | None] = mapped_column(Float)  # s
+    max_force_devs = mapped_column(NDArray)  # float64 (n_frames,), eV/Å; NaN where not finite
+    host: Mapped[str | None] = mapped_column(String(200))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Candidate(Base):
+    """A frame a walker offers for labelling (between the trust levels, or the frame at which it
+    was cut): the structure, its uncertainty in trust-window units and its max force deviation
+    (eV/Å). The select step chooses among an iteration's candidates."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("walker_run_id", "structure_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    walker_run_id: Mapped[int] = mapped_column(
+        ForeignKey("walker_runs.id", ondelete="CASCADE"), index=True
+    )
+    iteration_id: Mapped[int] = mapped_column(
+        ForeignKey("iterations.id", ondelete="CASCADE"), index=True
+    )
+    structure_id: Mapped[int] = mapped_column(
+        ForeignKey("structures.id", ondelete="CASCADE"), index=True
+    )
+    uncertainty: Mapped[float] = mapped_column(Float)
+    max_force_dev: Mapped[float] = mapped_column(Float)  # eV/Å
+    md_step: Mapped[int | None] = mapped_column(Integer)
+    cut: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Structure(Base):
@@ -170,7 +290,9 @@ class Label(Base):
 
     Unique per (structure, labeler, settings_hash): the same structure is never labelled
     twice with the same settings. ``done`` rows always carry energy and forces and ``failed``
-    rows a failure kind (database check constraints)."""
+    rows a failure kind (database check constraints). ``attempts`` counts the DFT runs (one
+    :class:`LabelAttempt` row each), ``claims`` how often a worker claimed it; ``retry_round``
+    goes up when a failed label is requeued (its outcome directory is per round)."""
 
     __tablename__ = "labels"
     __table_args__ = (
@@ -204,6 +326,11 @@ class Label(Base):
     failure_kind: Mapped[str | None] = mapped_column(String(32))
     failure_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    retry_round: Mapped[int] = mapped_column(Integer, default=0)
+    code_version: Mapped[str | None] = mapped_column(String(200))
+    effective_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    effective_settings_hash: Mapped[str | None] = mapped_column(String(64))
     wall_time: Mapped[float | None] = mapped_column(Float)  # s
     host: Mapped[str | None] = mapped_column(String(200))
     worker: Mapped[str | None] = mapped_column(String(200))
@@ -212,11 +339,36 @@ class Label(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class LabelAttempt(Base):
+    """One run of the DFT code for a label (the labeler's retry policy may make several per
+    claim): outcome (``ok`` or a failure kind), the code's message, wall time and the settings
+    it ran with. Unique per (label, retry round, attempt index), so storing the same outcome
+    twice adds nothing; never deleted (the history survives ``--retry-failed``)."""
+
+    __tablename__ = "label_attempts"
+    __table_args__ = (UniqueConstraint("label_id", "retry_round", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), index=True)
+    retry_round: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))  # "ok" or a failure kind
+    message: Mapped[str | None] = mapped_column(Text)
+    wall_time: Mapped[float | None] = mapped_column(Float)  # s
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    settings_changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    workdir: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Model(Base):
-    """A trained committee: checkpoint location and hash, the training set (label ids) and
-    validation metrics."""
+    """A trained committee: checkpoint location (relative to the data directory) and content
+    hash, its training inputs (label ids, seed, the committee it was warm-started from) and
+    validation metrics. At most one per iteration; on-demand retrains have no iteration."""
 
     __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("iteration_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(
@@ -229,17 +381,27 @@ class Model(Base):
     checkpoint_uri: Mapped[str] = mapped_column(Text)
     checkpoint_sha256: Mapped[str] = mapped_column(String(64))
     training_label_ids = mapped_column(NDArray, nullable=False)  # int64 (n,)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    parent_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL")
+    )
     validation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ApiToken(Base):
-    """An API token, stored only as its SHA-256 hash."""
+    """An API token, stored only as its SHA-256 hash (looked up through its unique index), with
+    its scope (:data:`TOKEN_SCOPES`), optional expiry and when it was last used (updated at
+    most about once a minute)."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_in("scope", TOKEN_SCOPES), name="scope"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

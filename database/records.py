@@ -14,8 +14,37 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class LeaseRecord:
+    """The lease of the process that runs (or ran) a campaign: its one writer.
+
+    ``alive`` is whether ``expires_at`` was still ahead when the record was read; a dead
+    lease is the trace of a holder that stopped without releasing it (killed, host lost)."""
+
+    campaign_id: int
+    token: str
+    host: str
+    pid: int
+    purpose: str
+    acquired_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    alive: bool
+    process: str | None = None
+
+    @property
+    def holder(self) -> str:
+        """``host pid <pid> (<purpose>) since <acquired_at>`` for messages."""
+        return (
+            f"{self.host} pid {self.pid} ({self.purpose}) since "
+            f"{self.acquired_at.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+        )
+
+
+@dataclass(frozen=True)
 class CampaignRecord:
-    """A campaign row."""
+    """A campaign row. ``status`` is the effective status: a campaign stored as ``running``
+    whose lease has expired (its process died) reads as ``interrupted``, with a message that
+    names the lost holder; ``lease`` is the current (or last, dead) holder's lease."""
 
     id: int
     name: str
@@ -26,11 +55,14 @@ class CampaignRecord:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    lease: LeaseRecord | None = None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class IterationRecord:
-    """An iteration row; ``max_force_devs`` are the explored frames' uncertainties (eV/Å)."""
+    """An iteration row with its step rows: ``step_timings`` (step -> accumulated wall time,
+    s) and ``completed_steps`` (steps that have finished), and the ``decision`` taken at its
+    end."""
 
     id: int
     campaign_id: int
@@ -39,12 +71,80 @@ class IterationRecord:
     started_at: datetime | None
     finished_at: datetime | None
     step_timings: dict[str, float]
+    completed_steps: frozenset[str]
     n_explored: int
     n_accurate: int
     n_candidate: int
     n_failed: int
-    validation: dict[str, Any]
+    decision: str | None
+
+
+@dataclass(frozen=True, eq=False)
+class WalkerRunRecord:
+    """A finished MD walker of an iteration (``status`` done or failed, with ``error``);
+    ``max_force_devs`` float64 (n_frames,) eV/Å, NaN where the deviation was not finite."""
+
+    id: int
+    iteration_id: int
+    walker: int
+    status: str
+    model_id: int | None
+    temperature: float | None
+    pressure: float | None
+    ensemble: str | None
+    seed: int | None
+    n_frames: int
+    n_accurate: int
+    n_candidate: int
+    n_failed: int
+    stopped_early: bool
+    stop_reason: str | None
+    error: str | None
+    md_wall_s: float | None
     max_force_devs: np.ndarray | None
+    host: str | None
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """A frame a walker offered for labelling (``cut``: the frame at which it was stopped)."""
+
+    id: int
+    walker_run_id: int
+    iteration_id: int
+    structure_id: int
+    uncertainty: float
+    max_force_dev: float  # eV/Å
+    md_step: int | None
+    cut: bool
+
+
+@dataclass(frozen=True)
+class WalkerOutcome:
+    """What a walker produced, as :meth:`database.Store.record_walker_run` stores it: the
+    statistics (``status`` done/failed), per-frame deviations, and the offered frames with
+    their origin and uncertainties (``offers``: atoms, Origin, uncertainty, max force
+    deviation, cut)."""
+
+    walker: int
+    status: str = "done"
+    model_id: int | None = None
+    temperature: float | None = None
+    pressure: float | None = None
+    ensemble: str | None = None
+    seed: int | None = None
+    n_frames: int = 0
+    n_accurate: int = 0
+    n_candidate: int = 0
+    n_failed: int = 0
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    error: str | None = None
+    md_wall_s: float | None = None
+    max_force_devs: Any = None  # (n_frames,) eV/Å
+    host: str | None = None
+    offers: tuple = ()  # ((atoms, Origin, uncertainty, max_force_dev, cut), ...)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,13 +215,52 @@ class LabelRecord:
     stress: np.ndarray | None
     failure_kind: str | None
     failure_message: str | None
-    attempts: int
+    attempts: int  # DFT runs
     wall_time: float | None
     host: str | None
     worker: str | None
     created_at: datetime
     claimed_at: datetime | None
     finished_at: datetime | None
+    claims: int = 0
+    retry_round: int = 0
+    code_version: str | None = None
+    effective_settings: dict[str, Any] | None = None
+    effective_settings_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelAttemptRecord:
+    """One DFT run of a label: ``status`` ``ok`` or a failure kind, the code's message, wall
+    time (s), the settings it ran with and what the retry policy changed."""
+
+    id: int
+    label_id: int
+    retry_round: int
+    attempt: int
+    status: str
+    message: str | None
+    wall_time: float | None
+    settings: dict[str, Any]
+    settings_changes: dict[str, Any]
+    workdir: str | None
+    host: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptInput:
+    """A DFT run to record with a label's result or failure (see
+    :meth:`database.Store.store_result`)."""
+
+    attempt: int
+    status: str  # "ok" or a failure kind
+    message: str | None = None
+    wall_time: float | None = None  # s
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_changes: dict[str, Any] = field(default_factory=dict)
+    workdir: str | None = None
+    host: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +275,8 @@ class LabelTask:
     settings: dict[str, Any]
     attempts: int
     atoms: Any  # ase.Atoms
+    retry_round: int = 0
+    worker: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,22 +308,32 @@ class ModelRecord:
     campaign_id: int
     iteration_id: int | None
     member_count: int
-    checkpoint_uri: str
+    checkpoint_uri: str  # relative to the data directory (absolute for outside files)
     checkpoint_sha256: str
     training_label_ids: np.ndarray
     validation: dict[str, Any]
     created_at: datetime
+    seed: int | None = None
+    parent_model_id: int | None = None
 
 
 @dataclass(frozen=True)
 class ApiTokenRecord:
-    """An API token (only its SHA-256 hash is stored)."""
+    """An API token (only its SHA-256 hash is stored) and its scope: ``read`` < ``operate`` <
+    ``admin`` (:data:`database.models.TOKEN_SCOPES`)."""
 
     id: int
     name: str
     token_sha256: str
+    scope: str
     created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
     revoked_at: datetime | None
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the token has expired at ``now`` (timezone-aware)."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -201,9 +352,13 @@ class IterationMetrics:
     n_failed: int
     accurate_fraction: float | None
     candidate_fraction: float | None
-    validation: dict[str, Any]
+    validation: dict[str, Any]  # the iteration's model's validation metrics
     n_selected: int
     labels: dict[str, int]  # status -> count, labels requested in this iteration
+    decision: str | None = None
+    walkers: int = 0
+    walkers_cut: int = 0
+    walkers_failed: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Campaigns, iterations and per-iteration dashboard metrics."""
+"""Campaigns, iterations (with their step rows) and per-iteration dashboard metrics."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
 from .convert import (
     CampaignRef,
-    _campaign,
     _iteration,
-    as_utc,
 )
 from .errors import (
     DatabaseInputError,
@@ -22,11 +21,15 @@ from .errors import (
 from .models import (
     CAMPAIGN_STATUSES,
     ITERATION_STATUSES,
+    ITERATION_STEPS,
     LABEL_STATUSES,
     Campaign,
     Iteration,
+    IterationStep,
     Label,
+    Model,
     Selection,
+    WalkerRun,
     utcnow,
 )
 from .records import (
@@ -34,7 +37,7 @@ from .records import (
     IterationMetrics,
     IterationRecord,
 )
-from .store_base import StoreBase
+from .repo_lifecycle import LifecycleRepo
 from .validation import (
     check_choice,
     check_energy,
@@ -42,10 +45,8 @@ from .validation import (
     check_nonempty,
 )
 
-_TERMINAL_CAMPAIGN = ("cancelled", "converged", "failed")
 
-
-class CampaignsRepo(StoreBase):
+class CampaignsRepo(LifecycleRepo):
     """Campaigns, iterations and per-iteration dashboard metrics."""
 
     # ------------------------------------------------------------------ campaigns
@@ -58,50 +59,34 @@ class CampaignsRepo(StoreBase):
         exist_ok: bool = False,
     ) -> CampaignRecord:
         """Create a campaign with a config snapshot. ``exist_ok`` returns an existing one
-        (resume); otherwise an existing name raises :class:`DuplicateError`."""
+        (resume); otherwise an existing name raises :class:`DuplicateError`. A new campaign is
+        ``created`` (or ``paused`` / ``queued``; it becomes running only with its lease)."""
         check_nonempty(name, "campaign name")
         config = check_json(config or {}, "campaign config")
         check_choice(status, CAMPAIGN_STATUSES, "campaign status")
+        if status not in ("created", "paused", "queued"):
+            raise DatabaseInputError(f"a new campaign cannot be {status}")
         with self.session() as s:
             existing = s.scalars(select(Campaign).where(Campaign.name == name)).one_or_none()
             if existing is not None:
                 if exist_ok:
-                    return _campaign(existing)
+                    return self._record(s, existing)
                 raise DuplicateError(f"campaign {name!r} already exists")
             c = Campaign(name=name, config=config, status=status)
-            if status == "running":
-                c.started_at = utcnow()
             s.add(c)
             s.flush()
-            return _campaign(c)
+            return self._record(s, c)
 
     def get_campaign(self, campaign: CampaignRef) -> CampaignRecord:
-        """A campaign by id or name; :class:`UnknownCampaignError` if absent."""
+        """A campaign by id or name (effective status, lease); :class:`UnknownCampaignError`
+        if absent."""
         with self.session(write=False) as s:
-            return _campaign(self._campaign_row(s, campaign))
+            return self._record(s, self._campaign_row(s, campaign))
 
     def list_campaigns(self) -> list[CampaignRecord]:
         """All campaigns, oldest first."""
         with self.session(write=False) as s:
-            return [_campaign(c) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
-
-    def set_campaign_status(
-        self, campaign: CampaignRef, status: str, message: str | None = None
-    ) -> CampaignRecord:
-        """Change the status (created/running/paused/cancelled/converged/failed); sets
-        ``started_at`` on the first ``running`` and ``finished_at`` on a terminal status."""
-        check_choice(status, CAMPAIGN_STATUSES, "campaign status")
-        with self.session() as s:
-            c = self._campaign_row(s, campaign, lock=True)
-            c.status = status
-            c.status_message = message
-            now = utcnow()
-            c.updated_at = now
-            if status == "running" and c.started_at is None:
-                c.started_at = now
-            c.finished_at = now if status in _TERMINAL_CAMPAIGN else None
-            s.flush()
-            return _campaign(c)
+            return [self._record(s, c) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
 
     def update_campaign_config(
         self, campaign: CampaignRef, config: dict[str, Any]
@@ -113,9 +98,18 @@ class CampaignsRepo(StoreBase):
             c.config = config
             c.updated_at = utcnow()
             s.flush()
-            return _campaign(c)
+            return self._record(s, c)
 
     # ------------------------------------------------------------------ iterations
+    @staticmethod
+    def _with_steps(s: Session, its: Sequence[Iteration]) -> list[IterationRecord]:
+        steps: dict[int, list[IterationStep]] = {it.id: [] for it in its}
+        if steps:
+            q = select(IterationStep).where(IterationStep.iteration_id.in_(list(steps)))
+            for st in s.scalars(q):
+                steps[st.iteration_id].append(st)
+        return [_iteration(it, steps[it.id]) for it in its]
+
     def start_iteration(self, campaign: CampaignRef, index: int | None = None) -> IterationRecord:
         """Get or create iteration ``index`` (default: one after the latest) and mark it
         ``running``. Idempotent: calling it again for the same index returns the same row."""
@@ -132,16 +126,14 @@ class CampaignsRepo(StoreBase):
                 select(Iteration).where(Iteration.campaign_id == c.id, Iteration.index == index)
             ).one_or_none()
             if it is None:
-                it = Iteration(
-                    campaign_id=c.id, index=index, status="running", step_timings={}, validation={}
-                )
+                it = Iteration(campaign_id=c.id, index=index, status="running")
                 s.add(it)
             elif it.status == "created":
                 it.status = "running"
             if it.started_at is None:
                 it.started_at = utcnow()
             s.flush()
-            return _iteration(it)
+            return self._with_steps(s, [it])[0]
 
     def get_iteration(self, campaign: CampaignRef, index: int) -> IterationRecord:
         """Iteration ``index`` of a campaign; :class:`NotFoundError` if absent."""
@@ -152,7 +144,12 @@ class CampaignsRepo(StoreBase):
             ).one_or_none()
             if it is None:
                 raise NotFoundError(f"campaign {c.name!r} has no iteration {index}")
-            return _iteration(it)
+            return self._with_steps(s, [it])[0]
+
+    def get_iteration_by_id(self, iteration_id: int) -> IterationRecord:
+        """An iteration by database id; :class:`NotFoundError` if absent."""
+        with self.session(write=False) as s:
+            return self._with_steps(s, [self._iteration_row(s, iteration_id)])[0]
 
     def latest_iteration(self, campaign: CampaignRef) -> IterationRecord | None:
         """The iteration with the highest index, or ``None``."""
@@ -164,7 +161,7 @@ class CampaignsRepo(StoreBase):
                 .order_by(Iteration.index.desc())
                 .limit(1)
             ).one_or_none()
-            return None if it is None else _iteration(it)
+            return None if it is None else self._with_steps(s, [it])[0]
 
     def list_iterations(self, campaign: CampaignRef) -> list[IterationRecord]:
         """All iterations of a campaign by index."""
@@ -173,21 +170,21 @@ class CampaignsRepo(StoreBase):
             rows = s.scalars(
                 select(Iteration).where(Iteration.campaign_id == c.id).order_by(Iteration.index)
             )
-            return [_iteration(it) for it in rows]
+            return self._with_steps(s, list(rows))
 
-    def record_step_time(self, iteration_id: int, step: str, seconds: float) -> IterationRecord:
-        """Add ``seconds`` of wall time to ``step`` (train/explore/select/label/...)."""
-        check_nonempty(step, "step name")
+    def record_step_time(
+        self, iteration_id: int, step: str, seconds: float, *, complete: bool = False
+    ) -> IterationRecord:
+        """Add ``seconds`` of wall time to ``step`` of the iteration (one atomic upsert of the
+        step row, so concurrent writers add up) and, with ``complete``, mark the step done."""
+        check_choice(step, ITERATION_STEPS, "iteration step")
         seconds = check_energy(seconds, f"time of step {step!r}")
         if seconds < 0:
             raise DatabaseInputError(f"time of step {step!r} is negative ({seconds})")
         with self.session() as s:
             it = self._iteration_row(s, iteration_id)
-            timings = dict(it.step_timings or {})
-            timings[step] = timings.get(step, 0.0) + seconds
-            it.step_timings = timings
-            s.flush()
-            return _iteration(it)
+            self._add_step(s, it.id, step, seconds, complete)
+            return self._with_steps(s, [it])[0]
 
     def update_iteration(
         self,
@@ -198,14 +195,16 @@ class CampaignsRepo(StoreBase):
         n_accurate: int | None = None,
         n_candidate: int | None = None,
         n_failed: int | None = None,
-        validation: dict[str, Any] | None = None,
-        max_force_devs: np.ndarray | Sequence[float] | None = None,
+        complete_step: str | None = None,
+        step_seconds: float = 0.0,
     ) -> IterationRecord:
-        """Set counts, validation errors (merged into the stored dict), the explored frames'
-        max force deviations (float64 array, eV/Å) and/or the status (``done``/``failed``
-        set ``finished_at``)."""
+        """Set counts and/or the status (``done``/``failed`` set ``finished_at``); with
+        ``complete_step``, mark that step completed (adding ``step_seconds``) in the same
+        transaction."""
         if status is not None:
             check_choice(status, ITERATION_STATUSES, "iteration status")
+        if complete_step is not None:
+            check_choice(complete_step, ITERATION_STEPS, "iteration step")
         counts = {
             "n_explored": n_explored,
             "n_accurate": n_accurate,
@@ -215,29 +214,39 @@ class CampaignsRepo(StoreBase):
         for key, value in counts.items():
             if value is not None and (not isinstance(value, int | np.integer) or value < 0):
                 raise DatabaseInputError(f"{key} must be an int >= 0, got {value!r}")
-        if validation is not None:
-            validation = check_json(validation, "validation metrics")
-        if max_force_devs is not None:
-            max_force_devs = np.asarray(max_force_devs, dtype=np.float64)
-            if max_force_devs.ndim != 1:
-                raise DatabaseInputError(
-                    f"max_force_devs must be 1-D, got shape {max_force_devs.shape}"
-                )
         with self.session() as s:
             it = self._iteration_row(s, iteration_id)
             for key, value in counts.items():
                 if value is not None:
                     setattr(it, key, int(value))
-            if validation is not None:
-                it.validation = {**(it.validation or {}), **validation}
-            if max_force_devs is not None:
-                it.max_force_devs = max_force_devs
             if status is not None:
                 it.status = status
                 if status in ("done", "failed"):
                     it.finished_at = utcnow()
+            if complete_step is not None:
+                self._add_step(s, it.id, complete_step, float(step_seconds), True)
             s.flush()
-            return _iteration(it)
+            return self._with_steps(s, [it])[0]
+
+    def finish_iteration(
+        self,
+        iteration_id: int,
+        decision: str,
+        *,
+        seconds: float = 0.0,
+    ) -> IterationRecord:
+        """The decide step, atomically: the iteration becomes ``done`` with its decision and
+        the ``decide`` step is completed. (The campaign's own status changes with the lease:
+        :meth:`release_lease`.)"""
+        check_nonempty(decision, "decision")
+        with self.session() as s:
+            it = self._iteration_row(s, iteration_id)
+            it.status = "done"
+            it.decision = decision
+            it.finished_at = utcnow()
+            self._add_step(s, it.id, "decide", float(seconds), True)
+            s.flush()
+            return self._with_steps(s, [it])[0]
 
     def force_deviation_histogram(
         self,
@@ -245,21 +254,43 @@ class CampaignsRepo(StoreBase):
         bins: int | Sequence[float] = 50,
         range: tuple[float, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Histogram (counts, edges) of an iteration's stored max force deviations."""
-        with self.session(write=False) as s:
-            it = self._iteration_row(s, iteration_id)
-            data = it.max_force_devs if it.max_force_devs is not None else np.zeros(0)
+        """Histogram (counts, edges) of the max force deviations (eV/Å) of every frame the
+        iteration's walkers recorded (non-finite ones left out)."""
+        data = self.iteration_force_deviations(iteration_id)
         return np.histogram(data, bins=bins, range=range)
 
+    def iteration_force_deviations(self, iteration_id: int) -> np.ndarray:
+        """Finite max force deviations (float64, eV/Å) of every frame the iteration's walkers
+        recorded, walker by walker."""
+        with self.session(write=False) as s:
+            self._iteration_row(s, iteration_id)
+            arrays = [
+                a
+                for a in s.scalars(
+                    select(WalkerRun.max_force_devs)
+                    .where(WalkerRun.iteration_id == iteration_id)
+                    .order_by(WalkerRun.walker)
+                )
+                if a is not None
+            ]
+        data = np.concatenate(arrays) if arrays else np.zeros(0)
+        return data[np.isfinite(data)]
+
     def iteration_metrics(self, campaign: CampaignRef) -> list[IterationMetrics]:
-        """Per-iteration figures for the dashboard (counts, fractions, timings, validation,
-        selections and labels by status)."""
+        """Per-iteration figures for the dashboard and the summary table (counts, fractions,
+        timings, the iteration model's validation metrics, walkers cut / failed, selections and
+        labels by status)."""
         with self.session(write=False) as s:
             c = self._campaign_row(s, campaign)
-            its = list(
-                s.scalars(
-                    select(Iteration).where(Iteration.campaign_id == c.id).order_by(Iteration.index)
-                )
+            its = self._with_steps(
+                s,
+                list(
+                    s.scalars(
+                        select(Iteration)
+                        .where(Iteration.campaign_id == c.id)
+                        .order_by(Iteration.index)
+                    )
+                ),
             )
             sel = dict(
                 s.execute(
@@ -275,26 +306,52 @@ class CampaignsRepo(StoreBase):
                 .group_by(Label.iteration_id, Label.status)
             ):
                 lab.setdefault(it_id, {})[status] = n
+            models = dict(
+                s.execute(
+                    select(Model.iteration_id, Model.validation).where(
+                        Model.campaign_id == c.id, Model.iteration_id.is_not(None)
+                    )
+                ).all()
+            )
+            walkers = {
+                row[0]: row[1:]
+                for row in s.execute(
+                    select(
+                        WalkerRun.iteration_id,
+                        func.count(),
+                        func.sum(case((WalkerRun.stopped_early, 1), else_=0)),
+                        func.sum(case((WalkerRun.status == "failed", 1), else_=0)),
+                    )
+                    .join(Iteration, Iteration.id == WalkerRun.iteration_id)
+                    .where(Iteration.campaign_id == c.id)
+                    .group_by(WalkerRun.iteration_id)
+                )
+            }
         out = []
         for it in its:
             n = it.n_explored
+            w = walkers.get(it.id, (0, 0, 0))
             out.append(
                 IterationMetrics(
                     iteration_id=it.id,
                     index=it.index,
                     status=it.status,
-                    started_at=as_utc(it.started_at),
-                    finished_at=as_utc(it.finished_at),
-                    step_timings=dict(it.step_timings or {}),
+                    started_at=it.started_at,
+                    finished_at=it.finished_at,
+                    step_timings=dict(it.step_timings),
                     n_explored=n,
                     n_accurate=it.n_accurate,
                     n_candidate=it.n_candidate,
                     n_failed=it.n_failed,
                     accurate_fraction=it.n_accurate / n if n else None,
                     candidate_fraction=it.n_candidate / n if n else None,
-                    validation=dict(it.validation or {}),
+                    validation=dict(models.get(it.id) or {}),
                     n_selected=sel.get(it.id, 0),
                     labels={st: lab.get(it.id, {}).get(st, 0) for st in LABEL_STATUSES},
+                    decision=it.decision,
+                    walkers=int(w[0] or 0),
+                    walkers_cut=int(w[1] or 0),
+                    walkers_failed=int(w[2] or 0),
                 )
             )
         return out

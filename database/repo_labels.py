@@ -1,11 +1,11 @@
-"""Labels: request, atomic claim, results and failures, requeue, training sets, bulk import."""
+"""Labels: request, atomic claim, the select/seed step in one transaction, listing, training
+sets, bulk import (outcomes and requeueing: :mod:`database.repo_outcomes`)."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,6 @@ from .convert import (
 )
 from .errors import (
     DatabaseInputError,
-    LabelStateError,
     NotFoundError,
 )
 from .models import (
@@ -42,16 +41,25 @@ from .validation import (
     check_atoms,
     check_choice,
     check_energy,
-    check_failure_kind,
     check_forces,
     check_json,
     check_nonempty,
     check_stress,
+    label_mismatch,
 )
 
 
+def _source(origins: Sequence[Origin | None] | None, i: int) -> str:
+    """Where input ``i`` came from: ``<file> frame <k>`` when the import said so."""
+    info = (origins[i].info if origins and i < len(origins) and origins[i] else None) or {}
+    if "file" in info:
+        return f"{info['file']} frame {info.get('frame', '?')}"
+    return f"structure {i}"
+
+
 class LabelsRepo(StructuresRepo):
-    """Labels: request, atomic claim, results and failures, requeue, training sets, bulk import."""
+    """Labels: request, atomic claim, the select/seed step in one transaction, listing, training
+    sets, bulk import (outcomes and requeueing: :mod:`database.repo_outcomes`)."""
 
     # ------------------------------------------------------------------ labels
     def request_labels(
@@ -69,38 +77,96 @@ class LabelsRepo(StructuresRepo):
         (structure, labeler, settings_hash), so an existing label of any status is returned
         instead of a new one). Structures not yet selected by the campaign get a selection
         with reason ``requested``. Returns label ids in input order."""
+        with self.session() as s:
+            c = self._campaign_row(s, campaign)
+            return self._request_labels(
+                s,
+                c.id,
+                structure_ids,
+                labeler=labeler,
+                settings_hash=settings_hash,
+                labeler_version=labeler_version,
+                settings=settings,
+                iteration_id=iteration_id,
+            )
+
+    def _request_labels(
+        self,
+        s: Session,
+        campaign_id: int,
+        structure_ids: Sequence[int],
+        *,
+        labeler: str,
+        settings_hash: str,
+        labeler_version: str,
+        settings: dict[str, Any] | None,
+        iteration_id: int | None,
+    ) -> list[int]:
         check_nonempty(labeler, "labeler")
         check_nonempty(settings_hash, "settings_hash")
         settings = check_json(settings or {}, "labeler settings")
         sids = [int(i) for i in structure_ids]
+        self._check_structures_exist(s, sids)
+        self._record_selections(
+            s, campaign_id, [SelectionInput(i, reason="requested") for i in sids], iteration_id
+        )
+        now = utcnow()
+        rows = [
+            {
+                "structure_id": i,
+                "campaign_id": campaign_id,
+                "iteration_id": iteration_id,
+                "labeler": labeler,
+                "labeler_version": labeler_version,
+                "settings_hash": settings_hash,
+                "settings": settings,
+                "status": "pending",
+                "attempts": 0,
+                "claims": 0,
+                "retry_round": 0,
+                "created_at": now,
+            }
+            for i in dict.fromkeys(sids)
+        ]
+        ids = self._insert_new(
+            s, Label, rows, ["structure_id", "labeler", "settings_hash"], "structure_id"
+        )
+        existing = [i for i in dict.fromkeys(sids) if i not in ids]
+        ids.update(self._label_ids(s, existing, labeler, settings_hash))
+        return [ids[i] for i in sids]
+
+    def record_picks(
+        self,
+        campaign: CampaignRef,
+        iteration_id: int,
+        selections: Sequence[SelectionInput],
+        *,
+        step: str,
+        labeler: str,
+        settings_hash: str,
+        labeler_version: str = "",
+        settings: dict[str, Any] | None = None,
+        seconds: float = 0.0,
+    ) -> list[int]:
+        """A select (or seed) step in one transaction: the selections, a ``pending`` label for
+        each selected structure, and ``step`` marked completed with ``seconds`` of wall time.
+        A run killed during the step left nothing of it; a rerun after it finds it complete.
+        Returns the label ids in input order."""
         with self.session() as s:
             c = self._campaign_row(s, campaign)
-            self._check_structures_exist(s, sids)
-            self._record_selections(
-                s, c.id, [SelectionInput(i, reason="requested") for i in sids], iteration_id
+            self._record_selections(s, c.id, selections, iteration_id)
+            ids = self._request_labels(
+                s,
+                c.id,
+                [x.structure_id for x in selections],
+                labeler=labeler,
+                settings_hash=settings_hash,
+                labeler_version=labeler_version,
+                settings=settings,
+                iteration_id=iteration_id,
             )
-            now = utcnow()
-            rows = [
-                {
-                    "structure_id": i,
-                    "campaign_id": c.id,
-                    "iteration_id": iteration_id,
-                    "labeler": labeler,
-                    "labeler_version": labeler_version,
-                    "settings_hash": settings_hash,
-                    "settings": settings,
-                    "status": "pending",
-                    "attempts": 0,
-                    "created_at": now,
-                }
-                for i in dict.fromkeys(sids)
-            ]
-            ids = self._insert_new(
-                s, Label, rows, ["structure_id", "labeler", "settings_hash"], "structure_id"
-            )
-            existing = [i for i in dict.fromkeys(sids) if i not in ids]
-            ids.update(self._label_ids(s, existing, labeler, settings_hash))
-            return [ids[i] for i in sids]
+            self._add_step(s, iteration_id, step, float(seconds), True)
+            return ids
 
     def _label_ids(
         self, s: Session, structure_ids: Sequence[int], labeler: str, settings_hash: str
@@ -127,7 +193,9 @@ class LabelsRepo(StructuresRepo):
         """Atomically move up to ``limit`` ``pending`` labels (oldest first) to ``running``
         and return them. Two concurrent callers never get the same label: PostgreSQL uses
         ``SELECT ... FOR UPDATE SKIP LOCKED``, SQLite a ``BEGIN IMMEDIATE`` transaction.
-        ``attempts`` is incremented; ``worker`` defaults to ``host:pid``."""
+        ``claims`` is incremented (``attempts`` counts DFT runs, recorded with the outcome);
+        ``worker`` (the claim's owner, checked when the outcome is stored) defaults to
+        ``host:pid``."""
         if limit < 1:
             raise DatabaseInputError(f"limit must be >= 1, got {limit}")
         worker = worker or f"{socket.gethostname()}:{os.getpid()}"
@@ -156,7 +224,7 @@ class LabelsRepo(StructuresRepo):
                         status="running",
                         worker=worker,
                         claimed_at=utcnow(),
-                        attempts=Label.attempts + 1,
+                        claims=Label.claims + 1,
                     )
                     .returning(Label.id)
                     .execution_options(synchronize_session=False)
@@ -178,128 +246,11 @@ class LabelsRepo(StructuresRepo):
                     dict(lb.settings or {}),
                     lb.attempts,
                     _structure(st).to_atoms(),
+                    lb.retry_round,
+                    lb.worker,
                 )
                 for lb, st in rows
             ]
-
-    def _label_for_update(self, s: Session, label_id: int, worker: str | None) -> Label:
-        lb = s.scalars(select(Label).where(Label.id == label_id).with_for_update()).one_or_none()
-        if lb is None:
-            raise NotFoundError(f"unknown label id {label_id}")
-        if lb.status not in ("pending", "running"):
-            raise LabelStateError(
-                f"label {label_id} is {lb.status}; only pending or running labels take a result"
-            )
-        if worker is not None and lb.worker != worker:
-            raise LabelStateError(f"label {label_id} is claimed by {lb.worker!r}, not {worker!r}")
-        return lb
-
-    def store_result(
-        self,
-        label_id: int,
-        *,
-        energy: float,
-        forces: Any,
-        stress: Any = None,
-        wall_time: float | None = None,
-        host: str | None = None,
-        worker: str | None = None,
-    ) -> LabelRecord:
-        """Store a successful calculation: energy (eV), forces (N,3) eV/Å, optional stress
-        (Voigt (6,) or (3,3), eV/Å^3). Validated first; the label becomes ``done``. With
-        ``worker``, refuse (:class:`LabelStateError`) unless that worker holds the claim (a
-        label requeued and claimed by another worker meanwhile)."""
-        energy = check_energy(energy, f"label {label_id}: energy")
-        stress = check_stress(stress, f"label {label_id}: stress")
-        if wall_time is not None:
-            wall_time = check_energy(wall_time, f"label {label_id}: wall_time")
-        with self.session() as s:
-            lb = self._label_for_update(s, label_id, worker)
-            natoms = s.scalar(select(Structure.natoms).where(Structure.id == lb.structure_id))
-            lb.forces = check_forces(forces, natoms, f"label {label_id}: forces")
-            lb.energy = energy
-            lb.stress = stress
-            lb.status = "done"
-            lb.failure_kind = lb.failure_message = None
-            lb.wall_time = wall_time
-            lb.host = host
-            lb.finished_at = utcnow()
-            s.flush()
-            return _label(lb)
-
-    def store_failure(
-        self,
-        label_id: int,
-        *,
-        kind: str,
-        message: str = "",
-        wall_time: float | None = None,
-        host: str | None = None,
-        worker: str | None = None,
-    ) -> LabelRecord:
-        """Record a failed calculation (kind: scf_unconverged / crashed / timeout /
-        invalid_input / missing_executable / other, with the code's own message); the label becomes ``failed``.
-        ``worker``: as in :meth:`store_result`."""
-        check_failure_kind(kind)
-        if wall_time is not None:
-            wall_time = check_energy(wall_time, f"label {label_id}: wall_time")
-        with self.session() as s:
-            lb = self._label_for_update(s, label_id, worker)
-            lb.status = "failed"
-            lb.failure_kind = kind
-            lb.failure_message = message
-            lb.energy = lb.forces = lb.stress = None
-            lb.wall_time = wall_time
-            lb.host = host
-            lb.finished_at = utcnow()
-            s.flush()
-            return _label(lb)
-
-    def requeue_running(
-        self, campaign: CampaignRef | None = None, *, older_than: timedelta | None = None
-    ) -> int:
-        """Reset ``running`` labels (e.g. left by a killed worker) to ``pending``; only those
-        claimed more than ``older_than`` ago if given. Returns how many."""
-        with self.session() as s:
-            q = update(Label).where(Label.status == "running")
-            if campaign is not None:
-                q = q.where(Label.campaign_id == self._campaign_row(s, campaign).id)
-            if older_than is not None:
-                q = q.where(Label.claimed_at < utcnow() - older_than)
-            res = s.execute(
-                q.values(status="pending", worker=None, claimed_at=None).execution_options(
-                    synchronize_session=False
-                )
-            )
-            return res.rowcount
-
-    def requeue_failed(
-        self,
-        campaign: CampaignRef | None = None,
-        *,
-        kinds: Iterable[str] | None = None,
-        max_attempts: int | None = None,
-    ) -> int:
-        """Reset ``failed`` labels (optionally only some failure kinds, and only those tried
-        fewer than ``max_attempts`` times) to ``pending``. Returns how many."""
-        with self.session() as s:
-            q = update(Label).where(Label.status == "failed")
-            if campaign is not None:
-                q = q.where(Label.campaign_id == self._campaign_row(s, campaign).id)
-            if kinds is not None:
-                q = q.where(Label.failure_kind.in_([check_failure_kind(k) for k in kinds]))
-            if max_attempts is not None:
-                q = q.where(Label.attempts < max_attempts)
-            res = s.execute(
-                q.values(
-                    status="pending",
-                    worker=None,
-                    claimed_at=None,
-                    failure_kind=None,
-                    failure_message=None,
-                ).execution_options(synchronize_session=False)
-            )
-            return res.rowcount
 
     def get_label(self, label_id: int) -> LabelRecord:
         """A label by id; :class:`NotFoundError` if absent."""
@@ -413,9 +364,11 @@ class LabelsRepo(StructuresRepo):
     ) -> list[int]:
         """Store already labelled structures in one transaction (import / seeding / bulk):
         structures (deduplicated), selections into the campaign and ``done`` labels.
-        Everything is validated before anything is written; an existing ``done`` label for
-        the same (structure, labeler, settings_hash) is kept, a non-done one is completed.
-        Returns label ids in input order."""
+        Everything is validated before anything is written. Two labels of one structure (in
+        this call, or a stored ``done`` one for the same labeler and settings_hash) must agree
+        within :func:`database.validation.label_mismatch`'s tolerances: equal ones merge (the
+        stored / first one is kept), disagreeing ones raise :class:`DatabaseInputError` naming
+        both sources. A stored non-done label is completed. Returns label ids in input order."""
         n = len(atoms_list)
         if len(energies) != n or len(forces) != n or (stresses is not None and len(stresses) != n):
             raise DatabaseInputError(
@@ -452,11 +405,18 @@ class LabelsRepo(StructuresRepo):
                 s, c.id, [SelectionInput(i, reason=reason) for i in sids], iteration_id
             )
             now = utcnow()
-            rows, seen = [], set()
-            for sid, (e, f, st) in zip(sids, clean, strict=True):
+            rows, seen = [], {}
+            for i, (sid, (e, f, st)) in enumerate(zip(sids, clean, strict=True)):
                 if sid in seen:
-                    continue
-                seen.add(sid)
+                    first = seen[sid]
+                    why = label_mismatch(clean[first], (e, f, st))
+                    if why:
+                        raise DatabaseInputError(
+                            f"two labels of one structure disagree ({why}): "
+                            f"{_source(origins, first)} and {_source(origins, i)}"
+                        )
+                    continue  # equal: one label
+                seen[sid] = i
                 rows.append(
                     {
                         "structure_id": sid,
@@ -483,13 +443,20 @@ class LabelsRepo(StructuresRepo):
             old = self._label_ids(s, existing, labeler, settings_hash)
             ids.update(old)
             by_sid = {r["structure_id"]: r for r in rows}
-            not_done = []
             for chunk in _chunks(list(old.values())):
-                q = select(Label).where(self._member(Label.id, chunk), Label.status != "done")
-                not_done += list(s.scalars(q))
-            for lb in not_done:
-                r = by_sid[lb.structure_id]
-                lb.energy, lb.forces, lb.stress = r["energy"], r["forces"], r["stress"]
-                lb.status, lb.finished_at = "done", now
-                lb.failure_kind = lb.failure_message = None
+                for lb in s.scalars(select(Label).where(self._member(Label.id, chunk))):
+                    given = seen[lb.structure_id]
+                    if lb.status != "done":  # requested before, never computed: completed
+                        r = by_sid[lb.structure_id]
+                        lb.energy, lb.forces, lb.stress = r["energy"], r["forces"], r["stress"]
+                        lb.status, lb.finished_at = "done", now
+                        lb.failure_kind = lb.failure_message = None
+                        continue
+                    why = label_mismatch((lb.energy, lb.forces, lb.stress), clean[given])
+                    if why:
+                        raise DatabaseInputError(
+                            f"a label disagrees with stored label {lb.id} of structure "
+                            f"{lb.structure_id} ({labeler}, {settings_hash}) ({why}): "
+                            f"{_source(origins, given)}"
+                        )
             return [ids[i] for i in sids]

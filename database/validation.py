@@ -8,12 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from structure_checks import cell_problem
+
 from .errors import DatabaseInputError
 from .models import FAILURE_KINDS
 
 
 def check_atoms(atoms, what: str = "structure") -> None:
-    """Check an ``ase.Atoms``-like object: (N,3) finite positions, (3,3) finite cell."""
+    """Check an ``ase.Atoms``-like object: (N,3) finite positions, (3,3) finite cell whose
+    periodic vectors are non-zero and independent (:func:`structure_checks.cell_problem`)."""
     try:
         numbers = np.asarray(atoms.numbers)
         positions = np.asarray(atoms.positions)
@@ -37,6 +40,9 @@ def check_atoms(atoms, what: str = "structure") -> None:
         raise DatabaseInputError(f"{what}: cell must be a finite 3x3 matrix")
     if pbc.shape != (3,):
         raise DatabaseInputError(f"{what}: pbc must have 3 flags")
+    problem = cell_problem(cell, pbc)
+    if problem is not None:
+        raise DatabaseInputError(f"{what}: {problem}")
     if np.any(numbers <= 0) or np.any(numbers > 118):
         raise DatabaseInputError(f"{what}: invalid atomic numbers {sorted(set(numbers.tolist()))}")
 
@@ -108,3 +114,25 @@ def check_nonempty(value: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise DatabaseInputError(f"{what}: must be a non-empty string")
     return value
+
+
+LABEL_TOLERANCES = {"energy": 1e-6, "forces": 1e-5, "stress": 1e-7}
+"""Absolute tolerances under which two labels of one structure are the same label (eV, eV/Å,
+eV/Å^3; files keep forces to 8 decimals, energies in full)."""
+
+
+def label_mismatch(a: tuple[Any, Any, Any], b: tuple[Any, Any, Any]) -> str | None:
+    """How two labels ``(energy, forces, stress-or-None)`` of one structure disagree beyond
+    :data:`LABEL_TOLERANCES`, or ``None`` when they are the same label (a missing stress is
+    not a disagreement)."""
+    de = abs(float(a[0]) - float(b[0]))
+    if de > LABEL_TOLERANCES["energy"]:
+        return f"energy {float(a[0]):.8g} vs {float(b[0]):.8g} eV"
+    df = float(np.max(np.abs(np.asarray(a[1], float) - np.asarray(b[1], float)), initial=0.0))
+    if df > LABEL_TOLERANCES["forces"]:
+        return f"forces differ by up to {df:.3g} eV/Å"
+    if a[2] is not None and b[2] is not None:
+        ds = float(np.max(np.abs(np.asarray(a[2], float) - np.asarray(b[2], float))))
+        if ds > LABEL_TOLERANCES["stress"]:
+            return f"stress differs by up to {ds:.3g} eV/Å^3"
+    return None

@@ -4,12 +4,21 @@ One :class:`Labeler` interface (``Atoms`` in, :class:`LabelResult` or typed
 :class:`LabelFailure` out), backends found by name through :func:`get_labeler`:
 ``emt`` / ``lj`` / ``morse`` (mocks with fault injection), ``espresso`` (Quantum ESPRESSO pw.x),
 ``pyscf`` (in-process), ``vasp`` (pymatgen input sets, vasprun.xml) and ``cp2k``.
+With a ``workdir``, ``label()`` is exactly-once: the outcome is written to
+``workdir/outcome.json`` and re-read by later calls (:mod:`dft_adapters.outcome`).
 No Prefect, no SQL. Heavy backends are imported on first use.
 """
 
 from .base import Labeler, RawLabel
 from .execution import Executor, ProcessResult, ProcessRunner, SubprocessRunner
 from .mock import FaultInjection
+from .outcome import (
+    OutcomeCorruptError,
+    OutcomeMismatchError,
+    discard_outcome,
+    input_fingerprint,
+    read_outcome,
+)
 from .preflight import PreflightLimits, check_geometry
 from .registry import available_labelers, get_labeler, labeler_class, register
 from .results import (
@@ -19,6 +28,7 @@ from .results import (
     LabelFailure,
     LabelOutcome,
     LabelResult,
+    outcome_from_dict,
 )
 from .retry import RetryPolicy
 from .settings import Settings, canonical_json, settings_hash
@@ -33,6 +43,8 @@ __all__ = [
     "LabelOutcome",
     "LabelResult",
     "Labeler",
+    "OutcomeCorruptError",
+    "OutcomeMismatchError",
     "PreflightLimits",
     "ProcessResult",
     "ProcessRunner",
@@ -43,8 +55,12 @@ __all__ = [
     "available_labelers",
     "canonical_json",
     "check_geometry",
+    "discard_outcome",
     "get_labeler",
+    "input_fingerprint",
     "labeler_class",
+    "outcome_from_dict",
+    "read_outcome",
     "register",
     "settings_hash",
 ]

@@ -12,7 +12,9 @@ input: it copies the atoms, runs the pre-flight checks, then runs attempts (each
 scratch directory, kept and renamed ``attempt-<i>.failed-<kind>`` on failure) until one
 succeeds or the retry policy gives up. Backends implement :meth:`Labeler._compute` (and
 optionally :meth:`Labeler.check_inputs`) and signal typed failures by raising
-:class:`~dft_adapters.results.LabelError`.
+:class:`~dft_adapters.results.LabelError`. With a ``workdir`` the call is exactly-once: the
+outcome is written to ``workdir/outcome.json`` and re-read by every later call
+(:mod:`dft_adapters.outcome`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +35,7 @@ import numpy as np
 from ase import Atoms
 
 from .execution import Executor
+from .outcome import OUTCOME_NAME, input_fingerprint, load_matching, locked_workdir, write_outcome
 from .preflight import PreflightLimits, check_geometry
 from .results import (
     AttemptRecord,
@@ -43,7 +47,7 @@ from .results import (
     check_shapes,
 )
 from .retry import RetryPolicy
-from .settings import Settings, settings_hash
+from .settings import Settings, json_types, settings_hash
 
 __all__ = ["Labeler", "RawLabel"]
 
@@ -149,12 +153,66 @@ class Labeler(ABC):
 
         ``workdir`` is the directory of this calculation (created if missing); attempt ``i``
         runs in ``workdir/attempt-<i>``. Without it a fresh directory is made under
-        ``executor.scratch_root``. Returns a :class:`LabelResult` or a :class:`LabelFailure`;
-        exceptions from the code or the parser become ``crashed`` failures.
+        ``executor.scratch_root`` (in-memory backends make none) and nothing is persisted.
+        Returns a :class:`LabelResult` or a :class:`LabelFailure`; exceptions from the code or
+        the parser become ``crashed`` failures.
+
+        Exactly once with a ``workdir`` (see :mod:`dft_adapters.outcome`): the whole call holds
+        an exclusive lock on ``workdir/.lock`` (a concurrent call on the same directory, in
+        this or another process, waits). If ``workdir/outcome.json`` holds the outcome of this
+        labeler, settings hash and structure, it is returned (``reused=True``) without
+        pre-flight or any attempt. Otherwise the final outcome, success or final failure, is
+        written there atomically before it is returned (``persisted=True``; ``False`` with a
+        logged warning when writing failed). Pre-flight failures and ``missing_executable``
+        (a property of the machine, not of the calculation) are not stored. A corrupt
+        ``outcome.json`` is moved aside (``outcome.json.corrupt-<n>``) and computed anew.
+
+        Raises :class:`~dft_adapters.outcome.OutcomeMismatchError` (a ``ValueError``) when
+        ``workdir`` holds the outcome of another labeler, settings or structure.
         """
         t0 = time.perf_counter()
         atoms = _snapshot(atoms)
-        failure = self.preflight(atoms)
+        if workdir is None:
+            return self._run(atoms, None, t0)
+        checked = False
+        if not Path(workdir).exists():  # nothing stored yet: a bad input creates no directory
+            failure = self.preflight(atoms)
+            if failure is not None:
+                return failure
+            checked = True
+        fingerprint = input_fingerprint(atoms)
+
+        def crashed(message: str) -> LabelFailure:
+            return self._failure(FailureKind.CRASHED, message, time.perf_counter() - t0, None, ())
+
+        with ExitStack() as stack:
+            try:
+                directory = stack.enter_context(locked_workdir(workdir))
+            except OSError as err:
+                return crashed(f"cannot create or lock the scratch directory {workdir}: {err}")
+            try:
+                stored = load_matching(
+                    directory,
+                    labeler=self.name,
+                    settings_hash=self.settings_hash,
+                    atoms=atoms,
+                    fingerprint=fingerprint,
+                )
+            except OSError as err:
+                return crashed(f"cannot read {directory / OUTCOME_NAME}: {err}")
+            if stored is not None:
+                return stored
+            outcome = self._run(atoms, directory, t0, checked)
+            if not outcome.attempts or outcome.status == FailureKind.MISSING_EXECUTABLE:
+                return outcome  # nothing ran (or the machine lacks the code): nothing to keep
+            return write_outcome(directory, outcome, atoms, fingerprint)
+
+    def _run(
+        self, atoms: Atoms, workdir: Path | None, t0: float, checked: bool = False
+    ) -> LabelOutcome:
+        """Pre-flight (unless ``checked``), then attempts until one succeeds or the retry
+        policy gives up."""
+        failure = None if checked else self.preflight(atoms)
         if failure is not None:
             return failure
         try:
@@ -197,7 +255,7 @@ class Labeler(ABC):
                     kept = None
                 attempts.append(AttemptRecord(index, "ok", changes, "", wall, _str(kept)))
                 used = settings.to_dict()
-                used.update(raw.resolved)
+                used.update(_plain(raw.resolved))
                 return LabelResult(
                     labeler=self.name,
                     energy=float(raw.energy),
@@ -323,6 +381,15 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _plain(resolved: dict[str, Any]) -> dict[str, Any]:
+    """Resolved inputs as JSON types (as they are stored and re-read); as given if they cannot
+    be (the outcome is then returned but not persisted, with a warning)."""
+    try:
+        return json_types(resolved)
+    except (TypeError, ValueError):
+        return dict(resolved)
 
 
 def _str(path: Path | None) -> str | None:

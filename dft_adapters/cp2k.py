@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from ase.units import Bohr, GPa, Hartree, Ry
 from .base import Labeler, RawLabel
 from .files import read_text, tail
 from .results import FailureKind, LabelError
-from .settings import Settings
+from .settings import OPERATOR, AuthorSettingsError, Settings, check_plain_name
 
 __all__ = ["CP2KLabeler", "CP2KSettings", "parse_cp2k_output"]
 
@@ -42,8 +43,10 @@ class CP2KSettings(Settings):
     orbital-transformation (OT) minimiser to diagonalisation with Broyden mixing, whose
     fraction is ``mixing``; ``kpts`` a Monkhorst–Pack grid (needs diagonalisation; ``None``:
     Γ only); ``inp`` extra CP2K input merged in. OT (the default) needs a band gap: a rattled
-    Si2 cell at Γ did not converge in 200 OT steps here, with ``smearing=0.1`` it took 5 s. ``data_dir`` (not hashed) holds the basis and
-    potential files.
+    Si2 cell at Γ did not converge in 200 OT steps here, with ``smearing=0.1`` it took 5 s.
+    ``data_dir`` (not hashed; an operator setting) holds the basis and potential files. From a
+    campaign author the file names are plain names in ``data_dir`` and ``inp`` may hold no
+    preprocessor directive and no keyword naming a file (:meth:`_check_author`).
     """
 
     xc: str = "PBE"
@@ -61,13 +64,68 @@ class CP2KSettings(Settings):
     charge: int = 0
     multiplicity: int | None = None
     inp: str = ""
-    data_dir: str = field(default_factory=_default_data_dir, metadata={"hash": False})
+    data_dir: str = field(default_factory=_default_data_dir, metadata=OPERATOR)
 
     def __post_init__(self) -> None:
         if self.max_scf_steps < 1 or not 0 < self.mixing <= 1 or self.cutoff <= 0:
             raise ValueError("CP2KSettings needs max_scf_steps >= 1, 0 < mixing <= 1, cutoff > 0")
         if self.kpts is not None:
             object.__setattr__(self, "kpts", tuple(int(k) for k in self.kpts))
+
+    @classmethod
+    def _multiline_fields(cls) -> frozenset[str]:
+        return frozenset({"inp"})
+
+    @classmethod
+    def _check_author(cls, values: Mapping[str, Any]) -> None:
+        """Basis and potential files are plain names (in the operator's ``data_dir``); no
+        ``$`` or leading ``@`` in any text (CP2K's preprocessor); ``inp`` has no preprocessor
+        directive (``@INCLUDE``, ``@SET``, ``@IF`` ...), no section in
+        :data:`AUTHOR_REFUSED_SECTIONS` and no keyword naming a file (``*FILE_NAME``,
+        ``FILENAME``, ``PROJECT`` ...)."""
+        for key in ("basis_set_file", "potential_file"):
+            if key in values:
+                check_plain_name(values[key], key)
+        for key, value in values.items():
+            if (
+                isinstance(value, str)
+                and key != "inp"
+                and ("$" in value or value.lstrip().startswith("@"))
+            ):
+                raise AuthorSettingsError(f"{key}: '$' and a leading '@' are not allowed")
+        inp = values.get("inp") or ""
+        if not isinstance(inp, str):
+            return
+        if "$" in inp:
+            raise AuthorSettingsError("inp: '$' (CP2K preprocessor variables) is not allowed")
+        for n, raw in enumerate(inp.splitlines(), start=1):
+            line = re.split(r"[#!]", raw, maxsplit=1)[0].strip()
+            if not line:
+                continue
+            if line.startswith("@"):
+                raise AuthorSettingsError(
+                    f"inp: line {n}: preprocessor directive {line.split()[0]!r} is not allowed"
+                )
+            word = line.split()[0].upper()
+            if word.startswith("&"):
+                name = word[1:]
+                if name in AUTHOR_REFUSED_SECTIONS:
+                    raise AuthorSettingsError(f"inp: line {n}: section &{name} is not allowed")
+                continue
+            if _FILE_KEYWORD.search(word) or word in AUTHOR_REFUSED_KEYWORDS:
+                raise AuthorSettingsError(
+                    f"inp: line {n}: keyword {word} names a file; pesflow and the operator "
+                    "set files, not a campaign config"
+                )
+
+
+AUTHOR_REFUSED_SECTIONS = frozenset({"EXT_RESTART", "FARMING", "SWARM"})
+"""CP2K input sections a campaign author may not use (they read other inputs or restarts)."""
+
+AUTHOR_REFUSED_KEYWORDS = frozenset({"PROJECT", "PROJECT_NAME", "PROGRAM_NAME", "PROGRAM"})
+"""CP2K keywords a campaign author may not use besides those matching ``FILE`` names."""
+
+_FILE_KEYWORD = re.compile(r"(^|_)FILE(_|NAME|$)")
 
 
 def _has_entry(path: Path, element: str, name: str) -> bool:

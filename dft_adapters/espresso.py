@@ -26,7 +26,13 @@ from ase.units import Ry
 from .base import Labeler, RawLabel
 from .files import read_text, tail
 from .results import FailureKind, LabelError
-from .settings import Settings
+from .settings import (
+    OPERATOR,
+    AuthorSettingsError,
+    Scalar,
+    Settings,
+    check_plain_name,
+)
 
 __all__ = ["DEFAULT_PSEUDO_DIR", "EspressoLabeler", "EspressoSettings", "find_pseudopotential"]
 
@@ -48,7 +54,9 @@ class EspressoSettings(Settings):
     ``kpoint_density`` is k-points per Å^-1 of reciprocal length (ASE's ``kptdensity``),
     overridden by an explicit ``kpts`` grid; ``conv_thr`` is QE's SCF threshold in Ry per cell;
     ``input_data`` adds or overrides pw.x namelist entries (flat or nested).
-    ``pseudo_dir`` is *where* the files are and is not hashed.
+    ``pseudo_dir`` is *where* the files are: not hashed, and an operator setting (execution
+    profile). From a campaign author, pseudopotentials are plain file names and ``input_data``
+    may not name files or directories (:meth:`_check_author`).
     """
 
     ecutwfc: float = 40.0
@@ -61,8 +69,10 @@ class EspressoSettings(Settings):
     conv_thr: float = 1e-8
     functional: str = "pbe"
     pseudopotentials: Mapping[str, str] = field(default_factory=dict)
-    input_data: Mapping[str, Any] = field(default_factory=dict)
-    pseudo_dir: str = field(default_factory=_default_pseudo_dir, metadata={"hash": False})
+    input_data: Mapping[str, Scalar | Mapping[str, Scalar | Mapping[str, Scalar]]] = field(
+        default_factory=dict
+    )
+    pseudo_dir: str = field(default_factory=_default_pseudo_dir, metadata=OPERATOR)
 
     def __post_init__(self) -> None:
         if self.ecutwfc <= 0 or self.max_scf_steps < 1 or not 0 < self.mixing <= 1:
@@ -73,6 +83,50 @@ class EspressoSettings(Settings):
             object.__setattr__(self, "kpts", tuple(int(k) for k in self.kpts))
         object.__setattr__(self, "pseudopotentials", dict(self.pseudopotentials))
         object.__setattr__(self, "input_data", dict(self.input_data))
+
+    @classmethod
+    def _check_author(cls, values: Mapping[str, Any]) -> None:
+        """Pseudopotentials are plain file names (in the operator's ``pseudo_dir``);
+        ``input_data`` names known namelists and plain keys, none of the path or file-name
+        entries (:data:`AUTHOR_REFUSED_KEYS`), and no string with a path separator or quote."""
+        for element, name in dict(values.get("pseudopotentials") or {}).items():
+            check_plain_name(name, f"pseudopotentials.{element}")
+        for key, value in dict(values.get("input_data") or {}).items():
+            if isinstance(value, Mapping):
+                if str(key).lower() not in NAMELISTS:
+                    raise AuthorSettingsError(
+                        f"input_data.{key}: not a pw.x namelist (one of {', '.join(NAMELISTS)})"
+                    )
+                for k, v in value.items():
+                    _check_entry(f"input_data.{key}.{k}", str(k), v)
+            else:
+                _check_entry(f"input_data.{key}", str(key), value)
+
+
+NAMELISTS = ("control", "system", "electrons", "ions", "cell", "fcp", "rism")
+"""pw.x namelists ``input_data`` may hold."""
+
+AUTHOR_REFUSED_KEYS = frozenset(
+    {"outdir", "wfcdir", "pseudo_dir", "prefix", "input_xml_schema_file", "vdw_table_name"}
+)
+"""pw.x entries that name files or directories: set by pesflow or the operator, never by a
+campaign author."""
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([0-9, ]+\))?")
+
+
+def _check_entry(where: str, key: str, value: Any) -> None:
+    if not _KEY.fullmatch(key):
+        raise AuthorSettingsError(f"{where}: not a pw.x namelist entry name")
+    if key.split("(")[0].lower() in AUTHOR_REFUSED_KEYS:
+        raise AuthorSettingsError(
+            f"{where}: names a file or directory; pesflow and the operator set it, "
+            "not a campaign config"
+        )
+    values = value.values() if isinstance(value, Mapping) else [value]
+    for v in values:
+        if isinstance(v, str) and any(c in v for c in "/\\'\""):
+            raise AuthorSettingsError(f"{where}: a string with a path separator or quote")
 
 
 def find_pseudopotential(

@@ -12,6 +12,8 @@ import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
+from structure_checks import cell_problem, neighbor_box
+
 __all__ = ["PreflightLimits", "check_geometry"]
 
 
@@ -40,14 +42,11 @@ def check_geometry(atoms: Atoms, limits: PreflightLimits | None = None) -> str |
         return f"non-finite positions for atom indices {bad}"
     pbc = atoms.pbc
     cell = atoms.cell.array
-    lengths = np.linalg.norm(cell, axis=1)
-    for axis in np.nonzero(pbc)[0]:
-        if lengths[axis] < 1e-6:
-            return f"periodic direction {int(axis)} has a zero-length cell vector"
+    problem = cell_problem(cell, pbc)
+    if problem is not None:
+        return problem
     if pbc.all():
         volume = abs(float(np.linalg.det(cell)))
-        if volume < 1e-6:
-            return "cell is degenerate (zero volume)"
         per_atom = volume / n
         if not limits.min_volume_per_atom <= per_atom <= limits.max_volume_per_atom:
             return (
@@ -58,7 +57,7 @@ def check_geometry(atoms: Atoms, limits: PreflightLimits | None = None) -> str |
         probe = atoms.copy()
         if not pbc.all():
             # the neighbour list needs a box around the non-periodic directions
-            probe.set_cell(_padded_cell(probe), scale_atoms=False)
+            probe.set_cell(neighbor_box(cell, pbc), scale_atoms=False)
         i, j, d = neighbor_list("ijd", probe, limits.min_distance, self_interaction=False)
         if len(d):
             k = int(np.argmin(d))
@@ -69,18 +68,3 @@ def check_geometry(atoms: Atoms, limits: PreflightLimits | None = None) -> str |
                 f"minimum allowed distance is {limits.min_distance} Å"
             )
     return None
-
-
-def _padded_cell(atoms: Atoms) -> np.ndarray:
-    """Cell with each non-periodic direction replaced by a vector spanning the atoms + margin."""
-    cell = atoms.cell.array.copy()
-    pos = atoms.get_positions()
-    extent = pos.max(axis=0) - pos.min(axis=0) + 10.0
-    for axis in range(3):
-        if not atoms.pbc[axis]:
-            vec = np.zeros(3)
-            vec[axis] = max(extent[axis], 10.0)
-            cell[axis] = vec
-    if abs(np.linalg.det(cell)) < 1e-9:  # periodic vectors not orthogonal to the padding axes
-        cell = np.diag(np.maximum(extent, 10.0))
-    return cell

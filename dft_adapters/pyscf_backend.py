@@ -11,8 +11,10 @@ cycle or the gradient cannot be interrupted.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +25,7 @@ from ase.units import Bohr, Hartree
 
 from .base import Labeler, RawLabel
 from .results import FailureKind, LabelError
-from .settings import Settings
+from .settings import AuthorSettingsError, Settings
 
 __all__ = ["PySCFLabeler", "PySCFSettings"]
 
@@ -35,7 +37,10 @@ class PySCFSettings(Settings):
     ``xc`` is a libxc functional string (``None``: Hartree–Fock); ``basis`` any PySCF basis name
     (periodic cells need a GTH basis such as ``"gth-szv"``); ``pseudo`` the pseudopotential for
     periodic cells; ``conv_tol`` in Hartree; ``mixing`` = 1 - PySCF's damping factor;
-    ``kpts`` the k-point grid for periodic cells; ``spin`` is 2S.
+    ``kpts`` the k-point grid for periodic cells; ``spin`` is 2S. PySCF reads a basis or
+    pseudopotential *file* when the name is an existing path (relative to the working
+    directory), so from a campaign author both are names without ``.``, ``/`` or ``\\``
+    (:meth:`_check_author`).
     """
 
     xc: str | None = "pbe"
@@ -55,6 +60,19 @@ class PySCFSettings(Settings):
                 "PySCFSettings needs max_scf_steps >= 1, 0 < mixing <= 1, conv_tol > 0"
             )
         object.__setattr__(self, "kpts", tuple(int(k) for k in self.kpts))
+
+    @classmethod
+    def _check_author(cls, values: Mapping[str, Any]) -> None:
+        """``basis`` and ``pseudo`` are library names, never file names."""
+        for key in ("basis", "pseudo"):
+            if key in values and not _LIBRARY_NAME.fullmatch(str(values[key])):
+                raise AuthorSettingsError(
+                    f"{key}: must be a PySCF library name (letters, digits, '-+*(),@_'; "
+                    "no '.', '/' or file names)"
+                )
+
+
+_LIBRARY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9()*+,@_-]*")
 
 
 class PySCFLabeler(Labeler):

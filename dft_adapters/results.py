@@ -8,9 +8,10 @@ order xx yy zz yz xz xy and sign convention).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,7 @@ __all__ = [
     "LabelFailure",
     "LabelOutcome",
     "LabelResult",
+    "outcome_from_dict",
 ]
 
 
@@ -80,6 +82,28 @@ class AttemptRecord:
             "workdir": self.workdir,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttemptRecord:
+        """Inverse of :meth:`to_dict` (paths are taken as they are; unknown keys are ignored).
+
+        Raises ``ValueError`` when a key is missing or has the wrong type.
+        """
+        return _parse("AttemptRecord", data, lambda d: cls._from(d))
+
+    @classmethod
+    def _from(cls, d: Mapping[str, Any]) -> AttemptRecord:
+        changes = d.get("settings_changes") or {}
+        if not isinstance(changes, Mapping):
+            raise TypeError(f"settings_changes must be a mapping, got {type(changes).__name__}")
+        return cls(
+            index=_int(d["index"]),
+            status=_text(d["status"]),
+            settings_changes=dict(changes),
+            message=_text(d.get("message", "")),
+            wall_time=_float(d.get("wall_time", 0.0)),
+            workdir=_opt_text(d.get("workdir")),
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class LabelResult:
@@ -93,6 +117,11 @@ class LabelResult:
     (after retry changes, plus resolved inputs such as pseudopotential file names) and
     ``effective_settings_hash`` hashes them. The two hashes differ when a retry changed a
     setting that changes the physics (e.g. more smearing): do not mix such labels blindly.
+
+    ``reused`` is True when :meth:`~dft_adapters.base.Labeler.label` re-read a finished outcome
+    from ``<workdir>/outcome.json`` instead of running the code; ``persisted`` is True when the
+    outcome is stored there (see :mod:`dft_adapters.outcome`). ``wall_time`` (s) and ``host``
+    always describe the run that computed it.
     """
 
     labeler: str
@@ -107,6 +136,8 @@ class LabelResult:
     workdir: str | None
     attempts: tuple[AttemptRecord, ...] = ()
     effective_settings_hash: str = ""
+    reused: bool = False
+    persisted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -139,12 +170,59 @@ class LabelResult:
             "host": self.host,
             "workdir": self.workdir,
             "attempts": [a.to_dict() for a in self.attempts],
+            "reused": self.reused,
+            "persisted": self.persisted,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelResult:
+        """Inverse of :meth:`to_dict`: arrays become float64 ``numpy`` arrays (forces ``(n, 3)``,
+        stress ``(6,)`` or ``None``); JSON floats round-trip float64 exactly. Paths are taken as
+        they are; unknown keys are ignored.
+
+        Raises ``ValueError`` when ``status`` is not ``"ok"``, a key is missing, a value has the
+        wrong type or shape, or a number is not finite.
+        """
+        return _parse("LabelResult", data, lambda d: cls._from(d))
+
+    @classmethod
+    def _from(cls, d: Mapping[str, Any]) -> LabelResult:
+        if d.get("status") != "ok":
+            raise ValueError(f"status {d.get('status')!r} is not 'ok'")
+        forces = np.array(d["forces"], dtype=np.float64)
+        if forces.size == 0:
+            forces = forces.reshape(0, 3)
+        if forces.ndim != 2 or forces.shape[1] != 3:
+            raise ValueError(f"forces of shape {forces.shape}, expected (n, 3)")
+        stress = None if d["stress"] is None else np.array(d["stress"], dtype=np.float64)
+        check_shapes(_float(d["energy"]), forces, stress, len(forces))
+        settings = d["settings"]
+        if not isinstance(settings, Mapping):
+            raise TypeError(f"settings must be a mapping, got {type(settings).__name__}")
+        return cls(
+            labeler=_text(d["labeler"]),
+            energy=_float(d["energy"]),
+            forces=forces,
+            stress=stress,
+            code_version=_text(d["code_version"]),
+            settings_hash=_text(d["settings_hash"]),
+            settings=dict(settings),
+            wall_time=_float(d["wall_time"]),
+            host=_text(d["host"]),
+            workdir=_opt_text(d.get("workdir")),
+            attempts=_attempts(d.get("attempts", ())),
+            effective_settings_hash=_text(d.get("effective_settings_hash", "")),
+            reused=bool(d.get("reused", False)),
+            persisted=bool(d.get("persisted", False)),
+        )
 
 
 @dataclass(frozen=True)
 class LabelFailure:
-    """A failed label: ``kind`` plus the code's own message (never an exception)."""
+    """A failed label: ``kind`` plus the code's own message (never an exception).
+
+    ``reused`` and ``persisted`` mean what they mean on :class:`LabelResult`.
+    """
 
     labeler: str
     kind: FailureKind
@@ -155,6 +233,8 @@ class LabelFailure:
     host: str = ""
     workdir: str | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    reused: bool = False
+    persisted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -179,11 +259,100 @@ class LabelFailure:
             "host": self.host,
             "workdir": self.workdir,
             "attempts": [a.to_dict() for a in self.attempts],
+            "reused": self.reused,
+            "persisted": self.persisted,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelFailure:
+        """Inverse of :meth:`to_dict` (paths are taken as they are; unknown keys are ignored).
+
+        Raises ``ValueError`` when ``kind`` is not a :class:`FailureKind` value, a key is missing
+        or a value has the wrong type.
+        """
+        return _parse("LabelFailure", data, lambda d: cls._from(d))
+
+    @classmethod
+    def _from(cls, d: Mapping[str, Any]) -> LabelFailure:
+        kind = FailureKind(d["kind"])
+        if d.get("status", kind.value) != kind.value:
+            raise ValueError(f"status {d.get('status')!r} disagrees with kind {kind.value!r}")
+        code_version = d.get("code_version")
+        return cls(
+            labeler=_text(d["labeler"]),
+            kind=kind,
+            message=_text(d["message"]),
+            settings_hash=_text(d.get("settings_hash", "")),
+            code_version=None if code_version is None else _text(code_version),
+            wall_time=_float(d.get("wall_time", 0.0)),
+            host=_text(d.get("host", "")),
+            workdir=_opt_text(d.get("workdir")),
+            attempts=_attempts(d.get("attempts", ())),
+            reused=bool(d.get("reused", False)),
+            persisted=bool(d.get("persisted", False)),
+        )
 
 
 LabelOutcome = LabelResult | LabelFailure
 """What :meth:`dft_adapters.base.Labeler.label` returns."""
+
+
+def outcome_from_dict(data: Mapping[str, Any]) -> LabelOutcome:
+    """A :class:`LabelResult` (``status == "ok"``) or :class:`LabelFailure` from its ``to_dict``.
+
+    Raises ``ValueError`` for a malformed dict (see the two ``from_dict`` methods).
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a label outcome must be a mapping, got {type(data).__name__}")
+    if data.get("status") == "ok":
+        return LabelResult.from_dict(data)
+    return LabelFailure.from_dict(data)
+
+
+_T = TypeVar("_T")
+
+
+def _parse(what: str, data: Mapping[str, Any], build: Callable[[Mapping[str, Any]], _T]) -> _T:
+    """Run ``build(data)``, turning every parsing error into one ``ValueError``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what}.from_dict needs a mapping, got {type(data).__name__}")
+    try:
+        return build(data)
+    except KeyError as err:
+        raise ValueError(f"{what}.from_dict: missing key {err}") from err
+    except (TypeError, ValueError, LabelError, OverflowError) as err:
+        raise ValueError(f"{what}.from_dict: {err}") from err
+
+
+def _attempts(items: Any) -> tuple[AttemptRecord, ...]:
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"attempts must be a list, got {type(items).__name__}")
+    return tuple(AttemptRecord.from_dict(a) for a in items)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {value!r}")
+    out = float(value)
+    if not np.isfinite(out):
+        raise ValueError(f"non-finite number {value!r}")
+    return out
 
 
 def as_path(p: str | Path | None) -> str | None:

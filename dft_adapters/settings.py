@@ -7,6 +7,14 @@ that only say *where* something lives (e.g. a pseudopotential directory) carry
 a laptop and on a cluster. How a code is run (command, MPI launcher, scratch, timeout) lives in
 :class:`dft_adapters.execution.Executor` and never enters the hash.
 
+Who may set what: fields marked ``metadata={"operator": True}`` (server paths such as
+``pseudo_dir``) belong to whoever runs the server, never to a campaign config sent by a client
+(:meth:`Settings.operator_fields`). :meth:`Settings.check_author_settings` is the contract for
+values a client gives: operator fields are refused, and each backend refuses what inside its
+free-form values could name a server file or inject input (e.g. QE's ``outdir``, a CP2K
+``@INCLUDE``, a pseudopotential name with a ``/``). Settings are data: nothing is imported or
+executed.
+
 The retry policy changes three generic knobs when a backend has them:
 ``max_scf_steps``, ``mixing`` (density-mixing fraction, smaller is more cautious) and
 ``smearing`` (eV).
@@ -18,10 +26,66 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Self
 
-__all__ = ["Settings", "canonical_json", "settings_hash"]
+__all__ = [
+    "OPERATOR",
+    "AuthorSettingsError",
+    "Scalar",
+    "Settings",
+    "canonical_json",
+    "check_plain_name",
+    "check_single_line",
+    "json_types",
+    "settings_hash",
+]
+
+OPERATOR: dict[str, bool] = {"hash": False, "operator": True}
+"""Field metadata of an operator-only setting (a server path): not hashed, never from a client."""
+
+Scalar = str | int | float | bool
+"""A plain JSON value of a free-form setting (a namelist entry, an INCAR tag)."""
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+()@,*-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class AuthorSettingsError(ValueError):
+    """A setting a campaign author may not give; the message is one line starting with the
+    setting's key path (e.g. ``input_data.control.outdir: ...``)."""
+
+
+def check_plain_name(value: Any, where: str) -> None:
+    """Raise :class:`AuthorSettingsError` unless ``value`` is a plain file name: letters, digits
+    and ``. _ + - ( ) @ , *``, not starting with ``.``, no ``/``, ``\\`` or ``..``."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise AuthorSettingsError(
+            f"{where}: must be a plain file name (letters, digits, '._+-', no '/' or '..')"
+            f"{_got(value)}"
+        )
+
+
+def check_single_line(value: Any, where: str) -> None:
+    """Raise :class:`AuthorSettingsError` when a string in ``value`` (nested mappings and lists
+    included, keys too) holds a line break or another control character: it could start a new
+    line of the code's input file."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise AuthorSettingsError(f"{where}: must be one line without control characters")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_single_line(str(key), f"{where}.{key!r}")
+            check_single_line(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_single_line(item, f"{where}[{i}]")
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return f" (got {text[:57] + '...' if len(text) > 60 else text})"
 
 
 def _canonical(value: Any) -> Any:
@@ -50,6 +114,13 @@ def _canonical(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy array
         return _canonical(value.tolist())
     raise TypeError(f"setting of type {type(value).__name__} cannot be hashed: {value!r}")
+
+
+def json_types(value: Any) -> Any:
+    """``value`` as plain JSON types (tuples become lists, numpy scalars/arrays Python numbers
+    and lists, integral floats ints), the form settings take in results and in the database.
+    Raises ``TypeError`` / ``ValueError`` for values JSON cannot hold (objects, NaN)."""
+    return _canonical(value)
 
 
 def canonical_json(value: Any) -> str:
@@ -82,6 +153,47 @@ class Settings:
     def has(self, name: str) -> bool:
         """True when the settings have a field ``name``."""
         return any(f.name == name for f in dataclasses.fields(self))
+
+    @classmethod
+    def operator_fields(cls) -> frozenset[str]:
+        """Names of the fields only the operator sets (``metadata={"operator": True}``): server
+        paths, given by an execution profile, never by a campaign config from a client."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("operator"))
+
+    @classmethod
+    def author_fields(cls) -> tuple[dataclasses.Field, ...]:
+        """The fields a campaign author may set (all but :meth:`operator_fields`)."""
+        return tuple(f for f in dataclasses.fields(cls) if not f.metadata.get("operator"))
+
+    @classmethod
+    def check_author_settings(cls, values: Mapping[str, Any]) -> None:
+        """Check settings given by a campaign author (an API client): raise
+        :class:`AuthorSettingsError` (one line naming the key) for an operator field, an
+        unknown field, or a value the backend refuses from authors (:meth:`_check_author`).
+        Types are not checked here (the settings class and the config schema do that)."""
+        operator = cls.operator_fields()
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key in operator:
+                raise AuthorSettingsError(
+                    f"{key}: is an operator setting (a server path, set in the execution "
+                    "profile), not accepted from a campaign config"
+                )
+            if key not in names:
+                raise AuthorSettingsError(f"{key}: unknown setting of {cls.__name__}")
+        for key, value in values.items():
+            if key not in cls._multiline_fields():
+                check_single_line(value, key)
+        cls._check_author(values)
+
+    @classmethod
+    def _multiline_fields(cls) -> frozenset[str]:
+        """String fields that may hold several lines (checked by the backend instead)."""
+        return frozenset()
+
+    @classmethod
+    def _check_author(cls, values: Mapping[str, Any]) -> None:
+        """Backend hook of :meth:`check_author_settings` (free-form values)."""
 
     def diff(self, other: Settings) -> dict[str, Any]:
         """Fields of ``other`` that differ from ``self``, with ``other``'s values."""

@@ -10,6 +10,7 @@ NELM is ``scf_unconverged``.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from .base import Labeler, RawLabel
 from .execution import Executor
 from .files import read_text, tail
 from .results import FailureKind, LabelError
-from .settings import Settings
+from .settings import AuthorSettingsError, Scalar, Settings, check_plain_name
 
 __all__ = ["VaspLabeler", "VaspSettings", "parse_vasprun", "species_order"]
 
@@ -38,7 +39,9 @@ class VaspSettings(Settings):
     ``kpoint_density`` is pymatgen's ``reciprocal_density`` (k-points per Å^-3);
     ``smearing`` is SIGMA in eV with Gaussian smearing (ISMEAR = 0); ``max_scf_steps`` is NELM;
     ``mixing`` is AMIX; ``ediff`` EDIFF in eV; ``incar`` overrides anything (applied last);
-    ``potcar`` maps element -> POTCAR symbol (``user_potcar_settings``).
+    ``potcar`` maps element -> POTCAR symbol (``user_potcar_settings``). ``input_set`` is the
+    name of a pymatgen ``VaspInputSet`` subclass (nothing else is looked up); from a campaign
+    author POTCAR symbols and the functional are plain names (:meth:`_check_author`).
     """
 
     input_set: str = "MPStaticSet"
@@ -47,7 +50,7 @@ class VaspSettings(Settings):
     max_scf_steps: int = 100
     mixing: float = 0.4
     ediff: float = 1e-6
-    incar: Mapping[str, Any] = field(default_factory=dict)
+    incar: Mapping[str, Scalar | list[Scalar]] = field(default_factory=dict)
     potcar: Mapping[str, str] = field(default_factory=dict)
     potcar_functional: str | None = None
 
@@ -58,6 +61,26 @@ class VaspSettings(Settings):
             )
         object.__setattr__(self, "incar", dict(self.incar))
         object.__setattr__(self, "potcar", dict(self.potcar))
+
+    @classmethod
+    def _check_author(cls, values: Mapping[str, Any]) -> None:
+        """``input_set`` looks like an input-set class name, POTCAR symbols and the POTCAR
+        functional are plain names, INCAR tags are plain words."""
+        if "input_set" in values and not _INPUT_SET.fullmatch(str(values["input_set"])):
+            raise AuthorSettingsError(
+                "input_set: must name a pymatgen input set, e.g. 'MPStaticSet'"
+            )
+        for element, symbol in dict(values.get("potcar") or {}).items():
+            check_plain_name(symbol, f"potcar.{element}")
+        if values.get("potcar_functional") is not None:
+            check_plain_name(values["potcar_functional"], "potcar_functional")
+        for tag in dict(values.get("incar") or {}):
+            if not _TAG.fullmatch(str(tag)):
+                raise AuthorSettingsError(f"incar.{tag}: not an INCAR tag name")
+
+
+_INPUT_SET = re.compile(r"[A-Z][A-Za-z0-9]*Set")
+_TAG = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def species_order(atoms: Atoms) -> np.ndarray:
@@ -132,7 +155,7 @@ class VaspLabeler(Labeler):
         from pymatgen.io.vasp import sets as pmg_sets
 
         cls = getattr(pmg_sets, settings.input_set, None)
-        if cls is None:
+        if not (isinstance(cls, type) and issubclass(cls, pmg_sets.VaspInputSet)):
             raise LabelError(
                 FailureKind.INVALID_INPUT, f"unknown pymatgen input set {settings.input_set!r}"
             )

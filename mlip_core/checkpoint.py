@@ -5,11 +5,17 @@ The file is a ``torch.save`` of plain containers (dicts, lists, strings, numbers
 Contents: format tag and version, the model hyper-parameters (species, cutoff, seeds, ...),
 the state dict (float64 reference energies included), free-form metadata (training-set label
 ids, validation metrics, a deviation->error calibration) and library versions.
+
+Loading verifies: give :func:`load_committee` the sha256 recorded when the file was saved and the
+bytes are hashed before anything is unpickled; a mismatch, a truncated file or anything else
+that is not an intact checkpoint raises :class:`CheckpointIntegrityError` (a ``ValueError``),
+so a corrupt checkpoint is never used silently.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import platform
 import tempfile
@@ -23,10 +29,41 @@ import torch
 from mlip_core.calculator import CommitteeCalculator
 from mlip_core.model import CommitteePotential, ModelConfig
 
-__all__ = ["FORMAT", "file_sha256", "load_calculator", "load_committee", "save_committee"]
+__all__ = [
+    "FORMAT",
+    "CheckpointIntegrityError",
+    "file_sha256",
+    "load_calculator",
+    "load_committee",
+    "save_committee",
+]
 
 FORMAT = "pesflow-committee"
 VERSION = 1
+_SHOWN = 12  # hex digits of a sha256 shown in messages
+
+
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint file is corrupt: its sha256 differs from the expected one, or it is
+    truncated, unreadable or not a well-formed pesflow committee checkpoint.
+
+    Attributes:
+        path: the file.
+        expected_sha256: the sha256 it should have had (None when none was given).
+        found_sha256: the sha256 of the bytes read (None if they could not be read).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        path: Path,
+        expected_sha256: str | None = None,
+        found_sha256: str | None = None,
+    ):
+        super().__init__(message)
+        self.path = path
+        self.expected_sha256 = expected_sha256
+        self.found_sha256 = found_sha256
 
 
 def file_sha256(path: str | Path) -> str:
@@ -58,7 +95,9 @@ def _check_plain(obj: Any, where: str = "metadata") -> None:
 def save_committee(
     model: CommitteePotential, path: str | Path, metadata: dict[str, Any] | None = None
 ) -> str:
-    """Write a checkpoint atomically (temp file + rename) and return its sha256.
+    """Write a checkpoint atomically (temp file, fsync, rename) and return its sha256. The
+    bytes depend only on the weights, config and metadata (saving the same twice gives the
+    same sha256).
 
     Args:
         model: the committee.
@@ -83,46 +122,108 @@ def save_committee(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # serialised in memory first: the archive's inner name is then always "archive" (torch names
+    # it after the file it writes to), so the same weights and metadata give the same bytes
+    buf = io.BytesIO()
+    torch.save(payload, buf)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(payload, tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return file_sha256(path)
+    return hashlib.sha256(buf.getbuffer()).hexdigest()
+
+
+def _normalise_sha(expected: str) -> str:
+    sha = expected.strip().lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"expected_sha256 must be 64 hex digits, got {expected!r}")
+    return sha
 
 
 def load_committee(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    expected_sha256: str | None = None,
 ) -> tuple[CommitteePotential, dict[str, Any]]:
     """Load a checkpoint with ``weights_only=True``; returns ``(model, metadata)``.
 
-    The returned metadata also holds ``versions`` (libraries at save time) and ``sha256``.
+    The file is read once; its sha256 is computed from those bytes before anything is
+    unpickled and, when ``expected_sha256`` is given, compared with it. The returned metadata
+    also holds ``versions`` (libraries at save time) and ``sha256`` (of the bytes loaded).
+
+    Args:
+        path: the checkpoint file.
+        map_location: device of the returned model.
+        expected_sha256: the hex sha256 recorded when the file was saved (the value
+            :func:`save_committee` returned); None skips the comparison (a truncated or
+            unreadable file is still refused).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointIntegrityError: the sha256 differs from ``expected_sha256`` (the message names
+            the path and both hashes' first digits), or the file is truncated, unreadable or
+            not a well-formed pesflow committee checkpoint.
+        ValueError: ``expected_sha256`` is not 64 hex digits, or the checkpoint has a format
+            version this pesflow does not support.
     """
     path = Path(path)
+    want = None if expected_sha256 is None else _normalise_sha(expected_sha256)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    data = path.read_bytes()
+    found = hashlib.sha256(data).hexdigest()
+    if want is not None and found != want:
+        raise CheckpointIntegrityError(
+            f"checkpoint {path} is corrupt or was replaced: expected sha256 {want[:_SHOWN]}...,"
+            f" found {found[:_SHOWN]}... ({len(data)} bytes)",
+            path,
+            want,
+            found,
+        )
+
+    def corrupt(problem: str) -> CheckpointIntegrityError:
+        return CheckpointIntegrityError(
+            f"{path} is not a readable pesflow checkpoint ({problem}; sha256 {found[:_SHOWN]}...,"
+            f" {len(data)} bytes)",
+            path,
+            want,
+            found,
+        )
+
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path} is not a readable pesflow checkpoint: {exc}") from exc
+        raise corrupt(f"truncated or unreadable: {str(exc) or type(exc).__name__}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a pesflow committee checkpoint")
+        raise corrupt("not a pesflow committee checkpoint")
     if payload.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {payload.get('version')} not supported")
-    cfg = ModelConfig(**payload["config"])
-    model = CommitteePotential(cfg).to(getattr(torch, payload["dtype"]))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        cfg = ModelConfig(**payload["config"])
+        model = CommitteePotential(cfg).to(getattr(torch, payload["dtype"]))
+        model.load_state_dict(payload["state_dict"])
+        meta = dict(payload.get("metadata", {}))
+        meta["versions"] = dict(payload.get("versions", {}))
+    except Exception as exc:
+        raise corrupt(f"malformed contents: {exc}") from exc
     model.eval()
-    meta = dict(payload.get("metadata", {}))
-    meta["versions"] = payload.get("versions", {})
-    meta["sha256"] = file_sha256(path)
+    meta["sha256"] = found
     return model.to(map_location), meta
 
 
-def load_calculator(path: str | Path, **kwargs: Any) -> CommitteeCalculator:
-    """An ASE calculator (committee mean + uncertainties) from a checkpoint file."""
-    model, _ = load_committee(path)
+def load_calculator(
+    path: str | Path, *, expected_sha256: str | None = None, **kwargs: Any
+) -> CommitteeCalculator:
+    """An ASE calculator (committee mean + uncertainties) from a checkpoint file.
+
+    ``expected_sha256`` is checked as by :func:`load_committee` (same errors); other keyword
+    arguments go to :class:`~mlip_core.calculator.CommitteeCalculator`.
+    """
+    model, _ = load_committee(path, expected_sha256=expected_sha256)
     return CommitteeCalculator(model, **kwargs)

@@ -22,6 +22,8 @@ from ase import Atoms
 from numpy.typing import NDArray
 from vesin import NeighborList
 
+from structure_checks import cell_problem, neighbor_box
+
 __all__ = ["AtomicGraph", "build_graph", "concat_graphs", "neighbor_pairs"]
 
 
@@ -39,14 +41,12 @@ def neighbor_pairs(
     pbc = np.asarray(atoms.pbc, dtype=bool)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     positions = np.asarray(atoms.positions, dtype=np.float64)
-    if pbc.any() and abs(np.linalg.det(cell)) < 1e-9:
-        raise ValueError("periodic structure has a degenerate cell (zero volume)")
-    if not pbc.all():
-        # vesin needs a box for every direction; a non-periodic direction with a zero cell
-        # vector gets a dummy one that is never used for images.
-        for ax in range(3):
-            if not pbc[ax] and np.linalg.norm(cell[ax]) < 1e-9:
-                cell[ax, ax] = 1.0
+    problem = cell_problem(cell, pbc)
+    if problem is not None:
+        raise ValueError(problem)
+    # vesin needs a box for every direction: a zero non-periodic vector (ASE's slabs) gets an
+    # orthogonal unit one that is never used for images
+    cell = neighbor_box(cell, pbc)
     nl = NeighborList(cutoff=cutoff, full_list=True, sorted=True)
     i, j, s, d = nl.compute(points=positions, box=cell, periodic=pbc, quantities="ijSd")
     return (

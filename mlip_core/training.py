@@ -18,9 +18,16 @@ of a bootstrap resample) are optional: each member then sees ~63 % of the distin
 which measurably cost accuracy here (24.6 vs 19.0 meV/Å after 170 s on the Cu benchmark) while
 the uncertainty still ranked errors well without it.
 
+Determinism: everything that shapes the weights (split, initialisation, bootstrap draws,
+shuffling, learning-rate schedule) follows the seed and the epoch count, never the clock. The
+same data, config and seed at the same torch intra-op thread count (set it with
+:func:`mlip_core.threads.configure_threads`) give bit-identical weights; ``max_time_s`` can only
+end training early, at an epoch boundary, and the result says so (``time_capped``,
+``stop_reason``).
+
 Training data are ASE ``Atoms`` carrying reference labels under the extended-XYZ keys
 ``info["REF_energy"]``, ``arrays["REF_forces"]`` and optionally ``info["REF_stress"]`` (Voigt,
-eV/Å^3), the same keys pesflow exports.
+eV/Å^3), the same keys pesflow exports (see :mod:`mlip_core.labelled`).
 """
 
 from __future__ import annotations
@@ -36,12 +43,25 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.data import chemical_symbols
-from ase.stress import voigt_6_to_full_3x3_stress
 
+from mlip_core.labelled import (
+    REF_ENERGY,
+    REF_FORCES,
+    REF_STRESS,
+    LabelledData,
+    attach_labels,
+    evaluate_errors,
+    fit_reference_energies,
+    read_labels,
+    weighted_losses,
+)
 from mlip_core.model import CommitteePotential, ModelConfig
-from mlip_core.neighbors import AtomicGraph, build_graph, concat_graphs
+from mlip_core.neighbors import build_graph
 
 __all__ = [
+    "REF_ENERGY",
+    "REF_FORCES",
+    "REF_STRESS",
     "TrainingConfig",
     "TrainingResult",
     "attach_labels",
@@ -52,20 +72,24 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REF_ENERGY, REF_FORCES, REF_STRESS = "REF_energy", "REF_forces", "REF_stress"
-
 
 @dataclass
 class TrainingConfig:
     """Training hyper-parameters.
 
     Attributes:
-        max_epochs: upper bound on epochs.
-        max_time_s: wall-clock budget in seconds (None: no limit); the best state is kept.
+        max_epochs: epochs to train (fewer if early stopping or ``max_time_s`` ends it); the
+            cosine schedule anneals over exactly this many epochs.
+        max_time_s: wall-clock cap in seconds (None: none). Checked after each epoch (training,
+            validation and callback done): once the elapsed time reaches it, training stops at
+            that epoch boundary, never inside an epoch, so a run may exceed it by up to one
+            epoch. It never changes the learning rate or anything else that shapes the
+            weights: a cap that does not bind gives the same weights as None; a binding cap
+            ends the run before the schedule has annealed (``TrainingResult.time_capped``).
         batch_size: structures per optimiser step.
         learning_rate: initial Adam learning rate.
-        schedule: "cosine" (anneal to ``min_learning_rate`` over the epoch or time budget,
-            whichever runs out first) or "plateau" (drop by ``lr_factor`` on stagnation).
+        schedule: "cosine" (anneal to ``min_learning_rate`` over ``max_epochs``, per optimiser
+            step) or "plateau" (drop by ``lr_factor`` on stagnation).
         lr_factor: factor of the plateau learning-rate schedule.
         lr_patience: plateau schedule: epochs without validation improvement before a drop.
         min_learning_rate: final learning rate (cosine) / stop threshold (plateau).
@@ -78,13 +102,19 @@ class TrainingConfig:
         val_fraction: fraction of structures held out for validation (at least 1 if >0).
         bootstrap: per-member bootstrap weights (default False: every member sees every
             structure; diversity from the initialisation seeds).
-        seed: seeds the split, bootstrap draws, shuffling.
+        seed: seeds the split, initialisation, bootstrap draws, shuffling.
         dtype: "float32" or "float64".
         weight_decay: Adam weight decay.
+        stop_after_epochs: stop after this many epochs while the schedule still spans
+            ``max_epochs`` (replays a run that a time cap stopped there, bit for bit).
+
+    Raises:
+        ValueError: on construction, for an out-of-range or unknown value.
     """
 
     max_epochs: int = 300
     max_time_s: float | None = None
+    stop_after_epochs: int | None = None
     batch_size: int = 2
     learning_rate: float = 5e-3
     schedule: str = "cosine"
@@ -116,6 +146,10 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1 or self.max_epochs < 1:
             raise ValueError("batch_size and max_epochs must be >= 1")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ValueError(f"max_time_s must be > 0 or None, got {self.max_time_s}")
+        if self.stop_after_epochs is not None and not self.stop_after_epochs >= 1:
+            raise ValueError(f"stop_after_epochs must be >= 1, got {self.stop_after_epochs}")
 
 
 @dataclass
@@ -125,13 +159,16 @@ class TrainingResult:
     Attributes:
         model: the trained committee (best validation state), in eval mode.
         metrics: validation errors of the committee mean and of each member
-            (force RMSE/MAE in eV/Å, energy RMSE/MAE in eV/atom).
+            (force RMSE/MAE in eV/Å, energy RMSE/MAE in eV/atom) and ``best_epoch``.
         history: one dict per epoch (train loss, validation loss, learning rate, seconds).
         train_indices: indices of the input structures used for training.
         val_indices: indices held out for validation.
-        epochs: epochs run.
-        wall_time_s: training wall time.
-        stop_reason: why training ended.
+        epochs: epochs run (complete epochs; ``max_epochs`` unless stopped early).
+        wall_time_s: training wall time, s.
+        stop_reason: why training ended, e.g. "reached max_epochs=120", "early stop: ...",
+            "time budget of 60 s used after 21 of 120 epochs".
+        time_capped: True when ``max_time_s`` ended training before ``max_epochs`` (the
+            schedule had not finished; the weights then depend on the machine's speed).
     """
 
     model: CommitteePotential
@@ -142,153 +179,15 @@ class TrainingResult:
     epochs: int = 0
     wall_time_s: float = 0.0
     stop_reason: str = ""
+    time_capped: bool = False
 
 
-def attach_labels(
-    atoms: Atoms,
-    energy: float,
-    forces: np.ndarray,
-    stress: np.ndarray | None = None,
-) -> Atoms:
-    """Copy of ``atoms`` carrying reference labels under the REF_* keys (no calculator)."""
-    out = atoms.copy()
-    out.calc = None
-    forces = np.asarray(forces, dtype=float)
-    if forces.shape != (len(atoms), 3):
-        raise ValueError(f"forces must have shape ({len(atoms)}, 3), got {forces.shape}")
-    out.info[REF_ENERGY] = float(energy)
-    out.arrays[REF_FORCES] = forces.copy()
-    if stress is not None:
-        out.info[REF_STRESS] = np.asarray(stress, dtype=float).reshape(6).copy()
-    return out
-
-
-def _labels(atoms: Atoms, i: int) -> tuple[float, np.ndarray, np.ndarray | None]:
-    if REF_ENERGY not in atoms.info or REF_FORCES not in atoms.arrays:
-        raise ValueError(
-            f"training structure {i} has no reference labels "
-            f"(info['{REF_ENERGY}'] and arrays['{REF_FORCES}'] are required)"
-        )
-    e = float(atoms.info[REF_ENERGY])
-    f = np.asarray(atoms.arrays[REF_FORCES], dtype=float)
-    s = atoms.info.get(REF_STRESS)
-    if not math.isfinite(e) or not np.isfinite(f).all():
-        raise ValueError(f"training structure {i} has non-finite reference energy or forces")
-    return e, f, None if s is None else np.asarray(s, dtype=float)
-
-
-def fit_reference_energies(structures: Sequence[Atoms], species: Sequence[int]) -> np.ndarray:
-    """Per-element reference energies by least squares: ``E_b ~ sum_z n_bz e_z`` (eV)."""
-    index = {z: i for i, z in enumerate(species)}
-    counts = np.zeros((len(structures), len(species)))
-    energies = np.zeros(len(structures))
-    for b, at in enumerate(structures):
-        for z in at.numbers:
-            counts[b, index[int(z)]] += 1
-        energies[b] = _labels(at, b)[0]
-    sol, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return sol
-
-
-@dataclass
-class _Batch:
-    graph: AtomicGraph
-    energy: torch.Tensor  # (B,)
-    forces: torch.Tensor  # (N, 3)
-    stress: torch.Tensor | None  # (B, 3, 3)
-    weights: torch.Tensor  # (K, B)
-
-
-class _Dataset:
-    """Prebuilt graphs and label tensors of a list of labelled structures."""
-
-    def __init__(self, structures: Sequence[Atoms], model: CommitteePotential, dtype: torch.dtype):
-        self.graphs = [
-            build_graph(at, model.cutoff, model.species_index, dtype=dtype) for at in structures
-        ]
-        labels = [_labels(at, i) for i, at in enumerate(structures)]
-        self.energy = [torch.tensor(e, dtype=torch.float64) for e, _, _ in labels]
-        self.forces = [torch.as_tensor(f, dtype=dtype) for _, f, _ in labels]
-        self.stress = [
-            None if s is None else torch.as_tensor(voigt_6_to_full_3x3_stress(s), dtype=dtype)
-            for _, _, s in labels
-        ]
-
-    def batch(self, idx: Sequence[int], weights: torch.Tensor) -> _Batch:
-        stresses = [self.stress[i] for i in idx]
-        return _Batch(
-            graph=concat_graphs([self.graphs[i] for i in idx]),
-            energy=torch.stack([self.energy[i] for i in idx]),
-            forces=torch.cat([self.forces[i] for i in idx]),
-            stress=None if any(s is None for s in stresses) else torch.stack(stresses),  # type: ignore[misc]
-            weights=weights,
-        )
-
-
-def _losses(
-    model: CommitteePotential, batch: _Batch, cfg: TrainingConfig, create_graph: bool
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-member weighted loss (K,) and the raw per-structure errors."""
-    g = batch.graph
-    use_stress = cfg.stress_weight > 0 and batch.stress is not None and bool((g.volume > 0).all())
-    out = model.predict(
-        g, compute_forces=True, compute_stress=use_stress, create_graph=create_graph
+def cosine_learning_rate(cfg: TrainingConfig, progress: float) -> float:
+    """Cosine-annealed learning rate at ``progress`` = epochs done / ``max_epochs`` (0..1)."""
+    progress = min(max(progress, 0.0), 1.0)
+    return cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (
+        1.0 + math.cos(math.pi * progress)
     )
-    n_atoms = g.n_atoms.to(out.energy.dtype)
-    e_err = (out.energy - batch.energy.unsqueeze(0)) / n_atoms  # (K, B) eV/atom
-    f_sq = ((out.forces - batch.forces.unsqueeze(0)) ** 2).sum(-1)  # type: ignore[operator]
-    k = out.energy.shape[0]
-    f_struct = torch.zeros(k, g.n_structures, dtype=f_sq.dtype).index_add(1, g.batch, f_sq)
-    f_struct = f_struct / n_atoms.to(f_sq.dtype)  # mean over atoms of |dF|^2
-    per_struct = cfg.energy_weight * e_err**2 + cfg.force_weight * f_struct.to(e_err.dtype)
-    if use_stress:
-        vol_per_atom = (g.volume / n_atoms.to(g.volume.dtype)).view(1, -1, 1, 1)
-        s_err = (out.stress - batch.stress.unsqueeze(0)) * vol_per_atom  # type: ignore[operator,union-attr]
-        per_struct = per_struct + cfg.stress_weight * (s_err**2).mean((-1, -2)).to(e_err.dtype)
-    w = batch.weights.to(per_struct.dtype)
-    loss = (w * per_struct).sum(1) / w.sum(1).clamp_min(1e-12)
-    return loss, {"e_err": e_err.detach(), "f_sq": f_sq.detach(), "forces": out.forces.detach()}  # type: ignore[union-attr]
-
-
-def evaluate_errors(
-    model: CommitteePotential, structures: Sequence[Atoms], batch_size: int = 8
-) -> dict[str, float]:
-    """Errors of the committee mean (and each member) on labelled structures.
-
-    Returns force RMSE/MAE over Cartesian components (eV/Å), energy RMSE/MAE per atom (eV/atom),
-    for the committee mean (``force_rmse``, ...) and per member (``member{k}_force_rmse``).
-    """
-    if not structures:
-        raise ValueError("no structures to evaluate")
-    dtype = model.dtype
-    data = _Dataset(structures, model, dtype)
-    f_err_mean, f_err_members, e_err_mean, e_err_members = [], [], [], []
-    for start in range(0, len(structures), batch_size):
-        idx = list(range(start, min(start + batch_size, len(structures))))
-        b = data.batch(idx, torch.ones(model.n_members, len(idx)))
-        out = model.predict(b.graph, compute_forces=True)
-        forces = out.forces.detach().double()  # type: ignore[union-attr]
-        ref_f = b.forces.double()
-        f_err_members.append((forces - ref_f).reshape(model.n_members, -1))
-        f_err_mean.append((forces.mean(0) - ref_f).reshape(-1))
-        n = b.graph.n_atoms.double()
-        e = out.energy.detach()
-        e_err_members.append((e - b.energy) / n)
-        e_err_mean.append((e.mean(0) - b.energy) / n)
-    fm = torch.cat(f_err_mean)
-    fk = torch.cat(f_err_members, dim=1)
-    em = torch.cat(e_err_mean)
-    ek = torch.cat(e_err_members, dim=1)
-    metrics = {
-        "force_rmse": float(fm.pow(2).mean().sqrt()),
-        "force_mae": float(fm.abs().mean()),
-        "energy_rmse": float(em.pow(2).mean().sqrt()),
-        "energy_mae": float(em.abs().mean()),
-    }
-    for k in range(model.n_members):
-        metrics[f"member{k}_force_rmse"] = float(fk[k].pow(2).mean().sqrt())
-        metrics[f"member{k}_energy_rmse"] = float(ek[k].pow(2).mean().sqrt())
-    return metrics
 
 
 def _new_model(
@@ -296,8 +195,11 @@ def _new_model(
     model_config: ModelConfig | None,
     n_members: int,
     dtype: torch.dtype,
+    present: set[int],
 ) -> CommitteePotential:
-    species = sorted({int(z) for at in structures for z in at.numbers})
+    """A new committee for ``structures`` (the training split) whose species are those of
+    ``model_config`` that have labelled atoms in ``present`` (training and validation)."""
+    species = sorted(present)
     cfg = (
         copy.deepcopy(model_config)
         if model_config
@@ -310,7 +212,19 @@ def _new_model(
             + ", ".join(chemical_symbols[z] for z in missing)
             + " not in the model's species"
         )
-    forces = np.concatenate([_labels(at, i)[1].reshape(-1) for i, at in enumerate(structures)])
+    dropped = [z for z in cfg.species if z not in present]
+    if dropped:
+        # a species without one labelled atom has no reference energy and no learnt
+        # interactions: the committee would predict it with a made-up energy and zero spread
+        names = ", ".join(chemical_symbols[z] for z in dropped)
+        log.warning(
+            "no labelled atoms of %s: left out of the committee (the calculator refuses "
+            "structures with %s until labels of it exist)",
+            names,
+            "it" if len(dropped) == 1 else "them",
+        )
+        cfg.species = [z for z in cfg.species if z in present]
+    forces = np.concatenate([read_labels(at, i)[1].reshape(-1) for i, at in enumerate(structures)])
     cfg.energy_scale = float(np.sqrt(np.mean(forces**2))) or 1.0
     probe = CommitteePotential(ModelConfig(species=cfg.species, cutoff=cfg.cutoff, n_members=1))
     counts = [
@@ -340,6 +254,10 @@ def train_committee(
 ) -> TrainingResult:
     """Train a committee on labelled structures (from scratch, or fine-tune ``model``).
 
+    Deterministic: the same inputs, config and seed at the same torch thread count give
+    bit-identical weights, unless ``config.max_time_s`` binds (then ``time_capped`` is True).
+    Seeds torch's global generator with ``config.seed``.
+
     Args:
         structures: labelled structures (REF_energy / REF_forces [/ REF_stress]).
         config: training hyper-parameters.
@@ -351,12 +269,16 @@ def train_committee(
 
     Returns:
         A :class:`TrainingResult` with the best-validation model and its metrics.
+
+    Raises:
+        ValueError: no structures, missing or non-finite labels, or elements unknown to the
+            model.
     """
     cfg = config or TrainingConfig()
     if len(structures) == 0:
         raise ValueError("no training structures")
     for i, at in enumerate(structures):
-        _labels(at, i)
+        read_labels(at, i)
     dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -382,12 +304,13 @@ def train_committee(
                 + " unknown to the previous committee"
             )
     else:
-        net = _new_model(train_structs, model_config, n_members, dtype)
+        present = {int(z) for at in structures for z in at.numbers}  # validation split too
+        net = _new_model(train_structs, model_config, n_members, dtype, present)
     k = net.n_members
     net.train()
 
-    train_data = _Dataset(train_structs, net, dtype)
-    val_data = _Dataset(val_structs, net, dtype) if val_structs else None
+    train_data = LabelledData(train_structs, net, dtype)
+    val_data = LabelledData(val_structs, net, dtype) if val_structs else None
     n_train = len(train_structs)
     if cfg.bootstrap and k > 1:
         weights = torch.as_tensor(
@@ -409,17 +332,6 @@ def train_committee(
     params = [p for p in net.parameters() if p.requires_grad]
     ema = [p.detach().clone() for p in params] if cfg.ema_decay else None
 
-    def set_cosine_lr(epoch_float: float) -> None:
-        progress = epoch_float / cfg.max_epochs
-        if cfg.max_time_s:
-            progress = max(progress, (time.perf_counter() - t0) / cfg.max_time_s)
-        progress = min(progress, 1.0)
-        lr = cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (
-            1.0 + math.cos(math.pi * progress)
-        )
-        for group in opt.param_groups:
-            group["lr"] = lr
-
     def swap_ema() -> None:
         if ema is not None:
             with torch.no_grad():
@@ -432,6 +344,7 @@ def train_committee(
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     stop_reason = f"reached max_epochs={cfg.max_epochs}"
+    time_capped = False
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
         net.train()
@@ -443,9 +356,11 @@ def train_committee(
             if float(batch.weights.sum()) == 0.0:
                 continue
             if cfg.schedule == "cosine":
-                set_cosine_lr(epoch - 1 + start / n_train)
+                lr = cosine_learning_rate(cfg, (epoch - 1 + start / n_train) / cfg.max_epochs)
+                for group in opt.param_groups:
+                    group["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss, _ = _losses(net, batch, cfg, create_graph=True)
+            loss = weighted_losses(net, batch, cfg, create_graph=True)
             loss.sum().backward()
             opt.step()
             if ema is not None:
@@ -465,7 +380,7 @@ def train_committee(
             for start in range(0, len(val_structs), 8):
                 idx = list(range(start, min(start + 8, len(val_structs))))
                 b = val_data.batch(idx, torch.ones(k, len(idx), dtype=dtype))
-                loss, _ = _losses(net, b, cfg, create_graph=False)
+                loss = weighted_losses(net, b, cfg, create_graph=False)
                 vl += float(loss.detach().sum()) * len(idx)
             val_loss = vl / len(val_structs) / k
             row["val_loss"] = val_loss
@@ -485,8 +400,20 @@ def train_committee(
         if cfg.schedule == "plateau" and opt.param_groups[0]["lr"] < cfg.min_learning_rate:
             stop_reason = f"learning rate fell below {cfg.min_learning_rate}"
             break
-        if cfg.max_time_s is not None and row["seconds"] >= cfg.max_time_s:
-            stop_reason = f"time budget of {cfg.max_time_s:.0f} s used"
+        if cfg.stop_after_epochs is not None and epoch >= cfg.stop_after_epochs < cfg.max_epochs:
+            time_capped = True  # the replay of a run the clock stopped here
+            stop_reason = f"stopped after {epoch} of {cfg.max_epochs} epochs as recorded"
+            break
+        # the clock only ever ends training, at this epoch boundary; it shapes nothing else
+        if (
+            cfg.max_time_s is not None
+            and epoch < cfg.max_epochs
+            and time.perf_counter() - t0 >= cfg.max_time_s
+        ):
+            time_capped = True
+            stop_reason = (
+                f"time budget of {cfg.max_time_s:g} s used after {epoch} of {cfg.max_epochs} epochs"
+            )
             break
     net.load_state_dict(best_state)
     net.eval()
@@ -494,6 +421,8 @@ def train_committee(
     metrics["best_epoch"] = float(best_epoch)
     wall = time.perf_counter() - t0
     log.info("trained %d-member committee: %s (%.1f s, %s)", k, metrics, wall, stop_reason)
+    if time_capped:
+        log.warning("training of a %d-member committee cut short: %s", k, stop_reason)
     return TrainingResult(
         model=net,
         metrics=metrics,
@@ -503,4 +432,5 @@ def train_committee(
         epochs=epoch,
         wall_time_s=wall,
         stop_reason=stop_reason,
+        time_capped=time_capped,
     )

@@ -13,6 +13,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from mlip_core.neighbors import neighbor_pairs
+from structure_checks import cell_problem
 
 __all__ = ["StructureError", "check_structure", "min_distance_pair"]
 
@@ -58,11 +59,9 @@ def check_structure(
             f"positions are NaN or infinite for atom(s) {bad[:10].tolist()}"
             + (" ..." if bad.size > 10 else "")
         )
-    cell = np.asarray(atoms.cell.array, dtype=float)
-    if not np.isfinite(cell).all():
-        raise StructureError("cell contains NaN or infinite values")
-    if np.asarray(atoms.pbc).any() and abs(np.linalg.det(cell)) < 1e-6:
-        raise StructureError("periodic structure has a degenerate cell (volume ~ 0 Å^3)")
+    problem = cell_problem(atoms.cell.array, atoms.pbc)
+    if problem is not None:
+        raise StructureError(problem)
     if species is not None:
         known = set(int(z) for z in species)
         unknown = sorted(set(atoms.numbers.tolist()) - known)

@@ -50,10 +50,16 @@ def measure(
     timing.clear()
     # as `pesflow run` does it: the temporary Prefect API starts while Prefect, torch and the
     # science packages are imported (all of it counts as orchestration)
-    with prefect_api(settings.prefect_startup_timeout_s) as api:
+    from . import lease
+
+    with (
+        lease.hold(store, handle.campaign_id, purpose="bench") as held,
+        prefect_api(settings.prefect_startup_timeout_s) as api,
+    ):
         from .flows import run_flow
 
         result = run_flow(handle, cfg.execution)
+        held.finish(result["status"], result["message"])
     wall = time.perf_counter() - t0
     out = {"wall_s": wall, "busy_s": timing.busy_seconds(since=t0)}
     for kind in ("md", "label", "train"):

@@ -1,28 +1,74 @@
 """The ``pesflow`` command line (typer + rich).
 
 Exit codes: 0 success (converged, or stopped by max_iterations / label budget: the table says
-which), 1 runtime failure (e.g. too many labelling failures), 2 bad config or input. Errors are
-one line on stderr, never a traceback. Prefect is imported only by the commands that run flows,
-after its environment is set (:func:`workflows.settings.configure_prefect_env`).
+which), 1 runtime failure (e.g. too many labelling failures), 2 bad config, input or usage,
+130 interrupted. Every failure is one ``error:`` line on stderr, never a traceback: the trace
+goes to the command's log file (:mod:`workflows.logs`), which the line names. Prefect is
+imported only by the commands that run flows, after its environment is set
+(:func:`workflows.settings.configure_prefect_env`).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import lease, logs
 from .config import ConfigError, example_config_text, load_config
 from .settings import PesflowSettings, configure_prefect_env, get_settings
+from .tables import RichReporter, markdown_table, summary_table
 
-__all__ = ["app", "main", "summary_table"]
+__all__ = ["PesflowTyper", "app", "main", "summary_table"]
 
-app = typer.Typer(
+
+class PesflowTyper(typer.Typer):
+    """The ``pesflow`` typer app. Called as a program (the ``pesflow`` entry point,
+    ``python -m workflows.cli`` or ``api.cli``) it sets up the process's logging
+    (:func:`workflows.logs.own_process`) and reports usage errors (unknown option, missing
+    argument) as one ``error:`` line, exit 2. Typer's ``CliRunner`` does not come here."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        logs.own_process()
+        kwargs["standalone_mode"] = False
+        try:
+            rv = typer.main.get_command(self).main(*args, **kwargs)
+        except Exception as exc:
+            sys.exit(_usage_error(exc))
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_error(exc: Exception) -> int:
+    """Print a click usage error (or abort) raised outside the commands as one line and
+    return its exit code; anything else is re-raised (the excepthook reports it)."""
+    name = type(exc).__name__
+    message = getattr(exc, "format_message", None)
+    code = getattr(exc, "exit_code", None)
+    if name == "NoArgsIsHelpError":  # the help is already printed (as typer does)
+        text = message() if callable(message) else ""
+        if text:
+            print(text, file=sys.stderr)
+        return int(code or 2)
+    if name == "Abort":
+        _print_error("aborted")
+        return 1
+    if not callable(message) or not isinstance(code, int):
+        raise exc
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    _print_error(logs.one_line(message()) + hint)
+    return code
+
+
+app = PesflowTyper(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -35,6 +81,15 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Data directory (env PESFLOW_DATA_DIR, default ./data)."),
 ]
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait for another process that holds the campaign to finish "
+        "(default: refuse at once).",
+    ),
+]
 
 
 class CliError(Exception):
@@ -45,164 +100,116 @@ class CliError(Exception):
         self.code = code
 
 
-def _fail(message: str, code: int) -> None:
-    err_console.print(
-        f"error: {' '.join(str(message).split())}", markup=False, highlight=False, soft_wrap=True
-    )
+def _print_error(text: str) -> None:
+    """``error: <text>`` as one line on stderr (no wrapping, no markup)."""
+    err_console.print(f"error: {text}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _fail(message: object, code: int, log_note: str = "") -> NoReturn:
+    """Print ``error: <message>`` (whitespace collapsed to one line; ``log_note`` in
+    parentheses after it) and exit with ``code``."""
+    limit = logs.MESSAGE_LIMIT if log_note else None
+    _print_error(logs.one_line(message, limit) + (f" ({log_note})" if log_note else ""))
     raise typer.Exit(code)
 
 
-def _guard(fn):
-    """Turn known exceptions into one-line errors with the right exit code."""
-    import functools
+# commands that change or run something: their log file is written from the start
+_LOGGED_COMMANDS = frozenset({"run", "resume", "export", "bench"})
+
+
+def _known_failures() -> tuple[type[BaseException], ...]:
+    """Runtime failures whose message says it all (exit 1, the trace still logged)."""
+    from database import DatabaseUnavailableError, LeaseHeldError, LeaseLostError
+
+    from .local_api import LocalAPIError
+    from .steps import CampaignFailedError
+
+    return (
+        CampaignFailedError,
+        LeaseHeldError,
+        LeaseLostError,
+        DatabaseUnavailableError,
+        LocalAPIError,
+    )
+
+
+def _report(exc: BaseException, cmd_log: logs.CommandLog) -> NoReturn:
+    """One ``error:`` line for ``exc`` (its trace to the log) and the exit code:
+    2 bad input (the message alone), 1 runtime failure, 130 interrupted."""
+    from database import DatabaseInputError
+
+    from .lease import Terminated
+
+    if isinstance(exc, KeyboardInterrupt | Terminated):
+        noted = cmd_log.error("interrupted", exc, level=logging.WARNING)
+        note = f"details: {cmd_log.where()}" if noted else ""
+        if isinstance(exc, Terminated):  # 128 + SIGTERM, as a shell reports it
+            _fail(f"{exc}; `pesflow resume` continues the campaign", 143, note)
+        _fail("interrupted; `pesflow resume` continues the campaign", 130, note)
+    user_error = isinstance(exc, ConfigError | DatabaseInputError) or (
+        isinstance(exc, CliError) and exc.code == 2
+    )
+    if user_error:
+        cmd_log.error(logs.one_line(exc), trace=False)
+        _fail(exc, exc.code if isinstance(exc, CliError) else 2)
+    if isinstance(exc, (CliError, *_known_failures())):
+        cmd_log.error(logs.one_line(exc), exc)
+        code = exc.code if isinstance(exc, CliError) else 1
+        _fail(exc, code, f"details: {cmd_log.where()}")
+    text = logs.one_line(exc)
+    cmd_log.error(f"{type(exc).__name__}: {text}", exc)
+    _fail(
+        f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
+        1,
+        f"full trace: {cmd_log.where()}",
+    )
+
+
+def _guard(
+    fn: Callable[..., Any] | None = None,
+    *,
+    always_log: bool | None = None,
+    service: bool = False,
+) -> Any:
+    """Run a command with its log file (:func:`workflows.logs.command_log`) and turn every
+    exception into one ``error:`` line with the right exit code (:func:`_report`).
+
+    ``always_log``: write the log from the start (default: for the commands in
+    :data:`_LOGGED_COMMANDS`; others write it only on error). ``service``: a long-running
+    service (``serve``, ``worker``) whose console keeps showing log records. Use as
+    ``@_guard`` or ``_guard(fn, always_log=True)``."""
+    if fn is None:
+        return functools.partial(_guard, always_log=always_log, service=service)
+    always = fn.__name__ in _LOGGED_COMMANDS if always_log is None else always_log
+    command = fn.__name__.removesuffix("_cmd").replace("_", " ")
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from database import DatabaseInputError, NotFoundError
-
-        from .steps import CampaignFailedError
-
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except CliError as exc:
-            _fail(str(exc), exc.code)
-        except ConfigError as exc:
-            _fail(str(exc), 2)
-        except (NotFoundError, DatabaseInputError) as exc:
-            _fail(str(exc), 2)
-        except CampaignFailedError as exc:
-            _fail(str(exc), 1)
-        except KeyboardInterrupt:
-            _fail("interrupted; `pesflow resume` continues the campaign", 130)
-        except Exception as exc:
-            _fail(f"{type(exc).__name__}: {exc}", 1)
+        with logs.command_log(
+            command, kwargs.get("data_dir"), kwargs, always=always, service=service
+        ) as cmd_log:
+            code = 1
+            try:
+                result = fn(*args, **kwargs)
+                code = 0
+                return result
+            except typer.Exit as exc:
+                code = exc.exit_code
+                raise
+            except (Exception, KeyboardInterrupt, lease.Terminated) as exc:
+                try:
+                    _report(exc, cmd_log)
+                except typer.Exit as out:
+                    code = out.exit_code
+                    raise out from None
+            finally:
+                cmd_log.finish(code)
 
     return wrapper
 
 
 def _settings(data_dir: Path | None) -> PesflowSettings:
     return get_settings(data_dir=data_dir)
-
-
-# --------------------------------------------------------------------------- tables
-def _fmt(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def summary_table(rows: list[dict[str, Any]], title: str = "") -> Table:
-    """The per-iteration summary as a rich table."""
-    t = Table(title=title or None)
-    for col in (
-        "iter",
-        "labels new/total",
-        "failed labels",
-        "explored",
-        "accurate",
-        "candidate",
-        "failed",
-        "cut",
-        "val F RMSE meV/Å",
-        "val E RMSE meV/atom",
-        "train/explore/label s",
-    ):
-        t.add_column(col, justify="right")
-    for r in rows:
-        tm = r["timings"]
-        t.add_row(
-            str(r["iteration"]),
-            f"{r['labels_new']}/{r['labels_total']}",
-            str(r["labels_failed"]),
-            str(r["n_explored"]),
-            _fmt(r["accurate"], ".2f"),
-            _fmt(r["candidate"], ".2f"),
-            _fmt(r["failed"], ".2f"),
-            str(r["cut_walkers"]),
-            _fmt(r["val_force_rmse_meV"], ".1f"),
-            _fmt(r["val_energy_rmse_meV"], ".2f"),
-            "/".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label")),
-        )
-    return t
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The per-iteration summary as a Markdown table (for the README)."""
-    head = (
-        "| iter | labels new/total | explored | accurate | candidate | failed | cut walkers "
-        "| val F RMSE (meV/Å) | val E RMSE (meV/atom) | train / explore / label (s) |"
-    )
-    lines = [head, "|" + "---|" * 10]
-    for r in rows:
-        tm = r["timings"]
-        lines.append(
-            f"| {r['iteration']} | {r['labels_new']}/{r['labels_total']} | {r['n_explored']} | "
-            f"{_fmt(r['accurate'], '.2f')} | {_fmt(r['candidate'], '.2f')} | "
-            f"{_fmt(r['failed'], '.2f')} | {r['cut_walkers']} | "
-            f"{_fmt(r['val_force_rmse_meV'], '.1f')} | {_fmt(r['val_energy_rmse_meV'], '.2f')} | "
-            + " / ".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label"))
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- progress
-class RichReporter:
-    """Progress bars per step and one line per finished iteration."""
-
-    def __init__(self, con: Console) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.console = con
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=con,
-            transient=True,
-            disable=not con.is_terminal,
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def start(self, step: str, total: int | None, description: str) -> None:
-        self.finish(step)
-        self.tasks[step] = self.progress.add_task(description, total=total)
-
-    def advance(self, step: str, n: int = 1) -> None:
-        if step in self.tasks:
-            self.progress.advance(self.tasks[step], n)
-
-    def finish(self, step: str) -> None:
-        tid = self.tasks.pop(step, None)
-        if tid is not None:
-            self.progress.remove_task(tid)
-
-    def message(self, text: str) -> None:
-        self.console.print(f"  {text}", markup=False, highlight=False)
-
-    def iteration_done(self, row: dict[str, Any]) -> None:
-        self.console.print(
-            f"iteration {row['iteration']}: labels {row['labels_new']}/{row['labels_total']}, "
-            f"accurate {_fmt(row['accurate'], '.2f')}, candidate {_fmt(row['candidate'], '.2f')}"
-            f", val force RMSE {_fmt(row['val_force_rmse_meV'], '.1f')} meV/Å",
-            markup=False,
-            highlight=False,
-        )
-        sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- commands
@@ -234,7 +241,14 @@ def validate(config: Annotated[Path, typer.Argument(help="Campaign YAML.")]) -> 
 
 
 def _run(
-    handle, cfg, settings: PesflowSettings, *, retry_failed: bool = False, quiet: bool = False
+    handle,
+    cfg,
+    settings: PesflowSettings,
+    *,
+    purpose: str,
+    retry_failed: bool = False,
+    quiet: bool = False,
+    wait_s: float = 0.0,
 ) -> int:
     from . import progress
     from .steps import open_store, summary_rows
@@ -245,18 +259,30 @@ def _run(
     from .local_api import prefect_api
 
     store = open_store(handle.db_url)
+    rec = store.get_campaign(handle.campaign_id)
+    if rec.status in ("converged", "cancelled"):  # terminal: nothing to run, no server to start
+        console.print(summary_table(summary_rows(store, rec.id), title=f"campaign {rec.name}"))
+        console.print(f"{rec.status}: {rec.status_message or ''}", markup=False, highlight=False)
+        return 0
     timing.clear()
+    # the lease first: a second process is refused (naming the holder) before any server starts
     with (
-        prefect_api(settings.prefect_startup_timeout_s),
-        RichReporter(Console(quiet=quiet, width=console.width)) as rep,
+        lease.terminate_on_sigterm(),
+        lease.hold(store, handle.campaign_id, purpose=purpose, wait_s=wait_s) as held,
     ):
-        from .flows import run_flow  # imported (with Prefect) while the server started
+        t0 = time.perf_counter()  # waiting for another holder (--wait) is not our overhead
+        with (
+            prefect_api(settings.prefect_startup_timeout_s),
+            RichReporter(Console(quiet=quiet, width=console.width)) as rep,
+        ):
+            from .flows import run_flow  # imported (with Prefect) while the server started
 
-        old = progress.set_reporter(rep)
-        try:
-            result = run_flow(handle, cfg.execution, retry_failed=retry_failed)
-        finally:
-            progress.set_reporter(old)
+            old = progress.set_reporter(rep)
+            try:
+                result = run_flow(handle, cfg.execution, retry_failed=retry_failed)
+            finally:
+                progress.set_reporter(old)
+        held.finish(result["status"], result["message"])
     wall = time.perf_counter() - t0
     busy = timing.busy_seconds(since=t0)
     rows = summary_rows(store, handle.campaign_id)
@@ -277,16 +303,17 @@ def run(
     config: Annotated[Path, typer.Argument(help="Campaign YAML.")],
     data_dir: DataDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Run a campaign (continues it if the same config was run before)."""
     from .steps import open_store, setup_campaign
 
-    cfg = load_config(config)
     settings = _settings(data_dir)
+    cfg = load_config(config, data_dir=settings.data_dir)  # never a structure from data_dir
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url())
     handle = setup_campaign(store, cfg, settings.data_dir)
-    raise typer.Exit(_run(handle, cfg, settings, quiet=quiet))
+    raise typer.Exit(_run(handle, cfg, settings, purpose="pesflow run", quiet=quiet, wait_s=wait))
 
 
 @app.command()
@@ -298,15 +325,27 @@ def resume(
         bool, typer.Option("--retry-failed", help="Also retry labels that failed.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    wait: WaitOption = 0.0,
 ) -> None:
-    """Continue a stopped or killed campaign from the state in the database."""
+    """Continue a stopped, paused, interrupted or killed campaign from the state in the
+    database (refused while another process holds it; `pesflow status` names the holder)."""
     from .steps import open_context, open_store, reopen_campaign
 
     settings = _settings(data_dir)
     store = open_store(settings.resolved_database_url())
     handle = reopen_campaign(store, campaign, settings.data_dir)
     ctx = open_context(handle)
-    raise typer.Exit(_run(handle, ctx.cfg, settings, retry_failed=retry_failed, quiet=quiet))
+    raise typer.Exit(
+        _run(
+            handle,
+            ctx.cfg,
+            settings,
+            purpose="pesflow resume",
+            retry_failed=retry_failed,
+            quiet=quiet,
+            wait_s=wait,
+        )
+    )
 
 
 @app.command()
@@ -325,20 +364,22 @@ def status(
     store = open_store(settings.resolved_database_url())
     if campaign is None:
         t = Table(title="campaigns")
-        for col in ("name", "status", "iterations", "labels done/failed/pending", "message"):
+        for col in ("name", "status", "held by", "iterations", "labels done/failed/pending"):
             t.add_column(col)
-        for c in store.list_campaigns():
+        t.add_column("message", overflow="fold")
+        for c in map(_seen_here, store.list_campaigns()):
             n = store.count_labels(c.id)
             t.add_row(
                 c.name,
                 c.status,
+                _holder(c),
                 str(len(store.list_iterations(c.id))),
                 f"{n['done']}/{n['failed']}/{n['pending'] + n['running']}",
                 c.status_message or "",
             )
         console.print(t)
         return
-    rec = store.get_campaign(campaign)
+    rec = _seen_here(store.get_campaign(campaign))
     if markdown:
         print(markdown_table(summary_rows(store, rec.id)))
         print(f"\n{rec.status}: {rec.status_message or ''}")
@@ -346,8 +387,33 @@ def status(
     console.print(
         summary_table(summary_rows(store, rec.id), title=f"campaign {rec.name}: {rec.status}")
     )
+    if rec.lease is not None and rec.lease.alive:
+        console.print(f"held by {rec.lease.holder}", markup=False, highlight=False)
     if rec.status_message:
         console.print(rec.status_message, markup=False, highlight=False)
+
+
+def _seen_here(c):
+    """The campaign as this machine sees it: a holder that was a process of this machine and
+    no longer exists has died, even before its lease expires (what `resume` acts on)."""
+    import dataclasses
+
+    if c.status != "running" or c.lease is None or not lease.holder_is_gone(c.lease):
+        return c
+    return dataclasses.replace(
+        c,
+        status="interrupted",
+        status_message=f"interrupted: {c.lease.holder} is gone (killed?); `pesflow resume` "
+        "continues",
+        lease=dataclasses.replace(c.lease, alive=False),
+    )
+
+
+def _holder(c) -> str:
+    """Who runs the campaign now (``-`` when nobody)."""
+    if c.lease is None or not c.lease.alive:
+        return "-"
+    return c.lease.holder
 
 
 @app.command()
@@ -405,7 +471,7 @@ _register_deploy(app)
 
 
 def main() -> None:
-    """Entry point for ``python -m workflows.cli``."""
+    """Entry point for ``python -m workflows.cli`` (exits with the command's code)."""
     app(prog_name="pesflow")
 
 

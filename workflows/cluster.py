@@ -18,6 +18,10 @@ Dask goes through ``prefect_dask.DaskTaskRunner``, in one of four shapes, all fr
                          walltime: "04:00:00", job_script_prologue: ["module load vasp"]}
         adapt_kwargs: {minimum_jobs: 0, maximum_jobs: 8}
 
+A config sent to the API only names an execution profile, ``execution: {profile: NAME}``, one of
+the operator's sections of this shape (:mod:`workflows.profiles`); every function here resolves
+it first, from the settings of the process it runs in (:func:`resolve`).
+
 ``cluster_class`` accepts the aliases ``local``, ``slurm``, ``pbs`` or a dotted import path.
 For dask-jobqueue classes the keyword arguments are checked against the job class here, so a
 typo fails before any job is submitted (:class:`ClusterConfigError`, one line).
@@ -36,6 +40,7 @@ import os
 from typing import Any
 
 from .config import ConfigError, ExecutionConfig
+from .profiles import resolve_execution
 
 __all__ = [
     "CLUSTER_ALIASES",
@@ -47,6 +52,7 @@ __all__ = [
     "label_slots",
     "make_task_runner",
     "render_job_script",
+    "resolve",
     "share_api_with_workers",
     "task_runner_kwargs",
 ]
@@ -79,6 +85,12 @@ _CLUSTER_ONLY = {
 
 class ClusterConfigError(ConfigError):
     """An ``execution`` section that cannot build a task runner (the message is one line)."""
+
+
+def resolve(execution: ExecutionConfig) -> ExecutionConfig:
+    """The inline section itself, or the execution profile it names (this process's settings;
+    :class:`ConfigError` for an unknown profile)."""
+    return resolve_execution(execution)
 
 
 def cluster_class_path(name: str) -> str:
@@ -135,6 +147,7 @@ def _check_job_kwargs(cluster_class: str, kwargs: dict[str, Any]) -> None:
 def task_runner_kwargs(execution: ExecutionConfig) -> dict[str, Any]:
     """Keyword arguments of ``DaskTaskRunner`` for a Dask ``execution`` section (pure: builds
     nothing, imports only the cluster class to check its arguments)."""
+    execution = resolve(execution)
     if execution.task_runner != "dask":
         raise ClusterConfigError("execution.task_runner is not 'dask'")
     d = execution.dask
@@ -191,6 +204,7 @@ def make_task_runner(execution: ExecutionConfig) -> Any:
     :class:`~workflows.dask_runner.PesflowDaskTaskRunner` (``prefect_dask.DaskTaskRunner``
     shipping Prefect's settings once per flow run) with :func:`task_runner_kwargs` (for a
     local cluster without a Prefect server, :func:`share_api_with_workers` first)."""
+    execution = resolve(execution)
     if execution.task_runner != "dask":
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -208,6 +222,7 @@ def concurrency(execution: ExecutionConfig) -> int | None:
     for threads and for the default local cluster; ``n_workers × threads_per_worker`` for a
     local cluster given by ``cluster_kwargs``; ``maximum_jobs × processes`` (adaptive) or
     ``n_workers`` for a jobqueue cluster. ``None`` when unknown (a scheduler address)."""
+    execution = resolve(execution)
     if execution.task_runner != "dask":
         return execution.max_workers
     d = execution.dask
@@ -235,6 +250,7 @@ def label_slots(execution: ExecutionConfig) -> int:
     ``execution.label_slots`` if given, else twice the runner's :func:`concurrency` (16 when
     unknown). With one label queued behind each running one, a worker that frees starts the
     next label at once, without a round trip through the flow (claim, submit, schedule)."""
+    execution = resolve(execution)
     if execution.label_slots is not None:
         return execution.label_slots
     n = concurrency(execution)
@@ -259,6 +275,7 @@ def render_job_script(
 def describe(execution: ExecutionConfig) -> str:
     """One line naming the task runner, e.g. ``dask: dask_jobqueue.SLURMCluster (adaptive 0-8
     jobs)``."""
+    execution = resolve(execution)
     if execution.task_runner != "dask":
         return f"threads: {execution.max_workers} worker thread(s)"
     kwargs = task_runner_kwargs(execution)

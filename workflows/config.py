@@ -3,197 +3,64 @@
 Units at this user-facing edge: temperatures K, pressures GPa, MD time steps fs, lengths Å,
 force thresholds eV/Å (absolute) or dimensionless (relative), times s.
 
+A config is data: nothing in it is imported, executed, opened as an arbitrary server path or
+used as a network address on behalf of an API client. What a campaign *author* sets (structures,
+labeler physics, committee, exploration, trust, selection, convergence) is the science; where
+and how it runs is the *operator's* ``execution`` section, named by a profile
+(:mod:`workflows.profiles`) or — in a local config run by the operator's CLI — given inline.
+:class:`CampaignConfig` is the full (local) config; :class:`workflows.spec.CampaignSpec` the
+author's part that the API accepts (also importable from here).
+
 Every validation problem becomes one :class:`ConfigError` whose message is a single line that
 names the file, the key path and the problem, e.g.
 ``cu.yaml: exploration.walkers[0].temperature: must be > 0 (got -5)`` or
 ``cu.yaml: exploration.walkers[0]: unknown field 'temperatre' — did you mean 'temperature'?``.
+The sections live in ``config_base`` (errors), ``config_structures``, ``config_labeler`` and
+``config_execution``; everything is importable from this module.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from .config_base import ConfigError, PosFloat, _Section, format_errors, format_validation_error
+from .config_execution import DaskConfig, ExecutionConfig, LabelerExecution, ProfileRef
+from .config_labeler import MOCK_LABELERS, FaultConfig, LabelerConfig
+from .config_structures import GenerateConfig, StructurePolicy, StructureSource
 
 __all__ = [
+    "MOCK_LABELERS",
     "BootstrapConfig",
     "CampaignConfig",
     "CommitteeConfig",
     "ConfigError",
     "ConvergenceConfig",
+    "DaskConfig",
     "ExecutionConfig",
     "ExplorationConfig",
     "FaultConfig",
+    "GenerateConfig",
     "LabelerConfig",
+    "LabelerExecution",
+    "ProfileRef",
     "SelectionConfig",
+    "StructurePolicy",
     "StructureSource",
     "TrainingSection",
     "TrustConfig",
     "ValidationSetConfig",
     "WalkerConfig",
     "example_config_text",
+    "format_errors",
     "format_validation_error",
     "load_config",
     "parse_config",
+    "public_snapshot",
 ]
-
-MOCK_LABELERS = ("emt", "lj", "morse")
-
-
-class ConfigError(ValueError):
-    """An invalid campaign configuration; the message is one line."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-PosFloat = Annotated[float, Field(gt=0)]
-
-
-# --------------------------------------------------------------------------- structures
-class GenerateConfig(_Section):
-    """A structure built by ASE: a bulk crystal, optionally cut into a surface slab."""
-
-    element: str = Field(description="Chemical symbol, e.g. 'Cu'.")
-    crystal: Literal["fcc", "bcc", "hcp", "sc", "diamond"] = Field(
-        default="fcc", description="Crystal structure (ase.build.bulk)."
-    )
-    lattice_constant: PosFloat | None = Field(
-        default=None, description="Lattice constant a, Å (default: ASE's reference value)."
-    )
-    cubic: bool = Field(default=True, description="Use the conventional cubic cell.")
-    repeat: tuple[int, int, int] = Field(
-        default=(2, 2, 2), description="Supercell repetitions along a, b, c."
-    )
-    surface: tuple[int, int, int] | None = Field(
-        default=None, description="Miller indices of a surface slab (None: bulk)."
-    )
-    layers: int = Field(default=4, ge=1, description="Slab layers (surfaces only).")
-    vacuum: PosFloat = Field(default=8.0, description="Vacuum on each side of a slab, Å.")
-
-    @field_validator("element")
-    @classmethod
-    def _element(cls, v: str) -> str:
-        from ase.data import atomic_numbers
-
-        if v not in atomic_numbers or v == "X":
-            raise ValueError(f"unknown chemical symbol {v!r}")
-        return v
-
-    @field_validator("repeat")
-    @classmethod
-    def _repeat(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
-        if min(v) < 1:
-            raise ValueError(f"repetitions must be >= 1 (got {list(v)})")
-        return v
-
-
-class StructureSource(_Section):
-    """Initial structures: an ASE-readable file (CIF, POSCAR, extxyz, ...) or a generated one."""
-
-    file: str | None = Field(default=None, description="Path (relative to the config file).")
-    index: str = Field(default=":", description="Frames of the file to use (ASE index).")
-    generate: GenerateConfig | None = Field(default=None, description="Build with ASE.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> StructureSource:
-        if (self.file is None) == (self.generate is None):
-            raise ValueError("give exactly one of 'file' or 'generate'")
-        return self
-
-    @field_validator("file")
-    @classmethod
-    def _readable(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None or not (info.context or {}).get("check_files", True):
-            return v
-        base = Path((info.context or {}).get("base_dir", "."))
-        path = Path(v).expanduser()
-        path = path if path.is_absolute() else base / path
-        if not path.is_file():
-            raise ValueError(f"structure file not found: {path}")
-        try:
-            import ase.io
-
-            frames = ase.io.read(path, index=":")
-        except Exception as exc:
-            raise ValueError(
-                f"cannot read structure file {path}: {type(exc).__name__}: {exc}"
-            ) from None
-        if not frames:
-            raise ValueError(f"structure file {path} holds no structures")
-        return str(path.resolve())
-
-
-# --------------------------------------------------------------------------- labeler
-class FaultConfig(_Section):
-    """Injected faults of the mock labelers (robustness tests)."""
-
-    fraction: float = Field(default=0.0, ge=0, le=1, description="Fraction of failing calls.")
-    kinds: (
-        list[
-            Literal["scf_unconverged", "crashed", "timeout", "invalid_input", "missing_executable"]
-        ]
-        | None
-    ) = Field(default=None, description="Failure kinds (default: all).")
-    seed: int = Field(default=0, description="Seed of the deterministic fault choice.")
-    delay: float = Field(default=0.0, ge=0, description="Sleep per calculation, s.")
-
-
-class LabelerConfig(_Section):
-    """The reference ("DFT") code."""
-
-    name: str = Field(default="emt", description="Labeler backend (dft_adapters registry).")
-    settings: dict[str, Any] = Field(default_factory=dict, description="Backend settings.")
-    faults: FaultConfig | None = Field(default=None, description="Mock labelers only.")
-    retries: bool = Field(default=True, description="Retry transient failures (RetryPolicy).")
-    max_failure_rate: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="Stop when more than this fraction of an iteration's labels failed.",
-    )
-
-    @model_validator(mode="after")
-    def _known(self) -> LabelerConfig:
-        from dft_adapters import available_labelers, labeler_class
-
-        if self.name not in available_labelers():
-            raise ValueError(
-                f"unknown labeler {self.name!r}; available: {', '.join(available_labelers())}"
-            )
-        if self.faults is not None and self.name not in MOCK_LABELERS:
-            raise ValueError(f"faults can only be injected into mock labelers {MOCK_LABELERS}")
-        cls = labeler_class(self.name)
-        import dataclasses
-
-        names = {f.name for f in dataclasses.fields(cls.settings_cls)}
-        unknown = sorted(set(self.settings) - names)
-        if unknown:
-            hint = difflib.get_close_matches(unknown[0], sorted(names), n=1)
-            raise ValueError(
-                f"unknown setting {unknown[0]!r} for labeler {self.name!r}"
-                + (f" — did you mean {hint[0]!r}?" if hint else "")
-            )
-        try:
-            cls.settings_cls(**self.settings)
-        except Exception as exc:
-            raise ValueError(f"invalid settings for labeler {self.name!r}: {exc}") from None
-        return self
 
 
 # --------------------------------------------------------------------------- data sets
@@ -275,8 +142,10 @@ class ExplorationConfig(_Section):
 class TrustConfig(_Section):
     """Trust window on the committee's max atomic force deviation."""
 
-    lo: float = Field(default=0.05, ge=0, description="Below: accurate (eV/Å or relative).")
-    hi: PosFloat = Field(default=0.5, description="At/above: model lost, walker cut.")
+    lo: float = Field(
+        default=0.05, ge=0, le=1000, description="Below: accurate (eV/Å or relative)."
+    )
+    hi: PosFloat = Field(default=0.5, le=1000, description="At/above: model lost, walker cut.")
     relative: bool = Field(default=False, description="Thresholds on the relative deviation.")
 
     @model_validator(mode="after")
@@ -313,33 +182,10 @@ class ConvergenceConfig(_Section):
     label_budget: int | None = Field(default=None, ge=1, description="Cap on labels requested.")
 
 
-class DaskConfig(_Section):
-    """DaskTaskRunner arguments (prefect-dask)."""
-
-    address: str | None = Field(default=None, description="Existing scheduler address.")
-    cluster_class: str | None = Field(default=None, description="e.g. dask_jobqueue.SLURMCluster.")
-    cluster_kwargs: dict[str, Any] = Field(default_factory=dict, description="Cluster arguments.")
-    adapt_kwargs: dict[str, Any] | None = Field(default=None, description="Adaptive scaling.")
-
-
-class ExecutionConfig(_Section):
-    """Where tasks run."""
-
-    task_runner: Literal["threads", "dask"] = Field(default="threads", description="Runner.")
-    max_workers: int = Field(default=2, ge=1, description="Thread-pool size.")
-    dask: DaskConfig | None = Field(default=None, description="Dask runner settings.")
-    label_slots: int | None = Field(
-        default=None,
-        ge=1,
-        description="Labels in flight (running or queued in the task runner); a slot is "
-        "refilled as soon as its label finishes. Default: twice the runner's concurrency "
-        "(max_workers, or the Dask cluster's worker threads when the config gives them), "
-        "else 16.",
-    )
-
-
-class CampaignConfig(_Section):
-    """A whole active-learning campaign."""
+# --------------------------------------------------------------------------- campaign
+class _Campaign(_Section):
+    """The sections every campaign config has; ``labeler`` and ``execution`` are typed by the
+    subclasses (local config or API spec)."""
 
     name: str = Field(
         min_length=1,
@@ -349,7 +195,7 @@ class CampaignConfig(_Section):
     )
     seed: int = Field(default=0, description="Seeds generation, MD and selection.")
     structures: list[StructureSource] = Field(min_length=1, description="Initial structures.")
-    labeler: LabelerConfig = Field(default_factory=LabelerConfig)
+    labeler: BaseModel = Field(default_factory=LabelerConfig)
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     validation: ValidationSetConfig = Field(default_factory=ValidationSetConfig)
     committee: CommitteeConfig = Field(default_factory=CommitteeConfig)
@@ -358,10 +204,10 @@ class CampaignConfig(_Section):
     trust: TrustConfig = Field(default_factory=TrustConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    execution: BaseModel = Field(default_factory=ExecutionConfig)
 
     @model_validator(mode="after")
-    def _starts(self) -> CampaignConfig:
+    def _starts(self) -> _Campaign:
         for i, w in enumerate(self.exploration.walkers):
             if w.start is not None and w.start >= len(self.structures):
                 raise ValueError(
@@ -375,138 +221,49 @@ class CampaignConfig(_Section):
         return self
 
 
-# --------------------------------------------------------------------------- errors
-def _unwrap(tp: Any) -> type[BaseModel] | None:
-    """The pydantic model class inside an annotation (Optional / list / tuple), if any."""
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        return _unwrap(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType, list, tuple, dict):
-        for arg in typing.get_args(tp):
-            found = _unwrap(arg)
-            if found is not None:
-                return found
-        return None
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return tp
-    return None
+class CampaignConfig(_Campaign):
+    """A whole active-learning campaign as a local config (and as stored): the labeler with
+    free-form settings checked against the backend, ``execution`` a profile name or inline."""
 
-
-def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    cls: type[BaseModel] | None = root
-    for part in loc:
-        if cls is None:
-            return None
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(str(part))
-        if field is None:
-            return None
-        cls = _unwrap(field.annotation)
-    return cls
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _got(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f" (got {text})"
-
-
-_BOUNDS = {
-    "greater_than": ("gt", ">"),
-    "greater_than_equal": ("ge", ">="),
-    "less_than": ("lt", "<"),
-    "less_than_equal": ("le", "<="),
-}
-
-
-_PYDANTIC_TAG = re.compile(r"^[a-z][a-z0-9_-]*\[.*\]$")  # e.g. "function-after[_check(), X]"
-
-
-def _one_error(err: dict[str, Any], root: type[BaseModel]) -> str:
-    kind = err["type"]
-    raw = tuple(err["loc"])
-    if kind == "extra_forbidden" and raw:
-        # the unknown key is the last element, whatever it looks like; tags only in the path
-        raw_parent, key = raw[:-1], raw[-1]
-    else:
-        raw_parent, key = raw, None
-    # drop pydantic's union/validator tags from the location
-    loc = tuple(p for p in raw_parent if not (isinstance(p, str) and _PYDANTIC_TAG.match(p)))
-    if key is not None:
-        loc = (*loc, key)
-    ctx = err.get("ctx") or {}
-    value = err.get("input")
-    if kind == "extra_forbidden" and loc:
-        parent = _model_at(root, loc[:-1])
-        where = _path(loc[:-1]) or "top level"
-        msg = f"{where}: unknown field {str(loc[-1])!r}"
-        if parent is not None:
-            hint = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1)
-            if hint:
-                msg += f" — did you mean {hint[0]!r}?"
-            else:
-                msg += f" (allowed: {', '.join(parent.model_fields)})"
-        return msg
-    where = _path(loc) or "top level"
-    if kind == "missing":
-        return f"{where}: required field missing"
-    if kind in _BOUNDS:
-        key, op = _BOUNDS[kind]
-        return f"{where}: must be {op} {ctx.get(key)}{_got(value)}"
-    if kind == "literal_error":
-        return f"{where}: must be one of {ctx.get('expected')}{_got(value)}"
-    if kind == "value_error":
-        return f"{where}: {ctx.get('error', err['msg'])}".replace("top level: ", "")
-    msg = str(err["msg"])
-    msg = msg[:1].lower() + msg[1:]
-    return f"{where}: {msg}{_got(value)}"
-
-
-def format_validation_error(
-    exc: ValidationError, source: str = "config", root: type[BaseModel] | None = None
-) -> str:
-    """One line: ``<source>: <key path>: <problem>`` (+ how many more problems)."""
-    root = root or CampaignConfig
-    # A typo shows up as "unknown field" plus "required field missing": name the typo.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = _one_error(errors[0], root) if errors else str(exc)
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return " ".join(f"{source}: {first}{more}".split())
+    labeler: LabelerConfig = Field(default_factory=LabelerConfig)
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig,
+        description="{profile: NAME} (an operator's execution profile) or, in a local config, "
+        "the section itself.",
+    )
 
 
 def parse_config(
-    data: Any, *, source: str = "config", base_dir: str | Path = ".", check_files: bool = True
+    data: Any,
+    *,
+    source: str = "config",
+    base_dir: str | Path = ".",
+    check_files: bool = True,
+    policy: StructurePolicy | None = None,
 ) -> CampaignConfig:
     """Validate a config mapping; raise :class:`ConfigError` with a one-line message.
 
-    ``check_files=False`` skips reading structure files (a stored snapshot, whose structures
-    are already in the database)."""
+    Structure files and contents are read under ``policy`` (default: the local policy, files
+    relative to ``base_dir`` and never inside the settings' data directory).
+    ``check_files=False`` reads nothing (a stored snapshot, whose structures are already in
+    the database)."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: the config must be a mapping of sections, got {type(data).__name__}"
         )
+    if check_files and policy is None:
+        policy = StructurePolicy.local(base_dir)
     try:
         return CampaignConfig.model_validate(
-            data, context={"base_dir": str(base_dir), "check_files": check_files}
+            data, context={"policy": policy if check_files else None}
         )
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path) -> CampaignConfig:
-    """Read and validate a YAML campaign config (relative paths are relative to its folder)."""
+def load_config(path: str | Path, data_dir: str | Path | None = None) -> CampaignConfig:
+    """Read and validate a YAML campaign config (relative paths are relative to its folder;
+    structure files inside ``data_dir``, default the settings' data directory, are refused)."""
     path = Path(path)
     source = path.name
     try:
@@ -524,9 +281,55 @@ def load_config(path: str | Path) -> CampaignConfig:
         raise ConfigError(
             " ".join(f"{source}: YAML syntax error{where}: {problem}".split())
         ) from None
-    return parse_config(data, source=source, base_dir=path.parent.absolute())
+    base = path.parent.absolute()
+    policy = StructurePolicy.local(base, data_dir) if isinstance(data, dict) else None
+    return parse_config(data, source=source, base_dir=base, policy=policy)
+
+
+REDACTED = "<set by the operator>"
+"""What :func:`public_snapshot` shows instead of an operator's value."""
+
+
+def public_snapshot(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config as every reader may see it: structure files by their base name, and
+    instead of the operator's values (an inline execution section's ``dask`` and
+    ``labelers``, operator-only labeler settings such as ``pseudo_dir``) :data:`REDACTED`.
+    The stored config is not changed; keys are never dropped."""
+    out = dict(config)
+    if isinstance(out.get("structures"), list):
+        out["structures"] = [
+            {**s, "file": Path(str(s["file"])).name} if isinstance(s, dict) and s.get("file") else s
+            for s in out["structures"]
+        ]
+    ex = out.get("execution")
+    if isinstance(ex, dict):
+        out["execution"] = {
+            k: (REDACTED if k in ("dask", "labelers") and v else v) for k, v in ex.items()
+        }
+    lab = out.get("labeler")
+    if isinstance(lab, dict) and isinstance(lab.get("settings"), dict):
+        operator: frozenset[str] = frozenset()
+        try:
+            from dft_adapters import labeler_class
+
+            operator = labeler_class(str(lab.get("name"))).settings_cls.operator_fields()
+        except Exception:  # an unknown (e.g. no longer registered) labeler: nothing to know
+            pass
+        out["labeler"] = {
+            **lab,
+            "settings": {k: REDACTED if k in operator else v for k, v in lab["settings"].items()},
+        }
+    return out
 
 
 def example_config_text() -> str:
     """The example campaign (Cu with the EMT oracle), as written by ``pesflow init``."""
     return (Path(__file__).parent / "templates" / "cu_emt.yaml").read_text()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CampaignSpec":  # imports every labeler backend: only when asked for
+        from .spec import CampaignSpec
+
+        return CampaignSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_POOL",
     "DeployError",
     "DeploymentInfo",
+    "PrefectUnavailableError",
     "crash_orphaned_runs",
     "db_upgrade",
     "deploy_api_runs",
@@ -58,6 +59,11 @@ ENTRYPOINT = "workflows.deployed.campaign_iterations"
 
 class DeployError(ConfigError):
     """A deployment that cannot be registered (no server, bad schedule); one line."""
+
+
+class PrefectUnavailableError(DeployError):
+    """No Prefect server is configured (``PREFECT_API_URL`` unset): the request was fine, the
+    service is not set up (the API answers 503)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ def _require_server() -> str:
 
     url = PREFECT_API_URL.value() or ""
     if not url:
-        raise DeployError(
+        raise PrefectUnavailableError(
             "schedules and workers need a Prefect server: set PREFECT_API_URL "
             "(e.g. http://127.0.0.1:4200/api; `scripts/stack start` does)"
         )
@@ -157,8 +163,10 @@ def deploy_campaign(
             else IntervalSchedule(interval=float(interval))
         )  # type: ignore[arg-type]
     except Exception as exc:
-        msg = " ".join(str(exc).split())
-        raise DeployError(f"invalid schedule {cron or interval!r}: {msg[:200]}") from None
+        errors = exc.errors() if hasattr(exc, "errors") else None  # pydantic: its messages only
+        msg = "; ".join(e["msg"] for e in errors) if errors else str(exc)
+        what = f"cron {cron!r} ({timezone})" if cron is not None else f"interval {interval!r}"
+        raise DeployError(f"invalid schedule {what}: {' '.join(msg.split())[:200]}") from None
     from prefect.types.entrypoint import EntrypointType
 
     from .deployed import campaign_iterations
@@ -435,12 +443,13 @@ def db_upgrade_cmd(
 
 
 def register(app: typer.Typer) -> typer.Typer:
-    """Add ``deploy``, ``worker`` and ``db upgrade`` to the ``pesflow`` typer app."""
+    """Add ``deploy``, ``worker`` and ``db upgrade`` to the ``pesflow`` typer app (each with
+    its log file from the start; the worker, a service, keeps Prefect's console output)."""
     from .cli import _guard
 
-    app.command("deploy")(_guard(deploy_cmd))
-    app.command("worker")(_guard(worker_cmd))
+    app.command("deploy")(_guard(deploy_cmd, always_log=True))
+    app.command("worker")(_guard(worker_cmd, always_log=True, service=True))
     db_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Database migrations.")
-    db_app.command("upgrade")(_guard(db_upgrade_cmd))
+    db_app.command("upgrade")(_guard(db_upgrade_cmd, always_log=True))
     app.add_typer(db_app, name="db")
     return app

@@ -10,8 +10,10 @@ finished steps are not redone), stopping after ``iterations`` more finished iter
 the campaign's own stop rule, whichever is first.
 
 A scheduled run skips (and says so) a campaign that is ``converged``, ``cancelled``,
-``paused`` (by a user, or at ``max_iterations`` / the label budget) or ``failed``: a failed
-campaign waits for a human (``pesflow resume --retry-failed``).
+``paused`` (by a user, or at ``max_iterations`` / the label budget) or ``failed`` (a failed
+campaign waits for a human: ``pesflow resume --retry-failed``), or that another process holds
+(its lease: the message names the holder). Between runs a campaign waits as ``queued``; an
+``interrupted`` one (its last run died) is continued.
 
 Import this module only after :func:`workflows.settings.configure_prefect_env`.
 """
@@ -22,16 +24,17 @@ from typing import Any
 
 from prefect import flow
 
-from . import steps
+from . import lease, steps
 from .cluster import make_task_runner
 from .flows import run_with_tasks
 from .settings import get_settings
 from .steps import CampaignHandle
 
-__all__ = ["FLOW_NAME", "SKIP_STATUSES", "campaign_iterations"]
+__all__ = ["FLOW_NAME", "SKIP_STATUSES", "START_FROM", "campaign_iterations", "continue_campaign"]
 
 FLOW_NAME = "pesflow-campaign-iterations"
 SKIP_STATUSES = ("converged", "cancelled", "paused", "failed")
+START_FROM = ("created", "queued", "interrupted")
 CAP_PREFIX = "stopped at max_iterations="
 
 
@@ -43,7 +46,7 @@ def _next_index(store, campaign_id: int) -> int:
 @flow(name="pesflow-campaign-body", log_prints=False, validate_parameters=False)
 def _iterate(handle: CampaignHandle, cap: int | None, retry_failed: bool) -> dict[str, Any]:
     """Run the campaign loop up to iteration index ``cap`` (exclusive) with the configured
-    task runner (set by the caller through ``with_options``)."""
+    task runner (set by the caller through ``with_options``), under the caller's lease."""
     ctx = steps.open_context(handle)
     real_max = ctx.cfg.convergence.max_iterations
     capped = cap is not None and cap < real_max
@@ -55,16 +58,13 @@ def _iterate(handle: CampaignHandle, cap: int | None, retry_failed: bool) -> dic
     decision = run_with_tasks(ctx, retry_failed)
     status, message = decision.status, decision.message
     if capped and decision.status == "paused" and decision.message.startswith(CAP_PREFIX):
-        # Our cap, not the campaign's stop rule: the campaign stays active for the next run.
+        # Our cap, not the campaign's stop rule: the campaign waits for its next run.
         last = _next_index(ctx.store, handle.campaign_id) - 1
-        status = "running"
+        status = "queued"
         message = (
             f"iteration {last} done; the campaign continues at its next run "
             f"(max_iterations={real_max})"
         )
-        ctx.store.set_campaign_status(handle.campaign_id, status, message)
-        it = ctx.store.get_iteration(handle.campaign_id, last)
-        ctx.store.update_iteration(it.id, validation={"decision": message})
     return {"stop": status != "running", "status": status, "message": message}
 
 
@@ -73,22 +73,30 @@ def campaign_iterations(
     campaign: int | str, iterations: int | None = 1, retry_failed: bool = False
 ) -> dict[str, Any]:
     """Continue campaign ``campaign`` (database id or name) by at most ``iterations`` finished
-    iterations (``None``: until its stop rule). Returns the status, the message and the
-    iterations before/after."""
+    iterations (``None``: until its stop rule). A campaign that is paused, converged,
+    cancelled or failed, or that another process holds, is skipped with a message that says
+    why (naming the holder). Returns the status, the message and the iterations before/after."""
+    from database import LeaseHeldError, StatusConflictError
+
     settings = get_settings()
     store = steps.open_store(settings.resolved_database_url())
     handle = steps.reopen_campaign(store, campaign, settings.data_dir)
     rec = store.get_campaign(handle.campaign_id)
     before = _next_index(store, handle.campaign_id)
-    if iterations is not None and rec.status in SKIP_STATUSES:
-        return {
-            "skipped": True,
-            "status": rec.status,
-            "iterations_before": before,
-            "iterations_after": before,
-            "message": f"campaign {rec.name!r} is {rec.status}; nothing to do",
-        }
-    out = continue_campaign(handle, iterations, retry_failed)
+    skipped = {
+        "skipped": True,
+        "status": rec.status,
+        "iterations_before": before,
+        "iterations_after": before,
+    }
+    if rec.status in SKIP_STATUSES:
+        return {**skipped, "message": f"campaign {rec.name!r} is {rec.status}; nothing to do"}
+    try:
+        out = continue_campaign(
+            handle, iterations, retry_failed, purpose="deployment run", start_from=START_FROM
+        )
+    except (LeaseHeldError, StatusConflictError) as exc:
+        return {**skipped, "message": " ".join(str(exc).split())}
     return {**out, "skipped": False, "iterations_before": before}
 
 
@@ -97,16 +105,22 @@ def continue_campaign(
     iterations: int | None = 1,
     retry_failed: bool = False,
     on_running: list[Any] | None = None,
+    *,
+    purpose: str = "pesflow run",
+    start_from: Any = None,
 ) -> dict[str, Any]:
     """Continue an opened campaign by at most ``iterations`` finished iterations (``None``:
-    until its stop rule), through the campaign's configured task runner. Used by the
+    until its stop rule), through the campaign's configured task runner, holding its lease
+    (``purpose`` and ``start_from`` as in :func:`workflows.lease.hold`). Used by the
     deployment flow above and by the API's embedded background runner (``on_running``:
     Prefect state hooks of the flow run, e.g. to record its id)."""
     ctx = steps.open_context(handle)
-    before = _next_index(ctx.store, ctx.campaign_id)
-    cap = before + iterations if iterations is not None else None
-    body = _iterate.with_options(
-        task_runner=make_task_runner(ctx.cfg.execution), on_running=on_running or []
-    )
-    out = body(handle, cap, retry_failed)
+    with lease.hold(ctx.store, ctx.campaign_id, purpose=purpose, start_from=start_from) as held:
+        before = _next_index(ctx.store, ctx.campaign_id)
+        cap = before + iterations if iterations is not None else None
+        body = _iterate.with_options(
+            task_runner=make_task_runner(ctx.cfg.execution), on_running=on_running or []
+        )
+        out = body(handle, cap, retry_failed)
+        held.finish(out["status"], out["message"])
     return {**out, "iterations_after": _next_index(ctx.store, ctx.campaign_id)}

@@ -8,7 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .steps import Context, _training_data, load_model
+from .context import CampaignFailedError, Context
+from .train import load_model, training_data
 
 __all__ = ["ExportResult", "export_campaign", "load_exported_calculator"]
 
@@ -49,20 +50,27 @@ def export_campaign(ctx: Context, out_dir: str | Path) -> ExportResult:
     sha256-checked against the database) and ``load_calculator.py`` into ``out_dir``."""
     import ase.io
 
+    model = ctx.store.latest_model(ctx.campaign_id)
+    if model is not None:
+        try:  # before anything is written: a corrupt checkpoint leaves no half export behind
+            load_model(ctx, model)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CampaignFailedError(
+                f"cannot export model {model.id}: {' '.join(str(exc).split())}; "
+                f"`pesflow resume {ctx.handle.name}` rebuilds it from its recorded inputs"
+            ) from exc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, val, _ = _training_data(ctx)
+    train, val, _ = training_data(ctx)
     for atoms in val:
         atoms.info["config_type"] = "validation"
     ds, vs = out / "dataset.extxyz", out / "validation.extxyz"
     ase.io.write(ds, train, format="extxyz")
     ase.io.write(vs, val, format="extxyz")
-    model = ctx.store.latest_model(ctx.campaign_id)
     ckpt = loader = None
     if model is not None:
-        load_model(model)  # verifies the sha256
         ckpt = out / "committee.pt"
-        shutil.copyfile(model.checkpoint_uri, ckpt)
+        shutil.copyfile(ctx.resolve(model.checkpoint_uri), ckpt)
         loader = out / "load_calculator.py"
         loader.write_text(LOADER.format(name=ctx.handle.name, sha=model.checkpoint_sha256))
     return ExportResult(ds, vs, ckpt, loader, len(train), len(val))

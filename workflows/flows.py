@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from . import steps
+from . import lease, steps
 from .cluster import label_slots, make_task_runner
 from .config import ExecutionConfig
 from .steps import CampaignHandle
@@ -37,32 +37,32 @@ __all__ = [
 
 @task(name="train-committee", cache_policy=NO_CACHE)
 def train_task(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
-    """Train (or reuse) the iteration's committee; returns its checkpoint path and errors."""
+    """Train (or verify) the iteration's committee; returns its model id and errors."""
     return steps.train_step(handle, iteration_id)
 
 
 @task(name="explore-walker", cache_policy=NO_CACHE)
 def explore_task(
-    handle: CampaignHandle, iteration_id: int, walker: int, checkpoint: str
+    handle: CampaignHandle, iteration_id: int, walker: int, model_id: int
 ) -> dict[str, Any]:
-    """One MD walker with the committee at ``checkpoint``; statistics go to the database."""
-    stats = steps.explore_one(handle, iteration_id, walker, checkpoint)
-    return {k: v for k, v in stats.items() if k not in ("devs", "candidates")}
+    """One MD walker with the committee of ``model_id``; its results go to the database."""
+    return steps.explore_one(handle, iteration_id, walker, model_id)
 
 
 @task(name="label", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def label_task(handle: CampaignHandle, label_id: int) -> str:
-    """Label one claimed structure. Code failures are stored as data (no retry); only an
-    unexpected exception (e.g. a database hiccup) makes Prefect retry the task."""
-    return steps.label_one(handle, label_id)
+def label_task(handle: CampaignHandle, label_id: int, worker: str) -> str:
+    """Label one claimed structure. Code failures are stored as data (no retry); an
+    unexpected exception (e.g. the database unavailable) makes Prefect retry the task, which
+    re-reads the finished DFT outcome from the label's directory instead of recomputing it."""
+    return steps.label_one(handle, label_id, worker)
 
 
 def walker_mapper(handle: CampaignHandle):
     """``walker_map`` for :func:`steps.run_campaign`: one :func:`explore_task` per walker,
     submitted together through the flow's task runner; returns their statistics in order."""
 
-    def walker_map(indices: list[int], iteration_id: int, checkpoint: str) -> list:
-        futures = [explore_task.submit(handle, iteration_id, i, checkpoint) for i in indices]
+    def walker_map(indices: list[int], iteration_id: int, model_id: int) -> list:
+        futures = [explore_task.submit(handle, iteration_id, i, model_id) for i in indices]
         return [f.result() for f in futures]
 
     return walker_map
@@ -72,7 +72,7 @@ def label_submitter(handle: CampaignHandle):
     """``submit`` for :func:`steps.label_step`: submits :func:`label_task` through the flow's
     task runner and returns a ``concurrent.futures.Future`` of the label's status."""
 
-    def submit(label_id: int) -> Future[str]:
+    def submit(label_id: int, worker: str) -> Future[str]:
         out: Future[str] = Future()
 
         def resolve(prefect_future: Any) -> None:
@@ -81,7 +81,7 @@ def label_submitter(handle: CampaignHandle):
             except BaseException as exc:  # handed to label_step
                 out.set_exception(exc)
 
-        label_task.submit(handle, label_id).add_done_callback(resolve)
+        label_task.submit(handle, label_id, worker).add_done_callback(resolve)
         return out
 
     return submit
@@ -89,9 +89,14 @@ def label_submitter(handle: CampaignHandle):
 
 def run_with_tasks(ctx: steps.Context, retry_failed: bool = False) -> steps.Decision:
     """:func:`steps.run_campaign` with every step bound to the tasks above, run through the
-    current flow's task runner (call from inside a flow)."""
+    current flow's task runner (call from inside a flow, in the process that holds the
+    campaign's lease: :func:`workflows.lease.hold`)."""
+    held = lease.current(ctx.campaign_id)
+    if held is None:
+        raise RuntimeError(f"campaign {ctx.handle.name!r}: run it under its lease (lease.hold)")
     return steps.run_campaign(
         ctx,
+        held,
         train=train_task,
         walker_map=walker_mapper(ctx.handle),
         label_submit=label_submitter(ctx.handle),

@@ -17,6 +17,14 @@ uses it. Two changes from Prefect's own temporary server:
   stopped explicitly, or at exit;
 - block types are not registered on start (``PREFECT_API_BLOCKS_REGISTER_ON_START=false``),
   since pesflow stores no blocks. This saves 1.5–2.5 s of a new database's first start.
+
+A long-lived process that runs flows in worker threads (the API server) uses
+:data:`shared_api` instead (:class:`SharedLocalAPI`): one server for all its flow runs, started
+on the first run from a thread that lives as long as the process (``PR_SET_PDEATHSIG`` fires
+when the *thread* that started the child ends, not only the process), used by each run through
+``temporary_settings`` (so nothing else in the process, e.g. the dashboard's flow-run view or
+the schedules, mistakes it for a configured server), and stopped by :meth:`SharedLocalAPI.close`
+(the API's shutdown) or with the process.
 """
 
 from __future__ import annotations
@@ -25,10 +33,12 @@ import atexit
 import importlib
 import importlib.util
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +47,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "LocalAPI", "LocalAPIError", "prefect_api", "preload", "start_local_api"]
+__all__ = [
+    "PRELOAD",
+    "LocalAPI",
+    "LocalAPIError",
+    "SharedLocalAPI",
+    "prefect_api",
+    "preload",
+    "shared_api",
+    "start_local_api",
+]
 
 # What the flows and steps import on first use; imported while the server starts.
 PRELOAD = (
@@ -56,6 +75,8 @@ _SERVER_ENV = {
     "PREFECT__SERVER_EPHEMERAL": "1",
     "PREFECT__SERVER_FINAL": "1",
     "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    # its own log file keeps the server's warnings (the CLI's console level is CRITICAL)
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
 }
 
 
@@ -174,21 +195,118 @@ class LocalAPI:
             proc.wait()
 
 
+def _server_configured() -> bool:
+    """Whether a Prefect server is configured: ``PREFECT_API_URL`` in the environment or in
+    Prefect's current settings (e.g. a test harness set it)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
+    return False
+
+
+def _default_log() -> Path | None:
+    home = os.environ.get("PREFECT_HOME")
+    return Path(home) / "temporary-server.log" if home else None
+
+
 def start_local_api(log: Path | None = None) -> LocalAPI | None:
     """Start the temporary API when no server is configured (``PREFECT_API_URL`` unset);
     ``None`` when one is. Server errors go to ``log`` (default:
     ``$PREFECT_HOME/temporary-server.log``). Call after :func:`workflows.settings.configure_prefect_env`
     so that the server gets the same Prefect home and settings."""
-    if os.environ.get("PREFECT_API_URL"):
+    if _server_configured():
         return None
-    if log is None and os.environ.get("PREFECT_HOME"):
-        log = Path(os.environ["PREFECT_HOME"]) / "temporary-server.log"
-    if "prefect.settings" in sys.modules:  # e.g. a test harness set it in Prefect's settings
-        from prefect.settings import PREFECT_API_URL
+    return LocalAPI(log=log or _default_log()).start()
 
-        if PREFECT_API_URL.value():
-            return None
-    return LocalAPI(log=log).start()
+
+class SharedLocalAPI:
+    """One temporary Prefect API shared by the flow runs of a long-lived process (see the
+    module docstring); thread-safe. A flow run wraps itself in :meth:`use`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._api: LocalAPI | None = None
+        self._users = 0
+        self._closing = False
+        self._starts: queue.Queue[tuple[Path | None, queue.Queue[Any]]] = queue.Queue()
+        self._owner: threading.Thread | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server process while one runs (tests, diagnostics)."""
+        api = self._api
+        return api.process if api is not None else None
+
+    def _launch(self, log: Path | None) -> LocalAPI:
+        """Start a server from the owner thread (started once, lives as long as the process)."""
+        if self._owner is None or not self._owner.is_alive():
+            self._owner = threading.Thread(
+                target=self._serve, name="pesflow-prefect-api", daemon=True
+            )
+            self._owner.start()
+        reply: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._starts.put((log, reply))
+        out = reply.get()
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def _serve(self) -> None:
+        while True:
+            log, reply = self._starts.get()
+            try:
+                reply.put(LocalAPI(log=log).start())
+            except BaseException as exc:  # handed to the caller
+                reply.put(exc)
+
+    @contextmanager
+    def use(self, timeout: float = 90.0, log: Path | None = None) -> Iterator[LocalAPI | None]:
+        """For one flow run in the calling thread: with no Prefect server configured, start
+        the shared server (first use) or reuse it, wait until it answers, and point this
+        thread's Prefect settings at it; ``None`` (and nothing changed) when a server is
+        configured. Call after :func:`workflows.settings.configure_prefect_env`."""
+        if _server_configured():
+            yield None
+            return
+        with self._lock:
+            api = self._api
+            if api is None or api.process is None or api.process.poll() is not None:
+                api = self._api = self._launch(log or _default_log())
+            self._users += 1
+        try:
+            api.wait(timeout)
+            with api.settings():
+                yield api
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._closing and self._users == 0
+            if last:
+                self._stop()
+
+    def close(self) -> bool:
+        """Stop the server now when no flow run uses it (``True``), else as soon as the last
+        one ends (``False``). A later :meth:`use` starts a new one."""
+        with self._lock:
+            if self._users:
+                self._closing = True
+                return False
+        self._stop()
+        return True
+
+    def _stop(self) -> None:
+        with self._lock:
+            api, self._api, self._closing = self._api, None, False
+        if api is not None and api.process is not None:
+            _drain_prefect_clients()
+            api.stop()
+
+
+shared_api = SharedLocalAPI()
+"""The process's shared temporary Prefect API (nothing starts until its first :meth:`use`)."""
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> None:

@@ -7,12 +7,13 @@ Created by :func:`get_settings` and passed in; nothing happens at import time.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["PesflowSettings", "configure_prefect_env", "get_settings"]
 
@@ -33,12 +34,57 @@ class PesflowSettings(BaseSettings):
     prefect_home: Path | None = Field(
         default=None, description="PREFECT_HOME; default <data_dir>/prefect."
     )
+    log_dir: Path | None = Field(
+        default=None,
+        description="Log files of the pesflow commands (one per command; see workflows.logs); "
+        "default <data_dir>/logs.",
+    )
     prefect_console_level: str = Field(
         default="WARNING", description="Console level of Prefect's own log handler."
     )
     prefect_startup_timeout_s: int = Field(
         default=90, description="Start-up timeout of the temporary local Prefect server, s."
     )
+    threads_per_worker: int = Field(
+        default=1,
+        ge=1,
+        description="Torch threads per worker process (set by pesflow, never read from "
+        "OMP_NUM_THREADS); results are reproducible for a fixed value.",
+    )
+    lease_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A campaign's lease expires this long after its holder's last heartbeat "
+        "(heartbeat every quarter of it); a dead holder's campaign then reads as interrupted.",
+    )
+
+    execution_profiles: Path | None = Field(
+        default=None,
+        description="YAML file of the operator's execution profiles (name -> execution "
+        "section: task runner, Dask cluster, labeler command/launcher/scratch and server "
+        "paths); see workflows.profiles. The profile 'local' (threads, 2 workers) always exists.",
+    )
+    import_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories the API may read structure files from (os.pathsep-separated "
+        "or a JSON list); default none: API configs give structures as content.",
+    )
+    max_structure_bytes: int = Field(
+        default=2_000_000, ge=1, description="Largest 'content' of one structure source, bytes."
+    )
+    max_import_bytes: int = Field(
+        default=200_000_000, ge=1, description="Largest structure file the API imports, bytes."
+    )
+
+    @field_validator("import_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return v
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the SQLite file in the data directory."""
@@ -47,6 +93,10 @@ class PesflowSettings(BaseSettings):
         from database import sqlite_url
 
         return sqlite_url(self.data_dir)
+
+    def resolved_log_dir(self) -> Path:
+        """Where the commands' log files go: ``log_dir`` or ``<data_dir>/logs`` (absolute)."""
+        return Path(self.log_dir or self.data_dir / "logs").expanduser().absolute()
 
     def campaign_dir(self, name: str) -> Path:
         """``<data_dir>/campaigns/<name>`` (checkpoints, scratch)."""

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, status
+import logging
+
+from fastapi import APIRouter, Body, HTTPException, status
 
 from .. import queries
-from ..deps import DbId, ReadAccess, RunnerDep, SettingsDep, StoreDep, TokenDep
+from ..deps import (
+    AdminToken,
+    DbId,
+    OperateToken,
+    ReadAccess,
+    RunnerDep,
+    SettingsDep,
+    StoreDep,
+    scope_extra,
+)
 from ..errors import ERROR_RESPONSES
 from ..runner import ConflictError
 from ..schemas import CampaignCreate, CampaignDetail, CampaignOut, RunOut, StatusChange
-from .actions import Force, submit_campaign_run
+from ..validation import OneLineErrorsRoute
+from .actions import submit_campaign_run
 
-router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/campaigns",
+    tags=["campaigns"],
+    responses=ERROR_RESPONSES,
+    route_class=OneLineErrorsRoute,  # a rejected config: one line naming the key
+)
+log = logging.getLogger(__name__)
 
 
 @router.get("", response_model=list[CampaignOut], dependencies=[ReadAccess])
@@ -20,26 +38,54 @@ def list_campaigns(store: StoreDep) -> list[CampaignOut]:
     return queries.list_campaigns(store)
 
 
-@router.post("", response_model=CampaignDetail, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=CampaignDetail,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=scope_extra("admin"),
+)
 def create_campaign(
-    body: CampaignCreate, store: StoreDep, settings: SettingsDep, token: TokenDep
+    body: CampaignCreate, store: StoreDep, settings: SettingsDep, token: AdminToken
 ) -> CampaignDetail:
-    """Create a campaign from a config (validated like `pesflow validate`). It does not start:
+    """Create a campaign from a campaign author's config (the science; `execution` names an
+    operator's profile). Structures come as `content` (extxyz, xyz, CIF, POSCAR text), are
+    generated, or are `file`s from the operator's import directories. It does not start:
     POST `/campaigns/{id}/resume` runs it."""
-    from workflows.config import ConfigError, parse_config
+    from workflows.config import ConfigError, StructurePolicy
+    from workflows.profiles import ProfilesError
+    from workflows.spec import spec_to_config
     from workflows.steps import setup_campaign
 
+    policy = StructurePolicy.api(settings.data_dir, settings.resolved_database_url())
     try:
-        cfg = parse_config(body.config, source="config", base_dir=settings.data_dir)
+        cfg = spec_to_config(body.config, policy)
+    except ProfilesError as exc:  # the operator's file, not the client's config
+        log.error("execution profiles: %s", exc)
+        raise HTTPException(503, "the server's execution profiles are invalid") from None
     except ConfigError:
         raise
     except Exception as exc:  # a config the validator's error formatting trips over
-        raise ConfigError(f"invalid campaign config ({type(exc).__name__}: {exc})") from exc
-    if any(c.name == cfg.name for c in store.list_campaigns()):
-        raise ConflictError(f"campaign {cfg.name!r} already exists")
+        log.exception("campaign config")
+        raise ConfigError(f"invalid campaign config ({type(exc).__name__})") from exc
+    _claim_name(store, cfg)  # concurrent creates of one name: one 201, the others 409
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    handle = setup_campaign(store, cfg, settings.data_dir)
+    handle = setup_campaign(store, cfg, settings.data_dir, policy)
     return queries.get_campaign(store, handle.campaign_id)
+
+
+def _claim_name(store, cfg) -> None:
+    """Insert the campaign row (status ``created``, the config snapshot) before any set-up
+    work: the database's unique campaign name decides between concurrent creates (the loser
+    gets 409 and has done nothing); :func:`workflows.steps.setup_campaign` then completes
+    the set-up of the row this request made."""
+    from sqlalchemy.exc import IntegrityError
+
+    from workflows.steps import config_snapshot
+
+    try:
+        store.create_campaign(cfg.name, config_snapshot(cfg))  # an existing name: 409
+    except IntegrityError as exc:  # PostgreSQL: the other insert committed in between
+        raise ConflictError(f"campaign {cfg.name!r} already exists") from exc
 
 
 @router.get("/{campaign_id}", response_model=CampaignDetail, dependencies=[ReadAccess])
@@ -49,42 +95,60 @@ def get_campaign(campaign_id: DbId, store: StoreDep) -> CampaignDetail:
 
 
 def _set_status(store, campaign_id: int, new: str, allowed: tuple[str, ...], message: str | None):
-    current = queries.get_campaign(store, campaign_id)
-    if current.status not in allowed:
-        raise ConflictError(
-            f"campaign {current.name!r} is {current.status}; cannot change it to {new}"
-        )
-    store.set_campaign_status(campaign_id, new, message)
-    return queries.get_campaign(store, campaign_id)
+    """Atomic compare-and-set through the campaign's transition table; 409 with both statuses
+    when the current one does not allow it (e.g. pausing a cancelled campaign)."""
+    from database import StatusConflictError
+
+    try:
+        rec = store.transition_campaign(campaign_id, new, message, allowed_from=allowed)
+    except StatusConflictError as exc:
+        raise ConflictError(str(exc)) from exc
+    return queries.campaign_detail(store, rec)  # what this change did, not a later change
 
 
-@router.post("/{campaign_id}/pause", response_model=CampaignDetail)
+@router.post(
+    "/{campaign_id}/pause", response_model=CampaignDetail, openapi_extra=scope_extra("operate")
+)
 def pause_campaign(
-    campaign_id: DbId, store: StoreDep, token: TokenDep, body: StatusChange | None = Body(None)
+    campaign_id: DbId, store: StoreDep, token: OperateToken, body: StatusChange | None = Body(None)
 ) -> CampaignDetail:
-    """Mark the campaign paused (a running flow stops at its next iteration boundary)."""
-    msg = (body.message if body else None) or f"paused via API by {token.name}"
-    return _set_status(store, campaign_id, "paused", ("created", "running", "paused"), msg)
+    """Pause the campaign: a running flow stops at its next step boundary (DFT calculations in
+    flight finish and are stored); a queued run does not start."""
+    msg = (body.message if body else None) or "paused via API"  # no token name: public
+    allowed = ("created", "queued", "running", "paused", "interrupted")
+    out = _set_status(store, campaign_id, "paused", allowed, msg)
+    log.info("campaign %s paused via API by token %r", campaign_id, token.name)  # done, not asked
+    return out
 
 
-@router.post("/{campaign_id}/cancel", response_model=CampaignDetail)
+@router.post(
+    "/{campaign_id}/cancel", response_model=CampaignDetail, openapi_extra=scope_extra("admin")
+)
 def cancel_campaign(
-    campaign_id: DbId, store: StoreDep, token: TokenDep, body: StatusChange | None = Body(None)
+    campaign_id: DbId, store: StoreDep, token: AdminToken, body: StatusChange | None = Body(None)
 ) -> CampaignDetail:
-    """Cancel the campaign for good (it cannot be resumed)."""
-    msg = (body.message if body else None) or f"cancelled via API by {token.name}"
-    allowed = ("created", "running", "paused", "failed", "cancelled")
-    return _set_status(store, campaign_id, "cancelled", allowed, msg)
+    """Cancel the campaign for good (it cannot be resumed; a later pause is refused)."""
+    msg = (body.message if body else None) or "cancelled via API"  # no token name: public
+    allowed = ("created", "queued", "running", "paused", "interrupted", "failed")
+    out = _set_status(store, campaign_id, "cancelled", allowed, msg)
+    log.info("campaign %s cancelled via API by token %r", campaign_id, token.name)
+    return out
 
 
-@router.post("/{campaign_id}/resume", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{campaign_id}/resume",
+    response_model=RunOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=scope_extra("operate"),
+)
 def resume_campaign(
     campaign_id: DbId,
     store: StoreDep,
     settings: SettingsDep,
     runner: RunnerDep,
-    token: TokenDep,
-    force: Force = False,
+    token: OperateToken,
 ) -> RunOut:
-    """Start or continue the campaign flow; answers 202 with the run id (see `/runs/{id}`)."""
-    return submit_campaign_run(store, settings, runner, campaign_id, force)
+    """Start or continue the campaign flow; answers 202 with the run id (see `/runs/{id}`),
+    409 while another process holds the campaign (naming it). An interrupted campaign (its
+    process died) resumes like a paused one."""
+    return submit_campaign_run(store, settings, runner, campaign_id, token.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..deps import StoreDep, TokenDep
+from ..deps import AnyToken, StoreDep, scope_extra
 from ..errors import ERROR_RESPONSES
 from ..schemas import Health, TokenCheck
 
@@ -19,7 +19,13 @@ def health(store: StoreDep) -> Health:
     return Health(status="ok", database=store.backend, version=version("pesflow"))
 
 
-@router.get("/token", response_model=TokenCheck)
-def whoami(token: TokenDep) -> TokenCheck:
-    """Check a token: its name and creation time (401 invalid, 403 revoked)."""
-    return TokenCheck(name=token.name, created_at=token.created_at)
+@router.get("/token", response_model=TokenCheck, openapi_extra=scope_extra("read"))
+def whoami(token: AnyToken) -> TokenCheck:
+    """Check a token (any scope): its name, scope, creation and expiry time (401 invalid or
+    expired, 403 revoked)."""
+    return TokenCheck(
+        name=token.name,
+        scope=token.scope,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+    )

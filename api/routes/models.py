@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from database import NotFoundError
 
 from .. import queries
-from ..deps import DbId, ReadAccess, StoreDep
+from ..deps import DbId, ReadAccess, SettingsDep, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import ModelOut
 
@@ -34,11 +34,13 @@ def get_model(model_id: DbId, store: StoreDep) -> ModelOut:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "Checkpoint"}},
 )
-def download_checkpoint(model_id: DbId, store: StoreDep) -> FileResponse:
-    """The committee checkpoint (load with `mlip_core.checkpoint.load_committee`)."""
-    model, path = queries.get_model(store, model_id)
-    if not Path(path).is_file():
-        raise NotFoundError(f"checkpoint of model {model_id} is missing on the server ({path})")
+def download_checkpoint(model_id: DbId, store: StoreDep, settings: SettingsDep) -> FileResponse:
+    """The committee checkpoint (load with `mlip_core.checkpoint.load_committee`; the
+    `X-Checkpoint-SHA256` header is the hash recorded when it was trained)."""
+    model, stored = queries.get_model(store, model_id)
+    path = Path(stored) if Path(stored).is_absolute() else Path(settings.data_dir) / stored
+    if not path.is_file():
+        raise NotFoundError(f"checkpoint of model {model_id} is missing on the server")
     return FileResponse(
         path,
         media_type="application/octet-stream",

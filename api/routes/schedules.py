@@ -2,7 +2,7 @@
 
 Each scheduled run continues the stored campaign by ``iterations_per_run`` iterations; a
 ``pesflow worker`` executes the runs. Needs a Prefect server (``PREFECT_API_URL``): without
-one the answer is 422 with the reason. Implemented by :mod:`workflows.deploy`.
+one the answer is 503 with the reason. Implemented by :mod:`workflows.deploy`.
 """
 
 from __future__ import annotations
@@ -10,20 +10,39 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import queries
-from ..deps import DbId, SettingsDep, StoreDep, TokenDep
-from ..errors import ERROR_RESPONSES
+from workflows.config_base import omit_null
 
-router = APIRouter(prefix="/campaigns", tags=["schedules"], responses=ERROR_RESPONSES)
+from .. import jobs, queries
+from ..deps import DbId, OperateToken, SettingsDep, StoreDep, scope_extra
+from ..errors import ERROR_RESPONSES, PREFECT_RESPONSES
+
+router = APIRouter(
+    prefix="/campaigns", tags=["schedules"], responses={**ERROR_RESPONSES, **PREFECT_RESPONSES}
+)
+
+
+MAX_INTERVAL_S = 10 * 365 * 86400
 
 
 class ScheduleIn(BaseModel):
     """A cron expression (five fields, one-minute granularity) or an interval in seconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["cron"], "not": {"required": ["interval_seconds"]}},
+                {"required": ["interval_seconds"], "not": {"required": ["cron"]}},
+            ]
+        },
+    )
 
-    cron: str | None = Field(default=None, max_length=200, examples=["0 */6 * * *"])
-    interval_seconds: float | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+    cron: str | None = Field(
+        default=None, max_length=200, examples=["0 */6 * * *"], json_schema_extra=omit_null
+    )
+    interval_seconds: float | None = Field(
+        default=None, ge=1, le=MAX_INTERVAL_S, json_schema_extra=omit_null
+    )
     timezone: str = Field(default="UTC", max_length=64, description="Time zone of the cron.")
     iterations_per_run: int = Field(default=1, ge=1, le=1000)
     work_pool: str = Field(
@@ -51,17 +70,29 @@ def _prefect_env(settings) -> None:
 
 
 @router.post(
-    "/{campaign_id}/schedule", response_model=ScheduleOut, status_code=status.HTTP_201_CREATED
+    "/{campaign_id}/schedule",
+    response_model=ScheduleOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=scope_extra("operate"),
 )
 def schedule_campaign(
-    campaign_id: DbId, body: ScheduleIn, store: StoreDep, settings: SettingsDep, token: TokenDep
+    campaign_id: DbId,
+    body: ScheduleIn,
+    store: StoreDep,
+    settings: SettingsDep,
+    token: OperateToken,
 ) -> ScheduleOut:
     """Register (or replace) the campaign's schedule: a Prefect deployment whose runs each
-    continue the campaign by `iterations_per_run` iterations (422 without a Prefect server
-    or with an invalid schedule)."""
+    continue the campaign by `iterations_per_run` iterations (503 without a Prefect server,
+    422 with an invalid schedule; 409 for a cancelled or converged campaign: it never runs)."""
     from workflows.deploy import DeployError, deploy_campaign
 
+    from ..runner import ConflictError
+
     c = queries.get_campaign(store, campaign_id)
+    if c.status in ("cancelled", "converged"):
+        raise ConflictError(f"campaign {c.name!r} is {c.status}: it has nothing to schedule")
+    jobs.refuse_inline_execution(store.get_campaign(campaign_id))
     if (body.cron is None) == (body.interval_seconds is None):
         raise DeployError("give exactly one of 'cron' and 'interval_seconds'")
     _prefect_env(settings)
@@ -83,9 +114,13 @@ def schedule_campaign(
     )
 
 
-@router.delete("/{campaign_id}/schedule", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{campaign_id}/schedule",
+    status_code=status.HTTP_204_NO_CONTENT,
+    openapi_extra=scope_extra("operate"),
+)
 def unschedule_campaign(
-    campaign_id: DbId, store: StoreDep, settings: SettingsDep, token: TokenDep
+    campaign_id: DbId, store: StoreDep, settings: SettingsDep, token: OperateToken
 ) -> None:
     """Remove the campaign's schedule (its deployment and scheduled runs); 404 if none."""
     from database import NotFoundError

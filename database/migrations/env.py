@@ -48,16 +48,31 @@ def run_migrations_online() -> None:
         # PostgreSQL an advisory lock is taken, so concurrent upgrades run one after the other
         # (the second finds the schema at head and does nothing).
         with engine.execution_options(pesflow_write=True).connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch migrations recreate tables (copy, drop, rename). With foreign keys on,
+                # dropping a referenced table runs its ON DELETE actions (CASCADE would empty
+                # the children), so they are off for the migration (the pragma only works
+                # outside a transaction) and checked before the commit.
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
             context.configure(
                 connection=connection, target_metadata=target_metadata, render_as_batch=True
             )
-            with context.begin_transaction():
-                if connection.dialect.name == "postgresql":
-                    connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
-                    )
-                context.run_migrations()
-            connection.commit()
+            try:
+                with context.begin_transaction():
+                    if connection.dialect.name == "postgresql":
+                        connection.execute(
+                            text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
+                        )
+                    context.run_migrations()
+                    if sqlite:
+                        bad = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if bad:
+                            raise RuntimeError(f"migration broke foreign keys: {bad[:5]}")
+                connection.commit()
+            finally:
+                if sqlite:
+                    connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
     finally:
         if owned:
             engine.dispose()

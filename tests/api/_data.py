@@ -35,7 +35,6 @@ TINY: dict[str, Any] = {
     "trust": {"lo": 0.05, "hi": 0.5},
     "selection": {"max_per_iteration": 4, "strategy": "fps"},
     "convergence": {"accurate_ratio": 0.99, "patience": 1, "max_iterations": 2},
-    "execution": {"task_runner": "threads", "max_workers": 1},
 }
 
 
@@ -79,9 +78,11 @@ def seed_campaign(
     n_failed: int = 2,
     n_pending: int = 3,
     n_iterations: int = 2,
+    models: bool = False,
 ) -> dict[str, list[int]]:
     """Fill a campaign with iterations, real EMT labels (done), typed failures and pending
-    labels; selections carry uncertainties. Returns the ids by kind."""
+    labels; selections carry uncertainties; with ``models``, each iteration has a model row
+    (validation errors, no checkpoint file). Returns the ids by kind."""
     from database import SelectionInput
 
     h = runtime(store, campaign_id)["settings_hash"]
@@ -113,19 +114,29 @@ def seed_campaign(
     pending = store.request_labels(
         campaign_id, pending_sids, labeler="emt", settings_hash=h, iteration_id=its[-1].id
     )
+    from database import WalkerOutcome
+
     for k, it in enumerate(its):
-        store.update_iteration(
+        if models:
+            store.record_model(
+                campaign_id,
+                iteration_id=it.id,
+                member_count=4,
+                checkpoint_uri=f"campaigns/test/models/iter-{k:03d}.pt",
+                checkpoint_sha256=f"{k:064d}",
+                training_label_ids=done,
+                validation={"val_force_rmse": 0.1 / (k + 1), "val_energy_rmse": 0.01 / (k + 1)},
+            )
+        store.record_walker_run(
             it.id,
-            n_explored=20,
-            n_accurate=10 + k,
-            n_candidate=8 - k,
-            n_failed=2,
-            max_force_devs=np.linspace(0.01, 0.6, 20),
-            validation={"val_force_rmse": 0.1 / (k + 1), "val_energy_rmse": 0.01 / (k + 1)},
-            status="done",
+            WalkerOutcome(walker=0, n_frames=20, max_force_devs=np.linspace(0.01, 0.6, 20)),
         )
-        store.record_step_time(it.id, "train", 1.0 + k)
-        store.record_step_time(it.id, "label", 0.5)
+        store.update_iteration(
+            it.id, n_explored=20, n_accurate=10 + k, n_candidate=8 - k, n_failed=2
+        )
+        store.record_step_time(it.id, "train", 1.0 + k, complete=True)
+        store.record_step_time(it.id, "label", 0.5, complete=True)
+        store.finish_iteration(it.id, f"iteration {k}: accurate fraction below 0.9")
     return {
         "done": done,
         "failed": failed,

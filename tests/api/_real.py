@@ -18,6 +18,7 @@ REAL = {
 def run_real_campaign(data_dir: Path, name: str = "real", db_url: str | None = None) -> int:
     """Run the tiny campaign (3 iterations) into ``data_dir``; returns the campaign id."""
     from database import sqlite_url
+    from workflows import lease
     from workflows.config import parse_config
     from workflows.steps import close_stores, open_context, open_store, run_campaign, setup_campaign
 
@@ -27,7 +28,9 @@ def run_real_campaign(data_dir: Path, name: str = "real", db_url: str | None = N
     store = open_store(url)
     try:
         handle = setup_campaign(store, cfg, data_dir)
-        run_campaign(open_context(handle))
+        with lease.hold(store, handle.campaign_id, purpose="test") as held:
+            d = run_campaign(open_context(handle), held)
+            held.finish(d.status, d.message)
         return handle.campaign_id
     finally:
         close_stores()

@@ -92,3 +92,19 @@ def auth(store) -> dict[str, str]:
     """Headers with a valid token."""
     store.add_api_token("tester", TOKEN)
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def prefect_api_url(prefect_harness):
+    """The session's Prefect API as ``PREFECT_API_URL`` in the environment for the module's
+    tests: an app served from another thread (TestClient, uvicorn) does not inherit the
+    harness's settings context. Restored afterwards."""
+    from prefect.settings import PREFECT_API_URL
+
+    saved = os.environ.get("PREFECT_API_URL")
+    url = os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    yield url
+    if saved is None:
+        del os.environ["PREFECT_API_URL"]
+    else:
+        os.environ["PREFECT_API_URL"] = saved

@@ -1,5 +1,5 @@
-"""Token auth: 401 without / with an unknown token, 403 with a revoked one; private reads;
-CORS only when origins are configured."""
+"""Token auth: 401 without / with an unknown token, 403 with a revoked one; private reads
+(any scope reads); CORS only when origins are configured. Scopes: test_scopes.py."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def test_unknown_token_is_401_and_revoked_is_403(client, store, auth):
 def test_token_check_names_the_token(client, auth):
     r = client.get("/api/v1/token", headers=auth)
     assert r.status_code == 200 and r.json()["name"] == "tester"
+    assert (r.json()["scope"], r.json()["expires_at"]) == ("admin", None)
     assert client.get("/api/v1/token").status_code == 401
 
 
@@ -70,6 +71,10 @@ def test_private_reads_need_a_token(settings, store, auth):
         assert c.get("/api/v1/campaigns/1/iterations").status_code == 401
         assert c.get("/api/v1/campaigns", headers=auth).status_code == 200
         assert c.get("/api/v1/health").status_code == 200
+        store.add_api_token("reader", "pf_reader", scope="read")
+        reader = {"Authorization": "Bearer pf_reader"}
+        assert c.get("/api/v1/campaigns", headers=reader).status_code == 200
+        assert c.post("/api/v1/campaigns/1/pause", headers=reader).status_code == 403
 
 
 def test_cors_off_by_default_and_on_when_configured(settings, store):
@@ -79,7 +84,8 @@ def test_cors_off_by_default_and_on_when_configured(settings, store):
     with TestClient(create_app(settings, store=store)) as c:
         r = c.get("/api/v1/campaigns", headers={"Origin": "http://example.org"})
         assert "access-control-allow-origin" not in r.headers
-        assert c.options("/api/v1/campaigns", headers=pre).status_code == 405
+        r = c.options("/api/v1/campaigns", headers=pre)  # methods listed, no CORS grant
+        assert r.status_code == 204 and "access-control-allow-origin" not in r.headers
     settings.api_cors_origins = ["http://example.org"]
     with TestClient(create_app(settings, store=store)) as c:
         r = c.get("/api/v1/campaigns", headers={"Origin": "http://example.org"})

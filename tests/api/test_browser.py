@@ -44,6 +44,24 @@ def _chromium() -> str:
     return exe
 
 
+def _wait_js(page, expression: str, timeout: float = 30_000) -> None:
+    """Wait until ``expression`` is truthy in the page. Polled through ``page.evaluate`` (the
+    DevTools protocol): Playwright's ``wait_for_function`` evaluates its predicate with
+    ``eval`` inside the page, which the dashboard's Content-Security-Policy forbids."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true within {timeout / 1000:g} s: {expression}"
+        time.sleep(0.05)
+
+
+def _csp_violations(page, errors: list[str]) -> None:
+    """Report the page's Content-Security-Policy violations into ``errors``."""
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,6 +137,7 @@ def test_campaign_page_plots_and_retrain(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    _csp_violations(page, errors)
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.goto(f"{server['url']}/campaigns/{cid}")
     page.wait_for_selector("body[data-loaded='true']")
@@ -155,8 +174,9 @@ def test_campaign_page_plots_and_retrain(server, browser):
     # another iteration's histogram on request
     first = next(m for m in its if m.n_explored)
     page.select_option("#hist-iteration", str(first.index))
-    page.wait_for_function(
-        f"document.getElementById('hist-caption').textContent.includes('iteration {first.index} ')"
+    _wait_js(
+        page,
+        f"document.getElementById('hist-caption').textContent.includes('iteration {first.index} ')",
     )
     drawn = sum(int(c) for c in bars.evaluate_all("els => els.map(e => e.dataset.count)"))
     assert drawn == first.n_explored
@@ -171,14 +191,16 @@ def test_campaign_page_plots_and_retrain(server, browser):
     page.fill("#token", "pf_browser-token")
     page.dispatch_event("#token", "change")
     page.click("#btn-retrain")
-    page.wait_for_function(
-        f"document.querySelectorAll('#models tbody tr').length == {n_models + 1}", timeout=120_000
+    _wait_js(
+        page,
+        f"document.querySelectorAll('#models tbody tr').length == {n_models + 1}",
+        timeout=120_000,
     )
     assert len(store.list_models(cid)) == n_models + 1
     newest = store.list_models(cid)[-1]
     assert page.locator("#models tbody tr").first.get_attribute("data-model-id") == str(newest.id)
     page.wait_for_selector("#runs tr[data-status='completed']")
-    page.wait_for_function("document.getElementById('notice').textContent.includes('completed')")
+    _wait_js(page, "document.getElementById('notice').textContent.includes('completed')")
     assert page.locator("#models tbody tr").first.locator("td").nth(1).inner_text() == "API retrain"
     assert not errors, errors
     shot = page.screenshot(full_page=True)
@@ -193,7 +215,7 @@ def test_campaign_page_follows_a_running_campaign(server, browser):
     """While the campaign runs the page polls: a new iteration written to the database shows
     up as new points without a reload."""
     store, cid = server["store"], server["campaign"]
-    store.set_campaign_status(cid, "running")
+    store.acquire_lease(cid, token="live", host="test", pid=1, purpose="test", ttl_s=600)
     try:
         page = browser.new_page()
         page.goto(f"{server['url']}/campaigns/{cid}")
@@ -202,7 +224,8 @@ def test_campaign_page_follows_a_running_campaign(server, browser):
         n = page.locator("#plot-fractions circle[data-series='accurate']").count()
         it = store.start_iteration(cid)
         store.update_iteration(it.id, n_explored=10, n_accurate=9, n_candidate=1, n_failed=0)
-        page.wait_for_function(
+        _wait_js(
+            page,
             "document.querySelectorAll(\"#plot-fractions circle[data-series='accurate']\")"
             f".length == {n + 1}",
             timeout=15_000,
@@ -211,4 +234,95 @@ def test_campaign_page_follows_a_running_campaign(server, browser):
         assert float(last.get_attribute("data-y")) == 0.9
         page.close()
     finally:
-        store.set_campaign_status(cid, "paused", "test over")
+        store.release_lease(cid, "live", status="paused", message="test over")
+
+
+def test_pages_show_the_holder_and_an_interrupted_campaign(server, browser):
+    """The list (redrawn by its poll) and the campaign page show who holds a running campaign,
+    as text; when the holder stops renewing its lease they show ``interrupted`` with the
+    reason and nobody holding it."""
+    store, cid = server["store"], server["campaign"]
+    before = store.get_campaign(cid)
+    host = "<i>node9</i>"  # markup in a host name stays text
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _csp_violations(page, errors)
+    row = page.locator(f"#campaigns tr[data-campaign-id='{cid}']")
+    try:
+        page.goto(server["url"] + "/")
+        assert row.locator(".held").inner_text() == ""
+        store.acquire_lease(
+            cid, token="holder", host=host, pid=4242, purpose="pesflow run", ttl_s=600
+        )
+        held = store.get_campaign(cid).lease.holder
+        # the list's poll (api_poll_seconds=1) redraws the row from /api/v1/campaigns
+        _wait_js(
+            page,
+            f"document.querySelector(\"#campaigns tr[data-campaign-id='{cid}'] .status\")"
+            ".textContent == 'running'",
+            timeout=15_000,
+        )
+        assert row.locator(".held").inner_text() == held
+        assert row.locator("i").count() == 0
+        page.goto(f"{server['url']}/campaigns/{cid}")
+        page.wait_for_selector("body[data-loaded='true']")
+        assert page.locator("#status").inner_text() == "running"
+        assert page.locator("#held-by").is_visible()
+        assert page.locator("#held-by").inner_text() == f"held by {held}"
+        assert page.locator("#live").is_visible()
+        # the holder dies: its lease expires
+        store.renew_lease(cid, "holder", 0.1)
+        time.sleep(0.3)
+        reason = store.get_campaign(cid).status_message
+        assert reason.startswith(f"interrupted: {host} pid 4242 (pesflow run)")
+        page.evaluate("window.pesflow.refreshCampaign()")
+        _wait_js(
+            page, "document.getElementById('status').textContent == 'interrupted'", timeout=15_000
+        )
+        assert page.locator("#message").inner_text() == reason
+        assert page.locator("#held-by").is_hidden()
+        assert page.locator("#status").get_attribute("class") == "status s-interrupted"
+        page.goto(server["url"] + "/")  # rendered by the server
+        assert row.locator(".status").inner_text() == "interrupted"
+        assert row.locator(".held").inner_text() == ""
+        assert row.locator(".msg").inner_text() == reason
+        assert row.locator(".msg").get_attribute("title") == reason
+        assert row.locator("i").count() == 0
+        assert not errors, errors
+    finally:
+        page.close()
+        # back to the state the other tests found
+        store.acquire_lease(cid, token="restore", host="test", pid=1, purpose="test", ttl_s=60)
+        store.release_lease(cid, "restore", status=before.status, message=before.status_message)
+
+
+def test_api_docs_run_under_their_content_security_policy(server, browser):
+    """/docs loads Swagger UI from its CDN and starts it with one inline script: the page's
+    policy must let exactly these run. The CDN is replaced by a stub (no internet here)."""
+    stub = (
+        "window.SwaggerUIBundle = function (o) { document.title = 'started ' + o.url; };"
+        "SwaggerUIBundle.presets = {apis: 1}; SwaggerUIBundle.SwaggerUIStandalonePreset = 1;"
+    )
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _csp_violations(page, errors)
+    page.route(
+        "https://cdn.jsdelivr.net/**",
+        lambda route: route.fulfill(
+            body=stub if route.request.url.endswith(".js") else "",
+            content_type="text/javascript" if route.request.url.endswith(".js") else "text/css",
+        ),
+    )
+    page.route("https://fastapi.tiangolo.com/**", lambda route: route.abort())
+    page.goto(server["url"] + "/docs")
+    _wait_js(page, "document.title == 'started /openapi.json'", timeout=10_000)
+    page.evaluate(
+        "() => { const s = document.createElement('script'); "
+        "s.textContent = 'window.injected = 1'; document.body.appendChild(s); }"
+    )
+    assert page.evaluate("window.injected === undefined")  # any other inline script: refused
+    assert any("Content Security Policy" in e for e in errors), errors
+    assert all("Content Security Policy" in e for e in errors), errors
+    page.close()

@@ -45,7 +45,7 @@ def test_bad_config_is_422_with_the_key(client, auth, store):
         headers={**auth, "Content-Type": "application/json"},
         content=b"{not json",
     )
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json() == {"detail": "request body: not valid JSON"}
     assert store.list_campaigns() == []
 
 
@@ -91,7 +91,11 @@ def test_pause_cancel_and_refused_resume(client, auth, store):
     assert r.status_code == 422
 
 
-def test_resume_of_a_campaign_running_elsewhere_needs_force(settings, store, auth):
+def test_resume_of_a_campaign_held_elsewhere_is_refused_until_its_holder_is_gone(
+    settings, store, auth
+):
+    import time
+
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -100,10 +104,64 @@ def test_resume_of_a_campaign_running_elsewhere_needs_force(settings, store, aut
 
     with TestClient(create_app(settings, store=store, runner=_NoopRunner(1))) as client:
         c = _create(client, auth)
-        store.set_campaign_status(c["id"], "running")  # e.g. `pesflow run` in a shell
+        # `pesflow run` in a shell on another node holds the campaign
+        store.acquire_lease(
+            c["id"], token="shell", host="node7", pid=99, purpose="pesflow run", ttl_s=60
+        )
+        got = client.get(f"/api/v1/campaigns/{c['id']}").json()
+        assert got["status"] == "running" and got["held_by"].startswith(
+            "node7 pid 99 (pesflow run)"
+        )
+        for action in ("resume", "next-iteration"):
+            r = client.post(f"/api/v1/campaigns/{c['id']}/{action}", headers=auth)
+            assert r.status_code == 409 and "held by node7 pid 99" in r.json()["detail"]
+        # the holder dies: its lease expires, the campaign reads interrupted and resumes
+        store.renew_lease(c["id"], "shell", 0.1)
+        time.sleep(0.3)
+        got = client.get(f"/api/v1/campaigns/{c['id']}").json()
+        assert got["status"] == "interrupted" and got["held_by"] is None
+        assert "node7 pid 99" in got["status_message"]
         r = client.post(f"/api/v1/campaigns/{c['id']}/resume", headers=auth)
-        assert r.status_code == 409 and "force=true" in r.json()["detail"]
-        r = client.post(f"/api/v1/campaigns/{c['id']}/resume?force=true", headers=auth)
         assert r.status_code == 202 and r.json()["kind"] == "campaign"
-        r = client.post(f"/api/v1/campaigns/{c['id']}/next-iteration?force=maybe", headers=auth)
-        assert r.status_code == 422
+        assert store.get_campaign(c["id"]).status == "queued"
+
+
+def test_a_campaign_queued_by_an_api_that_stopped_is_marked_interrupted(settings, store, auth):
+    """The embedded runner's queue lives in the API process: a campaign it queued must not wait
+    as ``queued`` for a run that died with it; the next API process says so."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    c = store.create_campaign("orphan", {})
+    store.transition_campaign(c.id, "queued", "queued via API by alice")
+    other = store.create_campaign("between-runs", {})
+    store.transition_campaign(other.id, "queued", "iteration 0 done; continues at its next run")
+    with TestClient(create_app(settings, store=store)):
+        rec = store.get_campaign(c.id)
+        assert rec.status == "interrupted" and "stopped before it started" in rec.status_message
+        assert store.get_campaign(other.id).status == "queued"  # a schedule's, left alone
+
+
+def test_a_queued_run_that_fails_before_it_starts_does_not_leave_the_campaign_queued(
+    client, auth, store, monkeypatch
+):
+    import time
+
+    from api import jobs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database URL of the workflow layer is wrong")
+
+    monkeypatch.setattr(jobs, "_context", broken)
+    c = _create(client, auth, name="broken")
+    r = client.post(f"/api/v1/campaigns/{c['id']}/resume", headers=auth)
+    assert r.status_code == 202
+    run_id = r.json()["id"]
+    t_end = time.monotonic() + 30
+    while client.get(f"/api/v1/runs/{run_id}").json()["status"] in ("queued", "running"):
+        assert time.monotonic() < t_end
+        time.sleep(0.05)
+    assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "failed"
+    rec = store.get_campaign(c["id"])
+    assert rec.status == "interrupted" and "did not start" in rec.status_message

@@ -16,8 +16,9 @@ def test_token_create_use_revoke(tmp_path, monkeypatch):
     cli = CliRunner()
     r = cli.invoke(app, ["token", "create", "ci", *data])
     assert r.exit_code == 0, r.output
-    token = r.output.strip()
+    token = r.stdout.strip()  # the token alone on stdout; its scope and expiry on stderr
     assert token.startswith("pf_") and len(token) > 40
+    assert r.stderr.strip() == "token 'ci': scope operate, never expires"
     again = cli.invoke(app, ["token", "create", "ci", *data])
     assert again.exit_code == 2 and "already exists" in again.output
     settings = get_api_settings(data_dir=tmp_path / "data")
@@ -30,6 +31,42 @@ def test_token_create_use_revoke(tmp_path, monkeypatch):
     assert "ci" in listed and "revoked" in listed and token not in listed
     bad = cli.invoke(app, ["token", "revoke", "nobody", *data])
     assert bad.exit_code == 2 and "nobody" in bad.output
+
+
+def test_token_scopes_and_expiry(tmp_path, monkeypatch):
+    from api.cli import app
+
+    monkeypatch.delenv("PESFLOW_DATABASE_URL", raising=False)
+    data = ["--data-dir", str(tmp_path / "data")]
+    cli = CliRunner()
+    r = cli.invoke(app, ["token", "create", "x", "--scope", "read", *data])
+    assert r.exit_code == 0 and r.stdout.startswith("pf_"), r.output
+    r = cli.invoke(app, ["token", "create", "y", "--scope", "admin", "--expires-in", "12h", *data])
+    assert r.exit_code == 0 and "scope admin, expires 20" in r.stderr, r.output
+    header, x, y = cli.invoke(app, ["token", "list", *data]).stdout.splitlines()
+    assert header.split("\t") == ["name", "scope", "state", "created", "expires", "last used"]
+    assert x.split("\t")[:3] == ["x", "read", "active"] and x.split("\t")[4:] == ["never"] * 2
+    assert y.split("\t")[:3] == ["y", "admin", "active"] and y.split("\t")[4] != "never"
+    for args, word in (
+        (["--scope", "root"], "--scope must be one of read, operate, admin (got 'root')"),
+        (["--expires-in", "soon"], "--expires-in: 'soon' is not a positive duration"),
+        (["--expires-in", "0d"], "--expires-in: '0d' is not a positive duration"),
+    ):
+        bad = cli.invoke(app, ["token", "create", "z", *args, *data])
+        assert bad.exit_code == 2, bad.output
+        assert bad.output.count("\n") == 1 and word in bad.output, bad.output
+
+
+def test_parse_duration():
+    from datetime import timedelta
+
+    from api.cli import parse_duration
+
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("45m") == timedelta(minutes=45)
+    assert parse_duration("12H") == timedelta(hours=12)
+    assert parse_duration("30d") == timedelta(days=30)
+    assert parse_duration("2w") == timedelta(weeks=2)
 
 
 def test_serve_and_existing_commands_are_registered():

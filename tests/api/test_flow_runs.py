@@ -21,13 +21,14 @@ def test_next_iteration_runs_the_campaign_flow(client, auth, store):
     run = r.json()
     assert run["kind"] == "campaign"
     dup = client.post(f"/api/v1/campaigns/{cid}/resume", headers=auth)
-    if dup.status_code == 409:  # refused while the first run is active
-        assert "already" in dup.json()["detail"]
+    assert dup.status_code == 409  # refused while the first run is queued or holds the campaign
+    assert "already" in dup.json()["detail"] or "held by" in dup.json()["detail"]
     done = _wait(client, run["id"], timeout=240)
     assert done["status"] == "completed", done["message"]
     assert done["prefect_flow_run_id"]
-    # exactly one more iteration, not a run to the stop rule: the campaign stays active
-    assert done["result"]["status"] == "running", done["result"]
+    # exactly one more iteration, not a run to the stop rule: the campaign waits for its next run
+    assert done["result"]["status"] == "queued", done["result"]
+    assert client.get(f"/api/v1/campaigns/{cid}").json()["status"] == "queued"
     assert done["result"]["iterations_after"] == 1
     its = client.get(f"/api/v1/campaigns/{cid}/iterations").json()
     assert [it["status"] for it in its] == ["done"]

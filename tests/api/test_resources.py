@@ -14,8 +14,18 @@ def seeded(client, auth, store):
     return cid, seed_campaign(store, cid, n_done=6, n_failed=2, n_pending=3)
 
 
-def test_iterations_metrics(client, seeded):
-    cid, _ids = seeded
+def test_iterations_metrics(client, seeded, store):
+    cid, ids = seeded
+    it1 = store.list_iterations(cid)[1]
+    store.record_model(
+        cid,
+        member_count=4,
+        checkpoint_uri="campaigns/x/models/iter-001.pt",
+        checkpoint_sha256="a" * 64,
+        training_label_ids=ids["done"],
+        iteration_id=it1.id,
+        validation={"val_force_rmse": 0.05, "val_energy_rmse": 0.005},
+    )
     its = client.get(f"/api/v1/campaigns/{cid}/iterations").json()
     assert [it["index"] for it in its] == [0, 1]
     assert its[0]["labels"]["done"] == 6 and its[1]["labels"] == {
@@ -26,7 +36,10 @@ def test_iterations_metrics(client, seeded):
     }
     assert its[1]["accurate_fraction"] == pytest.approx(11 / 20)
     assert its[1]["val_force_rmse"] == pytest.approx(0.05)
-    assert its[0]["step_timings"] == {"train": 1.0, "label": 0.5}
+    assert its[0]["step_timings"] == {"train": 1.0, "label": 0.5, "decide": 0.0}
+    assert its[0]["val_force_rmse"] is None  # no model recorded for iteration 0
+    assert its[1]["decision"] == "iteration 1: accurate fraction below 0.9"
+    assert (its[0]["walkers"], its[0]["walkers_cut"], its[0]["walkers_failed"]) == (1, 0, 0)
     one = client.get(f"/api/v1/campaigns/{cid}/iterations/1").json()
     assert one == its[1]
     assert client.get(f"/api/v1/campaigns/{cid}/iterations/7").status_code == 404

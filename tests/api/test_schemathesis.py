@@ -30,7 +30,7 @@ class _NoopRunner(Runner):
 
 
 @pytest.fixture
-def app_and_auth(tmp_path):
+def app_and_auth(tmp_path, prefect_api_url):
     from api.app import create_app
     from api.settings import get_api_settings
     from database import Store
@@ -70,6 +70,15 @@ def test_openapi_spec_is_complete(app_and_auth):
             if method == "post":
                 assert {"401", "403"} <= set(op["responses"]), (method, path)
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    # links: the id a create returns reaches every operation that takes a campaign id
+    links = paths["/api/v1/campaigns"]["post"]["responses"]["201"]["links"]
+    takers = {
+        op["operationId"] for p, ops in paths.items() if "{campaign_id}" in p for op in ops.values()
+    }
+    assert {link["operationId"] for link in links.values()} == takers and len(takers) >= 15
+    assert all(lk["parameters"] == {"campaign_id": "$response.body#/id"} for lk in links.values())
+    run_links = paths["/api/v1/campaigns/{campaign_id}/resume"]["post"]["responses"]["202"]["links"]
+    assert [lk["parameters"] for lk in run_links.values()] == [{"run_id": "$response.body#/id"}]
 
 
 def test_schemathesis_no_server_errors_no_schema_violations(app_and_auth, capsys):

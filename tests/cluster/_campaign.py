@@ -37,7 +37,9 @@ def tiny(**overrides: Any) -> dict[str, Any]:
     """TINY with section-level overrides (dicts merged one level deep)."""
     data = copy.deepcopy(TINY)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
+        if key == "execution" and "profile" in value:  # an API body: the profile alone
+            data[key] = value
+        elif isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
         else:
             data[key] = value

@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._procs import group_alive
+
+__all__ = ["group_alive", "postgres_up", "running_stack"]
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "scripts" / "stack"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -49,15 +53,6 @@ def drop_database(name: str) -> None:
     finally:
         engine.dispose()
 
-
-def group_alive(pgid: int) -> bool:
-    """Any process left in process group ``pgid``?"""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

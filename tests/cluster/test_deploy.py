@@ -89,9 +89,10 @@ def test_deployed_flow_adds_one_iteration_per_run(
     store = open_store(url)
     setup_campaign(store, cfg, tmp_path)
     out = campaign_iterations("sched-unit", iterations=1)
-    assert (out["iterations_before"], out["iterations_after"], out["status"]) == (0, 1, "running")
+    assert (out["iterations_before"], out["iterations_after"], out["status"]) == (0, 1, "queued")
     rec = store.get_campaign("sched-unit")
-    assert rec.status == "running" and "continues at its next run" in rec.status_message
+    assert rec.status == "queued" and "continues at its next run" in rec.status_message
+    assert rec.lease is None  # the run gave its lease back
     close_stores()  # a new process would reopen everything from the database
     store = open_store(url)
     out = campaign_iterations("sched-unit", iterations=1)
@@ -101,8 +102,13 @@ def test_deployed_flow_adds_one_iteration_per_run(
     store.set_campaign_status(rec.id, "paused", "paused by test")
     out = campaign_iterations("sched-unit", iterations=1)
     assert out["skipped"] is True and out["iterations_after"] == 2
+    # a campaign another process holds is skipped too, naming the holder
+    store.set_campaign_status(rec.id, "queued", None)
+    store.acquire_lease(rec.id, token="x", host="node9", pid=5, purpose="pesflow run", ttl_s=60)
+    out = campaign_iterations("sched-unit", iterations=1)
+    assert out["skipped"] is True and "held by node9 pid 5" in out["message"]
+    store.release_lease(rec.id, "x", status="queued")
     # the campaign's own rule still stops it: the last iteration ends it as before
-    store.set_campaign_status(rec.id, "running", None)
     out = campaign_iterations(rec.id, iterations=5)
     assert out["iterations_after"] == 3 and out["status"] in ("paused", "converged")
     assert store.get_campaign(rec.id).status == out["status"]
@@ -136,13 +142,17 @@ def test_schedule_endpoint_without_server(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: None}))
         client = stack.enter_context(TestClient(create_app(settings, store=store)))
-        r = client.post("/api/v1/campaigns", json={"config": tiny(name="api-sched")}, headers=auth)
+        r = client.post(
+            "/api/v1/campaigns",
+            json={"config": tiny(name="api-sched", execution={"profile": "local"})},
+            headers=auth,
+        )
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
         url = f"/api/v1/campaigns/{cid}/schedule"
         assert client.post(url, json={"cron": "* * * * *"}).status_code == 401
         r = client.post(url, json={"cron": "* * * * *"}, headers=auth)
-        assert r.status_code == 422 and "Prefect server" in r.json()["detail"]
+        assert r.status_code == 503 and "Prefect server" in r.json()["detail"]
         r = client.post(url, json={"cron": "* * * * *", "interval_seconds": 60}, headers=auth)
         assert r.status_code == 422 and "exactly one" in r.json()["detail"]
         assert (

@@ -194,6 +194,7 @@ def _labels_by_structure(db_url: str, campaign: str) -> dict[str, tuple[float, n
 
 def _run(tmp: Path, execution: dict) -> dict[str, tuple[float, np.ndarray]]:
     from database import sqlite_url
+    from workflows import lease
     from workflows.cluster import make_task_runner as mk
     from workflows.flows import campaign_flow
     from workflows.steps import open_store, setup_campaign
@@ -201,8 +202,10 @@ def _run(tmp: Path, execution: dict) -> dict[str, tuple[float, np.ndarray]]:
     tmp.mkdir()
     cfg = parse_config(tiny(execution=execution, convergence={"max_iterations": 2}))
     url = sqlite_url(tmp)
-    handle = setup_campaign(open_store(url), cfg, tmp)
-    campaign_flow.with_options(task_runner=mk(cfg.execution))(handle)
+    store = open_store(url)
+    handle = setup_campaign(store, cfg, tmp)
+    with lease.hold(store, handle.campaign_id, purpose="test"):
+        campaign_flow.with_options(task_runner=mk(cfg.execution))(handle)
     return _labels_by_structure(url, cfg.name)
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sqlalchemy import text
 
-from database import SelectionInput, decode_array, encode_array
+from database import SelectionInput, WalkerOutcome, decode_array, encode_array
 
 from .conftest import make_atoms
 
@@ -83,7 +83,8 @@ def test_store_round_trip_every_array_bit_exact(store, campaign):
     energy = float(rng.normal()) * 1e3
     store.store_result(lid, energy=energy, forces=forces, stress=stress)
     devs = rng.exponential(size=1000)
-    store.update_iteration(it.id, max_force_devs=devs)
+    devs[3] = np.nan  # a frame whose deviation was not finite
+    store.record_walker_run(it.id, WalkerOutcome(walker=0, n_frames=1000, max_force_devs=devs))
     m = store.record_model(
         campaign.id,
         member_count=4,
@@ -103,7 +104,7 @@ def test_store_round_trip_every_array_bit_exact(store, campaign):
     assert lb.energy == energy
     sel = store.list_selections(campaign.id)[0]
     assert _same_bits(sel.forces_std, fstd)
-    assert _same_bits(store.get_iteration(campaign.id, 0).max_force_devs, devs)
+    assert _same_bits(store.list_walker_runs(it.id)[0].max_force_devs, devs)
     assert store.list_models(campaign.id)[0].training_label_ids.tolist() == [lid, 2**40]
     assert m.training_label_ids.dtype == np.int64
 

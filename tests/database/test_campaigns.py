@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from database import DuplicateError, NotFoundError, SelectionInput, UnknownCampaignError
+from database import (
+    DuplicateError,
+    NotFoundError,
+    SelectionInput,
+    UnknownCampaignError,
+    WalkerOutcome,
+)
 
 from .conftest import make_atoms, make_result
 
@@ -17,10 +23,12 @@ def test_campaign_lifecycle(store):
     with pytest.raises(DuplicateError, match="cu"):
         store.create_campaign("cu")
     assert store.create_campaign("cu", exist_ok=True).id == c.id
-    running = store.set_campaign_status("cu", "running")
+    running = store.acquire_lease("cu", token="t1", host="h", pid=1, purpose="test", ttl_s=60)
+    assert running.status == "running"
     assert running.started_at is not None and running.finished_at is None
-    done = store.set_campaign_status(c.id, "converged", "accurate ratio 0.99")
+    done = store.release_lease(c.id, "t1", status="converged", message="accurate ratio 0.99")
     assert done.finished_at is not None and done.status_message == "accurate ratio 0.99"
+    assert done.status == "converged" and done.lease is None
     with pytest.raises(ValueError, match="bogus"):
         store.set_campaign_status(c.id, "bogus")
     assert [x.name for x in store.list_campaigns()] == ["cu"]
@@ -33,19 +41,30 @@ def test_iterations_metrics_and_histogram(store, campaign):
     assert (it0.index, it0.status) == (0, "running")
     assert store.start_iteration(campaign.id, 0).id == it0.id  # idempotent on resume
     store.record_step_time(it0.id, "train", 10.0)
-    store.record_step_time(it0.id, "train", 2.5)
+    store.record_step_time(it0.id, "train", 2.5, complete=True)
     store.record_step_time(it0.id, "explore", 30.0)
+    assert store.get_iteration(campaign.id, 0).completed_steps == {"train"}
     devs = np.linspace(0.0, 1.0, 101)
-    store.update_iteration(
-        it0.id,
-        n_explored=100,
-        n_accurate=70,
-        n_candidate=25,
-        n_failed=5,
-        validation={"force_rmse": 0.12},
-        max_force_devs=devs,
+    store.record_walker_run(
+        it0.id, WalkerOutcome(walker=0, n_frames=61, max_force_devs=devs[:61], stopped_early=True)
     )
-    store.update_iteration(it0.id, validation={"energy_rmse": 0.004}, status="done")
+    store.record_walker_run(
+        it0.id, WalkerOutcome(walker=1, n_frames=40, max_force_devs=np.r_[devs[61:], np.nan])
+    )
+    store.record_walker_run(it0.id, WalkerOutcome(walker=2, status="failed", error="boom"))
+    store.update_iteration(
+        it0.id, n_explored=100, n_accurate=70, n_candidate=25, n_failed=5, complete_step="explore"
+    )
+    store.record_model(
+        campaign.id,
+        iteration_id=it0.id,
+        member_count=4,
+        checkpoint_uri="campaigns/cu/models/iter-000.pt",
+        checkpoint_sha256="0" * 64,
+        training_label_ids=[],
+        validation={"force_rmse": 0.12, "energy_rmse": 0.004},
+    )
+    store.finish_iteration(it0.id, "continue: accurate fraction 0.7 < 0.9")
     sids = store.add_structures(
         [make_atoms(i) for i in range(3)], campaign=campaign.id, iteration_id=it0.id
     )
@@ -62,7 +81,9 @@ def test_iterations_metrics_and_histogram(store, campaign):
     assert it1.index == 1 and store.latest_iteration(campaign.id).id == it1.id
 
     m0, m1 = store.iteration_metrics(campaign.id)
-    assert m0.step_timings == {"train": 12.5, "explore": 30.0}
+    assert m0.step_timings == {"train": 12.5, "explore": 30.0, "decide": 0.0}
+    assert (m0.walkers, m0.walkers_cut, m0.walkers_failed) == (3, 1, 1)
+    assert m0.decision == "continue: accurate fraction 0.7 < 0.9"
     assert (m0.n_accurate, m0.n_candidate, m0.n_failed, m0.n_selected) == (70, 25, 5, 3)
     assert (m0.accurate_fraction, m0.candidate_fraction) == (0.7, 0.25)
     assert m0.validation == {"force_rmse": 0.12, "energy_rmse": 0.004}
@@ -98,3 +119,23 @@ def test_models_and_tokens(store, campaign):
     assert store.list_api_tokens()[0].revoked_at is not None
     with pytest.raises(DuplicateError):
         store.add_api_token("ci", "other")
+
+
+def test_token_scope_and_expiry_are_checked(store):
+    from datetime import UTC, datetime, timedelta
+
+    from database import DatabaseInputError
+
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    rec = store.add_api_token("r", "pf_r", scope="read", expires_at=soon)
+    assert (rec.scope, rec.expires_at, rec.last_used_at) == ("read", soon, None)
+    assert store.add_api_token("a", "pf_a").scope == "admin"  # the power tokens had before
+    assert store.find_api_token("pf_r") == rec and store.find_api_token("pf_x") is None
+    for kwargs, words in (
+        ({"scope": "root"}, "token scope must be one of read, operate, admin"),
+        ({"expires_at": datetime(2030, 1, 1)}, "timezone-aware"),
+        ({"expires_at": datetime.now(UTC) - timedelta(seconds=1)}, "in the future"),
+    ):
+        with pytest.raises(DatabaseInputError, match=words):
+            store.add_api_token("bad", "pf_bad", **kwargs)
+    assert [t.name for t in store.list_api_tokens()] == ["r", "a"]

@@ -168,15 +168,22 @@ def _write_vasprun(path, atoms, steps) -> None:
 def test_import_vasprun(store, campaign, tmp_path):
     atoms = make_atoms(7, n_cells=1)
     rng = np.random.default_rng(1)
-    steps = []
-    for k in range(2):
-        stress = rng.normal(size=(3, 3))
-        steps.append((-14.25 - k, -14.20 - k, rng.normal(size=(4, 3)), stress + stress.T))
+    stress = rng.normal(size=(3, 3))
+    step = (-14.25, -14.20, rng.normal(size=(4, 3)), stress + stress.T)
+    steps = [step, step]
     path = tmp_path / "vasprun.xml"
+    _write_vasprun(path, atoms, [(-14.25, -14.20, step[2], step[3]), (-15.25, -15.2, *step[2:])])
+    # identical geometry, different energies: two labels of one structure that disagree
+    with pytest.raises(
+        DatabaseInputError,
+        match=r"disagree \(energy .*vasprun\.xml frame 0 and .*vasprun\.xml frame 1",
+    ):
+        store.import_labelled(path, campaign.id, labeler="vasp", settings_hash="pbe-400")
+    assert store.count_structures() == 0
     _write_vasprun(path, atoms, steps)
     assert len(read_labelled(path)) == 2
     ids = store.import_labelled(path, campaign.id, labeler="vasp", settings_hash="pbe-400")
-    # identical geometry in both ionic steps: one structure, one label (the first step's)
+    # identical geometry and labels in both ionic steps: one structure, one label
     assert len(set(ids)) == 1 and store.count_structures() == 1
     lb = store.get_label(ids[0])
     e_fr, _, forces, sk = steps[0]

@@ -7,7 +7,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from database import LabelStateError, SelectionInput
+from database import AttemptInput, LabelStateError, SelectionInput
 
 from .conftest import make_atoms, make_result
 
@@ -59,11 +59,27 @@ def test_claim_result_failure_and_provenance(setup):
     tasks = store.claim_labels(limit=4, labeler="mock", worker="w1")
     assert [t.label_id for t in tasks] == lids[:4]
     assert np.array_equal(tasks[0].atoms.positions, frames[0].positions)
-    assert all(t.attempts == 1 for t in tasks)
+    assert all(store.get_label(t.label_id).claims == 1 for t in tasks)
+    assert all(t.attempts == 0 and t.worker == "w1" for t in tasks)  # no DFT run yet
     assert store.claim_labels(limit=10, labeler="other") == []
     e, f, s = make_result(frames[0])
-    done = store.store_result(lids[0], energy=e, forces=f, stress=s, wall_time=12.5, host="node7")
+    runs = [
+        AttemptInput(0, "scf_unconverged", "not converged in 100", 5.0, {"mixing": 0.7}),
+        AttemptInput(1, "ok", None, 7.5, {"mixing": 0.35}, {"mixing": 0.35}),
+    ]
+    done = store.store_result(
+        lids[0], energy=e, forces=f, stress=s, wall_time=12.5, host="node7", attempts=runs
+    )
     assert (done.status, done.host, done.wall_time, done.worker) == ("done", "node7", 12.5, "w1")
+    assert done.attempts == 2  # DFT runs, one row each
+    hist = store.list_label_attempts(lids[0])
+    assert [(a.attempt, a.status, a.settings) for a in hist] == [
+        (0, "scf_unconverged", {"mixing": 0.7}),
+        (1, "ok", {"mixing": 0.35}),
+    ]
+    # a retried commit of the same outcome changes nothing; a different result is refused
+    again = store.store_result(lids[0], energy=e, forces=f, stress=s, attempts=runs)
+    assert again.attempts == 2 and len(store.list_label_attempts(lids[0])) == 2
     assert done.finished_at is not None and done.claimed_at is not None
     failed = store.store_failure(
         lids[1], kind="scf_unconverged", message="SCF not converged in 100"
@@ -71,7 +87,7 @@ def test_claim_result_failure_and_provenance(setup):
     assert (failed.status, failed.failure_kind) == ("failed", "scf_unconverged")
     assert failed.failure_message == "SCF not converged in 100" and failed.energy is None
     with pytest.raises(LabelStateError, match="done"):
-        store.store_result(lids[0], energy=e, forces=f)
+        store.store_result(lids[0], energy=e + 1.0, forces=f)
     with pytest.raises(LabelStateError, match="failed"):
         store.store_failure(lids[1], kind="crashed")
     # 3x3 stress is converted to Voigt xx yy zz yz xz xy
@@ -88,15 +104,18 @@ def test_requeue_running_and_failed(setup):
     assert store.requeue_running(c.id, older_than=timedelta(0)) == 3
     assert store.count_labels(c.id)["pending"] == 6
     again = store.claim_labels(limit=1)
-    assert again[0].label_id == lids[0] and again[0].attempts == 2
-    store.store_failure(lids[0], kind="timeout", message="walltime")
+    assert again[0].label_id == lids[0] and store.get_label(lids[0]).claims == 2
+    two_runs = [AttemptInput(0, "timeout", "walltime"), AttemptInput(1, "timeout", "walltime")]
+    store.store_failure(lids[0], kind="timeout", message="walltime", attempts=two_runs)
     (t,) = store.claim_labels(limit=1)
     store.store_failure(t.label_id, kind="invalid_input", message="bad")
-    assert store.requeue_failed(c.id, kinds=["timeout"], max_attempts=2) == 0  # 2 attempts used
-    assert store.requeue_failed(c.id, kinds=["timeout"], max_attempts=3) == 1
-    assert store.get_label(lids[0]).status == "pending"
-    assert store.get_label(lids[0]).failure_kind is None
+    assert store.requeue_failed(c.id, kinds=["timeout"], max_attempts=2) == 0  # 2 runs used
+    assert store.requeue_failed(c.id, max_attempts=3) == 1  # invalid_input is never requeued
+    lb = store.get_label(lids[0])
+    assert (lb.status, lb.failure_kind, lb.retry_round, lb.attempts) == ("pending", None, 1, 2)
+    assert [a.status for a in store.list_label_attempts(lids[0])] == ["timeout", "timeout"]
     assert store.get_label(t.label_id).status == "failed"
+    assert store.requeue_failed(c.id, skip_kinds=()) == 1  # on request, even invalid input
 
 
 def test_training_set_only_done_labels_of_campaign_labeler_and_settings(setup):

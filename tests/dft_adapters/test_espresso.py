@@ -112,7 +112,7 @@ def test_input_file_carries_settings(tmp_path: Path, qe_pseudo_dir: str) -> None
     ):
         assert line in text, line
     assert text.count("conv_thr") == 1  # input_data overrides, never duplicates
-    assert result.settings["kpts"] == (5, 5, 5)  # 2.0 points per Å^-1 on a 3.84 Å fcc cell
+    assert result.settings["kpts"] == [5, 5, 5]  # 2.0 points per Å^-1 on a 3.84 Å fcc cell
     assert result.settings["pseudopotentials"] == {"Si": "Si.pbe-rrkj.UPF"}
 
 
@@ -184,7 +184,7 @@ def test_real_pw_x_unconverged_then_retry_policy_converges(tmp_path: Path) -> No
     assert abs(result.energy - reference.energy) < 1e-4
     np.testing.assert_allclose(result.forces, reference.forces, atol=1e-3)
     assert result.effective_settings_hash != result.settings_hash  # settings changed on retry
-    kept = sorted(p.name for p in (tmp_path / "retry").iterdir())
+    kept = sorted(p.name for p in (tmp_path / "retry").glob("attempt-*"))
     assert (
         kept[0] == "attempt-0.failed-scf_unconverged" and kept[-1] == f"attempt-{len(statuses) - 1}"
     )

@@ -138,10 +138,22 @@ def test_concurrent_labels_equal_sequential_ones(tmp_path) -> None:
             assert s.energy == p.energy and np.array_equal(s.forces, p.forces)
 
 
-def test_concurrent_file_labels_get_distinct_attempt_dirs(tmp_path) -> None:
+def test_concurrent_file_labels_of_one_workdir_compute_once(tmp_path) -> None:
+    """Threads labelling the same work directory: the lock serialises them, the first computes
+    (in ``attempt-0``), the others re-read its outcome."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     labeler = get_labeler("pyscf", basis="sto-3g")
+    computed = []
+    compute, guard = labeler._compute, threading.Lock()
+
+    def counting(*args):
+        with guard:
+            computed.append(args[2])
+        return compute(*args)
+
+    labeler._compute = counting
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(
             pool.map(
@@ -151,5 +163,7 @@ def test_concurrent_file_labels_get_distinct_attempt_dirs(tmp_path) -> None:
                 range(4),
             )
         )
-    assert all(r.ok for r in results)
-    assert len({r.workdir for r in results}) == 4
+    assert all(r.ok for r in results) and len(computed) == 1
+    assert sorted(r.reused for r in results) == [False, True, True, True]
+    assert {r.workdir for r in results} == {str((tmp_path / "same" / "attempt-0").resolve())}
+    assert len({r.energy for r in results}) == 1

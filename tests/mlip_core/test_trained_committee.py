@@ -1,7 +1,10 @@
 """Acceptance checks on a committee trained for real on EMT-labelled Cu.
 
-One training run (session fixture) serves all tests here:
-- accuracy: validation force RMSE < 20 meV/Å within a 3-minute budget on 2 cores;
+One training run (module fixture) serves all tests here:
+- accuracy: validation force RMSE < 20 meV/Å and energy RMSE < 5 meV/atom after a fixed
+  number of epochs, one torch thread. The budget is in epochs, not seconds, so the trained
+  weights -- and the outcome -- are the same whatever the machine's speed and load; only the
+  wall time varies (see README "Committee accuracy");
 - NVE with the trained model conserves total energy (drift over 2 ps < 1 meV/atom);
 - on hotter MD than the training data, the committee's max force deviation correlates with the
   true max force error (Spearman rho > 0.5), and a calibration fitted on labelled data maps
@@ -10,6 +13,7 @@ One training run (session fixture) serves all tests here:
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -25,22 +29,30 @@ from ase.md.verlet import VelocityVerlet
 from mlip_core.calculator import CommitteeCalculator
 from mlip_core.datasets import emt_md_dataset
 from mlip_core.model import ModelConfig
+from mlip_core.threads import configure_threads
 from mlip_core.training import TrainingConfig, TrainingResult, train_committee
 from mlip_core.uncertainty import fit_calibration, max_force_deviation, spearman
 
-TRAIN_BUDGET_S = 170.0
+# Cosine schedule over this many epochs. Measured (seed 0, 1 thread): 50 epochs -> 19.4 meV/Å,
+# 60 -> 17.9, 80 -> 16.2, 100 -> 14.8, 120 -> 13.8 meV/Å; 100 epochs with seeds 1 and 2: 13.6
+# meV/Å. 100 epochs keep a 25 % margin and the module at ~3 min (README "Committee accuracy").
+TRAIN_EPOCHS = 100
 
 
 @pytest.fixture(scope="module")
 def trained() -> TrainingResult:
     data = emt_md_dataset(100, steps_between=10, seed=0)
-    t0 = time.perf_counter()
-    res = train_committee(
-        data,
-        TrainingConfig(max_time_s=TRAIN_BUDGET_S, seed=0),
-        model_config=ModelConfig(species=[29], n_members=4),
-    )
-    res.metrics["measured_wall_s"] = time.perf_counter() - t0
+    previous = configure_threads(1)  # the weights are reproducible at a fixed thread count
+    try:
+        t0 = time.perf_counter()
+        res = train_committee(
+            data,
+            TrainingConfig(max_epochs=TRAIN_EPOCHS, seed=0),
+            model_config=ModelConfig(species=[29], n_members=4),
+        )
+        res.metrics["measured_wall_s"] = time.perf_counter() - t0
+    finally:
+        configure_threads(previous)
     return res
 
 
@@ -48,14 +60,13 @@ def test_training_reaches_force_rmse_below_20_meV_per_A(trained):
     m = trained.metrics
     print(
         f"\nvalidation force RMSE {m['force_rmse'] * 1e3:.1f} meV/Å, MAE {m['force_mae'] * 1e3:.1f} meV/Å,"
-        f" energy RMSE {m['energy_rmse'] * 1e3:.2f} meV/atom after {trained.epochs} epochs,"
-        f" {m['measured_wall_s']:.0f} s ({trained.stop_reason})"
+        f" energy RMSE {m['energy_rmse'] * 1e3:.3f} meV/atom after {trained.epochs} epochs"
+        f" (best {m['best_epoch']:.0f}), {m['measured_wall_s']:.0f} s at load average"
+        f" {os.getloadavg()[0]:.2f} ({trained.stop_reason})"
     )
-    # the 3-minute budget is enforced by construction: the last epoch started inside it
-    # (ignoring the budget would run 300 epochs of ~2 s); no wall-clock assert under load
-    ends = [row["seconds"] for row in trained.history]
-    last_start = ends[-2] if len(ends) > 1 else 0.0
-    assert last_start < TRAIN_BUDGET_S < 180.0
+    # a budget in epochs: nothing here depends on the clock
+    assert not trained.time_capped
+    assert trained.epochs == len(trained.history) <= TRAIN_EPOCHS
     assert m["force_rmse"] < 0.020
     assert m["energy_rmse"] < 0.005
     # the committee mean is at least as good as a typical member

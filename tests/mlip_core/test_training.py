@@ -1,4 +1,5 @@
-"""Training mechanics on tiny data: determinism, loss terms, reference energies, bad input."""
+"""Training mechanics on tiny data: determinism, time cap, loss terms, reference energies,
+bad input."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ase.calculators.emt import EMT
 
 from mlip_core.datasets import label_with
 from mlip_core.model import ModelConfig
+from mlip_core.threads import configure_threads
 from mlip_core.training import (
     TrainingConfig,
     attach_labels,
@@ -33,21 +35,66 @@ def small_cfg(**kw) -> ModelConfig:
     return ModelConfig(species=[29], n_members=2, channels=8, **kw)
 
 
-def test_deterministic_with_a_seed(tiny):
+@pytest.fixture
+def one_thread():
+    """Determinism holds at a fixed thread count: pin it (and restore the previous one)."""
+    previous = configure_threads(1)
+    yield
+    configure_threads(previous)
+
+
+def assert_same_weights(a, b) -> None:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k, v in sa.items():
+        assert torch.equal(v, sb[k]), k
+
+
+def test_deterministic_with_a_seed(tiny, one_thread):
     cfg = TrainingConfig(max_epochs=3, seed=7, val_fraction=0.34)
     a = train_committee(tiny, cfg, model_config=small_cfg())
     b = train_committee(tiny, cfg, model_config=small_cfg())
-    for k, v in a.model.state_dict().items():
-        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert_same_weights(a, b)
 
     def losses(res):
-        return [(r["train_loss"], r.get("val_loss")) for r in res.history]
+        return [(r["train_loss"], r.get("val_loss"), r["lr"]) for r in res.history]
 
     assert a.val_indices == b.val_indices and losses(a) == losses(b)
     c = train_committee(
         tiny, TrainingConfig(max_epochs=3, seed=8, val_fraction=0.34), model_config=small_cfg()
     )
     assert not torch.equal(c.model.readout.l1.weight, a.model.readout.l1.weight)
+
+
+def test_a_time_cap_that_does_not_bind_changes_nothing(tiny, one_thread):
+    """The schedule is defined in epochs: a slow clock (or a generous cap) cannot move it."""
+    kw = dict(max_epochs=3, seed=7, val_fraction=0.34)
+    free = train_committee(tiny, TrainingConfig(**kw), model_config=small_cfg())
+    capped = train_committee(tiny, TrainingConfig(max_time_s=1e6, **kw), model_config=small_cfg())
+    assert_same_weights(free, capped)
+    assert [r["lr"] for r in free.history] == [r["lr"] for r in capped.history]
+    for res in (free, capped):
+        assert res.epochs == 3 and not res.time_capped
+        assert res.stop_reason == "reached max_epochs=3"
+
+
+def test_a_binding_time_cap_stops_at_an_epoch_boundary(tiny, one_thread):
+    kw = dict(max_epochs=5, seed=7, val_fraction=0.34)
+    res = train_committee(tiny, TrainingConfig(max_time_s=1e-9, **kw), model_config=small_cfg())
+    # the cap is checked after a whole epoch (training + validation), never inside one
+    assert res.time_capped and res.epochs == 1 and len(res.history) == 1
+    assert res.history[0]["epoch"] == 1.0 and "val_loss" in res.history[0]
+    assert res.stop_reason == "time budget of 1e-09 s used after 1 of 5 epochs"
+    assert np.isfinite(res.metrics["force_rmse"])
+    # the epoch it ran is the first epoch of the uncapped run, learning rates included
+    full = train_committee(tiny, TrainingConfig(**kw), model_config=small_cfg())
+    assert res.history[0]["train_loss"] == full.history[0]["train_loss"]
+    assert res.history[0]["lr"] == full.history[0]["lr"]
+    # at the last epoch the run is complete, not capped
+    last = train_committee(
+        tiny, TrainingConfig(max_epochs=1, max_time_s=1e-9, seed=7), model_config=small_cfg()
+    )
+    assert not last.time_capped and last.stop_reason == "reached max_epochs=1"
 
 
 def test_training_reduces_force_error_and_uses_stress(tiny):
@@ -101,3 +148,6 @@ def test_bad_training_input(tiny):
         TrainingConfig(schedule="linear")
     with pytest.raises(ValueError, match="val_fraction"):
         TrainingConfig(val_fraction=1.5)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_time_s"):
+            TrainingConfig(max_time_s=bad)

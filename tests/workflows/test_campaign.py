@@ -65,7 +65,8 @@ def test_every_selection_labelled_once(campaign):
     from mlip_core.checkpoint import file_sha256
 
     for m in models:
-        assert file_sha256(m.checkpoint_uri) == m.checkpoint_sha256
+        assert not Path(m.checkpoint_uri).is_absolute()  # relative to the data directory
+        assert file_sha256(campaign["data"] / m.checkpoint_uri) == m.checkpoint_sha256
 
 
 def test_validation_set_never_trained_on(campaign):
@@ -119,7 +120,7 @@ def test_export_loads_in_plain_ase(campaign, tmp_path: Path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     calc = mod.get_calculator()
-    model, _ = load_committee(store.latest_model(rec.id).checkpoint_uri)
+    model, _ = load_committee(campaign["data"] / store.latest_model(rec.id).checkpoint_uri)
     ref_calc = CommitteeCalculator(model)
     for a in val[:4]:
         b, c = a.copy(), a.copy()

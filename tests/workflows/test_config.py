@@ -76,7 +76,10 @@ def test_top_level_typo():
             "did you mean 'asap_cutoff'?",
         ),
         (lambda d: d["structures"].append({"file": "missing.cif"}), "structure file not found"),
-        (lambda d: d["structures"].append({}), "give exactly one of 'file' or 'generate'"),
+        (
+            lambda d: d["structures"].append({}),
+            "give exactly one of 'file', 'content' or 'generate'",
+        ),
         (lambda d: d["structures"][0]["generate"].update(element="Xy"), "unknown chemical symbol"),
         (lambda d: d["selection"].update(strategy="best"), "selection.strategy: must be one of"),
         (lambda d: d["convergence"].update(accurate_ratio=1.5), "must be <= 1"),

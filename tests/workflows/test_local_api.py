@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -90,3 +91,97 @@ def test_a_server_that_cannot_start_is_one_line(tmp_path: Path):
         with pytest.raises(LocalAPIError, match="exited with code") as err:
             api.wait(timeout=60)
     assert "\n" not in str(err.value) and "server.log" in str(err.value)
+
+
+class _Sleeper:
+    """Stands in for :class:`LocalAPI` in the shared-server tests: a ``sleep`` child started
+    like the server (``PR_SET_PDEATHSIG``), ready at once."""
+
+    def __init__(self, log: Path | None = None) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = "http://127.0.0.1:9/api"
+
+    def start(self) -> _Sleeper:
+        from workflows import local_api
+
+        self.process = subprocess.Popen(["sleep", "300"], preexec_fn=local_api._die_with_parent)
+        return self
+
+    def wait(self, timeout: float = 90.0) -> str:
+        return self.url
+
+    def settings(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None:
+            proc.terminate()
+            proc.wait(5)
+
+
+def _in_thread(fn) -> None:
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join(30)
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def test_the_shared_server_outlives_the_worker_thread_that_needed_it(monkeypatch):
+    """PR_SET_PDEATHSIG fires when the *thread* that started the child ends: a server started
+    from a worker thread that ends would die under the next flow run. The shared server is
+    started from its own long-lived thread; it stops on close(), or after the last run."""
+    from workflows import local_api
+
+    monkeypatch.setattr(local_api, "LocalAPI", _Sleeper)
+    monkeypatch.setattr(local_api, "_server_configured", lambda: False)
+    direct: list[_Sleeper] = []
+    _in_thread(lambda: direct.append(_Sleeper().start()))  # the problem, shown
+    assert _gone_within(direct[0].process.pid, 5), "PR_SET_PDEATHSIG did not fire"
+    direct[0].process.wait()
+
+    shared = local_api.SharedLocalAPI()
+    pids: list[int] = []
+
+    def run() -> None:
+        with shared.use() as api:
+            pids.append(api.process.pid)
+
+    _in_thread(run)
+    _in_thread(run)
+    assert pids[0] == pids[1]  # one server for both runs
+    assert not _gone_within(pids[0], 1.0)  # alive after both worker threads ended
+    # close() while a run uses it: stopped when that run ends
+    entered, release = threading.Event(), threading.Event()
+
+    def long_run() -> None:
+        with shared.use():
+            entered.set()
+            release.wait(30)
+
+    t = threading.Thread(target=long_run)
+    t.start()
+    assert entered.wait(30)
+    assert shared.close() is False and _alive(pids[0])
+    release.set()
+    t.join(30)
+    assert _gone_within(pids[0], 5) and shared.process is None
+    _in_thread(run)  # a later run starts a new one; close() with no run stops it at once
+    assert pids[2] != pids[0] and shared.close() is True and _gone_within(pids[2], 5)
+
+
+def test_the_shared_server_is_not_started_when_a_server_is_configured(monkeypatch):
+    from workflows import local_api
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    shared = local_api.SharedLocalAPI()
+    with shared.use() as api:
+        assert api is None and shared.process is None

@@ -10,6 +10,7 @@ import pytest
 
 from workflows import steps, timing
 from workflows.config import load_config
+from workflows.context import _full_url
 
 from ._campaigns import write_config
 
@@ -68,21 +69,44 @@ def test_train_step_skips_when_model_exists_and_excludes_validation(ctx):
     steps.seed_step(ctx, it)
     steps.label_step(ctx, it)
     out = steps.train_step(ctx.handle, it.id)
-    assert Path(out["checkpoint"]).is_file() and out["val_force_rmse"] > 0
+    assert out["checkpoint"] == "campaigns/unit/models/iter-000.pt"  # relative to the data dir
+    assert ctx.resolve(out["checkpoint"]).is_file() and out["val_force_rmse"] > 0
     models = store.list_models(cid)
     assert len(models) == 1 and len(models[0].training_label_ids) == 4  # bootstrap only
+    assert models[0].seed is not None and models[0].parent_model_id is None
     again = steps.train_step(ctx.handle, it.id)
-    assert again["checkpoint"] == out["checkpoint"] and len(store.list_models(cid)) == 1
+    assert again["model_id"] == out["model_id"] and len(store.list_models(cid)) == 1
+    assert "train" in store.get_iteration(cid, 0).completed_steps
 
 
-def test_walker_errors_are_recorded_not_raised(ctx, tmp_path: Path):
+def test_walker_errors_are_recorded_rerun_and_never_pass_an_empty_iteration(ctx, monkeypatch):
+    import mlip_core.md
+
     store, cid = ctx.store, ctx.campaign_id
     it = store.start_iteration(cid, 0)
-    stats = steps.explore_one(ctx.handle, it.id, 0, str(tmp_path / "missing.pt"))
-    assert stats["error"].startswith("FileNotFoundError") and stats["n_failed"] == 1
-    assert store.get_iteration(cid, 0).validation["walker:0"]["error"] == stats["error"]
-    # finished walkers are not rerun
-    assert steps.explore_one(ctx.handle, it.id, 0, "whatever") == stats
+    steps.seed_step(ctx, it)
+    steps.label_step(ctx, it)
+    model_id = steps.train_step(ctx.handle, it.id)["model_id"]
+    real = mlip_core.md.run_walker
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("neighbour list exploded")
+
+    monkeypatch.setattr(mlip_core.md, "run_walker", broken)
+    stats = steps.explore_one(ctx.handle, it.id, 0, model_id)
+    assert stats["status"] == "failed" and stats["error"].startswith("RuntimeError: neighbour")
+    (run,) = store.list_walker_runs(it.id)
+    assert run.error == stats["error"] and run.n_frames == 0
+    # every walker failed: the step fails instead of passing an iteration with nothing explored
+    with pytest.raises(steps.CampaignFailedError, match="all 1 walkers failed"):
+        steps.explore_step(ctx, it, model_id)
+    assert "explore" not in store.get_iteration(cid, 0).completed_steps
+    # the next run of the step runs the failed walker again
+    monkeypatch.setattr(mlip_core.md, "run_walker", real)
+    counts = steps.explore_step(ctx, it, model_id)
+    (run,) = store.list_walker_runs(it.id)
+    assert run.status == "done" and counts["n_explored"] == run.n_frames > 0
+    assert steps.explore_one(ctx.handle, it.id, 0, model_id)["n_frames"] == run.n_frames
 
 
 def test_decide_marks_done_and_stops_at_max_iterations(ctx):
@@ -92,8 +116,10 @@ def test_decide_marks_done_and_stops_at_max_iterations(ctx):
     store.update_iteration(it.id, n_explored=10, n_accurate=1, n_candidate=9, n_failed=0)
     d = steps.decide(ctx, it)
     assert d.stop and d.status == "paused" and "max_iterations" in d.message
-    assert store.get_iteration(cid, it.index).status == "done"
-    assert store.get_campaign(cid).status == "paused"
+    done = store.get_iteration(cid, it.index)
+    assert done.status == "done" and done.decision == d.message
+    assert "decide" in done.completed_steps
+    assert steps.evaluate(ctx, done) == d  # a pure function of the database: re-evaluated on resume
 
 
 def test_busy_seconds_counts_overlaps_once():
@@ -145,15 +171,19 @@ def test_select_respects_budget_and_is_deterministic(tmp_path: Path):
     store = steps.open_store(f"sqlite:///{tmp_path / 'pesflow.sqlite'}")
     ctx = steps.open_context(steps.setup_campaign(store, cfg, tmp_path))
     it = store.start_iteration(ctx.campaign_id, 1)
+    from database import Origin, WalkerOutcome
+    from workflows.context import seeded_rng
+
     frames = steps.bootstrap_structures(
-        [bulk("Cu", cubic=True).repeat(2)], 6, [0.05], 0.0, steps._rng("t")
+        [bulk("Cu", cubic=True).repeat(2)], 6, [0.05], 0.0, seeded_rng("t")
     )
-    sids = store.add_structures(frames, campaign=ctx.campaign_id, iteration_id=it.id)
     devs = [0.1, 0.3, 0.2, 0.45, 0.15, 0.12]
-    store.update_iteration(
-        it.id,
-        validation={"walker:0": {"candidates": [[s, d] for s, d in zip(sids, devs, strict=True)]}},
+    offers = tuple(
+        (f, Origin(md_step=10 * k), d, d, False)
+        for k, (f, d) in enumerate(zip(frames, devs, strict=True))
     )
+    store.record_walker_run(it.id, WalkerOutcome(walker=0, n_frames=6, offers=offers))
+    sids = [c.structure_id for c in store.list_candidates(it.id)]
     picked = steps.select_step(ctx, it)
     assert picked == [sids[3], sids[1], sids[2]]  # budget 3, highest deviation first
     labels = store.list_labels(ctx.campaign_id, limit=None)
@@ -196,10 +226,10 @@ def test_handles_never_carry_database_passwords(ctx, monkeypatch):
     url = "postgresql+psycopg://user:s3cret@db.example:5432/pesflow"
     masked = "postgresql+psycopg://user:***@db.example:5432/pesflow"
     monkeypatch.setenv("PESFLOW_DATABASE_URL", url)
-    assert steps._full_url(masked) == url  # e.g. on a Dask worker
+    assert _full_url(masked) == url  # e.g. on a Dask worker
     monkeypatch.delenv("PESFLOW_DATABASE_URL")
     with pytest.raises(RuntimeError, match="set PESFLOW_DATABASE_URL"):
-        steps._full_url(masked)
+        _full_url(masked)
 
 
 def test_initial_structures_from_file_index_and_surface(tmp_path: Path):
@@ -233,22 +263,29 @@ def test_initial_structures_from_file_index_and_surface(tmp_path: Path):
     assert slab.cell[2, 2] - (z.max() - z.min()) == pytest.approx(12.0, abs=1e-6)  # vacuum
 
 
-def test_pause_requested_mid_iteration_stops_after_it(ctx):
+def test_pause_requested_mid_iteration_stops_at_the_next_step_and_resumes_there(ctx):
     store, cid = ctx.store, ctx.campaign_id
     calls = []
 
     def train_then_pause(handle, iteration_id):
         out = steps.train_step(handle, iteration_id)
-        if not calls:  # the user presses "pause" while iteration 0 runs
+        if not calls:  # the user presses "pause" while iteration 0 trains
             store.set_campaign_status(cid, "paused", "paused from the dashboard")
         calls.append(iteration_id)
         return out
 
     d = steps.run_campaign(ctx, train=train_then_pause)
-    assert d.stop and d.status == "paused" and d.message == "paused from the dashboard"
-    assert len(calls) == 1
-    assert [i.status for i in store.list_iterations(cid)] == ["done"]
+    assert d.stop and d.status == "paused"
+    assert d.message == "paused from the dashboard (stopped after training iteration 0)"
+    it0 = store.get_iteration(cid, 0)
+    assert it0.completed_steps == {"seed", "label", "train"} and it0.status == "running"
     assert store.get_campaign(cid).status == "paused"
+    # resumed: the trained committee is reused, iteration 0 goes on with exploration
+    store.acquire_lease(cid, token="t", host="h", pid=1, purpose="test", ttl_s=60)
+    models = len(store.list_models(cid))
+    steps.run_campaign(ctx, train=train_then_pause)
+    assert store.get_iteration(cid, 0).status == "done"
+    assert calls[1] == calls[0] and len(store.list_models(cid)) >= models
 
 
 def test_cancelled_campaign_is_not_revived(ctx):
@@ -286,7 +323,7 @@ def test_label_step_refills_a_free_slot_while_a_slow_label_runs(ctx):
         state["released"] = release.wait(timeout=30)
         return steps.label_one(ctx.handle, label_id)
 
-    def submit(label_id: int):
+    def submit(label_id: int, worker: str):
         with lock:
             state["in_flight"] += 1
             state["peak"] = max(state["peak"], state["in_flight"])
@@ -313,7 +350,7 @@ def test_label_step_error_stops_submitting_and_keeps_finished_labels(ctx):
     steps.seed_step(ctx, it)
     submitted: list[int] = []
 
-    def submit(label_id: int) -> Future:
+    def submit(label_id: int, worker: str) -> Future:
         submitted.append(label_id)
         fut: Future = Future()
         if len(submitted) == 2:

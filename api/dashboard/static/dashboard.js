@@ -73,9 +73,10 @@
       const s = document.createElement("span");
       s.className = "status s-" + c.status; s.textContent = c.status;
       cell(tr, s);
+      cell(tr, c.held_by || "", "held");  // the process running it (host, pid, purpose, since)
       cell(tr, String(c.n_iterations));
       cell(tr, `${c.labels.done} / ${c.labels.failed} / ${c.labels.pending + c.labels.running}`);
-      cell(tr, c.status_message || "", "msg");
+      cell(tr, c.status_message || "", "msg").title = c.status_message || "";
       tb.appendChild(tr);
     }
     document.getElementById("empty").hidden = rows.length > 0;
@@ -98,6 +99,9 @@
     const st = document.getElementById("status");
     st.textContent = d.campaign.status; st.className = "status s-" + d.campaign.status;
     document.getElementById("message").textContent = d.campaign.status_message || "";
+    const held = document.getElementById("held-by");  // who runs it (interrupted: nobody)
+    held.textContent = d.campaign.held_by ? "held by " + d.campaign.held_by : "";
+    held.hidden = !d.campaign.held_by;
     document.getElementById("live").hidden = !d.active;
     p.linePlot(document.getElementById("plot-labels"), {x, xlabel: "iteration", series: [
       {name: "labels_new", label: "new", values: d.labels_new},
@@ -246,4 +250,12 @@
   }
 
   window.pesflow = {startIndex, startCampaign, refreshCampaign, api};
+
+  // The page says what it is on <main data-page> (no inline script: the CSP allows none).
+  const main = document.querySelector("main[data-page]");
+  if (main) {
+    const poll = Number(main.dataset.poll);
+    if (main.dataset.page === "index") startIndex(poll);
+    else if (main.dataset.page === "campaign") startCampaign(Number(main.dataset.campaignId), poll);
+  }
 })();

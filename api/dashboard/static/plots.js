@@ -60,7 +60,9 @@
     d.className = "legend";
     series.forEach((s, i) => {
       const span = document.createElement("span");
-      span.innerHTML = `<i style="background:${s.color || COLORS[i % COLORS.length]}"></i>`;
+      const swatch = document.createElement("i");  // colour set through the CSSOM: CSP-safe
+      swatch.style.background = s.color || COLORS[i % COLORS.length];
+      span.appendChild(swatch);
       span.appendChild(document.createTextNode(s.label || s.name));
       d.appendChild(span);
     });

@@ -1,0 +1,336 @@
+"""A campaign opened in a process: its handle, store, parsed config and where its files live.
+
+Every task (on the flow's process or on a Dask worker) reopens the campaign from a small
+:class:`CampaignHandle`; :func:`open_context` caches one :class:`Context` per handle and process.
+Files belong to the data directory and are recorded relative to it, so a moved or copied data
+directory resumes with its own files:
+
+- ``labels/<label id>/round-<r>/``: a label's DFT attempts and its ``outcome.json`` (the durable
+  hand-off between the DFT code and the database, see :mod:`dft_adapters.outcome`);
+- ``campaigns/<name>/models/``: committee checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import CampaignConfig, ConfigError, StructurePolicy, parse_config
+
+__all__ = [
+    "RUNTIME_KEY",
+    "CampaignConflictError",
+    "CampaignFailedError",
+    "CampaignHandle",
+    "Context",
+    "close_stores",
+    "config_snapshot",
+    "make_labeler",
+    "open_context",
+    "open_store",
+    "reopen_campaign",
+    "seed_of",
+    "seeded_rng",
+    "setup_campaign",
+    "store_url",
+]
+
+RUNTIME_KEY = "_runtime"
+
+
+class CampaignFailedError(RuntimeError):
+    """The campaign stopped on an error it recorded (e.g. too many labelling failures)."""
+
+
+class CampaignConflictError(ConfigError):
+    """A campaign of that name exists with a different configuration."""
+
+
+@dataclass(frozen=True)
+class CampaignHandle:
+    """What a task needs to find its campaign: small, hashable, picklable."""
+
+    db_url: str
+    campaign_id: int
+    name: str
+    data_dir: str
+
+
+# --------------------------------------------------------------------------- stores
+_stores: dict[str, Any] = {}
+_contexts: dict[CampaignHandle, Context] = {}
+_lock = threading.Lock()
+_secret_urls: dict[str, str] = {}
+
+
+def _full_url(url: str) -> str:
+    """The real URL behind a password-masked one (known in this process, or the
+    ``PESFLOW_DATABASE_URL`` of the environment, e.g. on a Dask worker)."""
+    if "***" not in url:
+        return url
+    if url in _secret_urls:
+        return _secret_urls[url]
+    from sqlalchemy.engine import make_url
+
+    env = os.environ.get("PESFLOW_DATABASE_URL")
+    if env and make_url(env).render_as_string(hide_password=True) == url:
+        return env
+    raise RuntimeError(f"database password for {url} unknown here: set PESFLOW_DATABASE_URL")
+
+
+def open_store(url: str):
+    """One :class:`database.Store` per URL and process (thread-safe, migrated once).
+    A password-masked URL (as carried by a :class:`CampaignHandle`) is resolved first."""
+    from database import Store
+
+    url = _full_url(url)
+    with _lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = Store.from_url(url)
+        return store
+
+
+def close_stores() -> None:
+    """Dispose every cached store and context (tests, CLI exit)."""
+    with _lock:
+        for store in _stores.values():
+            store.close()
+        _stores.clear()
+        _contexts.clear()
+
+
+def store_url(store) -> str:
+    """The URL a task uses to reopen ``store``, password masked: handles are Prefect flow
+    parameters, which the Prefect server stores and shows (see :func:`open_store`)."""
+    full = store.engine.url.render_as_string(hide_password=False)
+    masked = store.engine.url.render_as_string(hide_password=True)
+    if masked != full:
+        _secret_urls[masked] = full
+    return masked
+
+
+# --------------------------------------------------------------------------- context
+@dataclass
+class Context:
+    """A campaign opened in this process: store, config snapshot, labeler, initial structures."""
+
+    handle: CampaignHandle
+    store: Any
+    cfg: CampaignConfig
+    runtime: dict[str, Any]
+    _labeler: Any = field(default=None, repr=False)
+    _initial: list | None = field(default=None, repr=False)
+
+    @property
+    def campaign_id(self) -> int:
+        """The campaign's database id."""
+        return self.handle.campaign_id
+
+    @property
+    def labeler_name(self) -> str:
+        """Registry name of the labeler."""
+        return self.cfg.labeler.name
+
+    @property
+    def settings_hash(self) -> str:
+        """Hash of the labeler's settings (labels are unique per structure and this hash)."""
+        return self.runtime["settings_hash"]
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory this process sees (absolute)."""
+        return Path(self.handle.data_dir)
+
+    @property
+    def models_dir(self) -> Path:
+        """``<data_dir>/campaigns/<name>/models``."""
+        return self.data_dir / "campaigns" / self.handle.name / "models"
+
+    def label_dir(self, label_id: int, retry_round: int = 0) -> Path:
+        """``<data_dir>/labels/<label id>/round-<r>``: the label's attempts and outcome."""
+        return self.data_dir / "labels" / str(int(label_id)) / f"round-{int(retry_round)}"
+
+    def relative(self, path: str | Path) -> str:
+        """``path`` relative to the data directory when inside it (else absolute)."""
+        p = Path(path)
+        try:
+            return p.resolve().relative_to(self.data_dir.resolve()).as_posix()
+        except ValueError:
+            return str(p)
+
+    def resolve(self, stored: str) -> Path:
+        """A path recorded in the database, resolved against this data directory."""
+        p = Path(stored)
+        return p if p.is_absolute() else self.data_dir / p
+
+    @property
+    def labeler(self):
+        """The labeler, built once per process."""
+        if self._labeler is None:
+            self._labeler = make_labeler(self.cfg)
+        return self._labeler
+
+    @property
+    def initial(self) -> list:
+        """The initial structures (from the database) as ``ase.Atoms``."""
+        if self._initial is None:
+            self._initial = self.store.get_atoms(self.runtime["initial_structure_ids"])
+        return [a.copy() for a in self._initial]
+
+    @property
+    def species(self) -> list[int]:
+        """Atomic numbers of the campaign (from the initial structures)."""
+        return sorted({int(z) for a in self.initial for z in a.numbers})
+
+    @property
+    def worker_id(self) -> str:
+        """``host:pid``: who claims labels in this process."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_labeler(cfg: CampaignConfig):
+    """Build the configured labeler (with injected faults and retry policy). Its executor
+    (command, launcher, env, scratch, timeout) and operator-only settings (server paths such as
+    ``pseudo_dir``) come from the execution section — the operator's profile, resolved with
+    this process's settings (:func:`workflows.profiles.resolve_execution`) — under
+    ``labelers.<name>``. Raises :class:`ConfigError` when a setting is given both by the
+    config and by the execution section."""
+    from dft_adapters import Executor, RetryPolicy, get_labeler
+
+    from .profiles import resolve_execution
+
+    lc = cfg.labeler
+    kwargs: dict[str, Any] = dict(lc.settings)
+    run = resolve_execution(cfg.execution).labelers.get(lc.name)
+    if run is not None:
+        both = sorted(set(run.settings) & set(kwargs))
+        if both:
+            raise ConfigError(
+                f"labeler.settings.{both[0]}: also set by the execution section "
+                f"(labelers.{lc.name}.settings); give it in one place"
+            )
+        kwargs.update(run.settings)
+        kwargs["executor"] = Executor(**run.executor_kwargs())
+    if lc.faults is not None:
+        from dft_adapters.mock import FaultInjection
+
+        kinds = lc.faults.kinds or None
+        kwargs["faults"] = (
+            FaultInjection.spread(lc.faults.fraction, kinds, lc.faults.seed, lc.faults.delay)
+            if kinds
+            else FaultInjection.spread(
+                lc.faults.fraction, seed=lc.faults.seed, delay=lc.faults.delay
+            )
+        )
+    kwargs["retry_policy"] = RetryPolicy() if lc.retries else RetryPolicy.no_retries()
+    return get_labeler(lc.name, **kwargs)
+
+
+def config_snapshot(cfg: CampaignConfig) -> dict[str, Any]:
+    """The config as stored in the campaign row (JSON)."""
+    return cfg.model_dump(mode="json")
+
+
+def _strip(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != RUNTIME_KEY}
+
+
+def _configure_threads() -> None:
+    """pesflow's torch threads per worker process (a setting, default 1), never the
+    environment's ``OMP_NUM_THREADS``: results depend on the thread count."""
+    from mlip_core.threads import configure_threads
+
+    from .settings import get_settings
+
+    configure_threads(get_settings().threads_per_worker)
+
+
+def open_context(handle: CampaignHandle) -> Context:
+    """The campaign's :class:`Context` (cached per process; sets the process's torch threads
+    the first time)."""
+    with _lock:
+        ctx = _contexts.get(handle)
+    if ctx is not None:
+        return ctx
+    _configure_threads()
+    store = open_store(handle.db_url)
+    rec = store.get_campaign(handle.campaign_id)
+    cfg = parse_config(
+        _strip(rec.config),
+        source=f"campaign {rec.name!r}",
+        base_dir=handle.data_dir,
+        check_files=False,
+    )
+    ctx = Context(handle, store, cfg, dict(rec.config.get(RUNTIME_KEY, {})))
+    with _lock:
+        _contexts[handle] = ctx
+    return ctx
+
+
+# --------------------------------------------------------------------------- set-up
+def seeded_rng(*parts: Any) -> np.random.Generator:
+    """A generator seeded from a hash of ``parts`` (same parts, same stream)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+
+
+def seed_of(*parts: Any) -> int:
+    """A 32-bit seed from a hash of ``parts``."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def setup_campaign(
+    store, cfg: CampaignConfig, data_dir: str | Path, policy: StructurePolicy | None = None
+) -> CampaignHandle:
+    """Create the campaign (or reopen it when the same config was run before).
+
+    Initial structures are read under ``policy`` (default: the local policy of ``data_dir``;
+    the API passes its own). Raises :class:`CampaignConflictError` when a campaign of that
+    name exists with another config. Idempotent: a run killed during set-up completes it.
+    """
+    snapshot = config_snapshot(cfg)
+    from database import UnknownCampaignError
+
+    try:
+        rec = store.get_campaign(cfg.name)
+    except UnknownCampaignError:
+        rec = store.create_campaign(cfg.name, snapshot, exist_ok=True)
+    if _strip(rec.config) != snapshot:
+        raise CampaignConflictError(
+            f"campaign {cfg.name!r} already exists with a different config; "
+            f"use `pesflow resume {cfg.name}` or choose another name"
+        )
+    return _complete_setup(store, rec, cfg, data_dir, policy)
+
+
+def _complete_setup(
+    store, rec, cfg: CampaignConfig, data_dir: str | Path, policy: StructurePolicy | None = None
+) -> CampaignHandle:
+    if RUNTIME_KEY not in rec.config:
+        from .structures import initial_structures
+
+        if policy is None:
+            policy = StructurePolicy.local(data_dir=data_dir)
+        atoms = initial_structures(cfg, policy)
+        ids = store.add_structures(atoms, campaign=rec.id, source="initial")
+        runtime = {"initial_structure_ids": ids, "settings_hash": make_labeler(cfg).settings_hash}
+        rec = store.update_campaign_config(rec.id, {**rec.config, RUNTIME_KEY: runtime})
+    return CampaignHandle(store_url(store), rec.id, rec.name, str(Path(data_dir).absolute()))
+
+
+def reopen_campaign(store, name: str | int, data_dir: str | Path) -> CampaignHandle:
+    """Handle of an existing campaign (by name or id) for ``resume``."""
+    rec = store.get_campaign(name)
+    cfg = parse_config(
+        _strip(rec.config), source=f"campaign {rec.name!r}", base_dir=data_dir, check_files=False
+    )
+    return _complete_setup(store, rec, cfg, data_dir)

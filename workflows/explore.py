@@ -1,0 +1,231 @@
+"""The explore step: MD walkers driven by the iteration's committee.
+
+Each walker that finishes is one ``walker_runs`` row written together with the frames it
+offers for labelling (:meth:`database.Store.record_walker_run`), so walkers finishing at the same
+time never lose each other's results and a resumed iteration runs only the walkers that have no
+row. A walker that raises is recorded as ``failed`` with its error (data, not a crash of the
+campaign) and is run again by the next run of the step; if every walker of an iteration fails,
+the step fails with their error instead of passing an iteration with nothing explored.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import timing
+from .config import CampaignConfig
+from .context import CampaignFailedError, CampaignHandle, Context, open_context, seed_of
+from .progress import reporter
+
+__all__ = [
+    "WalkerPlan",
+    "explore_one",
+    "explore_step",
+    "walker_plans",
+    "walker_spec",
+]
+
+
+@dataclass(frozen=True)
+class WalkerPlan:
+    """One concrete walker of an iteration."""
+
+    index: int
+    config_index: int
+    start: int
+    seed: int
+
+
+def walker_plans(ctx: Context, it) -> list[WalkerPlan]:
+    """The iteration's walkers (``count`` copies of each configured walker, seeds differ)."""
+    plans = []
+    n_init = len(ctx.runtime["initial_structure_ids"])
+    for ci, w in enumerate(ctx.cfg.exploration.walkers):
+        for c in range(w.count):
+            i = len(plans)
+            start = w.start if w.start is not None else i % n_init
+            plans.append(WalkerPlan(i, ci, start, seed_of(ctx.cfg.seed, "walk", it.index, ci, c)))
+    return plans
+
+
+def walker_spec(cfg: CampaignConfig, walker: Any, seed: int):
+    """The :class:`mlip_core.md.WalkerSpec` of one configured walker (``cfg.exploration.walkers``
+    entry) under the campaign's trust window, with ``seed``."""
+    from mlip_core.md import WalkerSpec
+
+    return WalkerSpec(
+        ensemble=walker.ensemble,
+        temperature_K=walker.temperature,
+        pressure_GPa=walker.pressure,
+        timestep_fs=walker.timestep,
+        n_steps=walker.steps,
+        record_every=walker.record_every,
+        friction=walker.friction,
+        seed=seed,
+        lo=cfg.trust.lo,
+        hi=cfg.trust.hi,
+        relative=cfg.trust.relative,
+        min_distance=cfg.exploration.min_distance,
+    )
+
+
+def _summary(run) -> dict[str, Any]:
+    keys = ("walker", "status", "n_frames", "n_accurate", "n_candidate", "n_failed")
+    out = {k: getattr(run, k) for k in keys}
+    out.update(stopped_early=run.stopped_early, stop_reason=run.stop_reason, error=run.error)
+    return out
+
+
+def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id: int) -> dict:
+    """Run one walker with the committee of model ``model_id`` (its checkpoint's sha256 is
+    checked before use) and record it with its offered frames. Returns its statistics. A
+    checkpoint that fails the check raises (never an exploration with an unknown model); an
+    error of the MD itself is recorded as a failed walker."""
+    from database import Origin, WalkerOutcome
+    from mlip_core.calculator import CommitteeCalculator
+    from mlip_core.md import run_walker
+
+    from .train import load_model
+
+    ctx = open_context(handle)
+    store, cfg = ctx.store, ctx.cfg
+    it = store.get_iteration_by_id(iteration_id)
+    done = {r.walker: r for r in store.list_walker_runs(iteration_id)}
+    if walker in done and done[walker].status == "done":
+        return _summary(done[walker])
+    plan = walker_plans(ctx, it)[walker]
+    w = cfg.exploration.walkers[plan.config_index]
+    base: dict[str, Any] = {
+        "walker": walker,
+        "model_id": model_id,
+        "temperature": w.temperature,
+        "pressure": w.pressure,
+        "ensemble": w.ensemble,
+        "seed": plan.seed,
+        "host": socket.gethostname(),
+    }
+    model = load_model(ctx, store.get_model(model_id))
+    try:
+        calc = CommitteeCalculator(model, min_distance=cfg.exploration.min_distance or 0.5)
+        spec = walker_spec(cfg, w, plan.seed)
+        with timing.compute("md"):
+            res = run_walker(ctx.initial[plan.start], calc, spec)
+    except Exception as exc:  # a walker that cannot run is data, not a crash of the campaign
+        error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        run = store.record_walker_run(
+            iteration_id, WalkerOutcome(status="failed", error=error, **base)
+        )
+        reporter().message(f"walker {walker} ({w.temperature:g} K) failed: {error}")
+        reporter().advance("explore")
+        return _summary(run)
+    counts = {"accurate": 0, "candidate": 0, "failed": 0}
+    devs, offers = [], []
+    for frame in res.frames:
+        status = frame.info.get("status")
+        dev = frame.info.get("uncertainty")
+        counts[status] = counts.get(status, 0) + 1
+        finite = dev is not None and np.isfinite(dev)
+        devs.append(float(frame.info["max_force_dev"]) if finite else np.nan)
+        cut = status == "failed"
+        offer = status == "candidate" or (cut and cfg.selection.label_cut_frames)
+        if offer and finite:
+            origin = Origin(
+                walker=f"it{it.index}-w{walker}",
+                temperature=w.temperature,
+                pressure=w.pressure,
+                md_step=int(frame.info["step"]),
+                info={
+                    "max_force_dev": float(frame.info["max_force_dev"]),
+                    "uncertainty": float(dev),
+                },
+            )
+            offers.append((frame, origin, float(dev), float(frame.info["max_force_dev"]), cut))
+    run = store.record_walker_run(
+        iteration_id,
+        WalkerOutcome(
+            n_frames=len(res.frames),
+            n_accurate=counts["accurate"],
+            n_candidate=counts["candidate"],
+            n_failed=counts["failed"],
+            stopped_early=bool(res.stopped_early),
+            stop_reason=res.stop_reason,
+            md_wall_s=res.wall_time_s,
+            max_force_devs=np.asarray(devs, dtype=np.float64),
+            offers=tuple(offers),
+            **base,
+        ),
+    )
+    if res.stopped_early:
+        reporter().message(
+            f"iteration {it.index} walker {walker} ({w.temperature:g} K) cut: {res.stop_reason}"
+        )
+    reporter().advance("explore")
+    return _summary(run)
+
+
+def explore_step(
+    ctx: Context,
+    it,
+    model_id: int,
+    walker_map: Callable[[list[int]], list[dict]] | None = None,
+) -> dict[str, int]:
+    """Run the iteration's walkers that have not finished (failed ones again), then record the
+    aggregated counts and the completed step in one transaction."""
+    walker_map = walker_map or (
+        lambda idx: [explore_one(ctx.handle, it.id, i, model_id) for i in idx]
+    )
+    store = ctx.store
+    plans = walker_plans(ctx, it)
+    it = store.get_iteration_by_id(it.id)
+    if "explore" in it.completed_steps:
+        return _counts(store.list_walker_runs(it.id))
+    t0 = time.perf_counter()
+    finished = {r.walker for r in store.list_walker_runs(it.id) if r.status == "done"}
+    todo = [p.index for p in plans if p.index not in finished]
+    store.discard_failed_walker_runs(it.id)
+    reporter().start("explore", len(plans), f"iteration {it.index}: exploring")
+    reporter().advance("explore", len(plans) - len(todo))
+    if todo:
+        walker_map(todo)
+    reporter().finish("explore")
+    runs = store.list_walker_runs(it.id)
+    missing = sorted({p.index for p in plans} - {r.walker for r in runs})
+    if missing:
+        raise CampaignFailedError(f"iteration {it.index}: walkers {missing} did not report")
+    failed = [r for r in runs if r.status == "failed"]
+    if len(failed) == len(runs):
+        raise CampaignFailedError(
+            f"iteration {it.index}: all {len(runs)} walkers failed, nothing was explored; "
+            f"first error: {failed[0].error}"
+        )
+    counts = _counts(runs)
+    store.update_iteration(
+        it.id,
+        n_explored=counts["n_explored"],
+        n_accurate=counts["n_accurate"],
+        n_candidate=counts["n_candidate"],
+        n_failed=counts["n_failed"],
+        complete_step="explore",
+        step_seconds=time.perf_counter() - t0,
+    )
+    return counts
+
+
+def _counts(runs) -> dict[str, int]:
+    acc = sum(r.n_accurate for r in runs)
+    cand = sum(r.n_candidate for r in runs)
+    fail = sum(r.n_failed for r in runs)
+    return {
+        "n_explored": acc + cand + fail,
+        "n_accurate": acc,
+        "n_candidate": cand,
+        "n_failed": fail,
+        "n_cut": sum(bool(r.stopped_early) for r in runs),
+        "n_walkers_failed": sum(r.status == "failed" for r in runs),
+    }

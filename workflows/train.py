@@ -1,0 +1,299 @@
+"""The train step and committee checkpoints as the campaign uses them.
+
+A model row records the training inputs (label ids, seed, the committee it was warm-started
+from) and the checkpoint's path (relative to the data directory) and sha256. Every load checks
+the sha256 before the file is used (:func:`load_model`). A checkpoint that is missing or does not
+match is never used and never skipped over: that iteration's committee is trained again from
+its recorded inputs (:func:`verified_model`), which — training being deterministic for a fixed
+seed and thread count — reproduces it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from . import timing
+from .context import CampaignFailedError, CampaignHandle, Context, open_context, seed_of
+from .progress import reporter
+
+__all__ = [
+    "load_model",
+    "train_and_record",
+    "train_step",
+    "training_data",
+    "verified_model",
+]
+
+
+def training_data(ctx: Context, label_ids: Any = None) -> tuple[list, list, list[int]]:
+    """(training atoms, validation atoms, training label ids) from the database: every done
+    label of the campaign's labeler settings, or exactly ``label_ids`` (a recorded training
+    set); the validation structures are always held out."""
+    from database.extxyz import labelled_atoms
+
+    store = ctx.store
+    val_sids = {
+        s.structure_id for s in store.list_selections(ctx.campaign_id) if s.reason == "validation"
+    }
+    items = store.training_set(
+        ctx.campaign_id, labeler=ctx.labeler_name, settings_hash=ctx.settings_hash
+    )
+    wanted = None if label_ids is None else {int(i) for i in label_ids}
+    train, val, ids = [], [], []
+    for item in items:
+        atoms = labelled_atoms(item, campaign=ctx.handle.name)
+        if item.structure.id in val_sids:
+            val.append(atoms)
+        elif wanted is None or item.label.id in wanted:
+            train.append(atoms)
+            ids.append(item.label.id)
+    if wanted is not None and set(ids) != wanted:
+        missing = sorted(wanted - set(ids))[:10]
+        raise CampaignFailedError(f"recorded training labels {missing} are no longer done")
+    return train, val, ids
+
+
+def load_model(ctx: Context, record) -> Any:
+    """Load a model row's checkpoint after checking its sha256 against the database.
+
+    Raises ``FileNotFoundError`` or :class:`mlip_core.checkpoint.CheckpointIntegrityError`
+    (mismatch, truncated, unreadable); use :func:`verified_model` to repair instead."""
+    from mlip_core.checkpoint import load_committee
+
+    model, _ = load_committee(
+        ctx.resolve(record.checkpoint_uri), expected_sha256=record.checkpoint_sha256
+    )
+    return model
+
+
+def verified_model(ctx: Context, record, _depth: int = 0) -> Any:
+    """The model of ``record``, retrained from its recorded inputs (label ids, seed, parent)
+    first if its checkpoint is missing or corrupt; the row then points at the new file."""
+    from mlip_core.checkpoint import CheckpointIntegrityError
+
+    try:
+        return load_model(ctx, record)
+    except (FileNotFoundError, CheckpointIntegrityError) as exc:
+        problem = " ".join(str(exc).split())
+    if _depth > 50:
+        raise CampaignFailedError(f"cannot rebuild model {record.id}: {problem}")
+    reporter().message(f"model {record.id}: {problem}; retraining it from its recorded inputs")
+    store = ctx.store
+    it = store.get_iteration_by_id(record.iteration_id) if record.iteration_id else None
+    parent = store.get_model(record.parent_model_id) if record.parent_model_id else None
+    if record.seed is None and it is not None and ctx.cfg.training.warm_start:
+        parent = _previous_model(ctx, it)  # a model recorded before its inputs were
+    warm = verified_model(ctx, parent, _depth + 1) if parent is not None else None
+    seed = record.seed
+    if seed is None:
+        seed = seed_of(ctx.cfg.seed, "train", it.index if it else 0) % (2**31)
+    v = record.validation
+    _, metrics, sha = _fit_and_save(
+        ctx,
+        warm=warm,
+        seed=seed,
+        checkpoint=ctx.resolve(record.checkpoint_uri),
+        where=f"model {record.id}",
+        label_ids=record.training_label_ids,
+        iteration=it,
+        max_epochs=v.get("max_epochs"),
+        stop_after_epochs=v.get("epochs") if v.get("time_capped") else None,
+    )
+    same = sha == record.checkpoint_sha256
+    metrics["rebuilt_from_inputs"] = True
+    metrics["reproduced_sha256"] = same
+    reporter().message(
+        f"model {record.id} rebuilt: "
+        + (
+            "the same file, sha256 as recorded"
+            if same
+            else f"a different file (sha256 {sha[:12]}, recorded {record.checkpoint_sha256[:12]}:"
+            " library versions, threads or the machine differ)"
+        )
+    )
+    store.replace_checkpoint(
+        record.id,
+        checkpoint_uri=record.checkpoint_uri,
+        checkpoint_sha256=sha,
+        validation={**v, **metrics},
+    )
+    return load_model(ctx, store.get_model(record.id))
+
+
+def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
+    """Train the iteration's committee on every done label so far (validation excluded),
+    evaluate it on the validation set, save the checkpoint and record it. When the iteration
+    already has a model, its checkpoint is verified (and rebuilt if needed) instead.
+    Returns ``{"model_id", "checkpoint", "val_force_rmse", ...}``."""
+    ctx = open_context(handle)
+    store, cfg = ctx.store, ctx.cfg
+    it = store.get_iteration_by_id(iteration_id)
+    existing = store.model_of_iteration(iteration_id)
+    if existing is not None:
+        verified_model(ctx, existing)
+        rec = store.get_model(existing.id)
+        if "train" not in it.completed_steps:
+            store.record_step_time(iteration_id, "train", 0.0, complete=True)
+        return {"model_id": rec.id, "checkpoint": rec.checkpoint_uri, **_summary(rec.validation)}
+    t0 = time.perf_counter()
+    prev = _previous_model(ctx, it) if cfg.training.warm_start else None
+    path, metrics = train_and_record(
+        ctx,
+        warm=verified_model(ctx, prev) if prev is not None else None,
+        parent_model_id=prev.id if prev is not None else None,
+        seed=seed_of(cfg.seed, "train", it.index) % (2**31),
+        checkpoint=ctx.models_dir / f"iter-{it.index:03d}.pt",
+        iteration=it,
+    )
+    store.record_step_time(iteration_id, "train", time.perf_counter() - t0, complete=True)
+    return {"model_id": metrics["model_id"], "checkpoint": ctx.relative(path), **_summary(metrics)}
+
+
+def _previous_model(ctx: Context, it):
+    for prev in reversed(
+        [i for i in ctx.store.list_iterations(ctx.campaign_id) if i.index < it.index]
+    ):
+        m = ctx.store.model_of_iteration(prev.id)
+        if m is not None:
+            return m
+    return None
+
+
+def _fit_and_save(
+    ctx: Context,
+    *,
+    warm: Any,
+    seed: int,
+    checkpoint: Path,
+    where: str,
+    label_ids: Any = None,
+    iteration: Any = None,
+    max_epochs: int | None = None,
+    max_time_s: float | None = None,
+    stop_after_epochs: int | None = None,
+) -> tuple[list[int], dict[str, Any], str]:
+    """Train, evaluate on the validation set and save: (label ids, metrics, sha256)."""
+    from mlip_core.checkpoint import save_committee
+    from mlip_core.model import ModelConfig
+    from mlip_core.training import TrainingConfig, evaluate_errors, train_committee
+
+    from .settings import get_settings
+
+    cfg = ctx.cfg
+    train, val, ids = training_data(ctx, label_ids)
+    if not train:
+        raise CampaignFailedError(
+            f"{where}: no labelled training structures (every bootstrap label failed?)"
+        )
+    tc, cc = cfg.training, cfg.committee
+    tcfg = TrainingConfig(
+        max_epochs=max_epochs or (tc.warm_start_epochs if warm is not None else tc.max_epochs),
+        max_time_s=None if stop_after_epochs else (max_time_s or tc.max_time_s),
+        stop_after_epochs=stop_after_epochs,
+        batch_size=tc.batch_size,
+        learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
+        patience=tc.patience,
+        energy_weight=tc.energy_weight,
+        val_fraction=tc.val_fraction,
+        seed=seed,
+    )
+    mcfg = ModelConfig(
+        species=ctx.species,
+        cutoff=cc.cutoff,
+        channels=cc.channels,
+        n_layers=cc.n_layers,
+        n_basis=cc.n_basis,
+        readout_hidden=cc.readout_hidden,
+        n_members=cc.n_members,
+    )
+    reporter().start("train", tcfg.max_epochs, f"{where}: training")
+    with timing.compute("train"):
+        result = train_committee(
+            train,
+            tcfg,
+            model=warm,
+            model_config=mcfg,
+            n_members=cc.n_members,
+            callback=lambda row: reporter().advance("train"),
+        )
+        errors = evaluate_errors(result.model, val) if val else {}
+    reporter().finish("train")
+    metrics: dict[str, Any] = {
+        "val_force_rmse": errors.get("force_rmse"),
+        "val_energy_rmse": errors.get("energy_rmse"),
+        "val_force_mae": errors.get("force_mae"),
+        "n_train": len(train),
+        "n_val": len(val),
+        "epochs": result.epochs,
+        "max_epochs": tcfg.max_epochs,
+        "time_capped": bool(getattr(result, "time_capped", False)),
+        "stop_reason": result.stop_reason,
+        "warm_start": warm is not None,
+        "train_wall_s": result.wall_time_s,
+        "threads": get_settings().threads_per_worker,
+    }
+    meta: dict[str, Any] = {
+        "campaign": ctx.handle.name,
+        "training_label_ids": ids,
+        "seed": seed,
+        # no wall-clock facts: a committee retrained from the same inputs has the same bytes
+        "validation": {
+            k: v
+            for k, v in metrics.items()
+            if v is not None and k not in ("train_wall_s", "stop_reason")
+        },
+    }
+    if iteration is not None:
+        meta["iteration"] = iteration.index
+    sha = save_committee(result.model, checkpoint, meta)
+    return ids, metrics, sha
+
+
+def train_and_record(
+    ctx: Context,
+    *,
+    warm: Any,
+    seed: int,
+    checkpoint: Path,
+    iteration: Any = None,
+    parent_model_id: int | None = None,
+    max_epochs: int | None = None,
+    max_time_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train a committee on every done label of the campaign (validation held out and
+    evaluated), save the checkpoint and record the model row with its training inputs (of
+    ``iteration``, or of no iteration for an on-demand retrain). Shared by :func:`train_step`
+    and the API's retrain. Returns ``(checkpoint path, metrics)``."""
+    where = f"iteration {iteration.index}" if iteration is not None else "retrain"
+    ids, metrics, sha = _fit_and_save(
+        ctx,
+        warm=warm,
+        seed=seed,
+        checkpoint=checkpoint,
+        where=where,
+        iteration=iteration,
+        max_epochs=max_epochs,
+        max_time_s=max_time_s,
+    )
+    metrics.update(extra or {})
+    rec = ctx.store.record_model(
+        ctx.campaign_id,
+        member_count=ctx.cfg.committee.n_members,
+        checkpoint_uri=ctx.relative(checkpoint),
+        checkpoint_sha256=sha,
+        training_label_ids=ids,
+        iteration_id=iteration.id if iteration is not None else None,
+        validation=metrics,
+        seed=seed,
+        parent_model_id=parent_model_id,
+    )
+    metrics["model_id"] = rec.id
+    return checkpoint, metrics
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("val_force_rmse", "val_energy_rmse", "n_train", "epochs", "stop_reason")
+    return {k: metrics.get(k) for k in keys}

@@ -260,10 +260,9 @@ def _complete_vasprun(path: Path, frames: int) -> None:
     """Refuse a vasprun.xml that does not end with ``</modeling>`` (VASP killed or still
     running): ASE reads the ``frames`` ionic steps before the cut and drops the rest without a
     word. Only the file's last bytes are read."""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, fh.seek(0, 2) - 256))
-        tail = fh.read()
-    if not tail.rstrip().endswith(b"</modeling>"):
+    from dft_adapters.vasp import vasprun_complete
+
+    if not vasprun_complete(path):
         raise DatabaseInputError(
             f"{path} frame {frames}: cannot read as vasp-xml: cut short after {frames} "
             "complete ionic step(s) (no closing </modeling>)"

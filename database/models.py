@@ -62,6 +62,7 @@ FAILURE_KINDS = (
     "timeout",
     "invalid_input",
     "missing_executable",
+    "unparsable_output",
     "other",
 )
 ITERATION_STEPS = ("seed", "train", "explore", "select", "label", "decide")

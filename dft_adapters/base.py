@@ -235,7 +235,11 @@ class Labeler(ABC):
                 raw = self._compute(atoms.copy(), settings, attempt_dir, index)
                 stress = raw.stress if atoms.pbc.all() else None
                 if atoms.pbc.all() and stress is None:
-                    raise LabelError(FailureKind.CRASHED, "no stress parsed for a periodic cell")
+                    raise LabelError(
+                        FailureKind.UNPARSABLE_OUTPUT,
+                        "no stress parsed for a periodic cell",
+                        raw.code_version,
+                    )
                 check_shapes(float(raw.energy), np.asarray(raw.forces), stress, len(atoms))
             except LabelError as err:
                 error = err

@@ -3,7 +3,9 @@ cp2k.out`` run through the executor (batch mode, so the launcher, timeout and sc
 ASE's ``CP2K`` calculator drives an interactive ``cp2k_shell`` instead), output parsed here.
 
 CP2K is silent about an unconverged SCF: it prints forces anyway. The output is scanned for
-"SCF run NOT converged" and such a run is ``scf_unconverged``. Units: energy Hartree -> eV,
+"SCF run NOT converged" and such a run is ``scf_unconverged``. The layout of the output changed
+between releases (:data:`LAYOUTS`); a finished run in another layout is ``unparsable_output``,
+naming the CP2K version, and is not rerun. Units: energy Hartree -> eV,
 forces Hartree/Bohr -> eV/Å, stress GPa (CP2K sign: pressure-positive) -> ASE eV/Å^3.
 """
 
@@ -16,19 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 from ase import Atoms
-from ase.units import Bohr, GPa, Hartree, Ry
+from ase.units import Ry
 
 from .base import Labeler, RawLabel
+from .cp2k_output import LAYOUTS, CP2KLayout, cp2k_version, parse_cp2k_output
 from .files import read_text, tail
-from .results import FailureKind, LabelError
+from .results import FailureKind, LabelError, UnknownLayoutError
 from .settings import OPERATOR, AuthorSettingsError, Settings, check_plain_name
 
-__all__ = ["CP2KLabeler", "CP2KSettings", "parse_cp2k_output"]
+__all__ = ["LAYOUTS", "CP2KLabeler", "CP2KLayout", "CP2KSettings", "parse_cp2k_output"]
 
 DEFAULT_DATA_DIR = "/usr/share/cp2k"
-_NUM = r"[-+]?\d+\.\d*(?:[EeDd][-+]?\d+)?"
 
 
 def _default_data_dir() -> str:
@@ -139,47 +140,6 @@ def _has_entry(path: Path, element: str, name: str) -> bool:
     except OSError:
         return False
     return False
-
-
-def parse_cp2k_output(text: str, natoms: int) -> dict[str, Any]:
-    """Energy (eV), forces (eV/Å), stress (eV/Å^3, ASE Voigt, or ``None``), ``converged``,
-    ``version`` and ``complete`` from CP2K's main output. Raises ``ValueError`` if the energy or
-    the forces are missing."""
-    version = re.search(r"CP2K\| version string:\s+(.+)", text)
-    energy = re.findall(
-        rf"ENERGY\| Total FORCE_EVAL \( \w+ \) energy \[(?:a\.u\.|hartree)\]:\s+({_NUM})", text
-    )
-    if not energy:
-        raise ValueError("no 'ENERGY| Total FORCE_EVAL' line in the CP2K output")
-    block = text.rsplit("ATOMIC FORCES in [a.u.]", 1)
-    if len(block) != 2:
-        raise ValueError("no 'ATOMIC FORCES in [a.u.]' block in the CP2K output")
-    rows = re.findall(
-        rf"^\s*\d+\s+\d+\s+[A-Za-z]+\s+({_NUM})\s+({_NUM})\s+({_NUM})\s*$",
-        block[1].split("SUM OF ATOMIC FORCES", 1)[0],
-        re.M,
-    )
-    forces = np.array(rows, dtype=float).reshape(-1, 3) * Hartree / Bohr
-    if forces.shape != (natoms, 3):
-        raise ValueError(f"CP2K output has forces for {forces.shape[0]} atoms, expected {natoms}")
-    stress = None
-    srows = re.findall(
-        rf"STRESS\|\s+([xyz])\s+({_NUM})\s+({_NUM})\s+({_NUM})\s*$",
-        text.rsplit("STRESS| Analytical stress tensor [GPa]", 1)[-1],
-        re.M,
-    )
-    if "STRESS| Analytical stress tensor [GPa]" in text and len(srows) >= 3:
-        s = -np.array([r[1:] for r in srows[:3]], dtype=float) * GPa  # CP2K: pressure-positive
-        s = 0.5 * (s + s.T)
-        stress = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-    return {
-        "energy": float(energy[-1].replace("D", "E")) * Hartree,
-        "forces": forces,
-        "stress": stress,
-        "converged": "SCF run NOT converged" not in text,
-        "version": version.group(1).strip() if version else "CP2K unknown",
-        "complete": "PROGRAM ENDED AT" in text,
-    }
 
 
 def _abort_message(text: str) -> str | None:
@@ -316,20 +276,22 @@ class CP2KLabeler(Labeler):
             raise LabelError(
                 FailureKind.CRASHED, f"CP2K exited with status {proc.returncode}: {message}"
             )
+        version = cp2k_version(out)
         if "SCF run NOT converged" in out:
             line = re.search(r"^.*SCF run NOT converged.*$", out, re.M)
-            found = re.search(r"CP2K\| version string:\s+(.+)", out)
             raise LabelError(
                 FailureKind.SCF_UNCONVERGED,
                 line.group(0).strip() if line else "SCF run NOT converged",
-                found.group(1).strip() if found else None,
+                version,
             )
-        try:
-            parsed = parse_cp2k_output(out, len(atoms))
-        except ValueError as exc:
-            raise LabelError(FailureKind.CRASHED, f"cannot parse CP2K output: {exc}") from exc
-        if not parsed["complete"]:
+        if "PROGRAM ENDED AT" not in out:
             raise LabelError(FailureKind.CRASHED, f"CP2K output is incomplete:\n{tail(out, 5)}")
+        try:
+            parsed = parse_cp2k_output(out, len(atoms), stress=bool(atoms.pbc.all()))
+        except UnknownLayoutError as exc:
+            raise LabelError(
+                FailureKind.UNPARSABLE_OUTPUT, f"cannot read cp2k.out: {exc}", version
+            ) from exc
         return RawLabel(
             energy=parsed["energy"],
             forces=parsed["forces"],

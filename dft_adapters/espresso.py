@@ -294,12 +294,21 @@ class EspressoLabeler(Labeler):
             )
         if "JOB DONE" not in out:
             raise LabelError(FailureKind.CRASHED, f"pw.x output is incomplete:\n{tail(out, 5)}")
-        try:
+        try:  # ASE's reader: the pw.x 6.x and 7.x layouts (fixtures of 6.7 and 7.2)
             results = template.read_results(directory)
-        except Exception as exc:  # a parse error of a finished run is a crash, not a traceback
-            raise LabelError(FailureKind.CRASHED, f"cannot parse pw.x output: {exc!r}") from exc
+        except Exception as exc:  # a finished run ASE cannot read: another layout
+            raise LabelError(
+                FailureKind.UNPARSABLE_OUTPUT,
+                f"cannot read the output of {version or 'an unnamed pw.x version'}: {exc!r}",
+                version,
+            ) from exc
         if results.get("forces") is None or results.get("energy") is None:
-            raise LabelError(FailureKind.CRASHED, "pw.x output has no energy or forces")
+            raise LabelError(
+                FailureKind.UNPARSABLE_OUTPUT,
+                f"no energy or forces read from the output of "
+                f"{version or 'an unnamed pw.x version'} (a layout ASE's reader does not know)",
+                version,
+            )
         shutil.rmtree(directory / "out", ignore_errors=True)  # wavefunctions: large, not needed
         stress = results.get("stress")
         return RawLabel(

@@ -44,7 +44,12 @@ _FAULT_MESSAGES = {
     FailureKind.TIMEOUT: "injected fault: wall-clock limit exceeded (mock timeout)",
     FailureKind.INVALID_INPUT: "injected fault: input rejected (mock invalid input)",
     FailureKind.MISSING_EXECUTABLE: "injected fault: executable not found (mock)",
+    FailureKind.UNPARSABLE_OUTPUT: "injected fault: output layout unknown (mock 0.0)",
 }
+
+SPREAD_KINDS = tuple(k for k in FailureKind if k is not FailureKind.UNPARSABLE_OUTPUT)
+"""Kinds :meth:`FaultInjection.spread` splits faults among by default: the failures of a run
+(``unparsable_output``, a parser/version mismatch, is injected only when named)."""
 
 
 def structure_fingerprint(atoms: Atoms, decimals: int = 6) -> str:
@@ -81,11 +86,12 @@ class FaultInjection:
     def spread(
         cls,
         fraction: float,
-        kinds: Iterable[FailureKind | str] = tuple(FailureKind),
+        kinds: Iterable[FailureKind | str] = SPREAD_KINDS,
         seed: int = 0,
         delay: float = 0.0,
     ) -> FaultInjection:
-        """``fraction`` of attempts fail, split equally among ``kinds`` (default: all five)."""
+        """``fraction`` of attempts fail, split equally among ``kinds`` (default:
+        :data:`SPREAD_KINDS`)."""
         kinds = [FailureKind(k) for k in kinds]
         return cls({k: fraction / len(kinds) for k in kinds}, seed=seed, delay=delay)
 

@@ -22,18 +22,35 @@ __all__ = [
     "LabelFailure",
     "LabelOutcome",
     "LabelResult",
+    "UnknownLayoutError",
     "outcome_from_dict",
 ]
 
 
 class FailureKind(enum.StrEnum):
-    """The five ways a labelling call can fail (values are the strings stored in the database)."""
+    """The ways a labelling call can fail (values are the strings stored in the database).
+
+    ``unparsable_output``: the code finished but its output has a layout the parser does not
+    know (another release of the code, or a print setting that changes the layout); the message
+    names the code version found in the output. Never retried: rerunning the code prints the
+    same layout again; the outputs are kept for a newer parser.
+    """
 
     SCF_UNCONVERGED = "scf_unconverged"
     CRASHED = "crashed"
     TIMEOUT = "timeout"
     INVALID_INPUT = "invalid_input"
     MISSING_EXECUTABLE = "missing_executable"
+    UNPARSABLE_OUTPUT = "unparsable_output"
+
+
+class UnknownLayoutError(ValueError):
+    """A finished code's output in a layout its parser does not know. ``version`` is the code
+    version the output names (``None`` when it names none)."""
+
+    def __init__(self, message: str, version: str | None) -> None:
+        self.version = version
+        super().__init__(f"{message} (output of {version or 'an unnamed code version'})")
 
 
 class LabelError(Exception):

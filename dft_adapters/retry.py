@@ -4,8 +4,8 @@ On ``scf_unconverged`` the next attempt gets more SCF steps and a smaller mixing
 (these change only how the SCF gets there, not the converged answer) and, from the
 ``smearing_from_retry``-th retry on, more smearing (which does change the answer); each only where
 the backend's settings have that knob; ``crashed`` is retried
-once with unchanged settings; ``timeout`` is not retried by default; ``invalid_input`` and
-``missing_executable`` are never retried (a rerun cannot fix them).
+once with unchanged settings; ``timeout`` is not retried by default; ``invalid_input``,
+``missing_executable`` and ``unparsable_output`` are never retried (a rerun cannot fix them).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from .settings import Settings
 
 __all__ = ["NEVER_RETRIED", "RetryPolicy"]
 
-NEVER_RETRIED = frozenset({FailureKind.INVALID_INPUT, FailureKind.MISSING_EXECUTABLE})
+NEVER_RETRIED = frozenset(
+    {FailureKind.INVALID_INPUT, FailureKind.MISSING_EXECUTABLE, FailureKind.UNPARSABLE_OUTPUT}
+)
 
 
 @dataclass(frozen=True)

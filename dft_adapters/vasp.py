@@ -90,6 +90,21 @@ def species_order(atoms: Atoms) -> np.ndarray:
     return np.array(sorted(range(len(symbols)), key=lambda i: (first[symbols[i]], i)), dtype=int)
 
 
+def vasprun_version(path: Path) -> str | None:
+    """``vasp <version>`` from the generator block of a vasprun.xml, or ``None``."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096).decode("latin-1")
+    found = re.search(r'<i name="version" type="string">\s*([^<\s]+)', head)
+    return f"vasp {found.group(1)}" if found else None
+
+
+def vasprun_complete(path: Path) -> bool:
+    """Whether a vasprun.xml ends with ``</modeling>`` (VASP closes it when it finishes)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 256))
+        return fh.read().rstrip().endswith(b"</modeling>")
+
+
 def parse_vasprun(path: Path) -> dict[str, Any]:
     """Parse ``vasprun.xml`` with pymatgen: energy (eV), forces (eV/Å), stress (eV/Å^3, ASE Voigt
     order and sign, ``None`` if absent), ``converged_electronic``, ``nelm``, ``version``.
@@ -241,11 +256,20 @@ class VaspLabeler(Labeler):
         try:
             parsed = parse_vasprun(vasprun)
         except Exception as exc:
+            found = vasprun_version(vasprun)
+            if not vasprun_complete(vasprun):  # cut by a kill or a full disk: rerun
+                raise LabelError(
+                    FailureKind.CRASHED,
+                    f"vasprun.xml is truncated ({type(exc).__name__}: {exc})",
+                    found,
+                ) from exc
             raise LabelError(
-                FailureKind.CRASHED,
-                f"vasprun.xml is truncated or malformed ({type(exc).__name__}: {exc})",
+                FailureKind.UNPARSABLE_OUTPUT,
+                f"cannot read the vasprun.xml of {found or 'an unnamed VASP version'} "
+                f"({type(exc).__name__}: {exc})",
+                found,
             ) from exc
-        version = f"vasp {parsed['version']}"
+        version = vasprun_version(vasprun) or f"vasp {parsed['version']}"
         if not parsed["converged_electronic"]:
             raise LabelError(
                 FailureKind.SCF_UNCONVERGED,

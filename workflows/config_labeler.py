@@ -20,7 +20,14 @@ __all__ = ["MOCK_LABELERS", "FaultConfig", "LabelerConfig"]
 
 MOCK_LABELERS = ("emt", "lj", "morse")
 
-FaultKind = Literal["scf_unconverged", "crashed", "timeout", "invalid_input", "missing_executable"]
+FaultKind = Literal[
+    "scf_unconverged",
+    "crashed",
+    "timeout",
+    "invalid_input",
+    "missing_executable",
+    "unparsable_output",
+]
 
 
 class FaultConfig(_Section):

@@ -259,11 +259,12 @@ def check_failure_rate(ctx: Context, it) -> None:
         kinds: dict[str, int] = {}
         for lb in failed:
             kinds[lb.failure_kind] = kinds.get(lb.failure_kind, 0) + 1
-        retryable = sum(n for k, n in kinds.items() if k != "invalid_input")
+        retryable = sum(n for k, n in kinds.items() if k not in NOT_FIXED_BY_RERUN)
         hint = (
             f"`pesflow resume --retry-failed` retries the {retryable} a rerun can fix"
             if retryable
-            else "a rerun cannot fix invalid input: correct the labeler settings or structures"
+            else "a rerun cannot fix invalid input or an output layout this pesflow cannot "
+            "read: correct the labeler settings or structures, or upgrade pesflow"
         )
         msg = (
             f"iteration {it.index}: {len(failed)}/{len(finished)} labels failed "
@@ -273,6 +274,10 @@ def check_failure_rate(ctx: Context, it) -> None:
         )
         ctx.store.update_iteration(it.id, status="failed")
         raise CampaignFailedError(" ".join(msg.split()))
+
+
+NOT_FIXED_BY_RERUN = frozenset({"invalid_input", "unparsable_output"})
+"""Failure kinds a rerun of the same code on the same input cannot fix."""
 
 
 def prepare_resume(ctx: Context, *, retry_failed: bool = False) -> dict[str, int]:

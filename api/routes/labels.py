@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from database.models import FAILURE_KINDS
+
 from .. import queries
 from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
@@ -21,10 +23,7 @@ def list_labels(
     store: StoreDep,
     status: Annotated[Literal["pending", "running", "done", "failed"] | None, Query()] = None,
     failure_kind: Annotated[
-        Literal[
-            "scf_unconverged", "crashed", "timeout", "invalid_input", "missing_executable", "other"
-        ]
-        | None,
+        Literal[FAILURE_KINDS] | None,  # type: ignore[valid-type]
         Query(),
     ] = None,
     iteration: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,

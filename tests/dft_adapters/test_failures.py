@@ -25,6 +25,7 @@ from .conftest import (
     cp2k_stub_data,
     cu4,
     fake_executable,
+    future_layout,
     h2o,
     si2,
     too_close,
@@ -67,6 +68,7 @@ def espresso_case(kind: FailureKind, tmp: Path, pseudo_dir: str) -> tuple[Any, A
         K.TIMEOUT: FakeRunner(
             stdout="     Program PWSCF v.6.7MaX starts\n", returncode=-15, timed_out=True
         ),
+        K.UNPARSABLE_OUTPUT: FakeRunner(stdout=future_layout("espresso")),
     }.get(kind, FakeRunner(stdout=d / "Si2_converged.pwo"))
     return _file_backend("espresso", si2, runner, tmp, kind, pseudo_dir=pseudo_dir, ecutwfc=20)
 
@@ -77,6 +79,7 @@ def vasp_case(kind: FailureKind, tmp: Path, _: str) -> tuple[Any, Atoms, FakeRun
         K.SCF_UNCONVERGED: FakeRunner(files={"vasprun.xml": d / "vasprun_C2_unconverged.xml"}),
         K.CRASHED: FakeRunner(files={"vasprun.xml": d / "vasprun_C2_truncated.xml"}),
         K.TIMEOUT: FakeRunner(returncode=-15, timed_out=True),
+        K.UNPARSABLE_OUTPUT: FakeRunner(files={"vasprun.xml": future_layout("vasp")}),
     }.get(kind, FakeRunner(files={"vasprun.xml": d / "vasprun_C2_static.xml"}))
     return _file_backend("vasp", c2_diamond_for_fixture, runner, tmp, kind)
 
@@ -87,6 +90,7 @@ def cp2k_case(kind: FailureKind, tmp: Path, _: str) -> tuple[Any, Atoms, FakeRun
         K.SCF_UNCONVERGED: FakeRunner(files={"cp2k.out": d / "Si2_unconverged.out"}),
         K.CRASHED: FakeRunner(files={"cp2k.out": d / "Si2_bad_basis.out"}, returncode=1),
         K.TIMEOUT: FakeRunner(returncode=-15, timed_out=True),
+        K.UNPARSABLE_OUTPUT: FakeRunner(files={"cp2k.out": future_layout("cp2k")}),
     }.get(kind, FakeRunner(files={"cp2k.out": d / "Si2_converged.out"}))
     return _file_backend(
         "cp2k",
@@ -112,11 +116,14 @@ EXPECTED_MESSAGE = {
     ): "Error in routine readpp (1): file /usr/share/espresso/pseudo/Si.nonexist.UPF not found",
     ("espresso", K.TIMEOUT): "killed after the 5.0 s limit",
     ("vasp", K.SCF_UNCONVERGED): "9 steps reached NELM = 9",
-    ("vasp", K.CRASHED): "vasprun.xml is truncated or malformed",
+    ("vasp", K.CRASHED): "vasprun.xml is truncated",
     ("vasp", K.TIMEOUT): "killed after the 5.0 s limit",
     ("cp2k", K.SCF_UNCONVERGED): "SCF run NOT converged",
     ("cp2k", K.CRASHED): "The requested basis set <NOPE-BASIS> for element <Si> was not found",
     ("cp2k", K.TIMEOUT): "killed after the 5.0 s limit",
+    ("espresso", K.UNPARSABLE_OUTPUT): "pw.x 6.7MaX",
+    ("vasp", K.UNPARSABLE_OUTPUT): "vasp 6.3.0",
+    ("cp2k", K.UNPARSABLE_OUTPUT): "CP2K version 2023.1",
 }
 
 CODE_VERSION = {"espresso": "pw.x 6.7MaX", "vasp": "vasp 6.3.0", "cp2k": "CP2K version 2023.1"}
@@ -137,7 +144,7 @@ def test_every_failure_kind_is_a_value(
     if (backend, kind) in EXPECTED_MESSAGE:
         assert EXPECTED_MESSAGE[(backend, kind)] in outcome.message
     assert outcome.settings_hash == labeler.settings_hash
-    if kind is K.SCF_UNCONVERGED and backend in CODE_VERSION:
+    if kind in (K.SCF_UNCONVERGED, K.UNPARSABLE_OUTPUT) and backend in CODE_VERSION:
         assert outcome.code_version == CODE_VERSION[backend]  # read from the failed run's output
     if runner is None:
         return

@@ -11,7 +11,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from dft_adapters import FailureKind, LabelFailure, LabelResult, RetryPolicy, get_labeler
-from dft_adapters.mock import FaultInjection, structure_fingerprint
+from dft_adapters.mock import SPREAD_KINDS, FaultInjection, structure_fingerprint
 
 from .conftest import cu4
 
@@ -70,7 +70,11 @@ def test_fraction_and_kinds_of_injected_faults() -> None:
     counts = Counter(labeler.label(a).status for a in _structures(500))
     failed = 500 - counts["ok"]
     assert 0.24 < failed / 500 < 0.36  # binomial sd 0.02
-    assert {k.value for k in FailureKind} <= set(counts)  # every kind occurs
+    assert {k.value for k in SPREAD_KINDS} | {"ok"} == set(counts)  # every kind spread occurs
+    named = FaultInjection.spread(0.3, [FailureKind.UNPARSABLE_OUTPUT], seed=1)
+    failures = [get_labeler("emt", faults=named).label(a) for a in _structures(40)]
+    unparsable = [f for f in failures if not f.ok]
+    assert unparsable and all(len(f.attempts) == 1 for f in unparsable)  # never retried
 
 
 def test_retries_recover_retryable_faults() -> None:

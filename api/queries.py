@@ -189,6 +189,7 @@ def iterations(
                 candidate_fraction=_fraction(m.n_candidate, n),
                 failed_fraction=_fraction(m.n_failed, n),
                 n_selected=m.n_selected,
+                dropped=dict(m.dropped),
                 labels={st: lab.get(m.iteration_id, {}).get(st, 0) for st in LABEL_STATUSES},
                 val_force_rmse=_num(m.validation.get("val_force_rmse")),
                 val_energy_rmse=_num(m.validation.get("val_energy_rmse")),

@@ -101,6 +101,11 @@ class IterationOut(BaseModel):
     candidate_fraction: float | None
     failed_fraction: float | None
     n_selected: int
+    dropped: dict[str, int] = Field(
+        default_factory=dict,
+        description="Frames the iteration's filters dropped, by reason (e.g. 'unfit geometry: "
+        "atoms too close', 'over the cap or too similar').",
+    )
     labels: dict[str, int] = Field(description="Labels requested in this iteration by status.")
     val_force_rmse: float | None = Field(description="Validation force RMSE, eV/Å.")
     val_energy_rmse: float | None = Field(description="Validation energy RMSE, eV/atom.")

@@ -1,7 +1,7 @@
 """SQLAlchemy 2.0 ORM models: the schema of the pesflow database.
 
 Tables: ``campaigns`` (+ ``campaign_leases``: who runs a campaign), ``iterations`` (+
-``iteration_steps``, ``walker_runs``, ``candidates``: progress as rows), ``structures``,
+``iteration_steps``, ``iteration_drops``, ``walker_runs``, ``candidates``: progress as rows), ``structures``,
 ``selections``, ``labels`` (+ ``label_attempts``: every DFT run), ``models``, ``api_tokens``.
 Arrays are :class:`database.arrays.NDArray` columns (compact binary). Progress that several
 processes write (walkers finishing together, label attempts) is one row per fact with a unique
@@ -170,6 +170,27 @@ class IterationStep(Base):
     step: Mapped[str] = mapped_column(String(16))
     seconds: Mapped[float] = mapped_column(Float, default=0.0)  # s
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IterationDrop(Base):
+    """Frames a filter of an iteration's step dropped, counted per reason (e.g. ``unfit
+    geometry: atoms too close``). Unique per (iteration, step, reason); written in the
+    transaction that completes the step."""
+
+    __tablename__ = "iteration_drops"
+    __table_args__ = (
+        UniqueConstraint("iteration_id", "step", "reason"),
+        CheckConstraint(_in("step", ITERATION_STEPS), name="step"),
+        CheckConstraint("count > 0", name="count"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(
+        ForeignKey("iterations.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(200))
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class WalkerRun(Base):

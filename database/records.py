@@ -359,6 +359,7 @@ class IterationMetrics:
     walkers: int = 0
     walkers_cut: int = 0
     walkers_failed: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # filter reason -> frames dropped
 
 
 @dataclass(frozen=True)

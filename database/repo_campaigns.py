@@ -25,6 +25,7 @@ from .models import (
     LABEL_STATUSES,
     Campaign,
     Iteration,
+    IterationDrop,
     IterationStep,
     Label,
     Model,
@@ -278,8 +279,8 @@ class CampaignsRepo(LifecycleRepo):
 
     def iteration_metrics(self, campaign: CampaignRef) -> list[IterationMetrics]:
         """Per-iteration figures for the dashboard and the summary table (counts, fractions,
-        timings, the iteration model's validation metrics, walkers cut / failed, selections and
-        labels by status)."""
+        timings, the iteration model's validation metrics, walkers cut / failed, selections,
+        labels by status, and the frames each filter dropped by reason)."""
         with self.session(write=False) as s:
             c = self._campaign_row(s, campaign)
             its = self._with_steps(
@@ -313,6 +314,15 @@ class CampaignsRepo(LifecycleRepo):
                     )
                 ).all()
             )
+            dropped: dict[int, dict[str, int]] = {}
+            for it_id, reason, n in s.execute(
+                select(IterationDrop.iteration_id, IterationDrop.reason, IterationDrop.count)
+                .join(Iteration, Iteration.id == IterationDrop.iteration_id)
+                .where(Iteration.campaign_id == c.id)
+                .order_by(IterationDrop.id)
+            ):
+                d = dropped.setdefault(it_id, {})
+                d[reason] = d.get(reason, 0) + n
             walkers = {
                 row[0]: row[1:]
                 for row in s.execute(
@@ -352,6 +362,7 @@ class CampaignsRepo(LifecycleRepo):
                     walkers=int(w[0] or 0),
                     walkers_cut=int(w[1] or 0),
                     walkers_failed=int(w[2] or 0),
+                    dropped=dropped.get(it.id, {}),
                 )
             )
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from .errors import (
 )
 from .models import (
     LABEL_STATUSES,
+    IterationDrop,
     Label,
     Selection,
     Structure,
@@ -147,13 +148,23 @@ class LabelsRepo(StructuresRepo):
         labeler_version: str = "",
         settings: dict[str, Any] | None = None,
         seconds: float = 0.0,
+        dropped: Mapping[str, int] | None = None,
     ) -> list[int]:
         """A select (or seed) step in one transaction: the selections, a ``pending`` label for
-        each selected structure, and ``step`` marked completed with ``seconds`` of wall time.
-        A run killed during the step left nothing of it; a rerun after it finds it complete.
-        Returns the label ids in input order."""
+        each selected structure, the frames its filters ``dropped`` (reason -> count, > 0
+        kept; :class:`IterationDrop` rows) and ``step`` marked completed with ``seconds`` of
+        wall time. A run killed during the step left nothing of it; a rerun after it finds it
+        complete. Returns the label ids in input order."""
+        drops = {str(k): int(n) for k, n in (dropped or {}).items() if n}
+        for reason, n in drops.items():
+            if n < 0 or not reason or len(reason) > 200:
+                raise DatabaseInputError(f"dropped count {reason!r}: {n} is not a count")
         with self.session() as s:
             c = self._campaign_row(s, campaign)
+            s.add_all(
+                IterationDrop(iteration_id=iteration_id, step=step, reason=r, count=n)
+                for r, n in drops.items()
+            )
             self._record_selections(s, c.id, selections, iteration_id)
             ids = self._request_labels(
                 s,

@@ -17,7 +17,9 @@ from .structures import bootstrap_structures
 __all__ = ["seed_step", "select_step"]
 
 
-def _record(ctx: Context, it, selections, step: str, seconds: float) -> None:
+def _record(
+    ctx: Context, it, selections, step: str, seconds: float, dropped: dict[str, int] | None = None
+) -> None:
     ctx.store.record_picks(
         ctx.campaign_id,
         it.id,
@@ -27,6 +29,7 @@ def _record(ctx: Context, it, selections, step: str, seconds: float) -> None:
         settings_hash=ctx.settings_hash,
         settings=dict(ctx.cfg.labeler.settings),
         seconds=seconds,
+        dropped=dropped,
     )
 
 
@@ -98,8 +101,14 @@ def select_step(ctx: Context, it) -> list[int]:
     picked: list[int] = []
     if sids and max_n > 0:
         atoms = store.get_atoms(sids)
-        ok = [i for i, a in enumerate(atoms) if not check_geometry(a)]
-        dropped["unfit geometry"] = len(sids) - len(ok)
+        ok = []
+        for i, a in enumerate(atoms):
+            problems = check_geometry(a)
+            if problems:  # counted once, under its first problem
+                why = f"unfit geometry: {problems[0].reason}"
+                dropped[why] = dropped.get(why, 0) + 1
+            else:
+                ok.append(i)
         sids = [sids[i] for i in ok]
         atoms = [atoms[i] for i in ok]
     if sids and max_n > 0:
@@ -119,7 +128,10 @@ def select_step(ctx: Context, it) -> list[int]:
             min_distance=cfg.selection.min_distance,
         )
         picked = [sids[i] for i in idx]
-    dropped["over the cap or too similar"] = len(sids) - len(picked)
+    if max_n < cfg.selection.max_per_iteration:  # the label budget binds
+        dropped["over the label budget or too similar"] = len(sids) - len(picked)
+    else:
+        dropped["over max_per_iteration or too similar"] = len(sids) - len(picked)
     shown = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
     if shown:
         reporter().message(
@@ -136,5 +148,6 @@ def select_step(ctx: Context, it) -> list[int]:
         ],
         "select",
         time.perf_counter() - t0,
+        dropped,
     )
     return picked

@@ -15,6 +15,7 @@ TABLES = {
     "campaign_leases",
     "iterations",
     "iteration_steps",
+    "iteration_drops",
     "walker_runs",
     "candidates",
     "structures",

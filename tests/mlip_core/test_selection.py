@@ -123,13 +123,21 @@ def test_nan_positions_reported_with_indices() -> None:
     assert check_geometry(a) == ["non-finite positions for atoms [2]"]
 
 
-def test_skewed_cell_and_volume_bounds() -> None:
+def test_the_lattice_is_judged_not_its_representation_and_volume_bounds() -> None:
     a = bulk("Cu", "fcc", a=3.61, cubic=True)
-    sheared = a.copy()
-    sheared.set_cell([[3.61, 0, 0], [3.5, 0.9, 0], [0, 0, 3.61]], scale_atoms=True)
-    problems = check_geometry(sheared, min_distance=0.0, covalent_factor=None)
-    assert any("gamma" in p and "skewed" in p for p in problems)
-    assert not any("alpha" in p for p in problems)
+    tilted = a.copy()  # gamma 14 deg: the same fcc lattice, a tilted cell
+    tilted.set_cell([a.cell[0], a.cell[1] + 4 * a.cell[0], a.cell[2]], scale_atoms=False)
+    tilted.wrap()
+    assert tilted.cell.angles()[2] < 15 and check_geometry(tilted) == []
+    collapsed = a.copy()  # a lattice with a 0.9 Å period: caught as atoms too close
+    collapsed.set_cell([[3.61, 0, 0], [3.5, 0.9, 0], [0, 0, 3.61]], scale_atoms=True)
+    problems = check_geometry(collapsed)
+    assert problems and {p.reason for p in problems} == {"atoms too close"}
+    assert not check_geometry(collapsed, min_distance=0.0, covalent_factor=None)
+    primitive = bulk("Cu", "fcc", a=3.61)  # its reduced cell has 60 deg angles
+    assert check_geometry(primitive) == []
+    sheared = check_geometry(primitive, max_cell_skew_deg=20.0)
+    assert {p.reason for p in sheared} == {"lattice too sheared"} and "Niggli" in sheared[0]
     dense = a.copy()
     dense.set_cell(a.cell * 0.5, scale_atoms=True)  # 1.47 Å^3 per atom
     problems = check_geometry(dense, min_distance=0.0, covalent_factor=None)

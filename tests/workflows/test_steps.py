@@ -366,3 +366,56 @@ def test_label_step_error_stops_submitting_and_keeps_finished_labels(ctx):
     assert store.count_labels(cid) == {"pending": 5, "running": 1, "done": 2, "failed": 0}
     assert steps.prepare_resume(ctx)["requeued_running"] == 1
     assert steps.label_step(ctx, it) == {"done": 6, "failed": 0}
+
+
+def test_select_judges_the_lattice_not_the_cell_and_counts_every_drop(tmp_path: Path):
+    """A strongly tilted cell of fcc Cu (angles of the representation 18-162 deg, far past the
+    old 'too skewed' limit) is the same crystal: its frames are picked. Unfit frames are
+    dropped and counted per reason in the iteration's statistics, as is every other filter."""
+    from ase.build import bulk
+
+    from database import Origin, WalkerOutcome
+    from mlip_core.selection import check_geometry
+    from workflows.context import seeded_rng
+
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            name="tilt",
+            selection={"max_per_iteration": 3, "strategy": "max-first"},
+        )
+    )
+    store = steps.open_store(f"sqlite:///{tmp_path / 'pesflow.sqlite'}")
+    ctx = steps.open_context(steps.setup_campaign(store, cfg, tmp_path))
+    it = store.start_iteration(ctx.campaign_id, 1)
+    cubic = bulk("Cu", cubic=True).repeat(2)
+    tilted = cubic.copy()
+    a, b, c = cubic.cell.array
+    tilted.set_cell([a, b + 3 * a, c - 2 * b], scale_atoms=False)
+    tilted.wrap()
+    assert max(abs(x - 90) for x in tilted.cell.angles()) > 60  # a tilted representation
+    assert check_geometry(tilted) == []  # of a valid lattice
+    frames = steps.bootstrap_structures([tilted], 6, [0.05], 0.0, seeded_rng("t"))
+    close = frames[0].copy()
+    close.positions[1] = close.positions[0] + [0.3, 0, 0]
+    sparse = frames[1].copy()
+    sparse.set_cell(sparse.cell * 4.0, scale_atoms=True)
+    devs = [0.1, 0.3, 0.2, 0.45, 0.15, 0.12, 0.9, 0.8]
+    offers = tuple(
+        (f, Origin(md_step=10 * k), d, d, False)
+        for k, (f, d) in enumerate(zip([*frames, close, sparse], devs, strict=True))
+    )
+    store.record_walker_run(it.id, WalkerOutcome(walker=0, n_frames=8, offers=offers))
+    sids = [c.structure_id for c in store.list_candidates(it.id)]
+    picked = steps.select_step(ctx, it)
+    assert picked == [sids[3], sids[1], sids[2]]  # the tilted frames, highest deviation first
+    (metrics,) = [m for m in store.iteration_metrics(ctx.campaign_id) if m.iteration_id == it.id]
+    assert metrics.dropped == {
+        "unfit geometry: atoms too close": 1,
+        "unfit geometry: volume per atom too large": 1,
+        "over max_per_iteration or too similar": 3,
+    }
+    assert sum(metrics.dropped.values()) + len(picked) == len(sids)  # every frame accounted for
+    assert steps.select_step(ctx, it) == picked  # done: nothing recounted
+    (again,) = [m for m in store.iteration_metrics(ctx.campaign_id) if m.iteration_id == it.id]
+    assert again.dropped == metrics.dropped

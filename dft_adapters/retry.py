@@ -1,9 +1,11 @@
 """Retry policy as data: which failure kinds are retried, how often, and with what changes.
 
 On ``scf_unconverged`` the next attempt gets more SCF steps and a smaller mixing fraction
-(these change only how the SCF gets there, not the converged answer) and, from the
-``smearing_from_retry``-th retry on, more smearing (which does change the answer); each only where
-the backend's settings have that knob; ``crashed`` is retried
+(:data:`CONVERGENCE_KEYS`: these change only how the SCF gets there, not the converged answer)
+and — only when opted into with ``physics_keys=("smearing",)`` — from the
+``smearing_from_retry``-th retry on, more smearing (which does change the answer; the label then
+keeps the settings that produced it, and a training set refuses to mix it with the others unless
+told that the key does not matter); each only where the backend's settings have that knob; ``crashed`` is retried
 once with unchanged settings; ``timeout`` is not retried by default; ``invalid_input``,
 ``missing_executable`` and ``unparsable_output`` are never retried (a rerun cannot fix them).
 """
@@ -17,7 +19,13 @@ from typing import Any
 from .results import FailureKind
 from .settings import Settings
 
-__all__ = ["NEVER_RETRIED", "RetryPolicy"]
+__all__ = ["CONVERGENCE_KEYS", "NEVER_RETRIED", "PHYSICS_KEYS", "RetryPolicy"]
+
+CONVERGENCE_KEYS = frozenset({"max_scf_steps", "mixing"})
+"""Settings a retry changes that do not change the converged answer."""
+
+PHYSICS_KEYS = frozenset({"smearing"})
+"""Settings a retry may change, only when opted into per key, that change the answer."""
 
 NEVER_RETRIED = frozenset(
     {FailureKind.INVALID_INPUT, FailureKind.MISSING_EXECUTABLE, FailureKind.UNPARSABLE_OUTPUT}
@@ -38,8 +46,11 @@ class RetryPolicy:
         Multiplies ``mixing`` per retry (smaller mixing is more stable).
     smearing_increment:
         Added to ``smearing`` (eV) per retry from retry ``smearing_from_retry`` on, capped at
-        ``max_smearing``; skipped when the settings use no smearing (``smearing`` is ``None``
-        or 0). Set it to 0 to never change the physics on a retry.
+        ``max_smearing``, when ``"smearing"`` is in ``physics_keys``; skipped when the settings
+        use no smearing (``smearing`` is ``None`` or 0).
+    physics_keys:
+        The :data:`PHYSICS_KEYS` a retry may change (default none: a retry never changes the
+        physics).
     crashed_retries, timeout_retries:
         Extra attempts, with unchanged settings, after ``crashed`` / ``timeout``.
     """
@@ -52,8 +63,16 @@ class RetryPolicy:
     smearing_from_retry: int = 2
     crashed_retries: int = 1
     timeout_retries: int = 0
+    physics_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "physics_keys", tuple(sorted(set(self.physics_keys))))
+        unknown = set(self.physics_keys) - PHYSICS_KEYS
+        if unknown:
+            raise ValueError(
+                f"RetryPolicy.physics_keys: {sorted(unknown)} unknown; a retry may change only "
+                f"{sorted(PHYSICS_KEYS)}"
+            )
         for name in ("scf_retries", "crashed_retries", "timeout_retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetryPolicy.{name} must be >= 0")
@@ -87,7 +106,11 @@ class RetryPolicy:
             changes["max_scf_steps"] = max(steps + 1, math.ceil(steps * self.scf_steps_factor))
         if settings.has("mixing") and settings.mixing is not None:  # type: ignore[attr-defined]
             changes["mixing"] = round(settings.mixing * self.mixing_factor, 10)  # type: ignore[attr-defined]
-        smear = retry >= self.smearing_from_retry and self.smearing_increment > 0
+        smear = (
+            "smearing" in self.physics_keys
+            and retry >= self.smearing_from_retry
+            and self.smearing_increment > 0
+        )
         if smear and settings.has("smearing") and settings.smearing:  # type: ignore[attr-defined]
             changes["smearing"] = round(
                 min(self.max_smearing, settings.smearing + self.smearing_increment),  # type: ignore[attr-defined]

@@ -113,6 +113,12 @@ class TrainingSection(_Section):
     val_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Share of labels held out for early stopping."
     )
+    ignore_settings_keys: list[str] = Field(
+        default_factory=list,
+        description="Labeler settings whose values may differ between the labels of one "
+        "training set (e.g. smearing raised by a retry); labels computed with other settings "
+        "than requested in any other key are refused.",
+    )
 
 
 # --------------------------------------------------------------------------- exploration
@@ -205,6 +211,18 @@ class _Campaign(_Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
     execution: BaseModel = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _retries_trainable(self) -> _Campaign:
+        may = getattr(self.labeler, "retry_may_change", None) or []
+        missing = [k for k in may if k not in self.training.ignore_settings_keys]
+        if missing:
+            raise ValueError(
+                f"labeler.retry_may_change lists {missing} but training.ignore_settings_keys "
+                "does not: a label retried with another value could not be trained with the "
+                "rest; list it in both (its value then does not matter) or in neither"
+            )
+        return self
 
     @model_validator(mode="after")
     def _starts(self) -> _Campaign:

@@ -44,6 +44,12 @@ class LabelerPolicy(_Section):
     :class:`LabelerConfig` and the API's per-backend sections in :mod:`workflows.spec`)."""
 
     retries: bool = Field(default=True, description="Retry transient failures (RetryPolicy).")
+    retry_may_change: list[Literal["smearing"]] = Field(
+        default_factory=list,
+        description="Settings a retry may change although they change the converged answer "
+        "(opt in per key; default none: a retry adds SCF steps and lowers the mixing only). "
+        "Each must also be in training.ignore_settings_keys.",
+    )
     max_failure_rate: float = Field(
         default=0.5,
         ge=0,

@@ -230,7 +230,11 @@ def make_labeler(cfg: CampaignConfig):
                 lc.faults.fraction, seed=lc.faults.seed, delay=lc.faults.delay
             )
         )
-    kwargs["retry_policy"] = RetryPolicy() if lc.retries else RetryPolicy.no_retries()
+    kwargs["retry_policy"] = (
+        RetryPolicy(physics_keys=tuple(lc.retry_may_change))
+        if lc.retries
+        else RetryPolicy.no_retries()
+    )
     return get_labeler(lc.name, **kwargs)
 
 

@@ -11,6 +11,7 @@ seed and thread count — reproduces it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def training_data(ctx: Context, label_ids: Any = None) -> tuple[list, list, list
         ctx.campaign_id, labeler=ctx.labeler_name, settings_hash=ctx.settings_hash
     )
     wanted = None if label_ids is None else {int(i) for i in label_ids}
+    check_one_physics(
+        items, ctx.labeler.settings.hashed_dict(), ctx.cfg.training.ignore_settings_keys
+    )
     train, val, ids = [], [], []
     for item in items:
         atoms = labelled_atoms(item, campaign=ctx.handle.name)
@@ -53,6 +57,43 @@ def training_data(ctx: Context, label_ids: Any = None) -> tuple[list, list, list
         missing = sorted(wanted - set(ids))[:10]
         raise CampaignFailedError(f"recorded training labels {missing} are no longer done")
     return train, val, ids
+
+
+def physics_changes(
+    label: Any, requested: Mapping[str, Any], ignored: Any = ()
+) -> dict[str, tuple[Any, Any]]:
+    """``{key: (requested, used)}`` for the settings a retry changed in a way that changes the
+    converged answer: keys of the ``requested`` (hashed) settings whose effective value
+    differs, except :data:`dft_adapters.retry.CONVERGENCE_KEYS` (SCF steps, mixing), keys
+    requested as ``None`` (resolved per structure by the backend) and ``ignored``."""
+    from dft_adapters.retry import CONVERGENCE_KEYS
+
+    used = label.effective_settings
+    if used is None:  # imported, or stored before effective settings were kept
+        return {}
+    skip = CONVERGENCE_KEYS | set(ignored)
+    return {
+        k: (v, used[k])
+        for k, v in requested.items()
+        # None: chosen per structure by the backend (k-points from a spacing ...), not changed
+        if k not in skip and v is not None and k in used and used[k] != v
+    }
+
+
+def check_one_physics(items: Any, requested: Mapping[str, Any], ignored: Any = ()) -> None:
+    """Refuse (:class:`CampaignFailedError`) a training set whose labels were not all computed
+    with the requested physics (:func:`physics_changes`): energies of different smearing,
+    cutoffs ... are different potential-energy surfaces and are never trained together."""
+    changed = [(it.label.id, physics_changes(it.label, requested, ignored)) for it in items]
+    changed = [(i, c) for i, c in changed if c]
+    if changed:
+        first_id, diff = changed[0]
+        what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise CampaignFailedError(
+            f"{len(changed)} of {len(items)} training labels were computed with other settings "
+            f"than requested (label {first_id}: {what}); they are not trained with the rest — "
+            f"list {sorted(diff)} in training.ignore_settings_keys if they do not matter"
+        )
 
 
 def load_model(ctx: Context, record) -> Any:

@@ -195,12 +195,17 @@ def test_retry_policy_is_data_with_the_issue_rules() -> None:
         0.1,
     )  # 1st retry: numerics only
     second = policy.next_settings(nxt, FailureKind.SCF_UNCONVERGED, retry=2)
+    assert (second.max_scf_steps, second.mixing, second.smearing) == (200, 0.1, 0.1)  # physics kept
+    opted = RetryPolicy(physics_keys=("smearing",))
+    second = opted.next_settings(nxt, FailureKind.SCF_UNCONVERGED, retry=2)
     assert (second.max_scf_steps, second.mixing, second.smearing) == (200, 0.1, 0.15)
+    with pytest.raises(ValueError, match=r"physics_keys: \['ecutwfc'\] unknown"):
+        RetryPolicy(physics_keys=("ecutwfc",))
     same = EspressoSettings()
     assert policy.next_settings(same, FailureKind.CRASHED) is same
     no_smear = policy.next_settings(EspressoSettings(smearing=None), FailureKind.SCF_UNCONVERGED)
     assert no_smear.smearing is None  # fixed occupations are not silently smeared
-    capped = RetryPolicy(max_smearing=0.12).next_settings(
+    capped = RetryPolicy(max_smearing=0.12, physics_keys=("smearing",)).next_settings(
         EspressoSettings(smearing=0.1), "scf_unconverged", retry=2
     )
     assert capped.smearing == 0.12

@@ -145,7 +145,10 @@ class _Sequence:
         return self.runners.pop(0)(argv, cwd=cwd, **kw)
 
 
-def test_retry_changes_reach_the_incar(tmp_path: Path) -> None:
+@pytest.mark.parametrize("opted_in", [False, True])
+def test_retry_changes_reach_the_incar(tmp_path: Path, opted_in: bool) -> None:
+    """More SCF steps and less mixing on every retry; more smearing (it changes the answer)
+    only when the policy opts into it per key."""
     runner = _Sequence(
         FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_unconverged.xml"}),
         FakeRunner(files={"vasprun.xml": VASP / "vasprun_C2_unconverged.xml"}),
@@ -157,21 +160,25 @@ def test_retry_changes_reach_the_incar(tmp_path: Path) -> None:
         max_scf_steps=60,
         mixing=0.4,
         smearing=0.05,
+        retry_policy=RetryPolicy(physics_keys=("smearing",) if opted_in else ()),
         executor=Executor(command=fake_executable(tmp_path, "vasp_std"), runner=runner),
     )
     result = labeler.label(c2_diamond_for_fixture(), workdir=tmp_path / "calc")
     assert isinstance(result, LabelResult), result
     assert [a.status for a in result.attempts] == ["scf_unconverged", "scf_unconverged", "ok"]
     first, second, third = runner.incars
+    sigma = 0.1 if opted_in else 0.05
     assert (first["NELM"], first["AMIX"], first["SIGMA"]) == (60, 0.4, 0.05)
     assert (second["NELM"], second["AMIX"], second["SIGMA"]) == (120, 0.2, 0.05)  # numerics only
-    assert (third["NELM"], third["AMIX"], third["SIGMA"]) == (240, 0.1, 0.1)  # then more smearing
+    assert (third["NELM"], third["AMIX"], third["SIGMA"]) == (240, 0.1, sigma)
     assert result.attempts[1].settings_changes == {"max_scf_steps": 120, "mixing": 0.2}
     assert result.attempts[2].settings_changes == {
         "max_scf_steps": 240,
         "mixing": 0.1,
-        "smearing": 0.1,
+        **({"smearing": 0.1} if opted_in else {}),
     }
+    assert result.settings["smearing"] == sigma  # the label keeps the settings that produced it
+    assert (result.effective_settings_hash != labeler.settings_hash) is True
 
 
 def test_without_potcars_the_preflight_says_so(

@@ -41,7 +41,7 @@ from ase.md.verlet import VelocityVerlet
 from numpy.typing import NDArray
 
 from mlip_core.selection import TrustWindow, classify, min_interatomic_distance
-from mlip_core.uncertainty import max_force_deviation
+from mlip_core.uncertainty import frame_deviations, max_force_deviation
 
 __all__ = [
     "ENSEMBLES",
@@ -80,6 +80,11 @@ class WalkerSpec:
         hi: upper trust threshold: the walker stops at the first step with uncertainty ``>= hi``.
         relative: thresholds apply to the relative deviation (dimensionless).
         relative_eps: regulariser of the relative deviation, eV/Å.
+        energy_lo: energy deviation per atom (:func:`~mlip_core.uncertainty.max_devi_e`,
+            eV/atom) at or above which a frame is a candidate even where the forces agree
+            (``None``: forces alone decide; DP-GEN's ``model_devi_e_trust_lo``).
+        energy_hi: energy deviation per atom at or above which the walker stops (``None``:
+            forces alone decide).
         min_distance: stop when two atoms come closer than this, Å (0 disables the check).
         init_velocities: draw Maxwell-Boltzmann velocities; if False keep the start's momenta.
     """
@@ -98,6 +103,8 @@ class WalkerSpec:
     hi: float = 0.5
     relative: bool = False
     relative_eps: float = 1.0
+    energy_lo: float | None = None
+    energy_hi: float | None = None
     min_distance: float = 0.5
     init_velocities: bool = True
 
@@ -126,6 +133,27 @@ class WalkerSpec:
         if not (math.isfinite(self.min_distance) and self.min_distance >= 0):
             raise WalkerError(f"min_distance must be finite and >= 0, got {self.min_distance!r}")
         TrustWindow(self.lo, self.hi, self.relative)  # validates lo < hi, both >= 0
+        for name in ("energy_lo", "energy_hi"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise WalkerError(f"{name} must be finite and > 0 eV/atom, got {value!r}")
+        if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
+            raise WalkerError(
+                f"energy_lo must be < energy_hi, got {self.energy_lo} and {self.energy_hi}"
+            )
+
+    def status(self, force_dev: float, energy_dev: float) -> str:
+        """``accurate`` / ``candidate`` / ``failed`` of a frame from its force deviation (the
+        trust window) and its energy deviation per atom (``energy_lo`` / ``energy_hi``, when
+        set): the worse of the two decides."""
+        status = str(classify([force_dev], self.lo, self.hi)[0])
+        if status == "failed" or (self.energy_lo is None and self.energy_hi is None):
+            return status
+        if self.energy_hi is not None and not energy_dev < self.energy_hi:
+            return "failed"
+        if self.energy_lo is not None and not energy_dev < self.energy_lo:
+            return "candidate"
+        return status
 
     @property
     def trust_window(self) -> TrustWindow:
@@ -158,11 +186,17 @@ class WalkerResult:
     wall_time_s: float
     start_index: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    energy_deviations: NDArray[np.float64] | None = None  # max_devi_e per frame, eV/atom
 
     @property
     def labels(self) -> NDArray[np.str_]:
-        """Trust-window class of each recorded frame."""
-        return classify(self.deviations, self.spec.lo, self.spec.hi)
+        """Trust class of each recorded frame (:meth:`WalkerSpec.status`)."""
+        e = self.energy_deviations
+        if e is None:
+            e = np.full(len(self.deviations), np.nan)
+        return np.array(
+            [self.spec.status(d, x) for d, x in zip(self.deviations, e, strict=True)], dtype="<U9"
+        )
 
     @property
     def candidate_indices(self) -> NDArray[np.intp]:
@@ -262,12 +296,15 @@ def run_walker(
 
     frames: list[Atoms] = []
     devs: list[float] = []
+    devs_e: list[float] = []  # max_devi_e, eV/atom
+    stats: dict[str, float] = {}  # the current step's max_devi_e / max_devi_v
     energies: list[float] = []
     steps: list[int] = []
     trace: list[float] = []
 
     def observe(step: int) -> None:
         """Measure the current state; record it; raise _Stop on a failure."""
+        stats.clear()
         results = work.calc.results  # type: ignore[union-attr]
         if "forces_committee" not in results:
             work.get_forces()
@@ -294,10 +331,21 @@ def run_walker(
             if spec.relative
             else dev_abs
         )
+        if "energy_committee" not in results and (
+            spec.energy_lo is not None or spec.energy_hi is not None
+        ):
+            raise WalkerError(
+                "energy trust thresholds need the calculator's results['energy_committee'] (K,)"
+            )
+        stats.update(frame_deviations(work, results))
         trace.append(dev)
         if dev >= spec.hi:
             record(step, dev, dev_abs, energy, failed=True)
             raise _Stop(f"uncertainty above hi at step {step}: {dev:.3g}{unit}")
+        dev_e = stats["max_devi_e"]
+        if spec.energy_hi is not None and not dev_e < spec.energy_hi:
+            record(step, dev, dev_abs, energy, failed=True)
+            raise _Stop(f"energy deviation above energy_hi at step {step}: {dev_e:.3g} eV/atom")
         if spec.min_distance > 0:
             close = min_interatomic_distance(work, cutoff=spec.min_distance)
             if close is not None:
@@ -314,12 +362,16 @@ def run_walker(
         if not np.all(np.isfinite(work.positions)):
             return  # nothing a DFT code could label
         frame = work.copy()  # Atoms.copy() never carries the calculator
-        status = "failed" if failed else str(classify([dev], spec.lo, spec.hi)[0])
+        dev_e = stats.pop("max_devi_e", float("nan"))
+        dev_v = stats.pop("max_devi_v", float("nan"))
+        status = "failed" if failed else spec.status(dev, dev_e)
         frame.info.update(
             step=step,
             time_fs=step * spec.timestep_fs,
             temperature_K=float(work.get_temperature()),
             max_force_dev=dev_abs,
+            max_devi_e=dev_e,
+            max_devi_v=dev_v,
             uncertainty=dev,
             mlip_energy=energy,
             status=status,
@@ -327,11 +379,13 @@ def run_walker(
         )
         frames.append(frame)
         devs.append(dev)
+        devs_e.append(dev_e)
         energies.append(energy)
         steps.append(step)
 
     def diagnose(exc: Exception, step: int) -> _Stop | None:
         """Turn a calculator exception into a stop reason; None if it is not a blow-up."""
+        stats.clear()
         trace.append(float("nan"))
         record(step, float("nan"), float("nan"), float("nan"), failed=True)
         if not np.all(np.isfinite(work.positions)):
@@ -399,6 +453,7 @@ def run_walker(
         step_deviations=np.asarray(trace, dtype=np.float64),
         wall_time_s=time.perf_counter() - t0,
         start_index=start_index,
+        energy_deviations=np.asarray(devs_e, dtype=np.float64),
     )
 
 

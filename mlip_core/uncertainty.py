@@ -29,6 +29,9 @@ __all__ = [
     "atomic_force_deviation",
     "energy_deviation",
     "fit_calibration",
+    "frame_deviations",
+    "max_devi_e",
+    "max_devi_v",
     "max_force_deviation",
     "spearman",
 ]
@@ -84,6 +87,46 @@ def energy_deviation(energies: ArrayLike) -> float:
     if e.size < 2:
         raise ValueError(f"a committee needs at least 2 members, got {e.size}")
     return float(e.std())
+
+
+def max_devi_e(energies: ArrayLike, n_atoms: int) -> float:
+    """Energy deviation per atom, eV/atom: population std over the members of E^(k)/N
+    (DeePMD-kit's ``calc_model_devi_e`` on total energies per atom). ``energies`` ``(K,)`` eV."""
+    if n_atoms < 1:
+        raise ValueError(f"n_atoms must be >= 1, got {n_atoms}")
+    return energy_deviation(energies) / n_atoms
+
+
+def max_devi_v(stresses: ArrayLike, volume: float, n_atoms: int) -> float:
+    """Virial deviation per atom, eV/atom: the max over the 9 components of the population std
+    over the members of the virial W = -sigma V divided by N (DeePMD-kit's
+    ``calc_model_devi_v`` on virials per atom). ``stresses`` ``(K, 6)`` ASE Voigt eV/Å^3,
+    ``volume`` Å^3."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    s = np.asarray(stresses, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != 6 or s.shape[0] < 2:
+        raise ValueError(f"member stresses must have shape (K >= 2, 6), got {s.shape}")
+    if not volume > 0 or n_atoms < 1:
+        raise ValueError(f"volume must be > 0 and n_atoms >= 1, got {volume}, {n_atoms}")
+    virial = -voigt_6_to_full_3x3_stress(s).reshape(len(s), 9) * volume / n_atoms
+    return float(virial.std(axis=0).max())
+
+
+def frame_deviations(atoms: Any, results: Mapping[str, Any]) -> dict[str, float]:
+    """``max_devi_e`` and ``max_devi_v`` (eV/atom) of a frame from a committee calculator's
+    ``results`` (``energy_committee`` (K,), ``stress_committee`` (K, 6)); NaN where the
+    calculator reports no member energies / stresses or the cell is not fully periodic."""
+    n = len(atoms)
+    e = results.get("energy_committee")
+    st = results.get("stress_committee")
+    periodic = bool(np.all(atoms.pbc)) and atoms.cell.volume > 0
+    return {
+        "max_devi_e": max_devi_e(e, n) if e is not None else float("nan"),
+        "max_devi_v": max_devi_v(st, atoms.cell.volume, n)
+        if st is not None and periodic
+        else float("nan"),
+    }
 
 
 # --------------------------------------------------------------------------------------

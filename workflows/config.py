@@ -146,18 +146,39 @@ class ExplorationConfig(_Section):
 
 
 class TrustConfig(_Section):
-    """Trust window on the committee's max atomic force deviation."""
+    """Trust window on the committee's max atomic force deviation (max_devi_f) and, when set,
+    on its energy deviation per atom (max_devi_e)."""
 
     lo: float = Field(
         default=0.05, ge=0, le=1000, description="Below: accurate (eV/Å or relative)."
     )
     hi: PosFloat = Field(default=0.5, le=1000, description="At/above: model lost, walker cut.")
     relative: bool = Field(default=False, description="Thresholds on the relative deviation.")
+    relative_eps: PosFloat = Field(
+        default=1.0,
+        le=1000,
+        description="Regulariser of the relative deviation sigma_i / (|<F_i>| + eps), eV/Å.",
+    )
+    energy_lo: PosFloat | None = Field(
+        default=None,
+        le=1000,
+        description="Energy deviation per atom (max_devi_e, eV/atom) at/above which a frame is "
+        "a candidate even where the forces agree (default: forces alone decide).",
+    )
+    energy_hi: PosFloat | None = Field(
+        default=None,
+        le=1000,
+        description="Energy deviation per atom (eV/atom) at/above which the walker stops.",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> TrustConfig:
         if self.lo >= self.hi:
             raise ValueError(f"lo must be < hi (got lo={self.lo}, hi={self.hi})")
+        if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
+            raise ValueError(
+                f"energy_lo must be < energy_hi (got {self.energy_lo} and {self.energy_hi})"
+            )
         return self
 
 

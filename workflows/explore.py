@@ -71,6 +71,9 @@ def walker_spec(cfg: CampaignConfig, walker: Any, seed: int):
         lo=cfg.trust.lo,
         hi=cfg.trust.hi,
         relative=cfg.trust.relative,
+        relative_eps=cfg.trust.relative_eps,
+        energy_lo=cfg.trust.energy_lo,
+        energy_hi=cfg.trust.energy_hi,
         min_distance=cfg.exploration.min_distance,
     )
 
@@ -112,7 +115,11 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
     }
     model = load_model(ctx, store.get_model(model_id))
     try:
-        calc = CommitteeCalculator(model, min_distance=cfg.exploration.min_distance or 0.5)
+        calc = CommitteeCalculator(
+            model,
+            min_distance=cfg.exploration.min_distance or 0.5,
+            relative_eps=cfg.trust.relative_eps,
+        )
         spec = walker_spec(cfg, w, plan.seed)
         with timing.compute("md"):
             res = run_walker(ctx.initial[plan.start], calc, spec)
@@ -143,6 +150,11 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
                 info={
                     "max_force_dev": float(frame.info["max_force_dev"]),
                     "uncertainty": float(dev),
+                    **{
+                        k: float(frame.info[k])
+                        for k in ("max_devi_e", "max_devi_v")
+                        if np.isfinite(frame.info.get(k, np.nan))
+                    },
                 },
             )
             offers.append((frame, origin, float(dev), float(frame.info["max_force_dev"]), cut))

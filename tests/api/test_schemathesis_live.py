@@ -6,7 +6,9 @@ cancel, ...) use the ids the server returned, through the links the document dec
 on every response: no server error, status code documented, content type and body match the
 documented schema. The counts are printed.
 
-JSON Schema cannot state a few rules (:data:`RULES`): trust ``lo < hi``, a walker's ``start``
+JSON Schema cannot state a few rules (:data:`RULES`): trust ``lo < hi`` (and ``energy_lo <
+energy_hi``), a setting a retry may change listed in ``training.ignore_settings_keys``, a
+walker's ``start``
 indexes a given source, NPT walkers on periodic structures only, a crystal ASE can build within the atom limit with no two atoms closer
 than 0.5 Å, labeler settings that hold together, an index that selects a frame, a ``file`` from
 the operator's import directories (the test server has none: one generic 422), a cron expression
@@ -44,7 +46,8 @@ TOKEN = "pf_live_fuzz"
 # The rules JSON Schema cannot state, as a 422 names them: cross-field rules of a config, and
 # the cron / time zone grammar of a schedule (Prefect's CronSchedule decides).
 RULES = {
-    "trust lo < hi": r"lo must be < hi",
+    "trust lo < hi": r"lo must be < (energy_)?hi",
+    "a retry may change what training ignores": r"retry_may_change lists .* but training",
     "walker start indexes a source": r"\.start=\d+ but only \d+ structure",
     "ASE builds the crystal": r"ASE cannot build it|Miller indices \(0, 0, 0\)"
     r"|lattice_constant: needed for",

@@ -36,8 +36,10 @@ class CommitteeEMT(Calculator):
         raise_type: type[Exception] = RuntimeError,
         min_distance: float = 0.0,
         seed: int = 0,
+        energy_spread: float | None = None,
     ) -> None:
         super().__init__()
+        self.energy_spread = energy_spread  # eV/atom between successive members
         self.amplitude = amplitude
         self.n_members = n_members
         self.nan_after_calls = nan_after_calls
@@ -75,7 +77,12 @@ class CommitteeEMT(Calculator):
             fc[:, 0, :] = np.nan
         forces = fc.mean(axis=0)
         energies = e + 0.001 * np.arange(self.n_members)
+        extra = {}
+        if self.energy_spread is not None:  # members differ in energy, not in forces
+            energies = e + self.energy_spread * len(a) * np.arange(self.n_members)
+            extra["energy_committee"] = energies
         self.results = {
+            **extra,
             "energy": float(energies.mean()),
             "free_energy": float(energies.mean()),
             "forces": forces,
@@ -404,3 +411,50 @@ def test_units_timestep_in_fs() -> None:
     )
     res = run_walker(a, CommitteeEMT(0.0), spec)
     assert res.frames[-1].positions[0, 0] == pytest.approx(0.01 * 20.0, rel=1e-6)
+
+
+def test_energy_deviation_per_atom_joins_the_trust_decision() -> None:
+    """Members that agree on forces (deviation 0.005 eV/Å < lo) but disagree on energy by
+    0.02 eV/atom per member: forces alone call every frame accurate; with energy_lo the
+    frames are candidates; with energy_hi below the deviation the walker stops at step 0.
+    max_devi_e is DeePMD's: std over members of E/N."""
+    spread = 0.02
+    expected = float(np.std(spread * np.arange(4)))  # 0.02236 eV/atom
+    forces_only = run_walker(cu32(), CommitteeEMT(0.005, energy_spread=spread), quick_spec())
+    assert set(forces_only.labels) == {"accurate"}
+    assert forces_only.frames[0].info["max_devi_e"] == pytest.approx(expected, rel=1e-9)
+    assert np.all(
+        np.isnan([f.info["max_devi_v"] for f in forces_only.frames])
+    )  # no members' stress
+    flagged = run_walker(
+        cu32(), CommitteeEMT(0.005, energy_spread=spread), quick_spec(energy_lo=0.01)
+    )
+    assert set(flagged.labels) == {"candidate"} and not flagged.stopped_early
+    assert [f.info["status"] for f in flagged.frames] == list(flagged.labels)
+    cut = run_walker(
+        cu32(),
+        CommitteeEMT(0.005, energy_spread=spread),
+        quick_spec(energy_lo=0.01, energy_hi=0.02),
+    )
+    assert cut.stopped_early and cut.stop_step == 0 and "energy_hi" in cut.stop_reason
+    with pytest.raises(ValueError, match="energy_committee"):  # thresholds need member energies
+        run_walker(cu32(), CommitteeEMT(0.005), quick_spec(energy_lo=0.01))
+    with pytest.raises(ValueError, match="energy_lo must be < energy_hi"):
+        quick_spec(energy_lo=0.02, energy_hi=0.01)
+
+
+def test_max_devi_v_is_the_virial_per_atom_deviation() -> None:
+    """Against the formula by hand: W = -sigma V / N per member (3x3), std over members,
+    max over the 9 components; zero for identical members; member order does not matter."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    from mlip_core.uncertainty import max_devi_e, max_devi_v
+
+    rng = np.random.default_rng(3)
+    st = rng.normal(scale=0.01, size=(4, 6))
+    vol, n = 47.0, 4
+    w = -np.array([voigt_6_to_full_3x3_stress(x) for x in st]) * vol / n
+    assert max_devi_v(st, vol, n) == pytest.approx(w.reshape(4, 9).std(axis=0).max(), rel=1e-12)
+    assert max_devi_v(st[::-1], vol, n) == pytest.approx(max_devi_v(st, vol, n), rel=1e-12)
+    assert max_devi_v(np.repeat(st[:1], 4, axis=0), vol, n) == 0.0
+    assert max_devi_e([1.0, 3.0], 2) == pytest.approx(0.5)

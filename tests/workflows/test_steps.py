@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from workflows import steps, timing
-from workflows.config import load_config
+from workflows.config import ConfigError, load_config
 from workflows.context import _full_url
 
 from ._campaigns import write_config
@@ -419,3 +419,19 @@ def test_select_judges_the_lattice_not_the_cell_and_counts_every_drop(tmp_path: 
     assert steps.select_step(ctx, it) == picked  # done: nothing recounted
     (again,) = [m for m in store.iteration_metrics(ctx.campaign_id) if m.iteration_id == it.id]
     assert again.dropped == metrics.dropped
+
+
+def test_trust_section_reaches_the_walkers(tmp_path: Path):
+    """energy_lo / energy_hi (eV/atom) and the relative mode's eps are config data."""
+    from workflows.explore import walker_spec
+
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            trust={"lo": 0.1, "hi": 0.8, "relative_eps": 0.5, "energy_lo": 0.01, "energy_hi": 0.1},
+        )
+    )
+    spec = walker_spec(cfg, cfg.exploration.walkers[0], seed=1)
+    assert (spec.energy_lo, spec.energy_hi, spec.relative_eps) == (0.01, 0.1, 0.5)
+    with pytest.raises(ConfigError, match="energy_lo must be < energy_hi"):
+        load_config(write_config(tmp_path / "d.yaml", trust={"energy_lo": 0.2, "energy_hi": 0.1}))

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from structure_checks.state import physical_state
+
 from .hashing import structure_hash
 from .models import (
     ApiToken,
@@ -209,6 +211,7 @@ def _structure(s: Structure) -> StructureRecord:
         s.md_step,
         dict(s.info or {}),
         as_utc(s.created_at),
+        dict(s.state or {}),
     )
 
 
@@ -313,9 +316,11 @@ def _structure_row(
     positions = np.asarray(atoms.positions, dtype=np.float64)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
+    state = physical_state(atoms)  # checked by check_atoms
     origin = origin or Origin()
     return {
-        "hash": structure_hash(numbers, positions, cell, pbc),
+        "hash": structure_hash(numbers, positions, cell, pbc, state),
+        "state": state or None,
         "natoms": len(numbers),
         "formula": hill_formula(numbers),
         "numbers": numbers,

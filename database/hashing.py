@@ -8,7 +8,12 @@ Definition (version 1) — SHA-256 over the concatenation of:
 4. the periodic flags, uint8 (3,);
 5. the cell, 3x3 row vectors in Å, rounded to integer multiples of ``QUANTUM`` = 1e-8 Å
    (``numpy.rint(x * 1e8)`` as int64, C order);
-6. the Cartesian positions in Å, rounded in the same way, (N, 3), C order.
+6. the Cartesian positions in Å, rounded in the same way, (N, 3), C order;
+7. only for a structure with a physical state (:func:`structure_checks.state.physical_state`:
+   constraints, initial magnetic moments and charges, tags): ``b"|state|"`` and the state's
+   canonical JSON (sorted keys, no spaces, UTF-8). A structure without one hashes exactly as
+   before this item existed, so stored hashes stay valid; an antiferromagnetic and a
+   ferromagnetic copy of one geometry hash differently.
 
 Positions are hashed **as given**: no wrapping into the cell, no sorting. Atom order is part of
 the identity (per-atom forces of a label refer to it), and a periodic image of a structure is a
@@ -23,6 +28,8 @@ differ by less than the quantum usually, but not always, hash equal. The hash is
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +44,11 @@ def _quantize(values: np.ndarray) -> bytes:
 
 
 def structure_hash(
-    numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    state: dict[str, Any] | None = None,
 ) -> str:
     """Return the canonical content hash (hex SHA-256) of a structure; see module docstring."""
     numbers = np.asarray(numbers, dtype="<i8")
@@ -47,9 +58,17 @@ def structure_hash(
     h.update(np.asarray(pbc, dtype=bool).astype(np.uint8).tobytes())
     h.update(_quantize(np.asarray(cell, dtype=np.float64).reshape(3, 3)))
     h.update(_quantize(np.asarray(positions, dtype=np.float64).reshape(-1, 3)))
+    if state:
+        h.update(b"|state|")
+        h.update(json.dumps(state, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()
 
 
 def atoms_hash(atoms) -> str:
-    """Canonical content hash of an ``ase.Atoms`` (see :func:`structure_hash`)."""
-    return structure_hash(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+    """Canonical content hash of an ``ase.Atoms``, its physical state included (see
+    :func:`structure_hash`)."""
+    from structure_checks.state import physical_state
+
+    return structure_hash(
+        atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, physical_state(atoms)
+    )

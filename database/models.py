@@ -267,6 +267,8 @@ class Structure(Base):
     positions = mapped_column(NDArray, nullable=False)  # float64 (N, 3) Å
     cell = mapped_column(NDArray, nullable=False)  # float64 (3, 3) Å
     pbc = mapped_column(NDArray, nullable=False)  # bool (3,)
+    # constraints, initial magmoms / charges, tags (structure_checks.state); in the hash
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(32), default="md")
     origin_campaign_id: Mapped[int | None] = mapped_column(
         ForeignKey("campaigns.id", ondelete="SET NULL"), index=True

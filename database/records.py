@@ -168,17 +168,22 @@ class StructureRecord:
     md_step: int | None
     info: dict[str, Any]
     created_at: datetime
+    state: dict[str, Any] = field(default_factory=dict)  # structure_checks.state
 
     def to_atoms(self):
-        """The structure as a new ``ase.Atoms`` (no calculator)."""
+        """The structure as a new ``ase.Atoms`` (no calculator), with its physical state:
+        constraints, initial magnetic moments and charges, tags."""
         from ase import Atoms
 
-        return Atoms(
+        from structure_checks.state import apply_state
+
+        atoms = Atoms(
             numbers=self.numbers.copy(),
             positions=self.positions.copy(),
             cell=self.cell.copy(),
             pbc=self.pbc.copy(),
         )
+        return apply_state(atoms, self.state)
 
 
 @dataclass(frozen=True, eq=False)

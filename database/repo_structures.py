@@ -20,7 +20,7 @@ from .errors import (
     DatabaseInputError,
     NotFoundError,
 )
-from .hashing import structure_hash
+from .hashing import atoms_hash
 from .models import (
     Selection,
     Structure,
@@ -111,7 +111,7 @@ class StructuresRepo(StoreBase):
     def find_structure(self, atoms: Any) -> int | None:
         """Id of the stored structure with the same canonical hash, or ``None``."""
         check_atoms(atoms)
-        h = structure_hash(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+        h = atoms_hash(atoms)
         with self.session(write=False) as s:
             return s.scalar(select(Structure.id).where(Structure.hash == h))
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from structure_checks import cell_problem
+from structure_checks.state import StateError, physical_state
 
 from .errors import DatabaseInputError
 from .models import FAILURE_KINDS
@@ -45,6 +46,10 @@ def check_atoms(atoms, what: str = "structure") -> None:
         raise DatabaseInputError(f"{what}: {problem}")
     if np.any(numbers <= 0) or np.any(numbers > 118):
         raise DatabaseInputError(f"{what}: invalid atomic numbers {sorted(set(numbers.tolist()))}")
+    try:
+        physical_state(atoms)
+    except StateError as exc:
+        raise DatabaseInputError(f"{what}: {exc}") from exc
 
 
 def check_energy(energy: Any, what: str = "energy") -> float:

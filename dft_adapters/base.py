@@ -75,6 +75,10 @@ class Labeler(ABC):
     """Executable run by file-based backends (``None`` for in-process ones)."""
     uses_scratch: ClassVar[bool] = True
     """False for in-memory backends that write no files."""
+    honours: ClassVar[frozenset[str]] = frozenset()
+    """Per-atom state the backend passes to its code (``initial_magmoms``: collinear moments,
+    ``initial_charges``); a structure carrying any other is refused in pre-flight
+    (``invalid_input``) rather than computed as another state."""
 
     def __init__(
         self,
@@ -130,7 +134,7 @@ class Labeler(ABC):
     def preflight(self, atoms: Atoms) -> LabelFailure | None:
         """Run all checks that need no code run; a failure value or ``None``."""
         t0 = time.perf_counter()
-        problem = check_geometry(atoms, self.preflight_limits)
+        problem = check_geometry(atoms, self.preflight_limits) or self.unhonoured_state(atoms)
         kind = FailureKind.INVALID_INPUT
         if problem is None:
             try:
@@ -147,6 +151,31 @@ class Labeler(ABC):
         if problem is None:
             return None
         return self._failure(kind, problem, time.perf_counter() - t0, None, ())
+
+    @classmethod
+    def unhonoured_state(cls, atoms: Atoms) -> str | None:
+        """Why this backend cannot compute ``atoms`` as given: initial magnetic moments or
+        charges it does not pass to its code (:attr:`honours`), non-collinear moments, or a
+        state pesflow does not keep; ``None`` when it can."""
+        from structure_checks.state import StateError, physical_state
+
+        try:
+            state = physical_state(atoms)
+        except StateError as exc:
+            return str(exc)
+        what = {"initial_magmoms": "initial magnetic moments", "initial_charges": "initial charges"}
+        for key, name in what.items():
+            if key not in state:
+                continue
+            if key not in cls.honours:
+                return (
+                    f"labeler {cls.name!r} does not pass the structure's {name} to its code; "
+                    "refused rather than computed as another state (remove them from the "
+                    "structure or use a labeler that honours them)"
+                )
+            if np.ndim(state[key]) != 1:
+                return f"non-collinear {name} are not passed by labeler {cls.name!r}"
+        return None
 
     def label(self, atoms: Atoms, workdir: str | Path | None = None) -> LabelOutcome:
         """Label ``atoms`` (never mutated): energy, forces and, for periodic cells, stress.
@@ -348,11 +377,14 @@ class Labeler(ABC):
 
 
 def _snapshot(atoms: Atoms) -> Atoms:
-    """An independent copy without calculator (the caller's object is never touched)."""
+    """An independent copy without calculator and without constraints (the caller's object
+    is never touched): a label is the energy, forces and stress of the structure as it is —
+    constraints act on dynamics, and ASE would zero the forces on fixed atoms."""
     if not isinstance(atoms, Atoms):
         raise TypeError(f"label() needs an ase.Atoms, got {type(atoms).__name__}")
     copy = atoms.copy()
     copy.calc = None
+    copy.set_constraint()
     return copy
 
 

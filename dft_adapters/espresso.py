@@ -177,6 +177,7 @@ class EspressoLabeler(Labeler):
     name: ClassVar[str] = "espresso"
     settings_cls: ClassVar[type[Settings]] = EspressoSettings
     default_command: ClassVar[str | None] = "pw.x"
+    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
 
     def pseudopotentials_for(self, atoms: Atoms, settings: EspressoSettings) -> dict[str, str]:
         """Element -> UPF file name for the elements of ``atoms`` (raises ``LabelError``)."""
@@ -198,11 +199,47 @@ class EspressoLabeler(Labeler):
         return chosen
 
     def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
-        """pw.x needs a cell with a volume and a pseudopotential file per element."""
+        """pw.x needs a cell with a volume and a pseudopotential file per element (and, for
+        initial moments, each moment within its element's valence charge)."""
         if abs(atoms.cell.volume) < 1e-6:
             return "pw.x needs a simulation cell with non-zero volume (set atoms.cell, e.g. atoms.center(vacuum=6))"
-        self.pseudopotentials_for(atoms, settings)  # type: ignore[arg-type]
+        chosen = self.pseudopotentials_for(atoms, settings)  # type: ignore[arg-type]
+        self.magnetized(atoms, settings, chosen)  # type: ignore[arg-type]
         return None
+
+    def magnetized(
+        self, atoms: Atoms, settings: EspressoSettings, pseudopotentials: Mapping[str, str]
+    ) -> Atoms:
+        """``atoms`` with its initial moments (μB) turned into pw.x's ``starting_magnetization``
+        (the fraction of the element's valence charge, -1 to 1: m / z_valence of its UPF),
+        which ASE's writer takes from the moments, one species per (element, moment) — an
+        antiferromagnet gets an up and a down species. ``atoms`` itself when it has none.
+        Raises ``LabelError`` (``invalid_input``) for a moment beyond the valence charge or a
+        UPF without ``z_valence``."""
+        moments = atoms.get_initial_magnetic_moments()
+        if not np.any(moments):
+            return atoms
+        out = atoms.copy()
+        fractions = np.zeros(len(atoms))
+        for element in sorted(set(atoms.get_chemical_symbols())):
+            upf = Path(settings.pseudo_dir) / pseudopotentials[element]
+            found = re.search(
+                r'z_valence\s*=\s*"\s*([-+\d.EeDd]+)|([-+\d.EeDd]+)\s+Z valence',
+                upf.read_text(errors="replace")[:20000],
+            )
+            if found is None:
+                raise LabelError(FailureKind.INVALID_INPUT, f"{upf}: no z_valence")
+            zval = float((found.group(1) or found.group(2)).replace("D", "E"))
+            mask = np.array(atoms.get_chemical_symbols()) == element
+            fractions[mask] = moments[mask] / zval
+            if np.any(np.abs(fractions[mask]) > 1):
+                raise LabelError(
+                    FailureKind.INVALID_INPUT,
+                    f"initial magnetic moment {np.abs(moments[mask]).max():g} μB on {element} "
+                    f"exceeds its {zval:g} valence electrons ({upf.name})",
+                )
+        out.set_initial_magnetic_moments(np.round(fractions, 10))
+        return out
 
     def kpoint_grid(self, atoms: Atoms, settings: EspressoSettings) -> tuple[int, int, int] | None:
         """Monkhorst–Pack grid (1 along non-periodic directions); ``None`` for Γ only."""
@@ -266,9 +303,15 @@ class EspressoLabeler(Labeler):
         )
         params = self.input_parameters(atoms, settings)
         resolved = {"pseudopotentials": dict(params["pseudopotentials"]), "kpts": params["kpts"]}
-        template.write_input(
-            profile, directory, atoms, dict(params), ["energy", "forces", "stress"]
-        )
+        inp = self.magnetized(atoms, settings, params["pseudopotentials"])
+        if inp is not atoms:
+            resolved["starting_magnetization"] = sorted(
+                {
+                    (a.symbol, float(m))
+                    for a, m in zip(inp, inp.get_initial_magnetic_moments(), strict=True)
+                }
+            )
+        template.write_input(profile, directory, inp, dict(params), ["energy", "forces", "stress"])
         argv = profile.get_command(template.inputname)
         proc = self.executor.run(argv, directory, template.outputname, template.errorname)
         out = read_text(directory / template.outputname)

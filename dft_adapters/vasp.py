@@ -152,6 +152,7 @@ class VaspLabeler(Labeler):
     name: ClassVar[str] = "vasp"
     settings_cls: ClassVar[type[Settings]] = VaspSettings
     default_command: ClassVar[str | None] = "vasp_std"
+    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
 
     def __init__(
         self,

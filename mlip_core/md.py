@@ -226,6 +226,12 @@ def _make_dynamics(atoms: Atoms, spec: WalkerSpec, rng: np.random.Generator) -> 
     if spec.ensemble == "npt":
         if not np.all(atoms.pbc) or atoms.cell.volume <= 0:
             raise WalkerError("an npt walker needs a fully periodic cell with non-zero volume")
+        if atoms.constraints:  # ASE: "LangevinBAOAB has not been tested with constraints"
+            raise WalkerError(
+                "an npt walker does not honour constraints (fixed atoms moved 0.07 Å in 20 "
+                f"steps with ASE's LangevinBAOAB): {', '.join(type(c).__name__ for c in atoms.constraints)}"
+                " on the structure; use an nvt or nve walker"
+            )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Using heuristic P_mass")
             return LangevinBAOAB(

@@ -232,7 +232,10 @@ def init(
 @_guard
 def validate(config: Annotated[Path, typer.Argument(help="Campaign YAML.")]) -> None:
     """Check a campaign config; exit 2 with a one-line reason when it is invalid."""
+    from .structures import initial_structures
+
     cfg = load_config(config)
+    initial_structures(cfg)  # the structures as the labeler will get them
     n_walkers = sum(w.count for w in cfg.exploration.walkers)
     console.print(
         f"{config}: ok (campaign {cfg.name!r}, {len(cfg.structures)} structure "

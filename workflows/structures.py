@@ -16,19 +16,29 @@ __all__ = ["bootstrap_structures", "initial_structures"]
 def initial_structures(cfg: CampaignConfig, policy: StructurePolicy | None = None) -> list:
     """Read / build the configured initial structures (``ase.Atoms``, no calculator); files
     and contents are read under ``policy`` (default: the local policy of the settings' data
-    directory). Raises :class:`ConfigError` naming the source when one cannot be read."""
+    directory). Raises :class:`ConfigError` naming the source when one cannot be read or holds
+    a state (initial magnetic moments, charges, a constraint) the labeler cannot honour."""
+    from dft_adapters import labeler_class
+
     from .config import ConfigError
 
+    honours = labeler_class(cfg.labeler.name).unhonoured_state
     out = []
     for i, src in enumerate(cfg.structures):
+        key = "generate"
         if src.generate is None:
+            key = "content" if src.content is not None else "file"
             try:
-                out += read_source(src, policy or StructurePolicy.local())
+                got = read_source(src, policy or StructurePolicy.local())
             except ValueError as exc:
-                key = "content" if src.content is not None else "file"
                 raise ConfigError(f"config: structures[{i}].{key}: {exc}") from None
-            continue
-        out.append(src.generate.build())
+        else:
+            got = [src.generate.build()]
+        for atoms in got:  # the state the labeler cannot honour: refused before any run
+            problem = honours(atoms)
+            if problem is not None:
+                raise ConfigError(f"config: structures[{i}].{key}: {problem}")
+        out += got
     return out
 
 
@@ -44,6 +54,6 @@ def bootstrap_structures(
         if a.pbc.all():
             a.set_cell(a.cell.array * (1 + eps), scale_atoms=True)
         sigma = rattles[j % len(rattles)]
-        a.positions = a.positions + rng.normal(0.0, sigma, a.positions.shape)
+        a.set_positions(a.positions + rng.normal(0.0, sigma, a.positions.shape))  # constraints hold
         out.append(a)
     return out

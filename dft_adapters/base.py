@@ -134,7 +134,7 @@ class Labeler(ABC):
     def preflight(self, atoms: Atoms) -> LabelFailure | None:
         """Run all checks that need no code run; a failure value or ``None``."""
         t0 = time.perf_counter()
-        problem = check_geometry(atoms, self.preflight_limits) or self.unhonoured_state(atoms)
+        problem = check_geometry(atoms, self.preflight_limits)
         kind = FailureKind.INVALID_INPUT
         if problem is None:
             try:
@@ -143,6 +143,8 @@ class Labeler(ABC):
                 kind, problem = err.kind, err.message
             except Exception as err:  # a check that blows up still answers with a value
                 problem = f"pre-flight check failed: {type(err).__name__}: {err}"
+        if problem is None:
+            problem = self.unhonoured_state(atoms)
         if problem is None and self.default_command is not None:
             missing = self.executor.missing_executables(self.default_command)
             if missing:

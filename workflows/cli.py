@@ -235,7 +235,13 @@ def validate(config: Annotated[Path, typer.Argument(help="Campaign YAML.")]) -> 
     from .structures import initial_structures
 
     cfg = load_config(config)
-    initial_structures(cfg)  # the structures as the labeler will get them
+    warnings: list[str] = []
+    try:  # the structures as the labeler will get them
+        initial_structures(cfg, warnings=warnings)
+    except ConfigError as exc:  # named by the file, as the config's other errors are
+        raise ConfigError(str(exc).replace("config: ", f"{config.name}: ", 1)) from None
+    for text in warnings:
+        console.print(f"warning: {text}", markup=False, highlight=False)
     n_walkers = sum(w.count for w in cfg.exploration.walkers)
     console.print(
         f"{config}: ok (campaign {cfg.name!r}, {len(cfg.structures)} structure "

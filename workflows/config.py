@@ -89,7 +89,13 @@ class CommitteeConfig(_Section):
     """Committee of native potentials (mlip_core.model.ModelConfig)."""
 
     n_members: int = Field(default=4, ge=2, description="Committee size K.")
-    cutoff: PosFloat = Field(default=5.0, description="Radial cutoff, Å.")
+    cutoff: float = Field(
+        default=5.0,
+        ge=1.5,
+        le=15.0,
+        description="Radial cutoff, Å (1.5-15: below 1.5 Å no neighbor shell, above 15 Å "
+        "a neighbor list of thousands per atom).",
+    )
     channels: int = Field(default=32, ge=1, description="Feature channels per atom.")
     n_layers: int = Field(default=1, ge=1, description="Message-passing layers.")
     n_basis: int = Field(default=8, ge=1, description="Radial basis functions.")
@@ -125,8 +131,10 @@ class TrainingSection(_Section):
 class WalkerConfig(_Section):
     """One MD walker (repeated ``count`` times with different seeds)."""
 
-    temperature: PosFloat = Field(description="Thermostat temperature, K.")
-    pressure: float = Field(default=0.0, description="External pressure (npt), GPa.")
+    temperature: PosFloat = Field(le=10000, description="Thermostat temperature, K (<= 10 000).")
+    pressure: float = Field(
+        default=0.0, ge=-100, le=1000, description="External pressure (npt only), GPa."
+    )
     ensemble: Literal["nvt", "npt", "nve"] = Field(default="nvt", description="Ensemble.")
     steps: int = Field(default=500, ge=1, description="MD steps.")
     timestep: PosFloat = Field(default=2.0, le=20, description="Time step, fs.")
@@ -137,6 +145,20 @@ class WalkerConfig(_Section):
         default=None, ge=0, description="Index of the initial structure (default round-robin)."
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> WalkerConfig:
+        if self.record_every > self.steps:
+            raise ValueError(
+                f"record_every={self.record_every} > steps={self.steps}: the walker would keep "
+                f"only its start frame; lower record_every or raise steps"
+            )
+        if self.pressure != 0 and self.ensemble != "npt":
+            raise ValueError(
+                f"pressure={self.pressure} GPa on an {self.ensemble} walker: only npt walkers "
+                "feel a pressure; set ensemble: npt or drop pressure"
+            )
+        return self
+
 
 class ExplorationConfig(_Section):
     """Committee-driven MD of every iteration."""
@@ -145,14 +167,28 @@ class ExplorationConfig(_Section):
     min_distance: float = Field(default=0.5, ge=0, description="Stop when atoms are closer, Å.")
 
 
+TRUST_MAX = 10.0
+"""eV/Å (or relative): a trust threshold above this is a unit slip (meV) or a lost model."""
+
+
 class TrustConfig(_Section):
     """Trust window on the committee's max atomic force deviation (max_devi_f) and, when set,
     on its energy deviation per atom (max_devi_e)."""
 
+    # maximum TRUST_MAX: stated in the schema, enforced by _order with a unit hint
     lo: float = Field(
-        default=0.05, ge=0, le=1000, description="Below: accurate (eV/Å or relative)."
+        default=0.05,
+        ge=0,
+        allow_inf_nan=False,
+        json_schema_extra={"maximum": TRUST_MAX},
+        description="Below: accurate (eV/Å or relative).",
     )
-    hi: PosFloat = Field(default=0.5, le=1000, description="At/above: model lost, walker cut.")
+    hi: PosFloat = Field(
+        default=0.5,
+        allow_inf_nan=False,
+        json_schema_extra={"maximum": TRUST_MAX},
+        description="At/above: model lost, walker cut.",
+    )
     relative: bool = Field(default=False, description="Thresholds on the relative deviation.")
     relative_eps: PosFloat = Field(
         default=1.0,
@@ -173,6 +209,14 @@ class TrustConfig(_Section):
 
     @model_validator(mode="after")
     def _order(self) -> TrustConfig:
+        for key in ("lo", "hi"):
+            value = getattr(self, key)
+            if value > TRUST_MAX:
+                raise ValueError(
+                    f"{key}={value:g}: a force-deviation window above {TRUST_MAX:g} "
+                    f"{'(relative)' if self.relative else 'eV/Å'} trusts a lost model; "
+                    f"given in meV/Å? ({value / 1000:g} eV/Å)"
+                )
         if self.lo >= self.hi:
             raise ValueError(f"lo must be < hi (got lo={self.lo}, hi={self.hi})")
         if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
@@ -232,6 +276,22 @@ class _Campaign(_Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
     execution: BaseModel = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> _Campaign:
+        cv = self.convergence
+        if cv.patience > cv.max_iterations:
+            raise ValueError(
+                f"convergence.patience={cv.patience} > max_iterations={cv.max_iterations}: "
+                "the campaign could never be declared converged; lower patience"
+            )
+        seed = self.bootstrap.n_structures + self.validation.n_structures
+        if cv.label_budget is not None and cv.label_budget < seed:
+            raise ValueError(
+                f"convergence.label_budget={cv.label_budget} < bootstrap + validation "
+                f"structures ({seed}): spent before the first exploration; raise the budget"
+            )
+        return self
 
     @model_validator(mode="after")
     def _retries_trainable(self) -> _Campaign:

@@ -123,13 +123,17 @@ class GenerateConfig(_Section):
         return v
 
     def cell_atoms(self) -> Any:
-        """The bulk cell (or slab) before ``repeat`` (``ase.Atoms``)."""
+        """The bulk cell (or slab) before ``repeat`` (``ase.Atoms``). ASE's ``bulk`` puts its
+        own guess of initial moments on Fe, Co and Ni; that guess is not part of what the
+        config gives and is not kept (initial moments come from a structure file's
+        ``initial_magmoms``)."""
         from ase.build import bulk, surface
 
         kw: dict[str, Any] = {"cubic": self.cubic} if self.crystal != "hcp" else {}
         if self.lattice_constant is not None:
             kw["a"] = self.lattice_constant
         atoms = bulk(self.element, self.crystal, **kw)
+        atoms.set_initial_magnetic_moments(None)
         if self.surface is not None:
             atoms = surface(atoms, self.surface, self.layers, vacuum=self.vacuum)
             atoms.pbc = (True, True, False)

@@ -3,6 +3,7 @@ strained copies that form the bootstrap and validation sets."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,18 +13,25 @@ from .config_structures import read_source
 
 __all__ = ["bootstrap_structures", "initial_structures"]
 
+log = logging.getLogger("pesflow")
 
-def initial_structures(cfg: CampaignConfig, policy: StructurePolicy | None = None) -> list:
+
+def initial_structures(
+    cfg: CampaignConfig,
+    policy: StructurePolicy | None = None,
+    warnings: list[str] | None = None,
+) -> list:
     """Read / build the configured initial structures (``ase.Atoms``, no calculator); files
     and contents are read under ``policy`` (default: the local policy of the settings' data
     directory). Raises :class:`ConfigError` naming the source when one cannot be read or holds
-    a state (initial magnetic moments, charges, a constraint) the labeler cannot honour."""
+    a state (initial magnetic moments, charges, a constraint) the labeler cannot honour, or that
+    fails :func:`workflows.config_physics.structure_problems` (whose warnings are logged and
+    appended to ``warnings``)."""
     from dft_adapters import labeler_class
 
     from .config import ConfigError
 
-    honours = labeler_class(cfg.labeler.name).unhonoured_state
-    out = []
+    out, where = [], []
     for i, src in enumerate(cfg.structures):
         key = "generate"
         if src.generate is None:
@@ -34,11 +42,22 @@ def initial_structures(cfg: CampaignConfig, policy: StructurePolicy | None = Non
                 raise ConfigError(f"config: structures[{i}].{key}: {exc}") from None
         else:
             got = [src.generate.build()]
-        for atoms in got:  # the state the labeler cannot honour: refused before any run
-            problem = honours(atoms)
-            if problem is not None:
-                raise ConfigError(f"config: structures[{i}].{key}: {problem}")
         out += got
+        where += [f"structures[{i}].{key}"] * len(got)
+    from .config_physics import structure_problems
+
+    errors, warned = structure_problems(cfg, out)
+    if errors:
+        raise ConfigError(f"config: {errors[0]}")
+    honours = labeler_class(cfg.labeler.name).unhonoured_state
+    for atoms, key in zip(out, where, strict=True):  # also where no pre-flight ran (profiles)
+        problem = honours(atoms)
+        if problem is not None:
+            raise ConfigError(f"config: {key}: {problem}")
+    for text in warned:
+        log.warning("config: %s", text)
+    if warnings is not None:
+        warnings += warned
     return out
 
 

@@ -1,0 +1,109 @@
+"""Physics checks of a campaign on its initial structures (what the config sections alone cannot
+see): the MD time step against the lightest element, NPT walkers only on bulk structures, and the
+labeler's own pre-flight (elements it supports, pseudopotentials / basis sets, executable).
+
+:func:`structure_problems` returns ``(errors, warnings)``; ``pesflow validate`` and the start of a
+campaign raise the first error and print / log the warnings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["VACUUM_GAP", "max_timestep_fs", "structure_problems", "vacuum_gap"]
+
+VACUUM_GAP = 5.0
+"""Å: an empty layer this thick along a lattice direction is vacuum, not a crystal."""
+
+
+def max_timestep_fs(atoms: Any) -> float:
+    """A stable Verlet step for the lightest element, fs: sqrt(m / amu) (1 fs for H, 8 fs for
+    Cu) — about a tenth of the fastest vibrational period; a larger step is warned about, twice
+    it refused."""
+    return math.sqrt(float(np.min(atoms.get_masses())))
+
+
+def vacuum_gap(atoms: Any) -> tuple[int, float]:
+    """(lattice direction, thickness in Å) of the widest empty layer of a periodic cell: the
+    largest gap between consecutive fractional coordinates along each direction (wrapped) times
+    the cell's width perpendicular to the other two vectors."""
+    frac = atoms.get_scaled_positions(wrap=True)
+    cell = atoms.cell.array
+    volume = abs(np.linalg.det(cell))
+    best = (0, 0.0)
+    for k in range(3):
+        x = np.sort(frac[:, k])
+        gaps = np.diff(np.concatenate([x, [x[0] + 1.0]]))
+        width = volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
+        gap = float(gaps.max() * width)
+        if gap > best[1]:
+            best = (k, gap)
+    return best
+
+
+def structure_problems(cfg: Any, atoms_list: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """Errors and warnings of ``cfg`` on its initial structures (see module docstring); each
+    names the config key and a likely fix."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    n = len(atoms_list)
+    for i, w in enumerate(cfg.exploration.walkers):
+        key = f"exploration.walkers[{i}]"
+        starts = [w.start] if w.start is not None else range(n)
+        for j in starts:
+            atoms = atoms_list[j % n]
+            limit = max_timestep_fs(atoms)
+            light = atoms.get_chemical_symbols()[int(np.argmin(atoms.get_masses()))]
+            if w.timestep > 2 * limit:
+                errors.append(
+                    f"{key}.timestep={w.timestep:g} fs is more than twice a stable step for "
+                    f"{light} ({limit:.1f} fs): the MD would blow up; use <= {limit:.1f} fs"
+                )
+            elif w.timestep > limit:
+                warnings.append(
+                    f"{key}.timestep={w.timestep:g} fs exceeds a stable step for {light} "
+                    f"({limit:.1f} fs); walkers may be cut for energy drift"
+                )
+            if w.ensemble != "npt":
+                continue
+            if not all(atoms.pbc):
+                errors.append(
+                    f"{key}: npt on initial structure {j}, which is not periodic along "
+                    f"{''.join('abc'[k] for k in range(3) if not atoms.pbc[k])}: use nvt"
+                )
+                continue
+            k, gap = vacuum_gap(atoms)
+            if gap > VACUUM_GAP:
+                errors.append(
+                    f"{key}: npt on initial structure {j}, which has {gap:.1f} Å of vacuum "
+                    f"along {'abc'[k]}: the barostat would collapse it; use nvt"
+                )
+    errors += _labeler_problems(cfg, atoms_list, warnings)
+    return errors, warnings
+
+
+def _labeler_problems(cfg: Any, atoms_list: Sequence[Any], warnings: list[str]) -> list[str]:
+    """The labeler's pre-flight on each initial structure, where the labeler is built from the
+    config alone (no operator profile); a missing executable is only a warning when tasks run
+    on a cluster (the code is installed there)."""
+    if getattr(cfg.execution, "profile", None) is not None:
+        return []
+    from .context import make_labeler
+
+    labeler = make_labeler(cfg)
+    remote = cfg.execution.task_runner == "dask"
+    errors = []
+    for j, atoms in enumerate(atoms_list):
+        failure = labeler.preflight(atoms)
+        if failure is None:
+            continue
+        text = f"labeler {cfg.labeler.name!r} on initial structure {j}: {failure.message}"
+        if failure.kind.value == "missing_executable" and remote:
+            warnings.append(text + " (here; the cluster nodes must have it)")
+        else:
+            errors.append(text)
+    return errors

@@ -5,9 +5,11 @@ be stacked into one network like the native model: :class:`MaceMember` adapts on
 :class:`~mlip_core.model.CommitteeModel` and a :class:`~mlip_core.model.LoopCommittee` of them is
 the committee (cost ~K x one model). The neighbor graph is still built once per structure.
 
-Training MACE members is done with MACE's own trainer on pesflow's extended-XYZ export
-(``mace_run_train --train_file=... --energy_key=REF_energy --forces_key=REF_forces
---stress_key=REF_stress``); :func:`load_mace_committee` then loads the K trained model files.
+Training MACE members is done with MACE's own trainer on pesflow's ``--format mace`` export
+(``mace_run_train --train_file=dataset.extxyz --energy_key=REF_energy --forces_key=REF_forces
+--stress_key=REF_stress --E0s='{29: ...}'``: the isolated-atom energies are in the export's
+``e0s.json`` and the whole command in its ``mace_run_train.txt``); :func:`load_mace_committee` then
+loads the K trained model files.
 """
 
 from __future__ import annotations

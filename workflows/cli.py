@@ -430,9 +430,17 @@ def _holder(c) -> str:
 def export(
     campaign: Annotated[str, typer.Argument(help="Campaign name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("export"),
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="mace (REF_* extxyz + E0s + the mace_run_train command), extxyz (plain, "
+            "calculator keys) or deepmd (deepmd/npy systems via dpdata).",
+        ),
+    ] = "mace",
     data_dir: DataDir = None,
 ) -> None:
-    """Export the dataset (extxyz, REF_* keys), the committee checkpoint and a calculator
+    """Export the training and validation sets, the committee checkpoint and a calculator
     loader."""
     from .export import export_campaign
     from .steps import open_context, open_store, reopen_campaign
@@ -440,7 +448,7 @@ def export(
     settings = _settings(data_dir)
     store = open_store(settings.resolved_database_url())
     handle = reopen_campaign(store, campaign, settings.data_dir)
-    res = export_campaign(open_context(handle), out)
+    res = export_campaign(open_context(handle), out, fmt)
     console.print(
         f"{res.dataset} ({res.n_train} frames), {res.validation} "
         f"({res.n_validation} frames)"

@@ -1,17 +1,34 @@
-"""Export a campaign: its training set and validation set as extended XYZ (``REF_energy``,
-``REF_forces``, ``REF_stress`` keys, readable by plain ASE, MACE and NequIP), the latest
-committee checkpoint, and a small Python loader that returns it as an ASE calculator."""
+"""Export a campaign: its training and validation sets in the format the field's tools read,
+the latest committee checkpoint, and a small Python loader that returns it as an ASE calculator.
+
+Formats (:data:`FORMATS`):
+
+- ``mace``: extended XYZ with ``REF_energy`` / ``REF_forces`` / ``REF_stress`` keys (MACE,
+  NequIP, ASE), the isolated-atom energies ``e0s.json`` (least-squares fit of the training
+  energies on the composition, as MACE's ``--E0s=average``; refused when the compositions do not
+  determine them) and ``mace_run_train.txt``, the command that trains on it;
+- ``extxyz``: plain extended XYZ with calculator results ``energy`` / ``forces`` / ``stress``
+  (ASE, dpdata's ``extxyz`` reader);
+- ``deepmd``: DeePMD-kit ``deepmd/npy`` systems (one per formula) written by dpdata, energies
+  (eV), forces (eV/Å) and virials (eV, W = -sigma V), under ``deepmd/train`` and
+  ``deepmd/validation``.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .context import CampaignFailedError, Context
 from .train import load_model, training_data
 
-__all__ = ["ExportResult", "export_campaign", "load_exported_calculator"]
+__all__ = ["FORMATS", "ExportResult", "export_campaign", "load_exported_calculator"]
+
+FORMATS = ("mace", "extxyz", "deepmd")
 
 LOADER = '''"""ASE calculator of the committee exported by `pesflow export` (campaign {name!r}).
 
@@ -37,7 +54,7 @@ def get_calculator(**kwargs):
 class ExportResult:
     """Paths written by :func:`export_campaign` and how many frames each dataset has."""
 
-    dataset: Path
+    dataset: Path  # a file (extxyz formats) or a directory of systems (deepmd)
     validation: Path
     checkpoint: Path | None
     loader: Path | None
@@ -45,11 +62,13 @@ class ExportResult:
     n_validation: int
 
 
-def export_campaign(ctx: Context, out_dir: str | Path) -> ExportResult:
-    """Write ``dataset.extxyz``, ``validation.extxyz``, ``committee.pt`` (the latest model,
-    sha256-checked against the database) and ``load_calculator.py`` into ``out_dir``."""
-    import ase.io
-
+def export_campaign(ctx: Context, out_dir: str | Path, fmt: str = "mace") -> ExportResult:
+    """Write the training and validation sets in ``fmt`` (:data:`FORMATS`), ``committee.pt``
+    (the latest model, sha256-checked against the database) and ``load_calculator.py`` into
+    ``out_dir``. Raises :class:`CampaignFailedError` for a corrupt checkpoint, an unknown
+    format, or (``mace``) isolated-atom energies the training compositions do not determine."""
+    if fmt not in FORMATS:
+        raise CampaignFailedError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
     model = ctx.store.latest_model(ctx.campaign_id)
     if model is not None:
         try:  # before anything is written: a corrupt checkpoint leaves no half export behind
@@ -59,14 +78,16 @@ def export_campaign(ctx: Context, out_dir: str | Path) -> ExportResult:
                 f"cannot export model {model.id}: {' '.join(str(exc).split())}; "
                 f"`pesflow resume {ctx.handle.name}` rebuilds it from its recorded inputs"
             ) from exc
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train, val, _ = training_data(ctx)
     for atoms in val:
         atoms.info["config_type"] = "validation"
-    ds, vs = out / "dataset.extxyz", out / "validation.extxyz"
-    ase.io.write(ds, train, format="extxyz")
-    ase.io.write(vs, val, format="extxyz")
+    e0s = isolated_atom_energies(train) if fmt == "mace" else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds, vs = _WRITERS[fmt](out, train, val)
+    if e0s is not None:
+        (out / "e0s.json").write_text(json.dumps({str(z): e for z, e in e0s.items()}, indent=1))
+        (out / "mace_run_train.txt").write_text(mace_command(ds, vs, e0s) + "\n")
     ckpt = loader = None
     if model is not None:
         ckpt = out / "committee.pt"
@@ -74,6 +95,85 @@ def export_campaign(ctx: Context, out_dir: str | Path) -> ExportResult:
         loader = out / "load_calculator.py"
         loader.write_text(LOADER.format(name=ctx.handle.name, sha=model.checkpoint_sha256))
     return ExportResult(ds, vs, ckpt, loader, len(train), len(val))
+
+
+def isolated_atom_energies(frames: list) -> dict[int, float]:
+    """E0 per atomic number (eV): least-squares solution of ``counts @ E0 = REF_energy`` over
+    the frames (what MACE's ``--E0s=average`` computes). Raises :class:`CampaignFailedError`
+    when the composition matrix has lower rank than the number of elements (e.g. every frame
+    has one stoichiometry of a compound): the E0s are then not determined by the data."""
+    zs = sorted({int(z) for a in frames for z in a.numbers})
+    counts = np.array([[np.sum(a.numbers == z) for z in zs] for a in frames], dtype=float)
+    energies = np.array([a.info["REF_energy"] for a in frames], dtype=float)
+    if not frames or np.linalg.matrix_rank(counts) < len(zs):
+        raise CampaignFailedError(
+            f"the training compositions do not determine isolated-atom energies for "
+            f"{len(zs)} element(s) (rank {np.linalg.matrix_rank(counts) if frames else 0}): "
+            "give MACE computed E0s (--E0s) or export --format extxyz"
+        )
+    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return {z: float(e) for z, e in zip(zs, e0, strict=True)}
+
+
+def mace_command(train: Path, valid: Path, e0s: dict[int, float]) -> str:
+    """The ``mace_run_train`` command that trains on an export (keys and E0s included)."""
+    e0 = "{" + ", ".join(f"{z}: {e:.10g}" for z, e in e0s.items()) + "}"
+    return (
+        f"mace_run_train --name=pesflow --train_file={train.name} --valid_file={valid.name} "
+        f"--energy_key=REF_energy --forces_key=REF_forces --stress_key=REF_stress "
+        f"--E0s='{e0}' --model=MACE --r_max=5.0 --max_num_epochs=100 --device=cpu"
+    )
+
+
+def _with_results(frames: list) -> list:
+    """Copies whose ``REF_*`` labels are a calculator's results (energy, forces, stress)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = []
+    for a in frames:
+        b = a.copy()
+        info = {k: v for k, v in b.info.items() if not k.startswith("REF_")}
+        forces = b.arrays.pop("REF_forces")
+        b.info = info
+        b.calc = SinglePointCalculator(
+            b, energy=a.info["REF_energy"], forces=forces, stress=a.info.get("REF_stress")
+        )
+        out.append(b)
+    return out
+
+
+def _write_mace(out: Path, train: list, val: list) -> tuple[Path, Path]:
+    import ase.io
+
+    ds, vs = out / "dataset.extxyz", out / "validation.extxyz"
+    ase.io.write(ds, train, format="extxyz")
+    ase.io.write(vs, val, format="extxyz")
+    return ds, vs
+
+
+def _write_extxyz(out: Path, train: list, val: list) -> tuple[Path, Path]:
+    return _write_mace(out, _with_results(train), _with_results(val))
+
+
+def _write_deepmd(out: Path, train: list, val: list) -> tuple[Path, Path]:
+    try:
+        import dpdata
+    except ImportError as exc:
+        raise CampaignFailedError(
+            "export --format deepmd needs dpdata: pip install 'pesflow[deepmd]'"
+        ) from exc
+    paths = []
+    for name, frames in (("train", train), ("validation", val)):
+        systems = dpdata.MultiSystems()
+        for a in _with_results(frames):
+            systems.append(dpdata.LabeledSystem(a, fmt="ase/structure"))
+        target = out / "deepmd" / name
+        systems.to_deepmd_npy(str(target))
+        paths.append(target)
+    return paths[0], paths[1]
+
+
+_WRITERS = {"mace": _write_mace, "extxyz": _write_extxyz, "deepmd": _write_deepmd}
 
 
 def load_exported_calculator(out_dir: str | Path, **kwargs):

@@ -5,6 +5,7 @@ plain ASE reads and a calculator that reproduces the committee."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,107 @@ def test_export_loads_in_plain_ase(campaign, tmp_path: Path):
         np.testing.assert_allclose(b.get_forces(), c.get_forces(), atol=1e-9)
         # and the committee is a decent potential on held-out structures
         assert abs(b.get_potential_energy() - a.info["REF_energy"]) / len(a) < 0.02
+
+
+def _labels_by_hash(campaign) -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
+    """The stored labels of the campaign: structure hash -> (energy eV, forces eV/Å, virial
+    eV 3x3 = -sigma V), read from the store, not from an export."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    store, rec = campaign["store"], campaign["rec"]
+    out = {}
+    for lb in store.list_labels(rec.id, status="done", limit=None):
+        st = store.get_structure(lb.structure_id)
+        vol = abs(np.linalg.det(st.cell))
+        out[st.hash] = (lb.energy, lb.forces, -voigt_6_to_full_3x3_stress(lb.stress) * vol)
+    return out
+
+
+def test_export_extxyz_and_deepmd_read_back_by_ase_and_dpdata(campaign, tmp_path: Path):
+    """--format extxyz: ASE reads calculator results; dpdata's extxyz reader and --format
+    deepmd (written by dpdata, read back by dpdata's deepmd/npy reader) give energies, forces and
+    virials equal to the stored labels to 1e-8 relative (extxyz: to its 8 printed decimals)."""
+    import ase.io
+    import dpdata
+
+    from database import atoms_hash
+
+    labels = _labels_by_hash(campaign)
+    data = str(campaign["data"])
+    plain, deep = tmp_path / "plain", tmp_path / "deep"
+    for fmt, out in (("extxyz", plain), ("deepmd", deep)):
+        res = runner.invoke(
+            app, ["export", "reduced", "-o", str(out), "--format", fmt, "--data-dir", data]
+        )
+        assert res.exit_code == 0, res.output
+    frames = ase.io.read(plain / "dataset.extxyz", index=":")
+    for a in frames:
+        e, f, _ = labels[atoms_hash(a)]
+        assert a.get_potential_energy() == pytest.approx(e, rel=1e-12)
+        np.testing.assert_allclose(a.get_forces(), f, rtol=0, atol=1e-8)  # text: 8 decimals
+
+    def check(system, n_expected, atol):
+        n = 0
+        for sub in system:
+            for k in range(len(sub)):
+                cell, coords = sub["cells"][k], sub["coords"][k]
+                key = next(
+                    h
+                    for h, (e, _, _) in labels.items()
+                    if abs(e - sub["energies"][k]) <= 1e-8 * abs(e)
+                )
+                _, f, w = labels[key]
+                np.testing.assert_allclose(sub["forces"][k], f, rtol=1e-8, atol=atol)
+                np.testing.assert_allclose(sub["virials"][k], w, rtol=1e-8, atol=atol)
+                assert cell.shape == (3, 3) and coords.shape == f.shape
+                n += 1
+        assert n == n_expected
+
+    text = dpdata.MultiSystems.from_file(str(plain / "dataset.extxyz"), fmt="extxyz")
+    check(text, len(frames), atol=1e-7)  # forces 8 decimals, stress 8 significant digits
+    npy = dpdata.MultiSystems()
+    for d in sorted((deep / "deepmd" / "train").iterdir()):
+        npy.append(dpdata.LabeledSystem(str(d), fmt="deepmd/npy"))
+    check(npy, len(frames), atol=1e-12)  # binary: the labels themselves
+    assert (deep / "deepmd" / "validation").is_dir()
+
+
+def test_mace_export_trains_with_mace_run_train(campaign, tmp_path: Path):
+    """--format mace writes E0s and the mace_run_train command; that command (a 1-epoch, tiny
+    model version) starts training on the export and saves a model."""
+    import json
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path / "mace"
+    res = runner.invoke(
+        app, ["export", "reduced", "-o", str(out), "--data-dir", str(campaign["data"])]
+    )
+    assert res.exit_code == 0, res.output
+    e0s = json.loads((out / "e0s.json").read_text())
+    assert set(e0s) == {"29"} and -10 < e0s["29"] < 10  # Cu, eV (EMT's zero is near 0)
+    argv = shlex.split((out / "mace_run_train.txt").read_text())
+    assert argv[0] == "mace_run_train" and any(a.startswith("--E0s={29:") for a in argv)
+    exe = shutil.which("mace_run_train", path=str(Path(sys.executable).parent))
+    argv = [exe, *[a for a in argv[1:] if not a.startswith("--max_num_epochs")]]
+    argv += [
+        "--max_num_epochs=1",
+        "--num_channels=8",
+        "--max_L=0",
+        "--batch_size=8",
+        "--valid_batch_size=8",
+        "--seed=1",
+        "--default_dtype=float64",
+    ]
+    proc = subprocess.run(
+        argv,
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(out.glob("pesflow*.model")), sorted(p.name for p in out.iterdir())

@@ -45,9 +45,17 @@ def vacuum_gap(atoms: Any) -> tuple[int, float]:
     return best
 
 
-def structure_problems(cfg: Any, atoms_list: Sequence[Any]) -> tuple[list[str], list[str]]:
+def structure_problems(
+    cfg: Any, atoms_list: Sequence[Any], names: Sequence[str] | None = None
+) -> tuple[list[str], list[str]]:
     """Errors and warnings of ``cfg`` on its initial structures (see module docstring); each
-    names the config key and a likely fix."""
+    names the config key and a likely fix. ``names``: where each structure comes from
+    (``structures[0].file``), default ``initial structure <j>``."""
+    names = (
+        list(names)
+        if names is not None
+        else [f"initial structure {j}" for j in range(len(atoms_list))]
+    )
     errors: list[str] = []
     warnings: list[str] = []
     n = len(atoms_list)
@@ -72,21 +80,23 @@ def structure_problems(cfg: Any, atoms_list: Sequence[Any]) -> tuple[list[str], 
                 continue
             if not all(atoms.pbc):
                 errors.append(
-                    f"{key}: npt on initial structure {j}, which is not periodic along "
+                    f"{key}: npt on {names[j % n]}, which is not periodic along "
                     f"{''.join('abc'[k] for k in range(3) if not atoms.pbc[k])}: use nvt"
                 )
                 continue
             k, gap = vacuum_gap(atoms)
             if gap > VACUUM_GAP:
                 errors.append(
-                    f"{key}: npt on initial structure {j}, which has {gap:.1f} Å of vacuum "
+                    f"{key}: npt on {names[j % n]}, which has {gap:.1f} Å of vacuum "
                     f"along {'abc'[k]}: the barostat would collapse it; use nvt"
                 )
-    errors += _labeler_problems(cfg, atoms_list, warnings)
+    errors += _labeler_problems(cfg, atoms_list, names, warnings)
     return errors, warnings
 
 
-def _labeler_problems(cfg: Any, atoms_list: Sequence[Any], warnings: list[str]) -> list[str]:
+def _labeler_problems(
+    cfg: Any, atoms_list: Sequence[Any], names: Sequence[str], warnings: list[str]
+) -> list[str]:
     """The labeler's pre-flight on each initial structure, where the labeler is built from the
     config alone (no operator profile); a missing executable is only a warning when tasks run
     on a cluster (the code is installed there)."""
@@ -101,7 +111,7 @@ def _labeler_problems(cfg: Any, atoms_list: Sequence[Any], warnings: list[str]) 
         failure = labeler.preflight(atoms)
         if failure is None:
             continue
-        text = f"labeler {cfg.labeler.name!r} on initial structure {j}: {failure.message}"
+        text = f"{names[j]}: {failure.message}"
         if failure.kind.value == "missing_executable" and remote:
             warnings.append(text + " (here; the cluster nodes must have it)")
         else:

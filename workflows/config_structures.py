@@ -195,7 +195,7 @@ class StructureSource(_Section):
             "oneOf": [
                 {"required": ["file"], "not": _any_of("content", "generate")},
                 {"required": ["content", "format"], "not": _any_of("file", "generate")},
-                {"required": ["generate"], "not": _any_of("file", "content", "format")},
+                {"required": ["generate"], "not": _any_of("file", "content", "format", "repeat")},
             ]
         },
     )
@@ -227,6 +227,12 @@ class StructureSource(_Section):
     generate: GenerateConfig | None = Field(
         default=None, json_schema_extra=omit_null, description="Build with ASE."
     )
+    repeat: tuple[Repeat, Repeat, Repeat] | None = Field(
+        default=None,
+        json_schema_extra=omit_null,
+        description="Supercell of each frame of 'file' or 'content' along a, b, c (1 to 50 each; "
+        "> 1 only along periodic directions; 'generate' has its own).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +251,8 @@ class StructureSource(_Section):
     def _format_use(self) -> StructureSource:
         if self.format is not None and self.generate is not None:
             raise ValueError("'format' goes with 'file' or 'content', not with 'generate'")
+        if self.repeat is not None and self.generate is not None:
+            raise ValueError("'repeat' of a generated structure goes inside 'generate'")
         return self
 
     @field_validator("index")
@@ -290,9 +298,28 @@ class StructureSource(_Section):
 
 
 def read_source(src: StructureSource, policy: StructurePolicy) -> list:
-    """The structures of a ``file`` or ``content`` source as ``ase.Atoms`` (no calculator)."""
+    """The structures of a ``file`` or ``content`` source as ``ase.Atoms`` (no calculator),
+    each repeated ``src.repeat`` times (its constraints, moments and tags with it; refused
+    along a non-periodic direction or beyond :data:`MAX_GENERATED_ATOMS`)."""
     if src.content is not None:
-        return read_content(src.content, src.format, src.index, policy)
-    if src.file is not None:
-        return read_file(src.file, src.format, src.index, policy)
-    raise ValueError("a generated source has no file or content")
+        frames = read_content(src.content, src.format, src.index, policy)
+    elif src.file is not None:
+        frames = read_file(src.file, src.format, src.index, policy)
+    else:
+        raise ValueError("a generated source has no file or content")
+    if src.repeat is None or tuple(src.repeat) == (1, 1, 1):
+        return frames
+    out = []
+    for k, atoms in enumerate(frames):
+        flat = [
+            ax for ax, n, p in zip("abc", src.repeat, atoms.pbc, strict=True) if n > 1 and not p
+        ]
+        if flat:
+            raise ValueError(f"repeat: frame {k} is not periodic along {', '.join(flat)}")
+        total = len(atoms) * int(np.prod(src.repeat))
+        if total > MAX_GENERATED_ATOMS:
+            raise ValueError(
+                f"repeat: frame {k} becomes {total} atoms, more than {MAX_GENERATED_ATOMS}"
+            )
+        out.append(atoms.repeat(tuple(src.repeat)))
+    return out

@@ -43,10 +43,13 @@ def initial_structures(
         else:
             got = [src.generate.build()]
         out += got
-        where += [f"structures[{i}].{key}"] * len(got)
+        where += [
+            f"structures[{i}].{key}" + (f" frame {k}" if len(got) > 1 else "")
+            for k in range(len(got))
+        ]
     from .config_physics import structure_problems
 
-    errors, warned = structure_problems(cfg, out)
+    errors, warned = structure_problems(cfg, out, where)
     if errors:
         raise ConfigError(f"config: {errors[0]}")
     honours = labeler_class(cfg.labeler.name).unhonoured_state

@@ -52,7 +52,12 @@ RULES = {
     "ASE builds the crystal": r"ASE cannot build it|Miller indices \(0, 0, 0\)"
     r"|lattice_constant: needed for",
     "atom limit": r"atoms, more than",
-    "NPT walkers need periodic structures": r"npt needs bulk structures",
+    "repeat along periodic directions": r"repeat: frame \d+ is not periodic along",
+    "MD step vs the lightest element": r"more than twice a stable step",
+    "the labeler's pre-flight": r"EMT has no parameters|does not pass the structure's",
+    "a walker consistent with itself": r"record_every=\d+ > steps|GPa on an (nvt|nve) walker",
+    "convergence reachable": r"patience=\d+ > max_iterations|label_budget=\d+ < bootstrap",
+    "NPT walkers need periodic structures": r"npt needs bulk structures|npt on structures",
     "a physical geometry": r"atoms too close|degenerate cell|non-finite",
     "labeler settings hold together": r"labeler\.settings|Settings needs|must be a plain file"
     r"|must be one line without control characters",

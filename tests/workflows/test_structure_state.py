@@ -139,3 +139,22 @@ def test_unkept_state_is_refused_at_the_store_and_by_validate(tmp_path: Path):
         steps.initial_structures(
             load_config(write_config(tmp_path / "n.yaml", structures=[{"file": "nio.extxyz"}]))
         )
+
+
+def test_file_sources_take_repeat_with_their_state(tmp_path: Path):
+    """`repeat` on a file source builds the supercell like `generate` does, constraints and
+    moments repeated with the atoms; along a non-periodic direction it is refused."""
+    _, fixed = _slab_poscar(tmp_path)  # periodic in POSCAR: vacuum along c
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", structures=[{"file": "POSCAR", "repeat": [2, 2, 1]}])
+    )
+    (big,) = steps.initial_structures(cfg)
+    assert len(big) == 48
+    (c,) = big.constraints
+    assert sorted(c.index.tolist()) == sorted(i + 12 * k for k in range(4) for i in fixed)
+    write(tmp_path / "slab.extxyz", fcc111("Cu", (2, 2, 3), vacuum=6.0))  # pbc T T F
+    bad = write_config(
+        tmp_path / "b.yaml", structures=[{"file": "slab.extxyz", "repeat": [1, 1, 2]}]
+    )
+    with pytest.raises(ConfigError, match=r"repeat: frame 0 is not periodic along c"):
+        steps.initial_structures(load_config(bad))

@@ -46,21 +46,21 @@ ERRORS = [
     ),
     (
         {"structures": [{"generate": {"element": "Fe", "crystal": "bcc"}}]},
-        r"labeler 'emt' on initial structure 0: EMT has no parameters for element\(s\) Fe",
+        r"structures\[0\]\.generate: EMT has no parameters for element\(s\) Fe",
     ),
     (
         {
             "structures": [{"file": "slab.extxyz"}],
             "exploration": {"walkers": [{**WALKER, "ensemble": "npt"}]},
         },
-        r"npt on initial structure 0, which is not periodic along c",
+        r"npt on structures\[0\]\.file, which is not periodic along c",
     ),
     (
         {
             "structures": [{"file": "slab_pbc.extxyz"}],
             "exploration": {"walkers": [{**WALKER, "ensemble": "npt"}]},
         },
-        r"npt on initial structure 0, which has 1\d\.\d Å of vacuum along c",
+        r"npt on structures\[0\]\.file, which has 1\d\.\d Å of vacuum along c",
     ),
 ]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from ase import Atoms
 from ase.units import Ry
 
@@ -129,6 +130,46 @@ AUTHOR_REFUSED_KEYWORDS = frozenset({"PROJECT", "PROJECT_NAME", "PROGRAM_NAME", 
 _FILE_KEYWORD = re.compile(r"(^|_)FILE(_|NAME|$)")
 
 
+def _kinds(atoms: Atoms) -> list[tuple[str, str, float]]:
+    """(CP2K kind name, element, initial moment μB) per atom: one kind per element, or per
+    (element, moment) where an element carries several moments (an antiferromagnet gets
+    ``Ni1``/``Ni2``, each with its ``MAGNETIZATION``)."""
+    symbols = atoms.get_chemical_symbols()
+    moments = [float(m) for m in atoms.get_initial_magnetic_moments()]
+    per: dict[str, list[float]] = {}
+    for sym, m in zip(symbols, moments, strict=True):
+        if m not in per.setdefault(sym, []):
+            per[sym].append(m)
+    return [
+        (sym if len(per[sym]) == 1 else f"{sym}{per[sym].index(m) + 1}", sym, m)
+        for sym, m in zip(symbols, moments, strict=True)
+    ]
+
+
+def multiplicity_of(atoms: Atoms, settings: CP2KSettings) -> int | None:
+    """2S + 1 for CP2K: ``settings.multiplicity``, or from collinear initial moments |sum m| + 1
+    (a whole number of unpaired electrons; 1 for an antiferromagnet, which still runs
+    unrestricted from the per-kind moments); ``None`` (restricted) without either. Raises
+    ``LabelError`` (``invalid_input``) for a fractional total or a disagreeing setting."""
+    m = atoms.get_initial_magnetic_moments()
+    if not np.any(m):
+        return settings.multiplicity
+    total = abs(float(m.sum()))
+    if abs(total - round(total)) > 1e-6:
+        raise LabelError(
+            FailureKind.INVALID_INPUT,
+            f"initial magnetic moments sum to {total:g} μB, not a whole number of unpaired "
+            "electrons (CP2K's MULTIPLICITY = 2S + 1)",
+        )
+    if settings.multiplicity and settings.multiplicity != round(total) + 1:
+        raise LabelError(
+            FailureKind.INVALID_INPUT,
+            f"settings.multiplicity={settings.multiplicity} disagrees with the initial moments "
+            f"(2S + 1 = {round(total) + 1})",
+        )
+    return round(total) + 1
+
+
 def _has_entry(path: Path, element: str, name: str) -> bool:
     """True when a CP2K data file has a line ``<element> ... <name> ...``."""
     try:
@@ -165,12 +206,15 @@ class CP2KLabeler(Labeler):
     name: ClassVar[str] = "cp2k"
     settings_cls: ClassVar[type[Settings]] = CP2KSettings
     default_command: ClassVar[str | None] = "cp2k"
+    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
 
     def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
-        """A cell with volume, and basis set + potential entries for every element."""
+        """A cell with volume, basis set + potential entries for every element, and initial
+        moments that sum to a whole number of unpaired electrons."""
         assert isinstance(settings, CP2KSettings)
         if abs(atoms.cell.volume) < 1e-6:
             return "CP2K needs a simulation cell with non-zero volume (e.g. atoms.center(vacuum=6))"
+        multiplicity_of(atoms, settings)  # a whole number of unpaired electrons
         data = Path(settings.data_dir)
         missing = []
         for element in sorted(set(atoms.get_chemical_symbols())):
@@ -204,9 +248,10 @@ class CP2KLabeler(Labeler):
         )
         if settings.charge:
             root.add_keyword(dft, f"CHARGE {settings.charge}")
-        if settings.multiplicity:
+        multiplicity = multiplicity_of(atoms, settings)
+        if multiplicity:
             root.add_keyword(dft, "UNRESTRICTED_KOHN_SHAM ON")
-            root.add_keyword(dft, f"MULTIPLICITY {settings.multiplicity}")
+            root.add_keyword(dft, f"MULTIPLICITY {multiplicity}")
         root.add_keyword(f"{dft}/MGRID", f"CUTOFF {settings.cutoff}")
         root.add_keyword(f"{dft}/MGRID", f"REL_CUTOFF {settings.rel_cutoff}")
         root.add_keyword(f"{dft}/SCF", f"MAX_SCF {settings.max_scf_steps}")
@@ -232,10 +277,11 @@ class CP2KLabeler(Labeler):
         if not atoms.pbc.any():
             root.add_keyword(f"{dft}/POISSON", "PERIODIC NONE")
             root.add_keyword(f"{dft}/POISSON", "PSOLVER MT")
-        for sym, pos in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True):
+        kinds = _kinds(atoms)
+        for (kind, _, _), pos in zip(kinds, atoms.positions, strict=True):
             root.add_keyword(
                 "FORCE_EVAL/SUBSYS/COORD",
-                f"{sym} {pos[0]:.12f} {pos[1]:.12f} {pos[2]:.12f}",
+                f"{kind} {pos[0]:.12f} {pos[1]:.12f} {pos[2]:.12f}",
                 unique=False,
             )
         periodic = "".join(a for a, p in zip("XYZ", atoms.pbc, strict=True) if p) or "NONE"
@@ -245,10 +291,13 @@ class CP2KLabeler(Labeler):
                 "FORCE_EVAL/SUBSYS/CELL", f"{label} {vec[0]:.12f} {vec[1]:.12f} {vec[2]:.12f}"
             )
         subsys = root.get_subsection("FORCE_EVAL/SUBSYS").subsections
-        for element in sorted(set(atoms.get_chemical_symbols())):
-            kind = InputSection(name="KIND", params=element)
+        for name, element, moment in sorted(set(kinds)):
+            kind = InputSection(name="KIND", params=name)
+            kind.keywords.append(f"ELEMENT {element}")
             kind.keywords.append(f"BASIS_SET {settings.basis_set}")
             kind.keywords.append(f"POTENTIAL {settings.potential}")
+            if moment:
+                kind.keywords.append(f"MAGNETIZATION {moment:.10g}")
             subsys.append(kind)
         return "\n".join(["! generated by pesflow dft_adapters.cp2k", *root.write()]) + "\n"
 

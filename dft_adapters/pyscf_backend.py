@@ -75,11 +75,42 @@ class PySCFSettings(Settings):
 _LIBRARY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9()*+,@_-]*")
 
 
+def spin_of(atoms: Atoms, settings: PySCFSettings) -> int:
+    """2S for PySCF: ``settings.spin``, or from collinear initial moments (μB) their total,
+    |sum m|, which must be a whole number of unpaired electrons. PySCF takes a total spin, not
+    per-atom moments: moments of both signs (an antiferromagnetic start) or a ``settings.spin``
+    that disagrees with them raise ``LabelError`` (``invalid_input``)."""
+    m = atoms.get_initial_magnetic_moments()
+    if not np.any(m):
+        return settings.spin
+    if np.any(m > 0) and np.any(m < 0):
+        raise LabelError(
+            FailureKind.INVALID_INPUT,
+            "PySCF takes a total spin (2S), not per-atom moments: the structure's moments of "
+            "both signs (an antiferromagnetic start) cannot be passed",
+        )
+    total = abs(float(m.sum()))
+    if abs(total - round(total)) > 1e-6:
+        raise LabelError(
+            FailureKind.INVALID_INPUT,
+            f"initial magnetic moments sum to {total:g} μB, not a whole number of unpaired "
+            "electrons (PySCF's spin = 2S)",
+        )
+    if settings.spin and settings.spin != round(total):
+        raise LabelError(
+            FailureKind.INVALID_INPUT,
+            f"settings.spin={settings.spin} disagrees with the initial moments (2S = "
+            f"{round(total)})",
+        )
+    return round(total)
+
+
 class PySCFLabeler(Labeler):
     """PySCF driven directly (registry name ``pyscf``); the log goes to ``pyscf.log``."""
 
     name: ClassVar[str] = "pyscf"
     settings_cls: ClassVar[type[Settings]] = PySCFSettings
+    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
 
     def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
         """pyscf importable, no partial periodicity, a basis for every element, sane spin."""
@@ -127,7 +158,7 @@ class PySCFLabeler(Labeler):
             "atom": geometry,
             "basis": settings.basis,
             "charge": settings.charge,
-            "spin": settings.spin,
+            "spin": spin_of(atoms, settings),
             "unit": "Angstrom",
             "verbose": 0,
         }
@@ -200,7 +231,7 @@ class PySCFLabeler(Labeler):
         mf.callback = check
 
     def _mean_field(self, system: Any, settings: PySCFSettings, periodic: bool) -> Any:
-        open_shell = settings.spin != 0
+        open_shell = system.spin != 0  # settings.spin or the initial moments (spin_of)
         if periodic:
             from pyscf.pbc import dft as pdft
             from pyscf.pbc import scf as pscf

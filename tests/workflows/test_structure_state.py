@@ -94,8 +94,9 @@ def test_bootstrap_keeps_fixed_atoms_in_place(tmp_path: Path):
 def test_magnetic_state_is_in_the_hash_and_the_labeler_inputs(tmp_path: Path):
     """AFM and FM copies of one NiO geometry are two structures; both come back with their
     moments; VASP gets MAGMOM in its species order, pw.x one species per (element, moment)
-    with starting_magnetization = m / z_valence; EMT, CP2K and PySCF, which do not pass
-    moments, refuse (invalid_input) instead of computing another state."""
+    with starting_magnetization = m / z_valence; CP2K one kind per (element, moment) with its
+    MAGNETIZATION, unrestricted; EMT (no moments) and PySCF (a total spin only: no
+    antiferromagnetic start) refuse (invalid_input) instead of computing another state."""
     afm = _afm_nio()
     fm = afm.copy()
     fm.set_initial_magnetic_moments([2.0, 0.0, 2.0, 0.0])
@@ -121,10 +122,24 @@ def test_magnetic_state_is_in_the_hash_and_the_labeler_inputs(tmp_path: Path):
     params = qe.input_parameters(back_afm, qe.settings)
     fractions = qe.magnetized(back_afm, qe.settings, params["pseudopotentials"])
     assert fractions.get_initial_magnetic_moments().tolist() == [0.2, 0.0, -0.2, 0.0]  # z_val 10
-    for name in ("emt", "cp2k", "pyscf"):
+    refused = {
+        "emt": "does not pass the structure's initial magnetic moments",
+        "pyscf": "an antiferromagnetic start",
+    }  # PySCF takes a total spin only
+    for name, words in refused.items():
         outcome = get_labeler(name).label(back_afm)
         assert isinstance(outcome, LabelFailure) and outcome.kind.value == "invalid_input", name
-        assert "initial magnetic moments" in outcome.message
+        assert words in outcome.message, outcome.message
+    cp2k = get_labeler("cp2k").write_input(back_afm, get_labeler("cp2k").settings)
+    for line in (
+        "&KIND Ni1",
+        "&KIND Ni2",
+        "MAGNETIZATION 2",
+        "MAGNETIZATION -2",
+        "UNRESTRICTED_KOHN_SHAM ON",
+        "MULTIPLICITY 1",
+    ):
+        assert line in cp2k, line
 
 
 def test_unkept_state_is_refused_at_the_store_and_by_validate(tmp_path: Path):

@@ -165,6 +165,8 @@ def test_select_respects_budget_and_is_deterministic(tmp_path: Path):
             tmp_path / "c.yaml",
             name="sel",
             selection={"max_per_iteration": 5, "strategy": "max-first"},
+            bootstrap={"n_structures": 1},
+            validation={"n_structures": 1},
             convergence={"label_budget": 3, "max_iterations": 5},
         )
     )

@@ -125,7 +125,10 @@ def test_bad_config_usage_and_input_are_one_line(tmp_path: Path):
     inf = write_config(tmp_path / "inf.yaml", trust={"lo": 0.05, "hi": float("inf")})
     for cmd in ("validate", "run"):
         line = _one_error_line(_cli([cmd, str(inf)], env), 2)
-        assert line == "error: inf.yaml: trust.hi: input should be a finite number (got inf)", (cmd, line)
+        assert line == "error: inf.yaml: trust.hi: input should be a finite number (got inf)", (
+            cmd,
+            line,
+        )
     # the API's commands too (`pesflow token ...`)
     line = _one_error_line(_cli(["token", "revoke", "nobody"], env, module="api.cli"), 2)
     assert "nobody" in line

@@ -154,6 +154,11 @@ class StructureDetail(BaseModel):
     positions: list[list[float]]
     cell: list[list[float]]
     pbc: list[bool]
+    state: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Physical state beyond the geometry (only what is set): constraints (ASE "
+        "todict), initial_magmoms (μB), initial_charges (e), tags.",
+    )
 
 
 class LabelOut(BaseModel):

@@ -21,6 +21,7 @@ write_results=False)`` writes (a test checks this): the comment line comes from 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,11 @@ _ATOM_LINE_FMT = "%-2s %16.8f %16.8f %16.8f %16.8f %16.8f %16.8f\n"
 ENERGY_KEY = "REF_energy"
 FORCES_KEY = "REF_forces"
 STRESS_KEY = "REF_stress"
+
+
+CONSTRAINTS_KEY = "pesflow_constraints"
+"""``info`` key of an exported frame: its constraints as ASE ``todict()`` JSON (extxyz itself
+keeps only ``FixAtoms``, as ``move_mask``; selective dynamics ``F F T`` would be lost)."""
 
 
 def labelled_atoms(
@@ -72,6 +78,8 @@ def labelled_atoms(
         "md_step": st.md_step,
     }
     info.update({k: v for k, v in optional.items() if v is not None})
+    if st.state.get("constraints"):  # extxyz keeps only FixAtoms (move_mask): all of them here
+        info[CONSTRAINTS_KEY] = json.dumps(st.state["constraints"], separators=(",", ":"))
     atoms.info.update(info)
     atoms.arrays[FORCES_KEY] = np.asarray(lb.forces, dtype=np.float64).copy()
     return atoms
@@ -253,6 +261,17 @@ def read_labelled(
         ) from None
     if format == "vasp-xml":
         _complete_vasprun(path, len(frames))
+    for k, atoms in enumerate(frames):
+        text = atoms.info.pop(CONSTRAINTS_KEY, None)
+        if text is not None:  # written by labelled_atoms: the constraints as stored
+            from ase.constraints import dict2constraint
+
+            try:
+                atoms.set_constraint([dict2constraint(dict(c)) for c in json.loads(text)])
+            except Exception as exc:
+                raise DatabaseInputError(
+                    f"{path} frame {k}: {CONSTRAINTS_KEY} is not pesflow's constraint list: {exc}"
+                ) from None
     return frames
 
 

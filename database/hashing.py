@@ -13,7 +13,8 @@ Definition (version 1) — SHA-256 over the concatenation of:
    constraints, initial magnetic moments and charges, tags): ``b"|state|"`` and the state's
    canonical JSON (sorted keys, no spaces, UTF-8). A structure without one hashes exactly as
    before this item existed, so stored hashes stay valid; an antiferromagnetic and a
-   ferromagnetic copy of one geometry hash differently.
+   ferromagnetic copy of one geometry hash differently. Floats in the state (moments,
+   charges) enter as integer multiples of ``QUANTUM``, like positions.
 
 Positions are hashed **as given**: no wrapping into the cell, no sorting. Atom order is part of
 the identity (per-atom forces of a label refer to it), and a periodic image of a structure is a
@@ -43,6 +44,18 @@ def _quantize(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(q).tobytes()
 
 
+def _quantized(value: Any) -> Any:
+    """Floats as integer multiples of ``QUANTUM`` (moments and charges hash like positions:
+    an extxyz round trip with 8 decimals finds the same row)."""
+    if isinstance(value, dict):
+        return {k: _quantized(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_quantized(v) for v in value]
+    if isinstance(value, float):
+        return int(np.rint(value * SCALE))
+    return value
+
+
 def structure_hash(
     numbers: np.ndarray,
     positions: np.ndarray,
@@ -60,7 +73,7 @@ def structure_hash(
     h.update(_quantize(np.asarray(positions, dtype=np.float64).reshape(-1, 3)))
     if state:
         h.update(b"|state|")
-        h.update(json.dumps(state, sort_keys=True, separators=(",", ":")).encode())
+        h.update(json.dumps(_quantized(state), sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()
 
 

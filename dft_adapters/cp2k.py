@@ -22,7 +22,7 @@ import numpy as np
 from ase import Atoms
 from ase.units import Ry
 
-from .base import Labeler, RawLabel
+from .base import Labeler, RawLabel, total_charge
 from .cp2k_output import LAYOUTS, CP2KLayout, cp2k_version, parse_cp2k_output
 from .files import read_text, tail
 from .results import FailureKind, LabelError, UnknownLayoutError
@@ -147,27 +147,20 @@ def _kinds(atoms: Atoms) -> list[tuple[str, str, float]]:
 
 
 def multiplicity_of(atoms: Atoms, settings: CP2KSettings) -> int | None:
-    """2S + 1 for CP2K: ``settings.multiplicity``, or from collinear initial moments |sum m| + 1
-    (a whole number of unpaired electrons; 1 for an antiferromagnet, which still runs
-    unrestricted from the per-kind moments); ``None`` (restricted) without either. Raises
-    ``LabelError`` (``invalid_input``) for a fractional total or a disagreeing setting."""
-    m = atoms.get_initial_magnetic_moments()
-    if not np.any(m):
+    """2S + 1 for CP2K's ``MULTIPLICITY``, or ``None`` (not fixed). Initial moments are a
+    starting guess (per-kind ``MAGNETIZATION``), as in VASP and pw.x, never the spin state:
+    with smearing the total moment relaxes (unrestricted, no multiplicity); without smearing
+    CP2K fixes the total spin, so ``settings.multiplicity`` must say which — a structure with
+    moments and neither raises ``LabelError`` (``invalid_input``)."""
+    if settings.multiplicity or not np.any(atoms.get_initial_magnetic_moments()):
         return settings.multiplicity
-    total = abs(float(m.sum()))
-    if abs(total - round(total)) > 1e-6:
-        raise LabelError(
-            FailureKind.INVALID_INPUT,
-            f"initial magnetic moments sum to {total:g} μB, not a whole number of unpaired "
-            "electrons (CP2K's MULTIPLICITY = 2S + 1)",
-        )
-    if settings.multiplicity and settings.multiplicity != round(total) + 1:
-        raise LabelError(
-            FailureKind.INVALID_INPUT,
-            f"settings.multiplicity={settings.multiplicity} disagrees with the initial moments "
-            f"(2S + 1 = {round(total) + 1})",
-        )
-    return round(total) + 1
+    if settings.smearing:
+        return None
+    raise LabelError(
+        FailureKind.INVALID_INPUT,
+        "CP2K without smearing fixes the total spin: the structure's initial moments are only "
+        "a starting guess, so give labeler.settings.multiplicity (2S + 1) or a smearing",
+    )
 
 
 def _has_entry(path: Path, element: str, name: str) -> bool:
@@ -206,15 +199,16 @@ class CP2KLabeler(Labeler):
     name: ClassVar[str] = "cp2k"
     settings_cls: ClassVar[type[Settings]] = CP2KSettings
     default_command: ClassVar[str | None] = "cp2k"
-    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
+    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms", "initial_charges"})
 
     def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
-        """A cell with volume, basis set + potential entries for every element, and initial
-        moments that sum to a whole number of unpaired electrons."""
+        """A cell with volume, basis set + potential entries for every element, and (with
+        initial moments) a multiplicity or a smearing."""
         assert isinstance(settings, CP2KSettings)
         if abs(atoms.cell.volume) < 1e-6:
             return "CP2K needs a simulation cell with non-zero volume (e.g. atoms.center(vacuum=6))"
-        multiplicity_of(atoms, settings)  # a whole number of unpaired electrons
+        multiplicity_of(atoms, settings)  # moments need a multiplicity or a smearing
+        total_charge(atoms, settings.charge)
         data = Path(settings.data_dir)
         missing = []
         for element in sorted(set(atoms.get_chemical_symbols())):
@@ -246,11 +240,13 @@ class CP2KLabeler(Labeler):
         root.add_keyword(
             dft, f"POTENTIAL_FILE_NAME {Path(settings.data_dir) / settings.potential_file}"
         )
-        if settings.charge:
-            root.add_keyword(dft, f"CHARGE {settings.charge}")
+        charge = total_charge(atoms, settings.charge)
+        if charge:
+            root.add_keyword(dft, f"CHARGE {charge}")
         multiplicity = multiplicity_of(atoms, settings)
-        if multiplicity:
+        if multiplicity or np.any(atoms.get_initial_magnetic_moments()):
             root.add_keyword(dft, "UNRESTRICTED_KOHN_SHAM ON")
+        if multiplicity:
             root.add_keyword(dft, f"MULTIPLICITY {multiplicity}")
         root.add_keyword(f"{dft}/MGRID", f"CUTOFF {settings.cutoff}")
         root.add_keyword(f"{dft}/MGRID", f"REL_CUTOFF {settings.rel_cutoff}")
@@ -334,7 +330,9 @@ class CP2KLabeler(Labeler):
                 version,
             )
         if "PROGRAM ENDED AT" not in out:
-            raise LabelError(FailureKind.CRASHED, f"CP2K output is incomplete:\n{tail(out, 5)}")
+            raise LabelError(
+                FailureKind.CRASHED, f"CP2K output is incomplete:\n{tail(out, 5)}", version
+            )
         try:
             parsed = parse_cp2k_output(out, len(atoms), stress=bool(atoms.pbc.all()))
         except UnknownLayoutError as exc:

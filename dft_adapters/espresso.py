@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.calculators.calculator import kptdensity2monkhorstpack
 from ase.units import Ry
 
-from .base import Labeler, RawLabel
+from .base import Labeler, RawLabel, total_charge
 from .files import read_text, tail
 from .results import FailureKind, LabelError
 from .settings import (
@@ -177,7 +177,7 @@ class EspressoLabeler(Labeler):
     name: ClassVar[str] = "espresso"
     settings_cls: ClassVar[type[Settings]] = EspressoSettings
     default_command: ClassVar[str | None] = "pw.x"
-    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
+    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms", "initial_charges"})
 
     def pseudopotentials_for(self, atoms: Atoms, settings: EspressoSettings) -> dict[str, str]:
         """Element -> UPF file name for the elements of ``atoms`` (raises ``LabelError``)."""
@@ -203,8 +203,8 @@ class EspressoLabeler(Labeler):
         initial moments, each moment within its element's valence charge)."""
         if abs(atoms.cell.volume) < 1e-6:
             return "pw.x needs a simulation cell with non-zero volume (set atoms.cell, e.g. atoms.center(vacuum=6))"
-        chosen = self.pseudopotentials_for(atoms, settings)  # type: ignore[arg-type]
-        self.magnetized(atoms, settings, chosen)  # type: ignore[arg-type]
+        params = self.input_parameters(atoms, settings)  # type: ignore[arg-type]
+        self.magnetized(atoms, settings, params["pseudopotentials"])  # type: ignore[arg-type]
         return None
 
     def magnetized(
@@ -284,6 +284,10 @@ class EspressoLabeler(Labeler):
                 input_data.setdefault(key.lower(), {}).update(value)
             else:  # flat key: ASE's Namelist.to_nested puts it into its namelist (and wins)
                 input_data[key] = value
+        given = input_data["system"].get("tot_charge", input_data.get("tot_charge", 0))
+        charge = total_charge(atoms, int(given) if float(given).is_integer() else 0)
+        if charge:
+            input_data["system"]["tot_charge"] = charge
         return {
             "input_data": input_data,
             "pseudopotentials": self.pseudopotentials_for(atoms, settings),

@@ -23,7 +23,7 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
 
-from .base import Labeler, RawLabel
+from .base import Labeler, RawLabel, total_charge
 from .results import FailureKind, LabelError
 from .settings import AuthorSettingsError, Settings
 
@@ -76,10 +76,10 @@ _LIBRARY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9()*+,@_-]*")
 
 
 def spin_of(atoms: Atoms, settings: PySCFSettings) -> int:
-    """2S for PySCF: ``settings.spin``, or from collinear initial moments (μB) their total,
-    |sum m|, which must be a whole number of unpaired electrons. PySCF takes a total spin, not
-    per-atom moments: moments of both signs (an antiferromagnetic start) or a ``settings.spin``
-    that disagrees with them raise ``LabelError`` (``invalid_input``)."""
+    """2S for PySCF: ``settings.spin``. PySCF fixes the total spin and takes no per-atom
+    moments, so a structure's initial moments must agree with it (|sum m| = 2S, all of one
+    sign): otherwise ``LabelError`` (``invalid_input``) — an antiferromagnetic start or moments
+    meant as a loose guess cannot be passed, and the spin state is the user's choice."""
     m = atoms.get_initial_magnetic_moments()
     if not np.any(m):
         return settings.spin
@@ -90,19 +90,14 @@ def spin_of(atoms: Atoms, settings: PySCFSettings) -> int:
             "both signs (an antiferromagnetic start) cannot be passed",
         )
     total = abs(float(m.sum()))
-    if abs(total - round(total)) > 1e-6:
+    if abs(total - settings.spin) > 1e-6:
         raise LabelError(
             FailureKind.INVALID_INPUT,
-            f"initial magnetic moments sum to {total:g} μB, not a whole number of unpaired "
-            "electrons (PySCF's spin = 2S)",
+            f"PySCF fixes the total spin 2S = settings.spin ({settings.spin}); the structure's "
+            f"initial moments sum to {total:g} μB: set labeler.settings.spin to the spin state "
+            "wanted (the moments must agree with it)",
         )
-    if settings.spin and settings.spin != round(total):
-        raise LabelError(
-            FailureKind.INVALID_INPUT,
-            f"settings.spin={settings.spin} disagrees with the initial moments (2S = "
-            f"{round(total)})",
-        )
-    return round(total)
+    return settings.spin
 
 
 class PySCFLabeler(Labeler):
@@ -110,7 +105,7 @@ class PySCFLabeler(Labeler):
 
     name: ClassVar[str] = "pyscf"
     settings_cls: ClassVar[type[Settings]] = PySCFSettings
-    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
+    honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms", "initial_charges"})
 
     def check_inputs(self, atoms: Atoms, settings: Settings) -> str | None:
         """pyscf importable, no partial periodicity, a basis for every element, sane spin."""
@@ -157,7 +152,7 @@ class PySCFLabeler(Labeler):
         common: dict[str, Any] = {
             "atom": geometry,
             "basis": settings.basis,
-            "charge": settings.charge,
+            "charge": total_charge(atoms, settings.charge),
             "spin": spin_of(atoms, settings),
             "unit": "Angstrom",
             "verbose": 0,

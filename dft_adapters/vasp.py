@@ -198,6 +198,11 @@ class VaspLabeler(Labeler):
         if settings.potcar_functional:
             kwargs["user_potcar_functional"] = settings.potcar_functional
         structure = AseAtomsAdaptor.get_structure(atoms)
+        # the structure's own moments (zeros when it has none), never the input set's
+        # per-element defaults (MP's would start NiO ferromagnetic at 5 μB per Ni)
+        structure.add_site_property(
+            "magmom", [float(m) for m in atoms.get_initial_magnetic_moments()]
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return cls(structure, **kwargs)

@@ -21,6 +21,8 @@ The sections live in ``config_base`` (errors), ``config_structures``, ``config_l
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -170,6 +172,9 @@ class ExplorationConfig(_Section):
 TRUST_MAX = 10.0
 """eV/Å (or relative): a trust threshold above this is a unit slip (meV) or a lost model."""
 
+ENERGY_TRUST_MAX = 1.0
+"""eV/atom: an energy-deviation threshold above this is a unit slip (meV) or a lost model."""
+
 
 class TrustConfig(_Section):
     """Trust window on the committee's max atomic force deviation (max_devi_f) and, when set,
@@ -197,13 +202,13 @@ class TrustConfig(_Section):
     )
     energy_lo: PosFloat | None = Field(
         default=None,
-        le=1000,
+        json_schema_extra={"maximum": ENERGY_TRUST_MAX},
         description="Energy deviation per atom (max_devi_e, eV/atom) at/above which a frame is "
         "a candidate even where the forces agree (default: forces alone decide).",
     )
     energy_hi: PosFloat | None = Field(
         default=None,
-        le=1000,
+        json_schema_extra={"maximum": ENERGY_TRUST_MAX},
         description="Energy deviation per atom (eV/atom) at/above which the walker stops.",
     )
 
@@ -219,6 +224,13 @@ class TrustConfig(_Section):
                 )
         if self.lo >= self.hi:
             raise ValueError(f"lo must be < hi (got lo={self.lo}, hi={self.hi})")
+        for key in ("energy_lo", "energy_hi"):
+            value = getattr(self, key)
+            if value is not None and value > ENERGY_TRUST_MAX:
+                raise ValueError(
+                    f"{key}={value:g} eV/atom: an energy deviation above {ENERGY_TRUST_MAX:g} "
+                    f"eV/atom trusts a lost model; given in meV/atom? ({value / 1000:g} eV/atom)"
+                )
         if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
             raise ValueError(
                 f"energy_lo must be < energy_hi (got {self.energy_lo} and {self.energy_hi})"
@@ -295,6 +307,16 @@ class _Campaign(_Section):
 
     @model_validator(mode="after")
     def _retries_trainable(self) -> _Campaign:
+        from dft_adapters import labeler_class
+
+        known = {f.name for f in dataclasses.fields(labeler_class(self.labeler.name).settings_cls)}
+        unknown = sorted(set(self.training.ignore_settings_keys) - known)
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            raise ValueError(
+                f"training.ignore_settings_keys: {unknown[0]!r} is not a setting of labeler "
+                f"{self.labeler.name!r}" + (f" — did you mean {hint[0]!r}?" if hint else "")
+            )
         may = getattr(self.labeler, "retry_may_change", None) or []
         missing = [k for k in may if k not in self.training.ignore_settings_keys]
         if missing:

@@ -90,8 +90,30 @@ def structure_problems(
                     f"{key}: npt on {names[j % n]}, which has {gap:.1f} Å of vacuum "
                     f"along {'abc'[k]}: the barostat would collapse it; use nvt"
                 )
+    errors += _one_state_per_geometry(atoms_list, names)
     errors += _labeler_problems(cfg, atoms_list, names, warnings)
     return errors, warnings
+
+
+def _one_state_per_geometry(atoms_list: Sequence[Any], names: Sequence[str]) -> list[str]:
+    """The committee has no spin or charge input: two structures of one geometry with
+    different moments or charges (an antiferromagnetic and a ferromagnetic copy) would give two
+    energies for one input."""
+    from database.hashing import structure_hash
+    from structure_checks.state import physical_state
+
+    seen: dict[str, tuple[int, dict]] = {}
+    for j, a in enumerate(atoms_list):
+        key = structure_hash(a.numbers, a.positions, a.cell.array, a.pbc)
+        state = {k: v for k, v in physical_state(a).items() if k != "constraints"}
+        if key in seen and seen[key][1] != state:
+            return [
+                f"{names[j]} has the geometry of {names[seen[key][0]]} with other initial "
+                "moments or charges: the committee has no spin or charge input, so one campaign "
+                "cannot learn both states; run them as separate campaigns"
+            ]
+        seen.setdefault(key, (j, state))
+    return []
 
 
 def _labeler_problems(

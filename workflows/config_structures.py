@@ -113,6 +113,15 @@ class GenerateConfig(_Section):
         default=None, description="Miller indices of a surface slab (None: bulk; -10 to 10)."
     )
     layers: int = Field(default=4, ge=1, le=100, description="Slab layers (surfaces only).")
+    initial_magmom: float | None = Field(
+        default=None,
+        ge=-10,
+        le=10,
+        json_schema_extra=omit_null,
+        description="Initial magnetic moment of every atom, μB (a ferromagnetic start; "
+        "default: none). Antiferromagnetic orders come from a structure file's "
+        "initial_magmoms.",
+    )
     vacuum: float = Field(default=8.0, gt=0, le=100, description="Vacuum on each side, Å.")
 
     @field_validator("element")
@@ -133,10 +142,12 @@ class GenerateConfig(_Section):
         if self.lattice_constant is not None:
             kw["a"] = self.lattice_constant
         atoms = bulk(self.element, self.crystal, **kw)
-        atoms.set_initial_magnetic_moments(None)
         if self.surface is not None:
             atoms = surface(atoms, self.surface, self.layers, vacuum=self.vacuum)
             atoms.pbc = (True, True, False)
+        atoms.set_initial_magnetic_moments(
+            None if self.initial_magmom is None else [self.initial_magmom] * len(atoms)
+        )
         return atoms
 
     def build(self) -> Any:
@@ -316,6 +327,14 @@ def read_source(src: StructureSource, policy: StructurePolicy) -> list:
         ]
         if flat:
             raise ValueError(f"repeat: frame {k} is not periodic along {', '.join(flat)}")
+        from .config_physics import VACUUM_GAP, vacuum_gap
+
+        axis, gap = vacuum_gap(atoms)
+        if src.repeat[axis] > 1 and gap > VACUUM_GAP:
+            raise ValueError(
+                f"repeat: frame {k} has {gap:.1f} Å of vacuum along {'abc'[axis]}; repeating "
+                "it there stacks slabs: repeat only along the crystal's directions"
+            )
         total = len(atoms) * int(np.prod(src.repeat))
         if total > MAX_GENERATED_ATOMS:
             raise ValueError(

@@ -45,7 +45,7 @@ def list_structures(
 
 @router.get("/structures/{structure_id}", response_model=StructureDetail)
 def get_structure(structure_id: DbId, store: StoreDep) -> StructureDetail:
-    """One structure with coordinates (Å)."""
+    """One structure with coordinates (Å) and its physical state (constraints, moments...)."""
     r = store.get_structure(structure_id)
     return StructureDetail(
         id=r.id,
@@ -56,4 +56,5 @@ def get_structure(structure_id: DbId, store: StoreDep) -> StructureDetail:
         positions=r.positions.tolist(),
         cell=r.cell.tolist(),
         pbc=[bool(b) for b in r.pbc],
+        state=dict(r.state),
     )

@@ -69,6 +69,7 @@ def test_structures_filter_and_paging(client, seeded):
     assert client.get(base + "?label_status=bogus").status_code == 422
     s = client.get(f"/api/v1/structures/{ids['structures'][0]}").json()
     assert s["natoms"] == 4 and len(s["positions"]) == 4 and s["formula"] == "Cu4"
+    assert s["state"] == {}  # no constraints, moments, charges or tags on this one
     assert client.get("/api/v1/structures/99999").status_code == 404
 
 

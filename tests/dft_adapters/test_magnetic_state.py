@@ -1,7 +1,8 @@
-"""Initial magnetic moments reach each code that takes them (issue 14, case 4): PySCF as the
-total spin 2S, CP2K as per-kind MAGNETIZATION with an unrestricted multiplicity; O2 started
-from moments (1, 1) is the triplet, 1.8-1.9 eV below the closed-shell singlet in both codes
-(the known ordering). What a code cannot take is refused."""
+"""Initial magnetic moments reach each code that takes them (issue 14, case 4), as a starting
+guess, never as the spin state: CP2K gets per-kind MAGNETIZATION, unrestricted, with the
+multiplicity of the settings (or free under smearing); PySCF, which fixes 2S and takes no
+per-atom moments, checks them against its spin. O2 as the triplet is 1.8-1.9 eV below the
+closed-shell singlet in both codes (the known ordering). What a code cannot take is refused."""
 
 from __future__ import annotations
 
@@ -26,28 +27,35 @@ def _o2(moments=None) -> Atoms:
 def test_pyscf_spin_from_the_moments() -> None:
     pytest.importorskip("pyscf")
     lab = get_labeler("pyscf", basis="sto-3g", xc="pbe")
-    singlet, triplet = lab.label(_o2()), lab.label(_o2([1, 1]))
-    explicit = get_labeler("pyscf", basis="sto-3g", xc="pbe", spin=2).label(_o2())
+    triplet_lab = get_labeler("pyscf", basis="sto-3g", xc="pbe", spin=2)
+    singlet, triplet = lab.label(_o2()), triplet_lab.label(_o2([1, 1]))
     assert isinstance(triplet, LabelResult) and isinstance(singlet, LabelResult)
-    assert triplet.energy == pytest.approx(explicit.energy, abs=1e-8)
+    assert triplet.energy == pytest.approx(triplet_lab.label(_o2()).energy, abs=1e-8)
     assert 1.0 < singlet.energy - triplet.energy < 3.0
-    for moments, words in (([1, -1], "antiferromagnetic"), ([0.7, 0.7], "not a whole number")):
-        out = lab.label(_o2(moments))
+    for labeler, moments, words in (
+        (lab, [1, -1], "antiferromagnetic"),
+        (lab, [1, 1], "set labeler.settings.spin"),  # moments never pick the spin state
+        (triplet_lab, [2, 2], "sum to 4 μB"),
+    ):
+        out = labeler.label(_o2(moments))
         assert isinstance(out, LabelFailure) and out.kind.value == "invalid_input"
-        assert words in out.message
-    clash = get_labeler("pyscf", basis="sto-3g", spin=4).label(_o2([1, 1]))
-    assert isinstance(clash, LabelFailure) and "disagrees" in clash.message
+        assert words in out.message, out.message
 
 
 def test_real_cp2k_triplet_o2_from_the_moments(tmp_path: Path) -> None:
-    """Real cp2k (two 4-s runs): moments (1, 1) -> MULTIPLICITY 3, UKS, MAGNETIZATION 1."""
+    """Real cp2k (two 4-s runs): multiplicity 3 with moments (1, 1) as the starting guess ->
+    UKS, MAGNETIZATION 1; generous moments (2, 2) are a guess too, not a quintet."""
     require_cp2k()
-    lab = get_labeler("cp2k", basis_set="SZV-MOLOPT-GTH", cutoff=200, rel_cutoff=30)
-    text = lab.write_input(_o2([1, 1]), lab.settings)
-    assert "MULTIPLICITY 3" in text and "MAGNETIZATION 1" in text
+    kw = {"basis_set": "SZV-MOLOPT-GTH", "cutoff": 200, "rel_cutoff": 30}
+    lab, triplet_lab = get_labeler("cp2k", **kw), get_labeler("cp2k", multiplicity=3, **kw)
+    text = triplet_lab.write_input(_o2([2, 2]), triplet_lab.settings)
+    assert "MULTIPLICITY 3" in text and "MAGNETIZATION 2" in text and "UNRESTRICTED" in text
     singlet = lab.label(_o2(), workdir=tmp_path / "s")
-    triplet = lab.label(_o2([1, 1]), workdir=tmp_path / "t")
+    triplet = triplet_lab.label(_o2([1, 1]), workdir=tmp_path / "t")
     assert isinstance(singlet, LabelResult) and isinstance(triplet, LabelResult), (singlet, triplet)
     assert 1.0 < singlet.energy - triplet.energy < 3.0  # measured 1.78 eV
-    half = lab.label(_o2([0.5, 0.6]))
-    assert isinstance(half, LabelFailure) and "not a whole number" in half.message
+    unset = lab.label(_o2([1, 1]))  # without smearing CP2K fixes the spin: the user says which
+    assert isinstance(unset, LabelFailure) and "give labeler.settings.multiplicity" in unset.message
+    smeared = get_labeler("cp2k", smearing=0.1, **kw)
+    text = smeared.write_input(_o2([2, 2]), smeared.settings)
+    assert "UNRESTRICTED_KOHN_SHAM ON" in text and "MULTIPLICITY" not in text  # moment relaxes

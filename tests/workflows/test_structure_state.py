@@ -130,7 +130,8 @@ def test_magnetic_state_is_in_the_hash_and_the_labeler_inputs(tmp_path: Path):
         outcome = get_labeler(name).label(back_afm)
         assert isinstance(outcome, LabelFailure) and outcome.kind.value == "invalid_input", name
         assert words in outcome.message, outcome.message
-    cp2k = get_labeler("cp2k").write_input(back_afm, get_labeler("cp2k").settings)
+    cp2k_lab = get_labeler("cp2k", multiplicity=1)
+    cp2k = cp2k_lab.write_input(back_afm, cp2k_lab.settings)
     for line in (
         "&KIND Ni1",
         "&KIND Ni2",

@@ -7,7 +7,9 @@ on every response: no server error, status code documented, content type and bod
 documented schema. The counts are printed.
 
 JSON Schema cannot state a few rules (:data:`RULES`): trust ``lo < hi`` (and ``energy_lo <
-energy_hi``), a setting a retry may change listed in ``training.ignore_settings_keys``, a
+energy_hi``), a setting a retry may change listed in ``training.ignore_settings_keys`` (which names the
+labeler's settings), the physics checks on the structures (MD step, npt, the labeler's
+pre-flight, repeat), a
 walker's ``start``
 indexes a given source, NPT walkers on periodic structures only, a crystal ASE can build within the atom limit with no two atoms closer
 than 0.5 Å, labeler settings that hold together, an index that selects a frame, a ``file`` from
@@ -48,6 +50,8 @@ TOKEN = "pf_live_fuzz"
 RULES = {
     "trust lo < hi": r"lo must be < (energy_)?hi",
     "a retry may change what training ignores": r"retry_may_change lists .* but training",
+    "ignored settings are the labeler's": r"is not a setting of labeler",
+    "one spin state per geometry": r"has the geometry of .* with other initial",
     "walker start indexes a source": r"\.start=\d+ but only \d+ structure",
     "ASE builds the crystal": r"ASE cannot build it|Miller indices \(0, 0, 0\)"
     r"|lattice_constant: needed for",

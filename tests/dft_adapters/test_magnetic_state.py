@@ -42,6 +42,21 @@ def test_pyscf_spin_from_the_moments() -> None:
         assert words in out.message, out.message
 
 
+def test_cp2k_input_takes_moments_as_a_guess() -> None:
+    """No run: multiplicity from the settings, per-kind MAGNETIZATION, UKS; free under smearing;
+    refused without either."""
+    kw = {"basis_set": "SZV-MOLOPT-GTH", "cutoff": 200, "rel_cutoff": 30}
+    triplet_lab = get_labeler("cp2k", multiplicity=3, **kw)
+    text = triplet_lab.write_input(_o2([2, 2]), triplet_lab.settings)
+    assert "MULTIPLICITY 3" in text and "MAGNETIZATION 2" in text and "UNRESTRICTED" in text
+    smeared = get_labeler("cp2k", smearing=0.1, **kw)
+    text = smeared.write_input(_o2([2, 2]), smeared.settings)
+    assert "UNRESTRICTED_KOHN_SHAM ON" in text and "MULTIPLICITY" not in text  # moment relaxes
+    with pytest.raises(Exception, match=r"give labeler\.settings\.multiplicity"):
+        get_labeler("cp2k", **kw).write_input(_o2([1, 1]), get_labeler("cp2k", **kw).settings)
+
+
+@pytest.mark.slow
 def test_real_cp2k_triplet_o2_from_the_moments(tmp_path: Path) -> None:
     """Real cp2k (two 4-s runs): multiplicity 3 with moments (1, 1) as the starting guess ->
     UKS, MAGNETIZATION 1; generous moments (2, 2) are a guess too, not a quintet."""

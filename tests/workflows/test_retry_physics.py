@@ -104,7 +104,7 @@ def test_stored_labels_keep_effective_settings_and_training_refuses_the_mix(tmp_
 
 
 def test_opting_in_needs_the_training_to_agree(tmp_path: Path):
-    labeler = {"name": "emt", "retry_may_change": ["smearing"]}
+    labeler = {"name": "cp2k", "settings": {"smearing": 0.1}, "retry_may_change": ["smearing"]}
     with pytest.raises(ConfigError, match=r"retry_may_change lists \['smearing'\] but training"):
         load_config(write_config(tmp_path / "a.yaml", labeler=labeler))
     cfg = load_config(
@@ -113,6 +113,10 @@ def test_opting_in_needs_the_training_to_agree(tmp_path: Path):
         )
     )
     assert make_labeler(cfg).retry_policy.physics_keys == ("smearing",)
+    with pytest.raises(ConfigError, match=r"'smearing' is not a setting of labeler 'emt'"):
+        load_config(
+            write_config(tmp_path / "e.yaml", training={"ignore_settings_keys": ["smearing"]})
+        )
     assert (
         make_labeler(load_config(write_config(tmp_path / "c.yaml"))).retry_policy.physics_keys == ()
     )

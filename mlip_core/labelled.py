@@ -92,15 +92,10 @@ def read_labels(atoms: Atoms, i: int) -> tuple[float, np.ndarray, np.ndarray | N
     return e, f, None if s is None else np.asarray(s, dtype=float)
 
 
-def fit_reference_energies(structures: Sequence[Atoms], species: Sequence[int]) -> np.ndarray:
-    """Per-element reference energies by least squares: ``E_b ~ sum_z n_bz e_z``.
-
-    Returns:
-        ``(len(species),)`` energies in eV, in the order of ``species`` (the minimum-norm
-        solution; a warning is logged when the composition matrix has rank below
-        ``len(species)``, e.g. every structure with the same Ni:Co ratio, or a species
-        without atoms).
-    """
+def composition_fit(structures: Sequence[Atoms], species: Sequence[int]) -> tuple[np.ndarray, int]:
+    """Least squares ``E_b ~ sum_z n_bz e_z`` over the structures' ``REF_energy``: the
+    minimum-norm per-element energies ``(len(species),)`` in eV, in the order of ``species``,
+    and the rank of the composition matrix (below ``len(species)``: not all determined)."""
     index = {z: i for i, z in enumerate(species)}
     counts = np.zeros((len(structures), len(species)))
     energies = np.zeros(len(structures))
@@ -109,8 +104,22 @@ def fit_reference_energies(structures: Sequence[Atoms], species: Sequence[int]) 
             counts[b, index[int(z)]] += 1
         energies[b] = read_labels(at, b)[0]
     sol, _, rank, _ = np.linalg.lstsq(counts, energies, rcond=None)
+    return sol, int(rank)
+
+
+def fit_reference_energies(structures: Sequence[Atoms], species: Sequence[int]) -> np.ndarray:
+    """Per-element reference energies by least squares (:func:`composition_fit`).
+
+    Returns:
+        ``(len(species),)`` energies in eV, in the order of ``species`` (the minimum-norm
+        solution; a warning is logged when the composition matrix has rank below
+        ``len(species)``, e.g. every structure with the same Ni:Co ratio, or a species
+        without atoms).
+    """
+    sol, rank = composition_fit(structures, species)
     if rank < len(species):
-        absent = [chemical_symbols[z] for k, z in enumerate(species) if not counts[:, k].any()]
+        present = {int(z) for at in structures for z in at.numbers}
+        absent = [chemical_symbols[z] for z in species if z not in present]
         log.warning(
             "reference energies: the compositions of %d structures determine %d of %d "
             "per-element energies%s; energies at other compositions are extrapolated",

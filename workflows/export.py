@@ -98,20 +98,21 @@ def export_campaign(ctx: Context, out_dir: str | Path, fmt: str = "mace") -> Exp
 
 
 def isolated_atom_energies(frames: list) -> dict[int, float]:
-    """E0 per atomic number (eV): least-squares solution of ``counts @ E0 = REF_energy`` over
-    the frames (what MACE's ``--E0s=average`` computes). Raises :class:`CampaignFailedError`
-    when the composition matrix has lower rank than the number of elements (e.g. every frame
-    has one stoichiometry of a compound): the E0s are then not determined by the data."""
+    """E0 per atomic number (eV): :func:`mlip_core.labelled.composition_fit` of the frames'
+    ``REF_energy`` (what MACE's ``--E0s=average`` computes). Raises
+    :class:`CampaignFailedError` when the composition matrix has lower rank than the number of
+    elements (e.g. every frame has one stoichiometry of a compound): the E0s are then not
+    determined by the data."""
+    from mlip_core.labelled import composition_fit
+
     zs = sorted({int(z) for a in frames for z in a.numbers})
-    counts = np.array([[np.sum(a.numbers == z) for z in zs] for a in frames], dtype=float)
-    energies = np.array([a.info["REF_energy"] for a in frames], dtype=float)
-    if not frames or np.linalg.matrix_rank(counts) < len(zs):
+    e0, rank = composition_fit(frames, zs) if frames else (np.zeros(0), 0)
+    if not frames or rank < len(zs):
         raise CampaignFailedError(
             f"the training compositions do not determine isolated-atom energies for "
-            f"{len(zs)} element(s) (rank {np.linalg.matrix_rank(counts) if frames else 0}): "
-            "give MACE computed E0s (--E0s) or export --format extxyz"
+            f"{len(zs)} element(s) (rank {rank}): give MACE computed E0s (--E0s) or export "
+            "--format extxyz"
         )
-    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return {z: float(e) for z, e in zip(zs, e0, strict=True)}
 
 

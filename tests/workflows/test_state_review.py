@@ -152,3 +152,22 @@ def test_more_unit_slips_and_typos_are_refused(tmp_path: Path, override: dict, m
     write(tmp_path / "POSCAR", fcc111("Cu", (2, 2, 3), vacuum=6.0, periodic=True), format="vasp")
     with pytest.raises(ConfigError, match=message):
         steps.initial_structures(load_config(write_config(tmp_path / "c.yaml", **override)))
+
+
+def test_mace_e0s_are_refused_where_the_compositions_do_not_determine_them():
+    """One stoichiometry of a compound fixes only E(Ni) + E(O): no E0s are invented."""
+    from workflows.context import CampaignFailedError
+    from workflows.export import isolated_atom_energies
+
+    frames = []
+    for k, n in enumerate((1, 2)):
+        a = bulk("NiO", "rocksalt", a=4.17) * (n, 1, 1)
+        a.info["REF_energy"] = -10.0 * n - 0.1 * k
+        a.arrays["REF_forces"] = np.zeros((len(a), 3))
+        frames.append(a)
+    with pytest.raises(CampaignFailedError, match=r"do not determine .* 2 element\(s\) \(rank 1\)"):
+        isolated_atom_energies(frames)
+    cu = bulk("Cu") * (2, 1, 1)
+    cu.info["REF_energy"] = -7.0
+    cu.arrays["REF_forces"] = np.zeros((2, 3))
+    assert isolated_atom_energies([cu]) == {29: pytest.approx(-3.5)}

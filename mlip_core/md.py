@@ -40,8 +40,9 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 from ase.md.verlet import VelocityVerlet
 from numpy.typing import NDArray
 
-from mlip_core.selection import TrustWindow, classify, min_interatomic_distance
-from mlip_core.uncertainty import frame_deviations, max_force_deviation
+from mlip_core.geometry import min_interatomic_distance
+from mlip_core.selection import TrustWindow, classify
+from mlip_core.uncertainty import frame_deviations, max_devi_e, max_force_deviation
 
 __all__ = [
     "ENSEMBLES",
@@ -303,14 +304,12 @@ def run_walker(
     frames: list[Atoms] = []
     devs: list[float] = []
     devs_e: list[float] = []  # max_devi_e, eV/atom
-    stats: dict[str, float] = {}  # the current step's max_devi_e / max_devi_v
     energies: list[float] = []
     steps: list[int] = []
     trace: list[float] = []
 
     def observe(step: int) -> None:
         """Measure the current state; record it; raise _Stop on a failure."""
-        stats.clear()
         results = work.calc.results  # type: ignore[union-attr]
         if "forces_committee" not in results:
             work.get_forces()
@@ -343,15 +342,15 @@ def run_walker(
             raise WalkerError(
                 "energy trust thresholds need the calculator's results['energy_committee'] (K,)"
             )
-        stats.update(frame_deviations(work, results))
         trace.append(dev)
         if dev >= spec.hi:
             record(step, dev, dev_abs, energy, failed=True)
             raise _Stop(f"uncertainty above hi at step {step}: {dev:.3g}{unit}")
-        dev_e = stats["max_devi_e"]
-        if spec.energy_hi is not None and not dev_e < spec.energy_hi:
-            record(step, dev, dev_abs, energy, failed=True)
-            raise _Stop(f"energy deviation above energy_hi at step {step}: {dev_e:.3g} eV/atom")
+        if spec.energy_hi is not None:  # every step; otherwise only recorded frames need it
+            dev_e = max_devi_e(results["energy_committee"], len(work))
+            if not dev_e < spec.energy_hi:
+                record(step, dev, dev_abs, energy, failed=True)
+                raise _Stop(f"energy deviation above energy_hi at step {step}: {dev_e:.3g} eV/atom")
         if spec.min_distance > 0:
             close = min_interatomic_distance(work, cutoff=spec.min_distance)
             if close is not None:
@@ -364,12 +363,17 @@ def run_walker(
         if step % spec.record_every == 0:
             record(step, dev, dev_abs, energy, failed=False)
 
-    def record(step: int, dev: float, dev_abs: float, energy: float, *, failed: bool) -> None:
+    def record(
+        step: int, dev: float, dev_abs: float, energy: float, *, failed: bool, measured=True
+    ) -> None:
+        """Keep the current state as a frame; ``measured``: the calculator's results are this
+        state's (not after an exception), so max_devi_e / max_devi_v are computed from them."""
         if not np.all(np.isfinite(work.positions)):
             return  # nothing a DFT code could label
         frame = work.copy()  # Atoms.copy() never carries the calculator
-        dev_e = stats.pop("max_devi_e", float("nan"))
-        dev_v = stats.pop("max_devi_v", float("nan"))
+        nan = {"max_devi_e": float("nan"), "max_devi_v": float("nan")}
+        extra = frame_deviations(work, work.calc.results) if measured and np.isfinite(dev) else nan  # type: ignore[union-attr]
+        dev_e, dev_v = extra["max_devi_e"], extra["max_devi_v"]
         status = "failed" if failed else spec.status(dev, dev_e)
         frame.info.update(
             step=step,
@@ -391,9 +395,8 @@ def run_walker(
 
     def diagnose(exc: Exception, step: int) -> _Stop | None:
         """Turn a calculator exception into a stop reason; None if it is not a blow-up."""
-        stats.clear()
         trace.append(float("nan"))
-        record(step, float("nan"), float("nan"), float("nan"), failed=True)
+        record(step, float("nan"), float("nan"), float("nan"), failed=True, measured=False)
         if not np.all(np.isfinite(work.positions)):
             return _Stop(f"nan positions at step {step}")
         if spec.min_distance > 0:

@@ -346,7 +346,8 @@ def _select(
     arm: str, campaign: CampaignConfig, frames: list[Any], max_n: int, seed: int, species: list[int]
 ) -> list[Any]:
     """Pick this iteration's frames to label (the arm's rule, the product's semantics)."""
-    from mlip_core.selection import check_geometry, select_candidates
+    from mlip_core.geometry import check_geometry
+    from mlip_core.selection import select_candidates
 
     cut_ok = campaign.selection.label_cut_frames
     pool = []

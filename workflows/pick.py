@@ -69,7 +69,8 @@ def select_step(ctx: Context, it) -> list[int]:
     than the label budget allows), drop geometrically unfit frames, record the selections and
     request their labels. Every filter reports how many frames it dropped."""
     from database import SelectionInput
-    from mlip_core.selection import check_geometry, select_candidates
+    from mlip_core.geometry import check_geometry
+    from mlip_core.selection import select_candidates
 
     store, cfg = ctx.store, ctx.cfg
     it = store.get_iteration_by_id(it.id)

@@ -8,14 +8,13 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from mlip_core.descriptors import descriptor_matrix
+from mlip_core.geometry import check_geometry, min_interatomic_distance
 from mlip_core.selection import (
     SELECTORS,
     Selector,
     TrustWindow,
-    check_geometry,
     classify,
     get_selector,
-    min_interatomic_distance,
     register_selector,
     select_candidates,
     selection_summary,

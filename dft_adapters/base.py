@@ -77,7 +77,7 @@ class Labeler(ABC):
     """False for in-memory backends that write no files."""
     honours: ClassVar[frozenset[str]] = frozenset()
     """Per-atom state the backend passes to its code (``initial_magmoms``: collinear moments,
-    ``initial_charges``: their sum as the total charge, :func:`total_charge`); a structure
+    ``initial_charges``: their sum as the total charge, :func:`.state.total_charge`); a structure
     carrying any other is refused in pre-flight (``invalid_input``) rather than computed as
     another state."""
 
@@ -157,31 +157,11 @@ class Labeler(ABC):
 
     @classmethod
     def unhonoured_state(cls, atoms: Atoms) -> str | None:
-        """Why this backend cannot compute ``atoms`` as given: initial magnetic moments or
-        charges it does not pass to its code (:attr:`honours`), non-collinear moments, or a
-        state pesflow does not keep; ``None`` when it can."""
-        from structure_checks.state import StateError, physical_state
+        """Why this backend cannot compute ``atoms`` as given (:func:`.state.unhonoured`);
+        ``None`` when it can."""
+        from .state import unhonoured
 
-        from .registry import available_labelers, labeler_class
-
-        try:
-            state = physical_state(atoms)
-        except StateError as exc:
-            return str(exc)
-        what = {"initial_magmoms": "initial magnetic moments", "initial_charges": "initial charges"}
-        for key, name in what.items():
-            if key not in state:
-                continue
-            if key not in cls.honours:
-                takers = sorted(n for n in available_labelers() if key in labeler_class(n).honours)
-                return (
-                    f"labeler {cls.name!r} does not pass the structure's {name} to its code; "
-                    "refused rather than computed as another state (remove them from the "
-                    f"structure, or use {' / '.join(takers) or 'another labeler'})"
-                )
-            if np.ndim(state[key]) != 1:
-                return f"non-collinear {name} are not passed by labeler {cls.name!r}"
-        return None
+        return unhonoured(cls.name, cls.honours, atoms)
 
     def label(self, atoms: Atoms, workdir: str | Path | None = None) -> LabelOutcome:
         """Label ``atoms`` (never mutated): energy, forces and, for periodic cells, stress.
@@ -380,30 +360,6 @@ class Labeler(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
-
-
-def total_charge(atoms: Atoms, setting: int = 0) -> int:
-    """The system's total charge (e) for codes that take only a total: the sum of the
-    structure's initial charges (a whole number; the per-atom split is a starting guess no
-    code here takes), or ``setting`` (the labeler's ``charge``) when it has none. Raises
-    ``LabelError`` (``invalid_input``) for a fractional sum or one that disagrees with a
-    non-zero ``setting``."""
-    q = atoms.get_initial_charges()
-    if not np.any(q):
-        return int(setting)
-    total = float(q.sum())
-    if abs(total - round(total)) > 1e-6:
-        raise LabelError(
-            FailureKind.INVALID_INPUT,
-            f"initial charges sum to {total:g} e, not a whole number (the code takes only the "
-            "total charge)",
-        )
-    if setting and setting != round(total):
-        raise LabelError(
-            FailureKind.INVALID_INPUT,
-            f"settings.charge={setting} disagrees with the initial charges (sum {round(total)})",
-        )
-    return round(total)
 
 
 def _snapshot(atoms: Atoms) -> Atoms:

@@ -22,11 +22,12 @@ import numpy as np
 from ase import Atoms
 from ase.units import Ry
 
-from .base import Labeler, RawLabel, total_charge
+from .base import Labeler, RawLabel
 from .cp2k_output import LAYOUTS, CP2KLayout, cp2k_version, parse_cp2k_output
 from .files import read_text, tail
 from .results import FailureKind, LabelError, UnknownLayoutError
 from .settings import OPERATOR, AuthorSettingsError, Settings, check_plain_name
+from .state import total_charge
 
 __all__ = ["LAYOUTS", "CP2KLabeler", "CP2KLayout", "CP2KSettings", "parse_cp2k_output"]
 

@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.calculators.calculator import kptdensity2monkhorstpack
 from ase.units import Ry
 
-from .base import Labeler, RawLabel, total_charge
+from .base import Labeler, RawLabel
 from .files import read_text, tail
 from .results import FailureKind, LabelError
 from .settings import (
@@ -33,6 +33,7 @@ from .settings import (
     Settings,
     check_plain_name,
 )
+from .state import total_charge
 
 __all__ = ["DEFAULT_PSEUDO_DIR", "EspressoLabeler", "EspressoSettings", "find_pseudopotential"]
 

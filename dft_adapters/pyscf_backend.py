@@ -23,9 +23,10 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
 
-from .base import Labeler, RawLabel, total_charge
+from .base import Labeler, RawLabel
 from .results import FailureKind, LabelError
 from .settings import AuthorSettingsError, Settings
+from .state import total_charge
 
 __all__ = ["PySCFLabeler", "PySCFSettings"]
 

@@ -25,7 +25,6 @@ def _o2(moments=None) -> Atoms:
 
 
 def test_pyscf_spin_from_the_moments() -> None:
-    pytest.importorskip("pyscf")
     lab = get_labeler("pyscf", basis="sto-3g", xc="pbe")
     triplet_lab = get_labeler("pyscf", basis="sto-3g", xc="pbe", spin=2)
     singlet, triplet = lab.label(_o2()), triplet_lab.label(_o2([1, 1]))

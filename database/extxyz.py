@@ -275,12 +275,19 @@ def read_labelled(
     return frames
 
 
+def vasprun_complete(path: Path) -> bool:
+    """Whether a vasprun.xml ends with ``</modeling>`` (VASP closes it when it finishes; only
+    the last 256 bytes are read). The store's own check: ``database`` does not import
+    ``dft_adapters``."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 256))
+        return fh.read().rstrip().endswith(b"</modeling>")
+
+
 def _complete_vasprun(path: Path, frames: int) -> None:
     """Refuse a vasprun.xml that does not end with ``</modeling>`` (VASP killed or still
     running): ASE reads the ``frames`` ionic steps before the cut and drops the rest without a
     word. Only the file's last bytes are read."""
-    from dft_adapters.vasp import vasprun_complete
-
     if not vasprun_complete(path):
         raise DatabaseInputError(
             f"{path} frame {frames}: cannot read as vasp-xml: cut short after {frames} "

@@ -286,23 +286,11 @@ class LabelTask:
 
 @dataclass(frozen=True, eq=False)
 class LabelledStructure:
-    """A ``done`` label together with its structure (one training example)."""
+    """A ``done`` label together with its structure (one training example); as
+    ``ase.Atoms`` with ``REF_*`` keys: :func:`database.extxyz.labelled_atoms`."""
 
     label: LabelRecord
     structure: StructureRecord
-
-    def to_atoms(
-        self,
-        *,
-        config_type: str = "pesflow",
-        campaign: str | None = None,
-        iteration: int | None = None,
-    ):
-        """``ase.Atoms`` with ``REF_energy`` / ``REF_stress`` / provenance in ``info`` and
-        ``REF_forces`` in ``arrays`` (never the bare ``energy`` / ``forces`` keys)."""
-        from .extxyz import labelled_atoms
-
-        return labelled_atoms(self, config_type=config_type, campaign=campaign, iteration=iteration)
 
 
 @dataclass(frozen=True, eq=False)

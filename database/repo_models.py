@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -221,43 +220,3 @@ class ModelsRepo(StoreBase):
         """All tokens (hashes only), oldest first."""
         with self.session(write=False) as s:
             return [_token(t) for t in s.scalars(select(ApiToken).order_by(ApiToken.id))]
-
-    # ------------------------------------------------------------------ datasets
-    def export_extxyz(
-        self,
-        path: str | Path,
-        campaign: CampaignRef,
-        *,
-        labeler: str,
-        settings_hash: str,
-        config_type: str = "pesflow",
-    ) -> int:
-        """Write the campaign's training set as extended XYZ (see :mod:`database.extxyz`);
-        returns the number of frames."""
-        from .extxyz import export_extxyz
-
-        return export_extxyz(
-            self,
-            path,
-            campaign,
-            labeler=labeler,
-            settings_hash=settings_hash,
-            config_type=config_type,
-        )
-
-    def import_labelled(
-        self,
-        paths: str | Path | Sequence[str | Path],
-        campaign: CampaignRef,
-        *,
-        labeler: str,
-        settings_hash: str,
-        **kwargs: Any,
-    ) -> list[int]:
-        """Seed a campaign from labelled files (extxyz, vasprun.xml, anything ASE reads with
-        energies and forces); see :func:`database.extxyz.import_labelled`."""
-        from .extxyz import import_labelled
-
-        return import_labelled(
-            self, paths, campaign, labeler=labeler, settings_hash=settings_hash, **kwargs
-        )

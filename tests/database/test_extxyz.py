@@ -10,7 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
 from database import DatabaseInputError, Origin, SelectionInput
-from database.extxyz import read_labelled
+from database.extxyz import export_extxyz, import_labelled, labelled_atoms, read_labelled
 
 from .conftest import make_atoms, make_result
 
@@ -55,7 +55,7 @@ def labelled(store, campaign):
 def test_export_is_read_by_ase_with_ref_keys_and_provenance(labelled, tmp_path):
     store, c, frames, lids, results = labelled
     path = tmp_path / "train.xyz"
-    n = store.export_extxyz(path, c.id, labeler="mock", settings_hash="h1", config_type="bulk")
+    n = export_extxyz(store, path, c.id, labeler="mock", settings_hash="h1", config_type="bulk")
     assert n == 7
     text = path.read_text()
     assert " energy=" not in text and ":forces:" not in text  # never the bare keys
@@ -87,7 +87,7 @@ def test_mace_style_reader_sees_energy_forces_stress(labelled, tmp_path):
     # What MACE's data loader does with --energy_key/--forces_key/--stress_key.
     store, c, *_ = labelled
     path = tmp_path / "train.xyz"
-    store.export_extxyz(path, c.id, labeler="mock", settings_hash="h1")
+    export_extxyz(store, path, c.id, labeler="mock", settings_hash="h1")
     for a in ase.io.read(path, index=":"):
         energy = a.info.get("REF_energy")
         forces = a.arrays.get("REF_forces")
@@ -97,17 +97,17 @@ def test_mace_style_reader_sees_energy_forces_stress(labelled, tmp_path):
 def test_export_then_import_into_a_new_campaign_reuses_structures_and_labels(labelled, tmp_path):
     store, c, _frames, lids, results = labelled
     path = tmp_path / "train.xyz"
-    store.export_extxyz(path, c.id, labeler="mock", settings_hash="h1")
+    export_extxyz(store, path, c.id, labeler="mock", settings_hash="h1")
     n_structures = store.count_structures()
     new = store.create_campaign("seeded")
-    ids = store.import_labelled(path, new.id, labeler="mock", settings_hash="h1")
+    ids = import_labelled(store, path, new.id, labeler="mock", settings_hash="h1")
     assert store.count_structures() == n_structures  # every frame found again by its hash
     assert ids == [i for i in lids if i != lids[5]]  # the existing done labels are reused
     assert store.training_label_ids(new.id, labeler="mock", settings_hash="h1").tolist() == sorted(
         ids
     )
     # Imported under other settings they become new done labels of the same structures.
-    other = store.import_labelled(path, new.id, labeler="mock", settings_hash="h-imported")
+    other = import_labelled(store, path, new.id, labeler="mock", settings_hash="h-imported")
     assert not set(other) & set(ids) and store.count_structures() == n_structures
     lb = store.get_label(other[1])
     assert lb.status == "done" and lb.energy == results[ids[1]][0]
@@ -122,7 +122,7 @@ def test_import_extxyz_with_bare_calculator_keys(store, campaign, tmp_path):
         frames.append(a)
     path = tmp_path / "legacy.extxyz"
     ase.io.write(path, frames, format="extxyz")  # writes energy=, forces, stress=
-    ids = store.import_labelled(path, campaign.id, labeler="legacy", settings_hash="x")
+    ids = import_labelled(store, path, campaign.id, labeler="legacy", settings_hash="x")
     for a, lid in zip(frames, ids, strict=True):
         lb = store.get_label(lid)
         assert lb.energy == pytest.approx(a.calc.results["energy"], abs=1e-12)
@@ -178,11 +178,11 @@ def test_import_vasprun(store, campaign, tmp_path):
         DatabaseInputError,
         match=r"disagree \(energy .*vasprun\.xml frame 0 and .*vasprun\.xml frame 1",
     ):
-        store.import_labelled(path, campaign.id, labeler="vasp", settings_hash="pbe-400")
+        import_labelled(store, path, campaign.id, labeler="vasp", settings_hash="pbe-400")
     assert store.count_structures() == 0
     _write_vasprun(path, atoms, steps)
     assert len(read_labelled(path)) == 2
-    ids = store.import_labelled(path, campaign.id, labeler="vasp", settings_hash="pbe-400")
+    ids = import_labelled(store, path, campaign.id, labeler="vasp", settings_hash="pbe-400")
     # identical geometry and labels in both ionic steps: one structure, one label
     assert len(set(ids)) == 1 and store.count_structures() == 1
     lb = store.get_label(ids[0])
@@ -202,16 +202,16 @@ def test_import_without_forces_is_refused_and_stores_nothing(store, campaign, tm
     path = tmp_path / "bad.xyz"
     ase.io.write(path, [good, bad], format="extxyz")
     with pytest.raises(DatabaseInputError, match=r"frame 1: no forces"):
-        store.import_labelled(path, campaign.id, labeler="x", settings_hash="y")
+        import_labelled(store, path, campaign.id, labeler="x", settings_hash="y")
     assert store.count_structures() == 0
 
 
 def test_export_is_byte_identical_to_ase_writer(labelled, tmp_path):
     store, c, *_ = labelled
     ours = tmp_path / "ours.xyz"
-    store.export_extxyz(ours, c.id, labeler="mock", settings_hash="h1")
+    export_extxyz(store, ours, c.id, labeler="mock", settings_hash="h1")
     images = [
-        x.to_atoms(campaign="cu", iteration=0)
+        labelled_atoms(x, campaign="cu", iteration=0)
         for x in store.training_set(c.id, labeler="mock", settings_hash="h1")
     ]
     ref = tmp_path / "ase.xyz"

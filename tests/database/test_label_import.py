@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from database import DatabaseInputError
+from database.extxyz import import_labelled
 
 from .conftest import make_atoms
 from .test_extxyz import _write_vasprun
@@ -34,7 +35,7 @@ def test_a_virial_is_imported_as_stress_with_asess_sign(store, campaign, tmp_pat
     atoms.info[key] = (-tensor * atoms.cell.volume).ravel()  # 9 numbers, eV, as dpdata writes
     path = tmp_path / "v.xyz"
     ase.io.write(path, atoms, format="extxyz")
-    (lid,) = store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h")
+    (lid,) = import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h")
     np.testing.assert_allclose(store.get_label(lid).stress, voigt, rtol=1e-7, atol=1e-12)
 
 
@@ -49,10 +50,10 @@ def test_stress_and_a_wrong_signed_virial_are_refused_naming_the_frame(store, ca
     with pytest.raises(
         DatabaseInputError, match=r"both\.xyz frame 1: REF_stress and virial disagree"
     ):
-        store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h")
+        import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h")
     assert store.count_structures() == 0
     ase.io.write(path, good, format="extxyz")
-    (lid,) = store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h")
+    (lid,) = import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h")
     np.testing.assert_allclose(store.get_label(lid).stress, voigt, rtol=1e-7, atol=1e-12)
 
 
@@ -63,7 +64,7 @@ def test_a_virial_without_a_periodic_cell_is_refused(store, campaign, tmp_path):
     path = tmp_path / "m.xyz"
     ase.io.write(path, atoms, format="extxyz")
     with pytest.raises(DatabaseInputError, match="virial: a virial needs a periodic cell"):
-        store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h")
+        import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h")
 
 
 @pytest.mark.parametrize(("where", "key"), [("info", "dft_energy"), ("arrays", "dft_forces")])
@@ -76,15 +77,15 @@ def test_label_like_keys_pesflow_does_not_read_are_refused(store, campaign, tmp_
     path = tmp_path / "k.xyz"
     ase.io.write(path, atoms, format="extxyz")
     with pytest.raises(DatabaseInputError, match=rf"frame 0: label-like keys .* {key}"):
-        store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h")
+        import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h")
     # a file whose only energy / forces are under that key imports when it is named
     ref = "REF_energy" if where == "info" else "REF_forces"
     (atoms.info if where == "info" else atoms.arrays).pop(ref)
     ase.io.write(path, atoms, format="extxyz")
     with pytest.raises(DatabaseInputError, match=rf"label-like keys .* {key}"):
-        store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h")
+        import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h")
     kw = {"energy_key": key} if where == "info" else {"forces_key": key}
-    (lid,) = store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h2", **kw)
+    (lid,) = import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h2", **kw)
     if where == "info":
         assert store.get_label(lid).energy == -3.0
 
@@ -105,10 +106,10 @@ def test_a_truncated_vasprun_is_an_input_error_naming_file_and_frame(store, camp
     with pytest.raises(
         DatabaseInputError, match=r"vasprun\.xml frame 1: cannot read as vasp-xml: cut"
     ):
-        store.import_labelled(path, campaign.id, labeler="vasp", settings_hash="h")
+        import_labelled(store, path, campaign.id, labeler="vasp", settings_hash="h")
     assert store.count_structures() == 0
     with pytest.raises(DatabaseInputError, match=r"nope\.xyz: no such file"):
-        store.import_labelled(tmp_path / "nope.xyz", campaign.id, labeler="x", settings_hash="h")
+        import_labelled(store, tmp_path / "nope.xyz", campaign.id, labeler="x", settings_hash="h")
 
 
 def test_a_label_that_disagrees_with_a_stored_one_is_refused_equal_ones_merge(
@@ -117,10 +118,10 @@ def test_a_label_that_disagrees_with_a_stored_one_is_refused_equal_ones_merge(
     atoms = _frame(4)
     first = tmp_path / "first.xyz"
     ase.io.write(first, atoms, format="extxyz")
-    (lid,) = store.import_labelled(first, campaign.id, labeler="dft", settings_hash="h")
+    (lid,) = import_labelled(store, first, campaign.id, labeler="dft", settings_hash="h")
     again = tmp_path / "again.xyz"
     ase.io.write(again, atoms, format="extxyz")
-    assert store.import_labelled(again, campaign.id, labeler="dft", settings_hash="h") == [lid]
+    assert import_labelled(store, again, campaign.id, labeler="dft", settings_hash="h") == [lid]
     atoms.arrays["REF_forces"][0, 0] += 0.01
     changed = tmp_path / "changed.xyz"
     ase.io.write(changed, atoms, format="extxyz")
@@ -128,9 +129,9 @@ def test_a_label_that_disagrees_with_a_stored_one_is_refused_equal_ones_merge(
         DatabaseInputError,
         match=rf"disagrees with stored label {lid} .*forces differ by up to 0.01 .*changed\.xyz frame 0",
     ):
-        store.import_labelled(changed, campaign.id, labeler="dft", settings_hash="h")
+        import_labelled(store, changed, campaign.id, labeler="dft", settings_hash="h")
     # other settings: another label of the same structure, no conflict
-    (other,) = store.import_labelled(changed, campaign.id, labeler="dft", settings_hash="h2")
+    (other,) = import_labelled(store, changed, campaign.id, labeler="dft", settings_hash="h2")
     assert other != lid
 
 
@@ -143,8 +144,8 @@ def test_ref_values_and_a_calculators_must_agree(store, campaign, tmp_path):
     atoms.calc = SinglePointCalculator(atoms, energy=e - 0.01, free_energy=e, forces=forces)
     path = tmp_path / "both.xyz"
     ase.io.write(path, atoms, format="extxyz")  # bare energy/free_energy/forces + REF_
-    store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h")
+    import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h")
     atoms.calc = SinglePointCalculator(atoms, energy=e + 1, free_energy=e + 1, forces=forces)
     ase.io.write(path, atoms, format="extxyz")
     with pytest.raises(DatabaseInputError, match="REF_energy and the calculator's energy disagree"):
-        store.import_labelled(path, campaign.id, labeler="dft", settings_hash="h3")
+        import_labelled(store, path, campaign.id, labeler="dft", settings_hash="h3")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from database import AttemptInput, LabelStateError, SelectionInput
+from database.extxyz import labelled_atoms
 
 from .conftest import make_atoms, make_result
 
@@ -148,7 +149,7 @@ def test_training_set_only_done_labels_of_campaign_labeler_and_settings(setup):
     assert lids[0] in store.training_label_ids(other_c.id, labeler="mock", settings_hash="h1")
     x = ts[0]
     assert np.array_equal(x.structure.positions, frames[0].positions)
-    atoms = x.to_atoms(campaign="cu")
+    atoms = labelled_atoms(x, campaign="cu")
     assert atoms.calc is None and "energy" not in atoms.info and "forces" not in atoms.arrays
     assert atoms.info["REF_energy"] == x.label.energy
     assert np.array_equal(atoms.arrays["REF_forces"], x.label.forces)

@@ -47,7 +47,8 @@ from .results import (
     check_shapes,
 )
 from .retry import RetryPolicy
-from .settings import Settings, json_types, settings_hash
+from .settings import Settings, settings_hash
+from .workdirs import fresh_dir, keep_failed, plain, remove_tree, snapshot, str_or_none
 
 __all__ = ["Labeler", "RawLabel"]
 
@@ -186,7 +187,7 @@ class Labeler(ABC):
         ``workdir`` holds the outcome of another labeler, settings or structure.
         """
         t0 = time.perf_counter()
-        atoms = _snapshot(atoms)
+        atoms = snapshot(atoms)
         if workdir is None:
             return self._run(atoms, None, t0)
         checked = False
@@ -246,7 +247,7 @@ class Labeler(ABC):
             raw: RawLabel | None = None
             attempt_dir: Path | None = None
             try:
-                attempt_dir = _fresh_dir(calc_dir / f"attempt-{index}") if calc_dir else None
+                attempt_dir = fresh_dir(calc_dir / f"attempt-{index}") if calc_dir else None
                 raw = self._compute(atoms.copy(), settings, attempt_dir, index)
                 stress = raw.stress if atoms.pbc.all() else None
                 if atoms.pbc.all() and stress is None:
@@ -270,11 +271,11 @@ class Labeler(ABC):
             if error is None and raw is not None:
                 kept = attempt_dir
                 if attempt_dir is not None and not self.executor.keep_success:
-                    _remove_tree(attempt_dir)
+                    remove_tree(attempt_dir)
                     kept = None
-                attempts.append(AttemptRecord(index, "ok", changes, "", wall, _str(kept)))
+                attempts.append(AttemptRecord(index, "ok", changes, "", wall, str_or_none(kept)))
                 used = settings.to_dict()
-                used.update(_plain(raw.resolved))
+                used.update(plain(raw.resolved))
                 return LabelResult(
                     labeler=self.name,
                     energy=float(raw.energy),
@@ -285,15 +286,17 @@ class Labeler(ABC):
                     settings=used,
                     wall_time=time.perf_counter() - t0,
                     host=socket.gethostname(),
-                    workdir=_str(kept),
+                    workdir=str_or_none(kept),
                     attempts=tuple(attempts),
                     effective_settings_hash=settings_hash(self.name, settings),
                 )
             assert error is not None
             code_version = error.code_version or code_version
-            kept_dir = _keep_failed(attempt_dir, error.kind) if attempt_dir else None
+            kept_dir = keep_failed(attempt_dir, error.kind) if attempt_dir else None
             attempts.append(
-                AttemptRecord(index, error.kind.value, changes, error.message, wall, _str(kept_dir))
+                AttemptRecord(
+                    index, error.kind.value, changes, error.message, wall, str_or_none(kept_dir)
+                )
             )
             if retries[error.kind] < self.retry_policy.max_retries(error.kind):
                 retries[error.kind] += 1
@@ -342,7 +345,7 @@ class Labeler(ABC):
             code_version=code_version,
             wall_time=wall,
             host=socket.gethostname(),
-            workdir=_str(workdir),
+            workdir=str_or_none(workdir),
             attempts=attempts,
         )
 
@@ -360,59 +363,3 @@ class Labeler(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
-
-
-def _snapshot(atoms: Atoms) -> Atoms:
-    """An independent copy without calculator and without constraints (the caller's object
-    is never touched): a label is the energy, forces and stress of the structure as it is —
-    constraints act on dynamics, and ASE would zero the forces on fixed atoms."""
-    if not isinstance(atoms, Atoms):
-        raise TypeError(f"label() needs an ase.Atoms, got {type(atoms).__name__}")
-    copy = atoms.copy()
-    copy.calc = None
-    copy.set_constraint()
-    return copy
-
-
-def _fresh_dir(path: Path) -> Path:
-    """Create ``path`` (or ``path-1``, ``path-2`` ... if taken) and return it."""
-    candidate, k = path, 0
-    while True:
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            k += 1
-            candidate = path.with_name(f"{path.name}-{k}")
-
-
-def _keep_failed(path: Path, kind: FailureKind) -> Path:
-    """Rename a failed attempt's directory ``<name>.failed-<kind>`` (kept for inspection)."""
-    target, k = path.with_name(f"{path.name}.failed-{kind.value}"), 0
-    while target.exists():
-        k += 1
-        target = path.with_name(f"{path.name}.failed-{kind.value}-{k}")
-    try:
-        path.rename(target)
-    except OSError:
-        return path
-    return target
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _plain(resolved: dict[str, Any]) -> dict[str, Any]:
-    """Resolved inputs as JSON types (as they are stored and re-read); as given if they cannot
-    be (the outcome is then returned but not persisted, with a warning)."""
-    try:
-        return json_types(resolved)
-    except (TypeError, ValueError):
-        return dict(resolved)
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)

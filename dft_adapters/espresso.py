@@ -23,7 +23,8 @@ from ase import Atoms
 from ase.calculators.calculator import kptdensity2monkhorstpack
 from ase.units import Ry
 
-from .base import Labeler, RawLabel
+from .base import RawLabel
+from .execution import ProcessResult
 from .files import read_text, tail
 from .results import FailureKind, LabelError
 from .settings import (
@@ -34,6 +35,7 @@ from .settings import (
     check_plain_name,
 )
 from .state import total_charge
+from .template import FileLabeler, FileRun
 
 __all__ = ["DEFAULT_PSEUDO_DIR", "EspressoLabeler", "EspressoSettings", "find_pseudopotential"]
 
@@ -172,12 +174,13 @@ def _qe_error(text: str) -> str | None:
     )
 
 
-class EspressoLabeler(Labeler):
+class EspressoLabeler(FileLabeler):
     """Quantum ESPRESSO pw.x through ASE (registry name ``espresso``)."""
 
     name: ClassVar[str] = "espresso"
     settings_cls: ClassVar[type[Settings]] = EspressoSettings
     default_command: ClassVar[str | None] = "pw.x"
+    code: ClassVar[str] = "pw.x"
     honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms", "initial_charges"})
 
     def pseudopotentials_for(self, atoms: Atoms, settings: EspressoSettings) -> dict[str, str]:
@@ -295,12 +298,12 @@ class EspressoLabeler(Labeler):
             "kpts": self.kpoint_grid(atoms, settings),
         }
 
-    def _compute(
-        self, atoms: Atoms, settings: Settings, directory: Path | None, attempt: int
-    ) -> RawLabel:
+    def write_files(self, atoms: Atoms, settings: Settings, directory: Path) -> FileRun:
+        """``espresso.pwi`` by ASE's ``EspressoTemplate`` (pseudo_dir from the profile);
+        pw.x runs as ``<launcher> <command> -in espresso.pwi``."""
         from ase.calculators.espresso import EspressoProfile, EspressoTemplate
 
-        assert directory is not None and isinstance(settings, EspressoSettings)
+        assert isinstance(settings, EspressoSettings)
         template = EspressoTemplate()
         profile = EspressoProfile(
             command=self.executor.command_line(self.default_command or "pw.x"),
@@ -317,33 +320,60 @@ class EspressoLabeler(Labeler):
                 }
             )
         template.write_input(profile, directory, inp, dict(params), ["energy", "forces", "stress"])
-        argv = profile.get_command(template.inputname)
-        proc = self.executor.run(argv, directory, template.outputname, template.errorname)
-        out = read_text(directory / template.outputname)
-        err = read_text(directory / template.errorname)
-        version_match = _VERSION.search(out)
-        version = f"pw.x {version_match.group(1)}" if version_match else None
-        if proc.timed_out:
-            raise LabelError(
-                FailureKind.TIMEOUT,
-                f"pw.x killed after the {self.executor.timeout} s limit; last output:\n{tail(out, 5)}",
-            )
-        unconverged = re.search(r"^.*convergence NOT achieved.*$", out, re.M)
+        return FileRun(
+            args=tuple(profile.get_calculator_command(template.inputname)),
+            stdout=template.outputname,
+            stderr=template.errorname,
+            resolved=resolved,
+            context=template,
+        )
+
+    def code_version(self, text: str, directory: Path) -> str | None:
+        """``pw.x <version>`` from the output's header."""
+        found = _VERSION.search(text)
+        return f"pw.x {found.group(1)}" if found else None
+
+    def classify(
+        self,
+        directory: Path,
+        proc: ProcessResult,
+        text: str,
+        version: str | None,
+        run: FileRun,
+    ) -> LabelError | None:
+        """ "convergence NOT achieved" -> ``scf_unconverged`` (whatever the exit status); a
+        non-zero exit -> ``crashed`` with QE's ``Error in routine`` message; no ``JOB DONE``
+        -> ``crashed`` (incomplete)."""
+        unconverged = re.search(r"^.*convergence NOT achieved.*$", text, re.M)
         if unconverged:
-            raise LabelError(FailureKind.SCF_UNCONVERGED, unconverged.group(0).strip(), version)
+            return LabelError(FailureKind.SCF_UNCONVERGED, unconverged.group(0).strip(), version)
         if proc.returncode != 0:
+            err = read_text(directory / run.stderr)
             message = (
-                _qe_error(out) or _qe_error(read_text(directory / "CRASH")) or tail(err or out)
+                _qe_error(text) or _qe_error(read_text(directory / "CRASH")) or tail(err or text)
             )
-            raise LabelError(
+            return LabelError(
                 FailureKind.CRASHED,
                 f"pw.x exited with status {proc.returncode}: {message}",
                 version,
             )
-        if "JOB DONE" not in out:
-            raise LabelError(FailureKind.CRASHED, f"pw.x output is incomplete:\n{tail(out, 5)}")
-        try:  # ASE's reader: the pw.x 6.x and 7.x layouts (fixtures of 6.7 and 7.2)
-            results = template.read_results(directory)
+        if "JOB DONE" not in text:
+            return LabelError(FailureKind.CRASHED, f"pw.x output is incomplete:\n{tail(text, 5)}")
+        return None
+
+    def read_output(
+        self,
+        directory: Path,
+        atoms: Atoms,
+        settings: Settings,
+        text: str,
+        version: str | None,
+        run: FileRun,
+    ) -> RawLabel:
+        """ASE's reader (the pw.x 6.x and 7.x layouts: fixtures of 6.7 and 7.2); anything it
+        cannot read is ``unparsable_output``. The wavefunctions (``out/``) are deleted."""
+        try:
+            results = run.context.read_results(directory)
         except Exception as exc:  # a finished run ASE cannot read: another layout
             raise LabelError(
                 FailureKind.UNPARSABLE_OUTPUT,
@@ -364,5 +394,4 @@ class EspressoLabeler(Labeler):
             forces=np.asarray(results["forces"], dtype=float),
             stress=None if stress is None else np.asarray(stress, dtype=float),
             code_version=version or "pw.x unknown",
-            resolved=resolved,
         )

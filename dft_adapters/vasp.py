@@ -21,11 +21,12 @@ import numpy as np
 from ase import Atoms
 from ase.units import GPa
 
-from .base import Labeler, RawLabel
-from .execution import Executor
+from .base import RawLabel
+from .execution import Executor, ProcessResult
 from .files import read_text, tail
 from .results import FailureKind, LabelError
 from .settings import AuthorSettingsError, Scalar, Settings, check_plain_name
+from .template import FileLabeler, FileRun
 
 __all__ = ["VaspLabeler", "VaspSettings", "parse_vasprun", "species_order"]
 
@@ -142,7 +143,7 @@ def parse_vasprun(path: Path) -> dict[str, Any]:
     }
 
 
-class VaspLabeler(Labeler):
+class VaspLabeler(FileLabeler):
     """VASP through pymatgen (registry name ``vasp``).
 
     ``potcar_spec=True`` writes ``POTCAR.spec`` instead of a POTCAR (input generation without
@@ -152,6 +153,7 @@ class VaspLabeler(Labeler):
     name: ClassVar[str] = "vasp"
     settings_cls: ClassVar[type[Settings]] = VaspSettings
     default_command: ClassVar[str | None] = "vasp_std"
+    code: ClassVar[str] = "VASP"
     honours: ClassVar[frozenset[str]] = frozenset({"initial_magmoms"})
 
     def __init__(
@@ -237,45 +239,66 @@ class VaspLabeler(Labeler):
             return f"cannot build VASP inputs ({type(exc).__name__}): {exc}"
         return None
 
-    def _compute(
-        self, atoms: Atoms, settings: Settings, directory: Path | None, attempt: int
-    ) -> RawLabel:
-        assert directory is not None and isinstance(settings, VaspSettings)
-        order = self.write_inputs(atoms, directory, settings)
-        argv = self.executor.argv(self.default_command or "vasp_std")
-        proc = self.executor.run(argv, directory, "vasp.out", "vasp.err")
-        out = read_text(directory / "vasp.out")
-        if proc.timed_out:
-            raise LabelError(
-                FailureKind.TIMEOUT,
-                f"VASP killed after the {self.executor.timeout} s limit:\n{tail(out, 5)}",
-            )
-        if proc.returncode != 0:
-            err = read_text(directory / "vasp.err")
-            raise LabelError(
-                FailureKind.CRASHED,
-                f"VASP exited with status {proc.returncode}:\n{tail(err or out, 10)}",
-            )
+    def write_files(self, atoms: Atoms, settings: Settings, directory: Path) -> FileRun:
+        """INCAR/KPOINTS/POSCAR/POTCAR(.spec) (:meth:`write_inputs`); VASP runs as
+        ``<launcher> <command>`` with its output in ``vasp.out``."""
+        order = self.write_inputs(atoms, directory, settings)  # type: ignore[arg-type]
+        return FileRun(stdout="vasp.out", stderr="vasp.err", context=order)
+
+    def code_version(self, text: str, directory: Path) -> str | None:
+        """``vasp <version>`` from the generator block of ``vasprun.xml`` (``None`` without)."""
         vasprun = directory / "vasprun.xml"
-        if not vasprun.is_file():
-            raise LabelError(FailureKind.CRASHED, f"VASP wrote no vasprun.xml:\n{tail(out, 10)}")
+        return vasprun_version(vasprun) if vasprun.is_file() else None
+
+    def classify(
+        self,
+        directory: Path,
+        proc: ProcessResult,
+        text: str,
+        version: str | None,
+        run: FileRun,
+    ) -> LabelError | None:
+        """A non-zero exit or no ``vasprun.xml`` -> ``crashed`` (the SCF is judged from
+        ``vasprun.xml`` in :meth:`read_output`)."""
+        if proc.returncode != 0:
+            err = read_text(directory / run.stderr)
+            return LabelError(
+                FailureKind.CRASHED,
+                f"VASP exited with status {proc.returncode}:\n{tail(err or text, 10)}",
+            )
+        if not (directory / "vasprun.xml").is_file():
+            return LabelError(FailureKind.CRASHED, f"VASP wrote no vasprun.xml:\n{tail(text, 10)}")
+        return None
+
+    def read_output(
+        self,
+        directory: Path,
+        atoms: Atoms,
+        settings: Settings,
+        text: str,
+        version: str | None,
+        run: FileRun,
+    ) -> RawLabel:
+        """``vasprun.xml`` by pymatgen: truncated -> ``crashed`` (rerun), complete but
+        unreadable -> ``unparsable_output``, electronic loop at NELM -> ``scf_unconverged``;
+        forces mapped back to the caller's atom order."""
+        vasprun = directory / "vasprun.xml"
         try:
             parsed = parse_vasprun(vasprun)
         except Exception as exc:
-            found = vasprun_version(vasprun)
             if not vasprun_complete(vasprun):  # cut by a kill or a full disk: rerun
                 raise LabelError(
                     FailureKind.CRASHED,
                     f"vasprun.xml is truncated ({type(exc).__name__}: {exc})",
-                    found,
+                    version,
                 ) from exc
             raise LabelError(
                 FailureKind.UNPARSABLE_OUTPUT,
-                f"cannot read the vasprun.xml of {found or 'an unnamed VASP version'} "
+                f"cannot read the vasprun.xml of {version or 'an unnamed VASP version'} "
                 f"({type(exc).__name__}: {exc})",
-                found,
+                version,
             ) from exc
-        version = vasprun_version(vasprun) or f"vasp {parsed['version']}"
+        version = version or f"vasp {parsed['version']}"
         if not parsed["converged_electronic"]:
             raise LabelError(
                 FailureKind.SCF_UNCONVERGED,
@@ -289,7 +312,7 @@ class VaspLabeler(Labeler):
                 f"vasprun.xml has forces for {forces_sorted.shape[0]} atoms, the input has {len(atoms)}",
             )
         forces = np.empty_like(forces_sorted)
-        forces[order] = forces_sorted
+        forces[run.context] = forces_sorted
         return RawLabel(
             energy=parsed["energy"],
             forces=forces,

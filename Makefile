@@ -30,16 +30,16 @@ test-all: $(STAMP)
 	$(PYTEST) -m "slow or not slow"
 
 ## Benchmarks: print figures and ratios measured side by side in one run.
+## They live in benchmarks/ (not in the wheel) and need the `bench` extra (matplotlib; `dev` has it).
 bench: $(STAMP)
-	@for m in mlip_core dft_adapters database workflows api; do \
-	  if [ -f $$m/bench.py ]; then echo "== $$m"; $(PY) -m $$m.bench || exit 1; fi; \
+	@for m in mlip_core dft_adapters database workflows cluster api; do \
+	  echo "== benchmarks.$$m"; $(PY) -m benchmarks.$$m || exit 1; \
 	done
-	@echo "== workflows.bench_cluster"; $(PY) -m workflows.bench_cluster
 
-## Does active learning save DFT? AL vs random vs max-first on Cu/EMT (< 20 min on 2 cores);
-## report.json and PNGs in reports/al-efficiency/.
+## Does active learning save DFT? One campaign per selection policy (fps, max-first, random)
+## through the product's own loop on Cu/EMT; report.json and PNGs in reports/al-efficiency/.
 bench-science: $(STAMP)
-	$(VENV)/bin/pesflow bench al-efficiency examples/bench_cu_emt.yaml
+	$(PY) -m benchmarks.al_efficiency examples/bench_cu_emt.yaml
 
 ## The example campaign (Cu, EMT oracle) on SQLite and the temporary local Prefect server.
 ## Each run starts a fresh campaign; the Prefect home (data/demo/prefect) is kept between runs.

@@ -458,29 +458,6 @@ def export(
     )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@_guard
-def bench(
-    ctx: typer.Context,
-    config: Annotated[
-        str | None,
-        typer.Argument(
-            help="Campaign YAML (default: examples/cu_emt.yaml), or `al-efficiency [CONFIG] "
-            "[--out DIR]` (default examples/bench_cu_emt.yaml)."
-        ),
-    ] = None,
-) -> None:
-    """Measure the orchestration overhead of a campaign (see workflows.bench); with
-    `al-efficiency`, the labels active learning saves vs random (workflows.al_benchmark)."""
-    if config == "al-efficiency":
-        from .al_benchmark import main as al_main
-
-        raise typer.Exit(al_main(list(ctx.args)))
-    from .bench import main as bench_main
-
-    raise typer.Exit(bench_main([str(config)] if config else []))
-
-
 # `deploy`, `worker`, `db upgrade` (implemented in workflows.deploy)
 from .deploy import register as _register_deploy  # noqa: E402
 

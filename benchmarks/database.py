@@ -1,4 +1,4 @@
-"""Database benchmark: ``python -m database.bench`` (run by ``make bench``).
+"""Database benchmark: ``python -m benchmarks.database`` (run by ``make bench``).
 
 Inserts N labelled 108-atom structures (structures + selections + done labels with forces and
 stress, deduplication included), queries the N-label training set, and exports it to extended
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import sqlite_url
-from .store import Store
-from .testing import POSTGRES_ENV, temporary_postgres_schema
+from database.engine import sqlite_url
+from database.extxyz import export_extxyz
+from database.store import Store
+from database.testing import POSTGRES_ENV, temporary_postgres_schema
 
 TARGETS = {
     "insert": {"sqlite": 10.0, "postgresql": 15.0},
@@ -106,8 +107,8 @@ def run_backend(url: str, n: int, repeats: int, workdir: Path) -> dict[str, list
             del ts
             path = workdir / f"export-{store.backend}-{r}.xyz"
             dt, k = _timed(
-                lambda c=c, p=path: store.export_extxyz(
-                    p, c.id, labeler="mock", settings_hash="bench"
+                lambda c=c, p=path: export_extxyz(
+                    store, p, c.id, labeler="mock", settings_hash="bench"
                 )
             )
             assert k == n

@@ -1,4 +1,4 @@
-"""Label throughput through the task runners (``python -m workflows.bench_cluster``).
+"""Label throughput through the task runners (``python -m benchmarks.cluster``).
 
 The mock labeler (EMT) sleeps ``--delay`` s (default 2) per label. Each round sends ``--labels``
 (16) labels through the campaign's real label step (:func:`workflows.steps.label_step`). The
@@ -73,8 +73,8 @@ def _request(ctx: Any, it: Any, n: int, tag: int) -> None:
 def _measure(runner: Any, handle: Any, labels: int, window: int, rounds: int, round0: int):
     from prefect import flow
 
-    from . import steps
-    from .flows import label_submitter
+    from workflows import steps
+    from workflows.flows import label_submitter
 
     @flow(name="bench-cluster-labels", validate_parameters=False)
     def label_rounds() -> list[float]:
@@ -98,7 +98,7 @@ def _measure(runner: Any, handle: Any, labels: int, window: int, rounds: int, ro
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a Markdown table (target status on the last line)."""
     p = argparse.ArgumentParser(
-        prog="python -m workflows.bench_cluster",
+        prog="python -m benchmarks.cluster",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.slots % args.dask_workers:
         p.error("--slots must be a multiple of --dask-workers")
 
-    from .config import ExecutionConfig, parse_config
-    from .settings import configure_prefect_env, get_settings
+    from workflows.config import ExecutionConfig, parse_config
+    from workflows.settings import configure_prefect_env, get_settings
 
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # no logs after stop
     tmp = Path(tempfile.mkdtemp(prefix="pesflow-bench-cluster-"))
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_prefect_env(settings)
     from prefect_dask import DaskTaskRunner
 
-    from .cluster import describe, label_slots, make_task_runner, task_runner_kwargs
-    from .steps import close_stores, open_store, setup_campaign
+    from workflows.cluster import describe, label_slots, make_task_runner, task_runner_kwargs
+    from workflows.steps import close_stores, open_store, setup_campaign
 
     cfg = parse_config(_config(args.delay))
     store = open_store(settings.resolved_database_url())
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, efficiency = [], {}
     # Dask worker processes must reach the same Prefect API: with no PREFECT_API_URL each
     # would start a temporary server of its own. Start one here, as `pesflow run` does.
-    from .local_api import prefect_api
+    from workflows.local_api import prefect_api
 
     try:
         with prefect_api(settings.prefect_startup_timeout_s):

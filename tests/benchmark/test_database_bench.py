@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from database import bench
+from benchmarks import database as bench
 
 
 def test_bench_prints_table(capsys):

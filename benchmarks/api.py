@@ -1,10 +1,10 @@
-"""API benchmark: ``python -m api.bench`` (run by ``make bench``).
+"""API benchmark: ``python -m benchmarks.api`` (run by ``make bench``).
 
 Builds a campaign with 200 iterations and 100k structures (bulk Core inserts: structures,
 selections with uncertainties, labels with forces — 90 % done, 5 % failed by kind, 5 %
 pending — iterations with walker statistics and 2,000 explored-frame uncertainties each,
 one model per iteration) in a temporary SQLite database and, when a test server answers, a
-temporary PostgreSQL schema (see ``database.bench.postgres_url``); then times the campaign page
+temporary PostgreSQL schema (see ``benchmarks.database.postgres_url``); then times the campaign page
 server-side through the ASGI app (``TestClient``): the HTML page and the dashboard JSON it
 loads, separately and together. Prints medians; the target is < 1000 ms for the page.
 """
@@ -194,10 +194,9 @@ def measure(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, flo
     """Build the campaign in the database at ``url`` and time the page; medians in ms."""
     from fastapi.testclient import TestClient
 
+    from api.app import create_app
+    from api.settings import get_api_settings
     from database import Store
-
-    from .app import create_app
-    from .settings import get_api_settings
 
     settings = get_api_settings(data_dir=data_dir, database_url=url)
     store = Store.from_url(url)
@@ -252,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*httpx.*")
+    from benchmarks.database import postgres_url
     from database import sqlite_url
-    from database.bench import postgres_url
     from database.testing import temporary_postgres_schema
 
     results: dict[str, dict[str, float]] = {}

@@ -1,7 +1,7 @@
 """Orchestration overhead of a campaign: wall time minus the time spent inside MD, labelling
 and training (the union of those intervals, so concurrent work counts once).
 
-``python -m workflows.bench [CONFIG]`` (run by ``make bench``; default: the demo campaign
+``python -m benchmarks.workflows [CONFIG]`` (run by ``make bench``; default: the demo campaign
 ``examples/cu_emt.yaml``) runs the campaign through the Prefect flow on the temporary local
 server in a fresh data directory and prints the breakdown. Target: overhead <= 10 %.
 
@@ -34,15 +34,15 @@ def measure(
 
     ``prefect_home`` (default ``<data_dir>/prefect``) is where the temporary Prefect server
     keeps its database: a home used before ("warm") starts faster than a new one."""
-    from . import timing
-    from .config import load_config
-    from .settings import configure_prefect_env, get_settings
-    from .steps import open_store, setup_campaign
+    from workflows import timing
+    from workflows.config import load_config
+    from workflows.settings import configure_prefect_env, get_settings
+    from workflows.steps import open_store, setup_campaign
 
     settings = get_settings(data_dir=Path(data_dir), prefect_home=prefect_home)
     t0 = time.perf_counter()
     configure_prefect_env(settings)
-    from .local_api import prefect_api
+    from workflows.local_api import prefect_api
 
     cfg = load_config(config)
     store = open_store(settings.resolved_database_url())
@@ -50,13 +50,13 @@ def measure(
     timing.clear()
     # as `pesflow run` does it: the temporary Prefect API starts while Prefect, torch and the
     # science packages are imported (all of it counts as orchestration)
-    from . import lease
+    from workflows import lease
 
     with (
         lease.hold(store, handle.campaign_id, purpose="bench") as held,
         prefect_api(settings.prefect_startup_timeout_s) as api,
     ):
-        from .flows import run_flow
+        from workflows.flows import run_flow
 
         result = run_flow(handle, cfg.execution)
         held.finish(result["status"], result["message"])
@@ -77,8 +77,8 @@ def measure(
 def create_prefect_database(prefect_home: Path) -> tuple[float, float]:
     """Start the temporary API on a new ``prefect_home`` (creates and migrates Prefect's
     database), then once more with the database in place; returns both ready times (s)."""
-    from .local_api import LocalAPI
-    from .settings import configure_prefect_env, get_settings
+    from workflows.local_api import LocalAPI
+    from workflows.settings import configure_prefect_env, get_settings
 
     configure_prefect_env(get_settings(prefect_home=prefect_home))
     times = []

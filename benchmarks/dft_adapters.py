@@ -1,4 +1,4 @@
-"""Label wall time per backend, measured side by side in one run (``python -m dft_adapters.bench``).
+"""Label wall time per backend, measured side by side in one run (``python -m benchmarks.dft_adapters``).
 
 Prints the median over repeats of one ``label()`` call (pre-flight + scratch handling + code)
 for each backend that is available here, and each one's ratio to the EMT mock. Codes that are

@@ -1,6 +1,6 @@
 """Benchmark: MD step time of one model vs a K-member committee (stacked and as a loop).
 
-Run ``python -m mlip_core.bench`` (``make bench`` does). Every configuration runs the same
+Run ``python -m benchmarks.mlip_core`` (``make bench`` does). Every configuration runs the same
 ASE Langevin MD on the same Cu cell; rounds are interleaved (A B C A B C ...) so each sees the
 same machine load, and medians of per-step times are printed with ratios to the single model.
 Add ``--device cuda`` on a GPU machine. MACE is included when ``mace-torch`` is installed.
@@ -134,7 +134,7 @@ def bench_md(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry: ``python -m mlip_core.bench [--device cuda] [--json out.json]``."""
+    """Command-line entry: ``python -m benchmarks.mlip_core [--device cuda] [--json out.json]``."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 10])

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from mlip_core.calculator import CommitteeCalculator
-from mlip_core.model import CommitteePotential, ModelConfig
 
 __all__ = [
     "FORMAT",
@@ -93,7 +92,11 @@ def _check_plain(obj: Any, where: str = "metadata") -> None:
 
 
 def save_committee(
-    model: CommitteePotential, path: str | Path, metadata: dict[str, Any] | None = None
+    model: Any,
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    *,
+    backend: str = "native",
 ) -> str:
     """Write a checkpoint atomically (temp file, fsync, rename) and return its sha256. The
     bytes depend only on the weights, config and metadata (saving the same twice gives the
@@ -103,15 +106,19 @@ def save_committee(
         model: the committee.
         path: destination file.
         metadata: plain data to keep with the weights (label ids, metrics, calibration ...).
+        backend: the :mod:`mlip_core.backends` name whose ``to_payload`` describes the model
+            (recorded in the file unless ``native``, whose files predate the key).
     """
+    from mlip_core.backends import get_backend
+
     meta = dict(metadata or {})
     _check_plain(meta)
+    head: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+    if backend != "native":
+        head["backend"] = backend
     payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": model.config.to_dict(),
-        "dtype": str(model.dtype).removeprefix("torch."),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        **head,
+        **get_backend(backend).to_payload(model),
         "metadata": meta,
         "versions": {
             "torch": str(torch.__version__),
@@ -150,8 +157,11 @@ def load_committee(
     path: str | Path,
     map_location: str | torch.device = "cpu",
     expected_sha256: str | None = None,
-) -> tuple[CommitteePotential, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint with ``weights_only=True``; returns ``(model, metadata)``.
+
+    The model is rebuilt by the backend the file records (``native`` when it records none);
+    ``metadata["backend"]`` says which.
 
     The file is read once; its sha256 is computed from those bytes before anything is
     unpickled and, when ``expected_sha256`` is given, compared with it. The returned metadata
@@ -169,8 +179,8 @@ def load_committee(
         CheckpointIntegrityError: the sha256 differs from ``expected_sha256`` (the message names
             the path and both hashes' first digits), or the file is truncated, unreadable or
             not a well-formed pesflow committee checkpoint.
-        ValueError: ``expected_sha256`` is not 64 hex digits, or the checkpoint has a format
-            version this pesflow does not support.
+        ValueError: ``expected_sha256`` is not 64 hex digits, the checkpoint has a format
+            version this pesflow does not support, or its backend is not installed.
     """
     path = Path(path)
     want = None if expected_sha256 is None else _normalise_sha(expected_sha256)
@@ -204,16 +214,19 @@ def load_committee(
         raise corrupt("not a pesflow committee checkpoint")
     if payload.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {payload.get('version')} not supported")
+    from mlip_core.backends import get_backend
+
+    backend = str(payload.get("backend", "native"))
+    impl = get_backend(backend)  # PluginError (a ValueError): a backend not installed here
     try:
-        cfg = ModelConfig(**payload["config"])
-        model = CommitteePotential(cfg).to(getattr(torch, payload["dtype"]))
-        model.load_state_dict(payload["state_dict"])
+        model = impl.from_payload(payload)
         meta = dict(payload.get("metadata", {}))
         meta["versions"] = dict(payload.get("versions", {}))
     except Exception as exc:
         raise corrupt(f"malformed contents: {exc}") from exc
     model.eval()
     meta["sha256"] = found
+    meta["backend"] = backend
     return model.to(map_location), meta
 
 

@@ -12,19 +12,20 @@ capped to
 ``max_n`` per iteration by a selector (:func:`select_candidates`), optionally dropping
 near-duplicates by descriptor distance (:mod:`mlip_core.descriptors`).
 
-Selectors are an extension point: a small :class:`Selector` protocol plus a registry
-(:func:`register_selector`, :func:`get_selector`); every registered selector must pass the
-shared contract test in ``tests/mlip_core/test_selection.py``.
+Selectors are an extension point (:mod:`mlip_core.selectors`); every registered selector must
+pass :func:`mlip_core.contract.check_selector`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from .selectors import SELECTORS, SelectionError, Selector, get_selector, register_selector
 
 if TYPE_CHECKING:
     from mlip_core.uncertainty import Calibration
@@ -34,9 +35,6 @@ __all__ = [
     "CANDIDATE",
     "FAILED",
     "SELECTORS",
-    "FarthestPointSelector",
-    "MaxFirstSelector",
-    "RandomSelector",
     "SelectionError",
     "Selector",
     "TrustWindow",
@@ -50,10 +48,6 @@ __all__ = [
 ACCURATE = "accurate"
 CANDIDATE = "candidate"
 FAILED = "failed"
-
-
-class SelectionError(ValueError):
-    """Bad input to a selection function (the message names the problem)."""
 
 
 # --------------------------------------------------------------------------- trust window
@@ -132,173 +126,6 @@ class TrustWindow:
 # --------------------------------------------------------------------------- geometry
 
 
-# --------------------------------------------------------------------------- selectors
-
-
-@runtime_checkable
-class Selector(Protocol):
-    """Picks at most ``max_n`` frames among candidates.
-
-    ``select`` receives validated input from :func:`select_candidates`:
-    ``candidates`` sorted unique frame indices, ``deviations`` finite for every candidate,
-    ``descriptors`` either ``None`` or shape ``(n_frames, D)`` (never ``None`` when
-    ``requires_descriptors`` or ``min_distance > 0``). It returns frame indices in pick
-    order: unique, a subset of ``candidates``, at most ``max_n``, and no two picked frames
-    closer than ``min_distance`` in descriptor space. Given the same ``rng`` state it must
-    return the same picks.
-    """
-
-    name: str
-    requires_descriptors: bool
-
-    def select(
-        self,
-        candidates: NDArray[np.intp],
-        deviations: NDArray[np.float64],
-        max_n: int,
-        *,
-        rng: np.random.Generator,
-        descriptors: NDArray[np.float64] | None,
-        min_distance: float,
-    ) -> NDArray[np.intp]:
-        """Return the picked frame indices, in pick order."""
-        ...
-
-
-def _greedy_diverse(
-    order: NDArray[np.intp],
-    max_n: int,
-    descriptors: NDArray[np.float64] | None,
-    min_distance: float,
-) -> NDArray[np.intp]:
-    """Walk ``order``; keep a frame unless it is within ``min_distance`` of a kept one."""
-    if min_distance <= 0 or descriptors is None:
-        return np.asarray(order[:max_n], dtype=np.intp)
-    kept: list[int] = []
-    nearest = np.full(order.size, np.inf)  # distance of each ordered frame to the kept set
-    x = descriptors[order]
-    for pos in range(order.size):
-        if len(kept) >= max_n:
-            break
-        if nearest[pos] < min_distance:
-            continue
-        kept.append(int(order[pos]))
-        d = np.linalg.norm(x - x[pos], axis=1)
-        np.minimum(nearest, d, out=nearest)
-    return np.asarray(kept, dtype=np.intp)
-
-
-class RandomSelector:
-    """Uniformly random candidates (seeded), near-duplicates skipped."""
-
-    name = "random"
-    requires_descriptors = False
-
-    def select(
-        self,
-        candidates: NDArray[np.intp],
-        deviations: NDArray[np.float64],
-        max_n: int,
-        *,
-        rng: np.random.Generator,
-        descriptors: NDArray[np.float64] | None,
-        min_distance: float,
-    ) -> NDArray[np.intp]:
-        """Random permutation of the candidates, then greedy de-duplication."""
-        order = rng.permutation(candidates)
-        return _greedy_diverse(order, max_n, descriptors, min_distance)
-
-
-class MaxFirstSelector:
-    """Highest deviation first (ties: lower frame index first), near-duplicates skipped."""
-
-    name = "max-first"
-    requires_descriptors = False
-
-    def select(
-        self,
-        candidates: NDArray[np.intp],
-        deviations: NDArray[np.float64],
-        max_n: int,
-        *,
-        rng: np.random.Generator,
-        descriptors: NDArray[np.float64] | None,
-        min_distance: float,
-    ) -> NDArray[np.intp]:
-        """Candidates sorted by decreasing deviation, then greedy de-duplication."""
-        order = candidates[np.argsort(-deviations[candidates], kind="stable")]
-        return _greedy_diverse(order, max_n, descriptors, min_distance)
-
-
-class FarthestPointSelector:
-    """Farthest-point sampling in descriptor space, starting from the most uncertain frame.
-
-    Each next pick maximises the Euclidean distance to the nearest already-picked frame
-    (ties: higher deviation, then lower index). Sampling stops early when that distance
-    drops below ``min_distance``: every remaining candidate is then a near-duplicate.
-    """
-
-    name = "fps"
-    requires_descriptors = True
-
-    def select(
-        self,
-        candidates: NDArray[np.intp],
-        deviations: NDArray[np.float64],
-        max_n: int,
-        *,
-        rng: np.random.Generator,
-        descriptors: NDArray[np.float64] | None,
-        min_distance: float,
-    ) -> NDArray[np.intp]:
-        """Farthest-point order over the candidates, capped at ``max_n``."""
-        if descriptors is None:
-            raise SelectionError("the 'fps' selector needs descriptors")
-        if max_n == 0 or candidates.size == 0:
-            return np.zeros(0, dtype=np.intp)
-        # Order candidates by (deviation desc, index asc) so argmax ties prefer uncertain.
-        cand = candidates[np.argsort(-deviations[candidates], kind="stable")]
-        x = descriptors[cand]
-        picked = [0]
-        nearest = np.linalg.norm(x - x[0], axis=1)
-        nearest[0] = -np.inf
-        while len(picked) < min(max_n, cand.size):
-            k = int(np.argmax(nearest))
-            if nearest[k] < min_distance or nearest[k] == -np.inf:
-                break
-            picked.append(k)
-            np.minimum(nearest, np.linalg.norm(x - x[k], axis=1), out=nearest)
-            nearest[picked] = -np.inf
-        return cand[np.asarray(picked, dtype=np.intp)]
-
-
-SELECTORS: dict[str, Selector] = {}
-
-
-def register_selector(selector: Selector, *, replace: bool = False) -> Selector:
-    """Add a selector to the registry under ``selector.name`` (returns it)."""
-    if not isinstance(selector, Selector):
-        raise SelectionError(f"{selector!r} does not implement the Selector protocol")
-    if selector.name in SELECTORS and not replace:
-        raise SelectionError(f"a selector named {selector.name!r} is already registered")
-    SELECTORS[selector.name] = selector
-    return selector
-
-
-def get_selector(name: str) -> Selector:
-    """The registered selector called ``name``."""
-    try:
-        return SELECTORS[name]
-    except KeyError:
-        raise SelectionError(
-            f"unknown selection strategy {name!r}; registered: {sorted(SELECTORS)}"
-        ) from None
-
-
-for _sel in (RandomSelector(), MaxFirstSelector(), FarthestPointSelector()):
-    register_selector(_sel)
-
-
 def _candidate_indices(candidates: ArrayLike, n_frames: int) -> NDArray[np.intp]:
     c = np.asarray(candidates)
     if c.dtype == bool:
@@ -334,6 +161,7 @@ def select_candidates(
     seed: int | np.random.Generator | None = None,
     descriptors: ArrayLike | None = None,
     min_distance: float = 0.0,
+    atoms: Sequence[Any] | None = None,
 ) -> NDArray[np.intp]:
     """Pick at most ``max_n`` frames to label among the candidates.
 
@@ -350,6 +178,7 @@ def select_candidates(
             near-duplicate avoidance.
         min_distance: frames closer than this (Euclidean descriptor distance) to an
             already-picked frame are skipped; 0 disables it.
+        atoms: the frames (``n_frames`` ASE ``Atoms``); required by selectors that need them.
 
     Returns:
         Picked frame indices (``np.intp``) in pick order.
@@ -376,13 +205,21 @@ def select_candidates(
             )
         if not np.all(np.isfinite(desc[cand])):
             raise SelectionError("descriptors of candidate frames contain NaN/inf")
-    elif selector.requires_descriptors:
+    elif "descriptors" in selector.needs:
         raise SelectionError(f"strategy {strategy!r} needs descriptors")
     elif min_distance > 0:
         raise SelectionError("near-duplicate avoidance (min_distance > 0) needs descriptors")
+    if "atoms" in selector.needs and (atoms is None or len(atoms) != n_frames):
+        raise SelectionError(f"strategy {strategy!r} needs the {n_frames} frames (atoms=)")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     picked = selector.select(
-        cand, dev, int(max_n), rng=rng, descriptors=desc, min_distance=float(min_distance)
+        cand,
+        dev,
+        int(max_n),
+        rng=rng,
+        descriptors=desc,
+        min_distance=float(min_distance),
+        atoms=atoms if "atoms" in selector.needs else None,
     )
     return np.asarray(picked, dtype=np.intp)
 

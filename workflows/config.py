@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .config_base import ConfigError, PosFloat, _Section, format_errors, format_validation_error
 from .config_execution import DaskConfig, ExecutionConfig, LabelerExecution, ProfileRef
@@ -242,13 +242,25 @@ class SelectionConfig(_Section):
     """Which candidates are labelled."""
 
     max_per_iteration: int = Field(default=16, ge=1, description="Cap on new labels.")
-    strategy: Literal["random", "max-first", "fps"] = Field(default="fps", description="Selector.")
+    strategy: str = Field(
+        default="fps",
+        description="Selector: random, max-first, fps or any registered one (entry-point "
+        "group pesflow.selectors).",
+    )
     min_distance: float = Field(
         default=0.0, ge=0, description="Skip near-duplicates closer than this in descriptor space."
     )
     label_cut_frames: bool = Field(
         default=True, description="Also offer the frame where a walker was cut (>= hi)."
     )
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from mlip_core.selectors import get_selector
+
+        get_selector(value)  # PluginError (a ValueError) names the known ones
+        return value
 
 
 class ConvergenceConfig(_Section):

@@ -70,7 +70,7 @@ def select_step(ctx: Context, it) -> list[int]:
     request their labels. Every filter reports how many frames it dropped."""
     from database import SelectionInput
     from mlip_core.geometry import check_geometry
-    from mlip_core.selection import select_candidates
+    from mlip_core.selection import get_selector, select_candidates
 
     store, cfg = ctx.store, ctx.cfg
     it = store.get_iteration_by_id(it.id)
@@ -114,8 +114,9 @@ def select_step(ctx: Context, it) -> list[int]:
         atoms = [atoms[i] for i in ok]
     if sids and max_n > 0:
         devs = np.asarray([cands[s] for s in sids])
+        selector = get_selector(cfg.selection.strategy)
         desc = None
-        if cfg.selection.strategy == "fps" or cfg.selection.min_distance > 0:
+        if "descriptors" in selector.needs or cfg.selection.min_distance > 0:
             from mlip_core.descriptors import descriptor_matrix
 
             desc = descriptor_matrix(atoms, ctx.species)
@@ -127,6 +128,7 @@ def select_step(ctx: Context, it) -> list[int]:
             seed=seed_of(cfg.seed, "select", it.index),
             descriptors=desc,
             min_distance=cfg.selection.min_distance,
+            atoms=atoms,
         )
         picked = [sids[i] for i in idx]
     if max_n < cfg.selection.max_per_iteration:  # the label budget binds

@@ -164,7 +164,7 @@ def pool() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return dev, mask, desc, label
 
 
-STRATEGIES = sorted(SELECTORS)
+STRATEGIES = SELECTORS.names()
 
 
 def test_all_builtin_strategies_registered() -> None:

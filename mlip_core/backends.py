@@ -1,0 +1,197 @@
+"""Model backends: how a committee is built, trained, saved and loaded.
+
+An extension point: the :class:`ModelBackend` protocol and :data:`BACKENDS`, a
+:class:`~mlip_core.plugins.Registry` of the built-ins (``native``: the stacked committee of
+:mod:`mlip_core.model`; ``mace``: K MACE models trained by MACE's own ``mace_run_train``,
+:mod:`mlip_core.mace_training`) and of out-of-tree backends declared under the entry-point
+group ``pesflow.models``. A campaign chooses one with ``model: {backend: NAME, ...}``; every
+key of that section other than ``backend``, ``n_members`` and ``cutoff`` is a hyper-parameter
+checked by :meth:`ModelBackend.check_options`. A checkpoint records its backend
+(:mod:`mlip_core.checkpoint`), so it loads without the config. Every backend must pass
+:func:`mlip_core.contract.check_model_backend`.
+
+To add one: a class with the methods below, then::
+
+    [project.entry-points."pesflow.models"]
+    my-model = "my_package.backend:MyBackend"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .plugins import PluginError, Registry
+
+__all__ = [
+    "BACKENDS",
+    "ModelBackend",
+    "NativeBackend",
+    "NativeOptions",
+    "TrainRequest",
+    "check_dataclass_options",
+    "get_backend",
+]
+
+
+@dataclass
+class TrainRequest:
+    """Everything a backend needs to train a committee.
+
+    Attributes:
+        structures: labelled ``ase.Atoms`` (``REF_energy`` eV, ``REF_forces`` (N, 3) eV/Å,
+            optional ``REF_stress`` Voigt eV/Å^3; :mod:`mlip_core.labelled`).
+        species: atomic numbers the committee must know.
+        n_members: committee size K.
+        cutoff: radial cutoff, Å.
+        options: the backend's hyper-parameters (as returned by ``check_options``).
+        training: :class:`mlip_core.training.TrainingConfig` (epochs, learning rate, batch
+            size, patience, weights, seed, time budget); a backend uses what applies to it.
+        warm: the previous committee of the same backend to fine-tune, or ``None``.
+        workdir: a directory the backend may write scratch files to.
+        callback: called once per epoch with a dict of figures (progress bars).
+    """
+
+    structures: list[Any]
+    species: list[int]
+    n_members: int
+    cutoff: float
+    options: dict[str, Any]
+    training: Any
+    warm: Any = None
+    workdir: Path | None = None
+    callback: Callable[[dict[str, float]], None] | None = None
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """A committee architecture and its training code.
+
+    ``train`` returns an object with ``model`` (a :class:`mlip_core.model.CommitteeModel`),
+    ``epochs``, ``wall_time_s``, ``stop_reason`` and ``time_capped`` (like
+    :class:`mlip_core.training.TrainingResult`). ``to_payload`` gives plain containers
+    (dicts, lists, str, numbers, bytes, tensors) that ``torch.save`` writes and
+    ``from_payload`` rebuilds the model from; the same model must give the same payload.
+    """
+
+    name: str
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated hyper-parameters with defaults filled in; ``ValueError`` names a bad key."""
+        ...
+
+    def train(self, request: TrainRequest) -> Any:
+        """Train (or fine-tune ``request.warm``) a committee of ``request.n_members``."""
+        ...
+
+    def to_payload(self, model: Any) -> dict[str, Any]:
+        """The model as plain containers for a checkpoint."""
+        ...
+
+    def from_payload(self, payload: Mapping[str, Any]) -> Any:
+        """The model a payload describes (eval mode, CPU)."""
+        ...
+
+
+def check_dataclass_options(cls: type, options: Mapping[str, Any], backend: str) -> dict[str, Any]:
+    """Options checked against the fields of dataclass ``cls`` (defaults filled in).
+
+    Raises ``ValueError`` naming an unknown key (with the closest known one) or a value the
+    dataclass refuses."""
+    import difflib
+
+    known = [f.name for f in fields(cls)]
+    for key in options:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ValueError(
+                f"unknown option {key!r} for model backend {backend!r}"
+                + (f" — did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(known)}")
+            )
+    obj = cls(**options)
+    return {f.name: getattr(obj, f.name) for f in fields(cls)}
+
+
+@dataclass
+class NativeOptions:
+    """Hyper-parameters of the native committee (:class:`mlip_core.model.ModelConfig`)."""
+
+    channels: int = 32
+    n_layers: int = 1
+    n_basis: int = 8
+    readout_hidden: int = 32
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass
+class NativeBackend:
+    """The stacked native committee trained by :func:`mlip_core.training.train_committee`."""
+
+    name: str = "native"
+    options_cls: type = field(default=NativeOptions, repr=False)
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return check_dataclass_options(NativeOptions, options, self.name)
+
+    def train(self, request: TrainRequest) -> Any:
+        from .model import ModelConfig
+        from .training import train_committee
+
+        opts = self.check_options(request.options)
+        mcfg = ModelConfig(
+            species=list(request.species),
+            cutoff=request.cutoff,
+            n_members=request.n_members,
+            **opts,
+        )
+        return train_committee(
+            request.structures,
+            request.training,
+            model=request.warm,
+            model_config=mcfg,
+            n_members=request.n_members,
+            callback=request.callback,
+        )
+
+    def to_payload(self, model: Any) -> dict[str, Any]:
+        return {
+            "config": model.config.to_dict(),
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        }
+
+    def from_payload(self, payload: Mapping[str, Any]) -> Any:
+        import torch
+
+        from .model import CommitteePotential, ModelConfig
+
+        model = CommitteePotential(ModelConfig(**payload["config"])).to(
+            getattr(torch, payload["dtype"])
+        )
+        model.load_state_dict(payload["state_dict"])
+        return model.eval()
+
+
+def _check(backend: Any) -> None:
+    if not isinstance(backend, ModelBackend):
+        raise PluginError(f"{backend!r} does not implement the ModelBackend protocol")
+
+
+BACKENDS: Registry[ModelBackend] = Registry(
+    "model backend",
+    "pesflow.models",
+    {"native": "mlip_core.backends:NativeBackend", "mace": "mlip_core.mace_training:MaceBackend"},
+    _check,
+)
+
+
+def get_backend(name: str) -> ModelBackend:
+    """The model backend called ``name``; :class:`~mlip_core.plugins.PluginError` if unknown."""
+    return BACKENDS.get(name)

@@ -1,0 +1,254 @@
+"""The ``mace`` model backend: K MACE models trained by MACE's own training code.
+
+Each member is one run of MACE's trainer (``mace.cli.run_train``, the code behind
+``mace_run_train``) in a child process, on the campaign's labels written as extended XYZ with
+pesflow's keys (``REF_energy``, ``REF_forces``, ``REF_stress`` Voigt eV/Å^3). Members differ by
+their seed (a deep ensemble, like the native committee). Isolated-atom energies are MACE's
+``--E0s=average`` (a least-squares fit over the training compositions). Warm start between
+iterations: the previous member is MACE's ``--foundation_model`` with
+``--multiheads_finetuning=False`` (plain fine-tuning of one's own model). The trained members
+form a :class:`~mlip_core.model.LoopCommittee` of :class:`~mlip_core.mace_backend.MaceMember`.
+
+Checkpoints: MACE saves whole pickled modules; a pesflow checkpoint of this backend holds each
+member's bytes and :meth:`MaceBackend.from_payload` unpickles them (``weights_only=False``).
+pesflow only loads a checkpoint after checking its sha256 against the database record, so only
+files it wrote itself are unpickled; do not load MACE checkpoints from untrusted sources.
+
+Options (``model: {backend: mace, ...}``): see :class:`MaceOptions`. ``training.max_time_s`` is
+not applied (MACE has no time budget); ``training.max_epochs`` / ``warm_start_epochs``,
+``batch_size``, ``learning_rate``, ``patience``, ``energy_weight`` and ``val_fraction`` are.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .backends import TrainRequest, check_dataclass_options
+
+__all__ = ["MaceBackend", "MaceOptions", "MaceTrainingError"]
+
+_RUN = "from mace.cli.run_train import main; main()"
+
+
+class MaceTrainingError(RuntimeError):
+    """MACE's trainer failed (the message ends with its last output lines)."""
+
+
+@dataclass
+class MaceOptions:
+    """Hyper-parameters passed to MACE's trainer (its own names; defaults: a small model).
+
+    Attributes:
+        num_channels: feature channels (MACE ``--num_channels``).
+        max_L: highest irrep of the hidden features (0: invariant, fast; 1-2: equivariant).
+        num_interactions: message-passing layers.
+        correlation: body order of the product basis minus one.
+        max_ell: highest spherical harmonic of the edge features.
+        num_radial_basis: Bessel radial functions.
+        forces_weight: MACE's force loss weight (``energy_weight`` comes from ``training``).
+        stress_weight: stress loss weight (applied when the labels carry stress).
+        default_dtype: ``float64`` (MD-grade forces) or ``float32``.
+    """
+
+    num_channels: int = 16
+    max_L: int = 0
+    num_interactions: int = 2
+    correlation: int = 2
+    max_ell: int = 2
+    num_radial_basis: int = 8
+    forces_weight: float = 100.0
+    stress_weight: float = 1.0
+    default_dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        for key in ("num_channels", "num_interactions", "correlation", "max_ell"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        if self.max_L not in (0, 1, 2, 3):
+            raise ValueError(f"max_L must be 0-3, got {self.max_L!r}")
+        if self.default_dtype not in ("float64", "float32"):
+            raise ValueError(
+                f"default_dtype must be float64 or float32, got {self.default_dtype!r}"
+            )
+        for key in ("forces_weight", "stress_weight"):
+            if not float(getattr(self, key)) >= 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+
+
+@dataclass
+class MaceResult:
+    """Outcome of :meth:`MaceBackend.train` (the fields of a ``TrainingResult`` callers use)."""
+
+    model: Any
+    epochs: int
+    wall_time_s: float
+    stop_reason: str
+    time_capped: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _write(path: Path, frames: list[Any]) -> None:
+    import ase.io
+
+    out = []
+    for a in frames:
+        b = a.copy()  # no calculator: only the REF_* keys are labels
+        b.constraints = []  # labels are computed on the unconstrained structure
+        out.append(b)
+    ase.io.write(path, out, format="extxyz")
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Training and validation indices: at least one of each (both all when n == 1)."""
+    if n < 2:
+        return list(range(n)), list(range(n))
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = min(n - 1, max(1, round(fraction * n)))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+@dataclass
+class MaceBackend:
+    """K MACE members, each trained by ``mace.cli.run_train`` in a child process."""
+
+    name: str = "mace"
+    timeout_s: float = 3600.0
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return check_dataclass_options(MaceOptions, options, self.name)
+
+    def _args(self, req: TrainRequest, opts: dict[str, Any], k: int, wd: Path) -> list[str]:
+        tc = req.training
+        seed = int(tc.seed) * 1000 + k
+        args = [
+            f"--name=member{k}",
+            f"--seed={seed}",
+            f"--work_dir={wd}",
+            f"--train_file={wd.parent / 'train.xyz'}",
+            f"--valid_file={wd.parent / 'valid.xyz'}",
+            "--model=MACE",
+            f"--r_max={req.cutoff}",
+            f"--num_channels={opts['num_channels']}",
+            f"--max_L={opts['max_L']}",
+            f"--num_interactions={opts['num_interactions']}",
+            f"--correlation={opts['correlation']}",
+            f"--max_ell={opts['max_ell']}",
+            f"--num_radial_basis={opts['num_radial_basis']}",
+            "--E0s=average",
+            "--energy_key=REF_energy",
+            "--forces_key=REF_forces",
+            "--stress_key=REF_stress",
+            f"--energy_weight={tc.energy_weight}",
+            f"--forces_weight={opts['forces_weight']}",
+            f"--stress_weight={opts['stress_weight']}",
+            f"--max_num_epochs={tc.max_epochs}",
+            f"--patience={tc.patience}",
+            f"--batch_size={tc.batch_size}",
+            f"--valid_batch_size={max(tc.batch_size, 4)}",
+            f"--lr={tc.learning_rate}",
+            f"--default_dtype={opts['default_dtype']}",
+            "--device=cpu",
+            "--eval_interval=1",
+            "--error_table=PerAtomRMSE",
+        ]
+        if any("REF_stress" in a.info for a in req.structures):
+            args.append("--compute_stress=True")
+            args.append("--loss=weighted")
+        if req.warm is not None:
+            member = req.warm.members[k] if hasattr(req.warm, "members") else None
+            if member is None or not hasattr(member, "model"):
+                raise MaceTrainingError("warm start needs the previous MACE committee")
+            prev = wd / "previous.model"
+            torch.save(member.model, prev)
+            args += [f"--foundation_model={prev}", "--multiheads_finetuning=False"]
+        return args
+
+    def train(self, request: TrainRequest) -> MaceResult:
+        """Train ``request.n_members`` MACE models; returns a :class:`MaceResult`.
+
+        Raises:
+            MaceTrainingError: a member's training failed or produced no model file.
+        """
+        from . import mace_backend
+        from .model import LoopCommittee
+
+        opts = self.check_options(request.options)
+        if request.warm is not None and request.warm.n_members != request.n_members:
+            raise MaceTrainingError(
+                f"warm start from {request.warm.n_members} members into {request.n_members}"
+            )
+        t0 = time.perf_counter()
+        root = Path(request.workdir or tempfile.mkdtemp(prefix="pesflow-mace-"))
+        root.mkdir(parents=True, exist_ok=True)
+        tr, va = _split(
+            len(request.structures), request.training.val_fraction, request.training.seed
+        )
+        _write(root / "train.xyz", [request.structures[i] for i in tr])
+        _write(root / "valid.xyz", [request.structures[i] for i in va])
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        members = []
+        for k in range(request.n_members):
+            wd = root / f"member{k}"
+            wd.mkdir(exist_ok=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", _RUN, *self._args(request, opts, k, wd)],
+                cwd=wd,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                env=env,
+            )
+            files = sorted(wd.glob(f"member{k}*.model"))
+            files = [f for f in files if "compiled" not in f.name] or files
+            if proc.returncode != 0 or not files:
+                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+                raise MaceTrainingError(
+                    f"mace_run_train for member {k} failed (exit {proc.returncode}; "
+                    f"work dir {wd}):\n{tail}"
+                )
+            model = torch.load(files[0], map_location="cpu", weights_only=False)
+            members.append(mace_backend.MaceMember(model.double().eval()))
+            if request.callback is not None:
+                request.callback({"member": float(k)})
+        committee = LoopCommittee(members).eval()
+        epochs = int(request.training.max_epochs)
+        return MaceResult(
+            model=committee,
+            epochs=epochs,
+            wall_time_s=time.perf_counter() - t0,
+            stop_reason=f"mace_run_train: up to {epochs} epochs per member "
+            f"(patience {request.training.patience})",
+        )
+
+    def to_payload(self, model: Any) -> dict[str, Any]:
+        blobs = []
+        for m in model.members:
+            buf = io.BytesIO()
+            torch.save(m.model, buf)
+            blobs.append(buf.getvalue())
+        return {"members": blobs, "dtype": str(model.dtype).removeprefix("torch.")}
+
+    def from_payload(self, payload: Mapping[str, Any]) -> Any:
+        from . import mace_backend
+        from .model import LoopCommittee
+
+        members = [
+            mace_backend.MaceMember(
+                torch.load(io.BytesIO(b), map_location="cpu", weights_only=False).eval()
+            )
+            for b in payload["members"]
+        ]
+        return LoopCommittee(members).eval()

@@ -1,0 +1,108 @@
+"""Extension points found by name: built-ins plus ``importlib.metadata`` entry points.
+
+Each extension kind of ``mlip_core`` (model backends ``pesflow.models``, explorers
+``pesflow.explorers``, selectors ``pesflow.selectors``) keeps a :class:`Registry`. An
+out-of-tree package declares its implementation in its own ``pyproject.toml``::
+
+    [project.entry-points."pesflow.explorers"]
+    my-explorer = "my_package.explore:MyExplorer"
+
+and it becomes usable from a campaign config by that name once installed. Entry points are
+loaded lazily, on the first lookup of their name (importing ``mlip_core`` imports no plugin).
+A broken entry point raises :class:`PluginError` naming the distribution and the entry point.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+__all__ = ["PluginError", "Registry"]
+
+T = TypeVar("T")
+
+
+class PluginError(ValueError):
+    """Unknown name, or an implementation that cannot be loaded or fails its protocol."""
+
+
+class Registry(Generic[T]):
+    """Implementations of one extension kind by name.
+
+    Args:
+        kind: what is registered, for messages (``"model backend"``).
+        group: the entry-point group (``"pesflow.models"``).
+        builtin: name -> ``"module:attribute"`` of the implementations shipped with pesflow.
+        check: called on every loaded implementation; raises ``TypeError``/``ValueError`` if
+            it does not fit the protocol.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        builtin: dict[str, str],
+        check: Callable[[T], None] | None = None,
+    ) -> None:
+        self.kind, self.group = kind, group
+        self._builtin = dict(builtin)
+        self._loaded: dict[str, T] = {}
+        self._check = check
+
+    def _entry_points(self) -> dict[str, object]:
+        return {ep.name: ep for ep in entry_points(group=self.group)}
+
+    def names(self) -> list[str]:
+        """Every known name: built-in, registered in this process, and entry points."""
+        return sorted(set(self._builtin) | set(self._loaded) | set(self._entry_points()))
+
+    def register(self, name: str, impl: T, *, replace: bool = False) -> T:
+        """Register ``impl`` under ``name`` in this process (tests, notebooks)."""
+        if name in self._loaded and not replace:
+            raise PluginError(f"a {self.kind} named {name!r} is already registered")
+        if self._check is not None:
+            self._check(impl)
+        self._loaded[name] = impl
+        return impl
+
+    def unregister(self, name: str) -> None:
+        """Forget a name registered in this process."""
+        self._loaded.pop(name, None)
+
+    def get(self, name: str) -> T:
+        """The implementation called ``name``.
+
+        Raises:
+            PluginError: unknown name (the message lists the known ones), or an entry point
+                that fails to import or does not fit the protocol.
+        """
+        if name in self._loaded:
+            return self._loaded[name]
+        if name in self._builtin:
+            module, _, attr = self._builtin[name].partition(":")
+            impl = getattr(importlib.import_module(module), attr)
+        else:
+            ep = self._entry_points().get(name)
+            if ep is None:
+                raise PluginError(
+                    f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
+                )
+            dist = getattr(getattr(ep, "dist", None), "name", "?")
+            try:
+                impl = ep.load()  # type: ignore[attr-defined]
+            except Exception as exc:
+                raise PluginError(
+                    f"{self.kind} {name!r}: entry point {ep.value!r} of distribution "  # type: ignore[attr-defined]
+                    f"{dist!r} (group {self.group}) cannot be loaded: {type(exc).__name__}: {exc}"
+                ) from exc
+        if isinstance(impl, type):
+            impl = impl()
+        if self._check is not None:
+            try:
+                self._check(impl)
+            except (TypeError, ValueError) as exc:
+                raise PluginError(f"{self.kind} {name!r}: {exc}") from exc
+        self._loaded[name] = impl
+        return impl

@@ -31,12 +31,12 @@ from .errors import (
 )
 from .hashing import atoms_hash, structure_hash
 from .models import TOKEN_SCOPES
+from .read_records import IterationMetrics, IterationSummary
 from .records import (
     ApiTokenRecord,
     AttemptInput,
     CampaignRecord,
     CandidateRecord,
-    IterationMetrics,
     IterationRecord,
     LabelAttemptRecord,
     LabelledStructure,
@@ -69,6 +69,7 @@ __all__ = [
     "DuplicateError",
     "IterationMetrics",
     "IterationRecord",
+    "IterationSummary",
     "LabelAttemptRecord",
     "LabelRecord",
     "LabelStateError",

@@ -330,32 +330,6 @@ class ApiTokenRecord:
 
 
 @dataclass(frozen=True)
-class IterationMetrics:
-    """Per-iteration figures for the dashboard."""
-
-    iteration_id: int
-    index: int
-    status: str
-    started_at: datetime | None
-    finished_at: datetime | None
-    step_timings: dict[str, float]
-    n_explored: int
-    n_accurate: int
-    n_candidate: int
-    n_failed: int
-    accurate_fraction: float | None
-    candidate_fraction: float | None
-    validation: dict[str, Any]  # the iteration's model's validation metrics
-    n_selected: int
-    labels: dict[str, int]  # status -> count, labels requested in this iteration
-    decision: str | None = None
-    walkers: int = 0
-    walkers_cut: int = 0
-    walkers_failed: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)  # filter reason -> frames dropped
-
-
-@dataclass(frozen=True)
 class Origin:
     """Where an explored structure came from (stored with the structure on first insert)."""
 

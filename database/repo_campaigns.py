@@ -33,11 +33,8 @@ from .models import (
     WalkerRun,
     utcnow,
 )
-from .records import (
-    CampaignRecord,
-    IterationMetrics,
-    IterationRecord,
-)
+from .read_records import IterationSummary
+from .records import CampaignRecord, IterationRecord
 from .repo_lifecycle import LifecycleRepo
 from .validation import (
     check_choice,
@@ -277,10 +274,11 @@ class CampaignsRepo(LifecycleRepo):
         data = np.concatenate(arrays) if arrays else np.zeros(0)
         return data[np.isfinite(data)]
 
-    def iteration_metrics(self, campaign: CampaignRef) -> list[IterationMetrics]:
-        """Per-iteration figures for the dashboard and the summary table (counts, fractions,
-        timings, the iteration model's validation metrics, walkers cut / failed, selections,
-        labels by status, and the frames each filter dropped by reason)."""
+    def iteration_summaries(self, campaign: CampaignRef) -> list[IterationSummary]:
+        """The per-iteration summary of a campaign, oldest first (one read transaction):
+        counts, fractions, timings, the iteration model's validation metrics, walkers cut /
+        failed, selections, labels by status (and done labels so far), the frames each
+        filter dropped by reason. :class:`NotFoundError` for an unknown campaign."""
         with self.session(write=False) as s:
             c = self._campaign_row(s, campaign)
             its = self._with_steps(
@@ -338,11 +336,14 @@ class CampaignsRepo(LifecycleRepo):
                 )
             }
         out = []
+        total = 0
         for it in its:
             n = it.n_explored
             w = walkers.get(it.id, (0, 0, 0))
+            labels = {st: lab.get(it.id, {}).get(st, 0) for st in LABEL_STATUSES}
+            total += labels.get("done", 0)
             out.append(
-                IterationMetrics(
+                IterationSummary(
                     iteration_id=it.id,
                     index=it.index,
                     status=it.status,
@@ -357,7 +358,8 @@ class CampaignsRepo(LifecycleRepo):
                     candidate_fraction=it.n_candidate / n if n else None,
                     validation=dict(models.get(it.id) or {}),
                     n_selected=sel.get(it.id, 0),
-                    labels={st: lab.get(it.id, {}).get(st, 0) for st in LABEL_STATUSES},
+                    labels=labels,
+                    labels_total=total,
                     decision=it.decision,
                     walkers=int(w[0] or 0),
                     walkers_cut=int(w[1] or 0),
@@ -366,3 +368,5 @@ class CampaignsRepo(LifecycleRepo):
                 )
             )
         return out
+
+    iteration_metrics = iteration_summaries  # former name

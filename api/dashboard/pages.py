@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from .. import queries
+from .. import views
 from ..deps import DbId
 
 HERE = Path(__file__).parent
@@ -24,7 +24,7 @@ def mount(app: FastAPI) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request) -> HTMLResponse:
         settings = request.app.state.settings
-        rows = queries.list_campaigns(request.app.state.store) if settings.api_public_read else []
+        rows = views.list_campaigns(request.app.state.store) if settings.api_public_read else []
         return templates.TemplateResponse(
             request,
             "index.html",
@@ -40,7 +40,7 @@ def mount(app: FastAPI) -> None:
         settings = request.app.state.settings
         name = None
         if settings.api_public_read:
-            name = queries.campaign_name(request.app.state.store, campaign_id)
+            name = views.campaign_name(request.app.state.store, campaign_id)
         return templates.TemplateResponse(
             request,
             "campaign.html",

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import APIRouter, Body, status
 
-from .. import jobs, queries
+from .. import jobs, views
 from ..deps import DbId, OperateToken, RunnerDep, SettingsDep, StoreDep, scope_extra
 from ..errors import ERROR_RESPONSES
 from ..runner import ConflictError, Runner
@@ -72,7 +72,7 @@ def retrain(
 ) -> RunOut:
     """Train a new committee on every current done label (background job); 202 + run id.
     The new model appears under `/campaigns/{id}/models` when the run completes."""
-    c = queries.get_campaign(store, campaign_id)
+    c = views.get_campaign(store, campaign_id)
     if c.status in NO_RETRAIN:
         raise ConflictError(f"campaign {c.name!r} is {c.status}: no retrain")
     if c.labels.get("done", 0) == 0:

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import APIRouter, Body, HTTPException, status
 
-from .. import queries
+from .. import views
 from ..deps import (
     AdminToken,
     DbId,
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 @router.get("", response_model=list[CampaignOut], dependencies=[ReadAccess])
 def list_campaigns(store: StoreDep) -> list[CampaignOut]:
     """All campaigns with their status, iteration count and label counts."""
-    return queries.list_campaigns(store)
+    return views.list_campaigns(store)
 
 
 @router.post(
@@ -70,7 +70,7 @@ def create_campaign(
     _claim_name(store, cfg)  # concurrent creates of one name: one 201, the others 409
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     handle = setup_campaign(store, cfg, settings.data_dir, policy)
-    return queries.get_campaign(store, handle.campaign_id)
+    return views.get_campaign(store, handle.campaign_id)
 
 
 def _claim_name(store, cfg) -> None:
@@ -91,7 +91,7 @@ def _claim_name(store, cfg) -> None:
 @router.get("/{campaign_id}", response_model=CampaignDetail, dependencies=[ReadAccess])
 def get_campaign(campaign_id: DbId, store: StoreDep) -> CampaignDetail:
     """One campaign with its config snapshot."""
-    return queries.get_campaign(store, campaign_id)
+    return views.get_campaign(store, campaign_id)
 
 
 def _set_status(store, campaign_id: int, new: str, allowed: tuple[str, ...], message: str | None):
@@ -103,7 +103,7 @@ def _set_status(store, campaign_id: int, new: str, allowed: tuple[str, ...], mes
         rec = store.transition_campaign(campaign_id, new, message, allowed_from=allowed)
     except StatusConflictError as exc:
         raise ConflictError(str(exc)) from exc
-    return queries.campaign_detail(store, rec)  # what this change did, not a later change
+    return views.campaign_detail(store, rec)  # what this change did, not a later change
 
 
 @router.post(

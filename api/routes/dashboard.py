@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from .. import queries
+from .. import views
 from ..deps import DbId, ReadAccess, RunnerDep, SettingsDep, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import DashboardData
@@ -16,9 +16,9 @@ router = APIRouter(tags=["dashboard"], responses=ERROR_RESPONSES, dependencies=[
 
 def dashboard_data(store, settings, runner, campaign_id: int, histogram_iteration=None):
     """Assemble :class:`DashboardData` (also used by the benchmark)."""
-    agg = queries.label_aggregate(store, campaign_id)  # one GROUP BY for all label counts
-    campaign = queries.get_campaign(store, campaign_id, agg)
-    its = queries.iterations(store, campaign_id, agg)
+    agg = views.label_aggregate(store, campaign_id)  # one GROUP BY for all label counts
+    campaign = views.get_campaign(store, campaign_id, agg)
+    its = views.iterations(store, campaign_id)
     new = [it.labels.get("done", 0) for it in its]
     cum, total = [], 0
     for n in new:
@@ -30,10 +30,10 @@ def dashboard_data(store, settings, runner, campaign_id: int, histogram_iteratio
         iterations=its,
         labels_new=new,
         labels_cumulative=cum,
-        failures_by_kind=queries.failures_by_kind(store, campaign_id, its, agg),
-        histogram=queries.histogram(store, campaign_id, histogram_iteration),
-        most_uncertain=queries.most_uncertain(store, campaign_id, 10),
-        models=queries.list_models(store, campaign_id),
+        failures_by_kind=views.failures_by_kind(store, campaign_id, its, agg),
+        histogram=views.histogram(store, campaign_id, histogram_iteration),
+        most_uncertain=views.most_uncertain(store, campaign_id, 10),
+        models=views.list_models(store, campaign_id),
         runs=runs,
         poll_seconds=settings.api_poll_seconds,
         active=campaign.status == "running" or runner.active(campaign_id),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from .. import queries
+from .. import views
 from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import Histogram, IterationOut
@@ -22,13 +22,13 @@ router = APIRouter(
 @router.get("", response_model=list[IterationOut])
 def list_iterations(campaign_id: DbId, store: StoreDep) -> list[IterationOut]:
     """Metrics of every iteration: counts, fractions, labels, validation errors, timings."""
-    return queries.iterations(store, campaign_id)
+    return views.iterations(store, campaign_id)
 
 
 @router.get("/{index}", response_model=IterationOut)
 def get_iteration(campaign_id: DbId, index: DbId, store: StoreDep) -> IterationOut:
     """Metrics of one iteration (by index)."""
-    for it in queries.iterations(store, campaign_id):
+    for it in views.iterations(store, campaign_id):
         if it.index == index:
             return it
     from database import NotFoundError
@@ -44,4 +44,4 @@ def get_histogram(
     bins: Annotated[int, Query(ge=1, le=500)] = 40,
 ) -> Histogram:
     """Histogram of the iteration's explored-frame uncertainties with the trust window."""
-    return queries.histogram(store, campaign_id, index, bins)
+    return views.histogram(store, campaign_id, index, bins)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from database.models import FAILURE_KINDS
 
-from .. import queries
+from .. import views
 from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import LabelDetail, LabelOut, Page
@@ -31,7 +31,7 @@ def list_labels(
     limit: Limit = 100,
 ) -> Page[LabelOut]:
     """Labels requested by the campaign, oldest first."""
-    return queries.list_labels(
+    return views.list_labels(
         store,
         campaign_id,
         status=status,

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from database import NotFoundError
 
-from .. import queries
+from .. import views
 from ..deps import DbId, ReadAccess, SettingsDep, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import ModelOut
@@ -20,13 +20,13 @@ router = APIRouter(tags=["models"], responses=ERROR_RESPONSES, dependencies=[Rea
 @router.get("/campaigns/{campaign_id}/models", response_model=list[ModelOut])
 def list_models(campaign_id: DbId, store: StoreDep) -> list[ModelOut]:
     """The campaign's trained committees, oldest first."""
-    return queries.list_models(store, campaign_id)
+    return views.list_models(store, campaign_id)
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
 def get_model(model_id: DbId, store: StoreDep) -> ModelOut:
     """One trained committee."""
-    return queries.get_model(store, model_id)[0]
+    return views.get_model(store, model_id)[0]
 
 
 @router.get(
@@ -37,7 +37,7 @@ def get_model(model_id: DbId, store: StoreDep) -> ModelOut:
 def download_checkpoint(model_id: DbId, store: StoreDep, settings: SettingsDep) -> FileResponse:
     """The committee checkpoint (load with `mlip_core.checkpoint.load_committee`; the
     `X-Checkpoint-SHA256` header is the hash recorded when it was trained)."""
-    model, stored = queries.get_model(store, model_id)
+    model, stored = views.get_model(store, model_id)
     path = Path(stored) if Path(stored).is_absolute() else Path(settings.data_dir) / stored
     if not path.is_file():
         raise NotFoundError(f"checkpoint of model {model_id} is missing on the server")

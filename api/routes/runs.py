@@ -54,8 +54,8 @@ def campaign_flow_runs(
 ) -> FlowRuns:
     """Flow runs of the campaign's scheduled deployment on the Prefect server (scheduled and
     worker-executed runs, not only those this API submitted), newest first."""
-    from .. import queries
+    from .. import views
     from ..prefect_runs import deployment_flow_runs
 
-    name = queries.campaign_name(store, campaign_id)
+    name = views.campaign_name(store, campaign_id)
     return deployment_flow_runs(name, settings.prefect_ui_url, limit)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.config_base import omit_null
 
-from .. import jobs, queries
+from .. import jobs, views
 from ..deps import DbId, OperateToken, SettingsDep, StoreDep, scope_extra
 from ..errors import ERROR_RESPONSES, PREFECT_RESPONSES
 
@@ -89,7 +89,7 @@ def schedule_campaign(
 
     from ..runner import ConflictError
 
-    c = queries.get_campaign(store, campaign_id)
+    c = views.get_campaign(store, campaign_id)
     if c.status in ("cancelled", "converged"):
         raise ConflictError(f"campaign {c.name!r} is {c.status}: it has nothing to schedule")
     jobs.refuse_inline_execution(store.get_campaign(campaign_id))
@@ -126,7 +126,7 @@ def unschedule_campaign(
     from database import NotFoundError
     from workflows.deploy import undeploy_campaign
 
-    c = queries.get_campaign(store, campaign_id)
+    c = views.get_campaign(store, campaign_id)
     _prefect_env(settings)
     if not undeploy_campaign(c.name):
         raise NotFoundError(f"campaign {c.name!r} has no schedule")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from .. import queries
+from .. import views
 from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
 from ..schemas import Page, StructureDetail, StructureOut
@@ -32,7 +32,7 @@ def list_structures(
     limit: Limit = 100,
 ) -> Page[StructureOut]:
     """Structures the campaign selected, with their uncertainty and label status."""
-    return queries.list_structures(
+    return views.list_structures(
         store,
         campaign_id,
         reason=reason,

@@ -12,6 +12,7 @@ from database import (
     UnknownCampaignError,
     WalkerOutcome,
 )
+from database.queries import summary_rows
 
 from .conftest import make_atoms, make_result
 
@@ -90,6 +91,30 @@ def test_iterations_metrics_and_histogram(store, campaign):
     assert m0.labels == {"pending": 2, "running": 0, "done": 1, "failed": 0}
     assert m0.status == "done" and m0.finished_at is not None
     assert m1.candidate_fraction is None and m1.labels["pending"] == 0
+    # the one per-iteration summary and its table rows (workflows' summary tables)
+    assert (m0.labels_new, m0.labels_total, m0.labels_failed) == (1, 1, 0)
+    assert m1.labels_total == 1 and m0.failed_fraction == 0.05 and m1.failed_fraction is None
+    row0, row1 = summary_rows(store, campaign.id)
+    assert row0 == {
+        "iteration": 0,
+        "status": "done",
+        "labels_new": 1,
+        "labels_total": 1,
+        "labels_failed": 0,
+        "n_explored": 100,
+        "accurate": 0.7,
+        "candidate": 0.25,
+        "failed": 0.05,
+        "cut_walkers": 1,
+        "failed_walkers": 1,
+        "val_force_rmse_meV": None,
+        "val_energy_rmse_meV": None,
+        "epochs": None,
+        "max_epochs": None,
+        "time_capped": False,
+        "timings": {"train": 12.5, "explore": 30.0, "decide": 0.0},
+    }
+    assert row1["iteration"] == 1 and row1["accurate"] is None
     counts, edges = store.force_deviation_histogram(it0.id, bins=10, range=(0.0, 1.0))
     assert counts.sum() == 101 and edges[0] == 0.0 and edges[-1] == 1.0
     assert len(lids) == 3

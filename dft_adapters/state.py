@@ -4,7 +4,8 @@ collinear initial magnetic moments and initial charges (as the system's total ch
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -33,7 +34,7 @@ def unhonoured(name: str, honours: Collection[str], atoms: Atoms) -> str | None:
         if key not in state:
             continue
         if key not in honours:
-            takers = sorted(n for n in available_labelers() if key in labeler_class(n).honours)
+            takers = sorted(n for n in available_labelers() if key in _honours(n, labeler_class))
             return (
                 f"labeler {name!r} does not pass the structure's {what} to its code; refused "
                 "rather than computed as another state (remove them from the structure, or "
@@ -42,6 +43,15 @@ def unhonoured(name: str, honours: Collection[str], atoms: Atoms) -> str | None:
         if np.ndim(state[key]) != 1:
             return f"non-collinear {what} are not passed by labeler {name!r}"
     return None
+
+
+def _honours(name: str, labeler_class: Callable[[str], Any]) -> frozenset[str]:
+    """What labeler ``name`` honours; empty when its class cannot be loaded (a broken
+    plug-in does not stop the message about another labeler)."""
+    try:
+        return labeler_class(name).honours
+    except ImportError:
+        return frozenset()
 
 
 def total_charge(atoms: Atoms, setting: int = 0) -> int:

@@ -1,13 +1,12 @@
-"""Shared helpers for dft_adapters tests: structures, a fake process runner (the one seam we
-fake; parsers always run for real on committed output files), finite differences."""
+"""Shared helpers for dft_adapters tests: structures, finite differences. The fake process
+runner (the one seam we fake; parsers always run for real on committed output files) and the
+other doubles are shipped in :mod:`dft_adapters.testing` (re-exported here for older imports)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,11 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from dft_adapters import LabelResult
-from dft_adapters.execution import ProcessResult
+from dft_adapters.testing import FakeRunner, fake_executable
 
 FIXTURES = Path(__file__).parent / "fixtures"
+__all__ = ["FakeRunner", "fake_executable"]  # re-exported from dft_adapters.testing
+
 QE_PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
 
 
@@ -92,50 +93,6 @@ def too_close(atoms: Atoms, distance: float = 0.1) -> Atoms:
     return bad
 
 
-def fake_executable(directory: Path, name: str) -> str:
-    """An executable file that exits 1 (only for the PATH check: the fake runner never runs it)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text("#!/bin/sh\nexit 1\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
-
-
-@dataclass
-class FakeRunner:
-    """Stands in for process execution: writes files a real run would leave, returns a status.
-
-    ``stdout`` (path or text) becomes the process's stdout file; ``files`` maps names in the
-    working directory to fixture paths or text.
-    """
-
-    stdout: Path | str = ""
-    files: Mapping[str, Path | str] = field(default_factory=dict)
-    returncode: int = 0
-    timed_out: bool = False
-    missing: bool = False
-    calls: list[Sequence[str]] = field(default_factory=list)
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: Path,
-        env: Mapping[str, str],
-        timeout: float | None,
-        stdout: Path,
-        stderr: Path,
-    ) -> ProcessResult:
-        self.calls.append(list(argv))
-        if self.missing:
-            raise FileNotFoundError(2, "No such file or directory", argv[0])
-        stdout.write_text(_content(self.stdout))
-        stderr.write_text("")
-        for name, src in self.files.items():
-            (cwd / name).write_text(_content(src), encoding="latin-1")
-        return ProcessResult(self.returncode, self.timed_out, 0.01)
-
-
 def future_layout(code: str) -> str:
     """A finished run's output in a layout no parser here knows (a release that renamed the
     block holding the forces), from the committed fixture of ``code``."""
@@ -149,10 +106,6 @@ def future_layout(code: str) -> str:
         text = (FIXTURES / "vasp/vasprun_C2_static.xml").read_text(encoding="latin-1")
         return text.replace('<varray name="forces" >', '<varray name="atomic_forces" >')
     raise ValueError(code)
-
-
-def _content(src: Path | str) -> str:
-    return src.read_text(encoding="latin-1") if isinstance(src, Path) else src
 
 
 def fd_forces(

@@ -97,27 +97,13 @@ def test_registry_builds_settings_and_how_from_keywords() -> None:
 
 
 def test_third_party_backend_can_register() -> None:
-    from dataclasses import dataclass
+    from dft_adapters.testing import ZeroLabeler, registered
 
-    from dft_adapters import Labeler, RawLabel, Settings, register
-
-    @dataclass(frozen=True)
-    class ZeroSettings(Settings):
-        scale: float = 1.0
-
-    @register
-    class Zero(Labeler):
-        name = "zero-test"
-        settings_cls = ZeroSettings
-        uses_scratch = False
-
-        def _compute(self, atoms, settings, directory, attempt):
-            return RawLabel(
-                0.0, np.zeros((len(atoms), 3)), np.zeros(6) if atoms.pbc.all() else None, "0"
-            )
-
-    assert "zero-test" in available_labelers()
-    assert get_labeler("zero-test", scale=2.0).label(cu4()).energy == 0.0
+    assert "zero" not in available_labelers()
+    with registered(ZeroLabeler):
+        assert "zero" in available_labelers()
+        assert get_labeler("zero", scale=2.0).label(cu4()).energy == 0.0
+    assert "zero" not in available_labelers()  # registered for the block only
 
 
 # ----------------------------------------------------------------------------- pre-flight

@@ -12,6 +12,7 @@ from ase.build import bulk
 
 from dft_adapters import FailureKind, LabelFailure, LabelResult, RetryPolicy, get_labeler
 from dft_adapters.mock import SPREAD_KINDS, FaultInjection, structure_fingerprint
+from dft_adapters.testing import count_runs
 
 from .conftest import cu4
 
@@ -145,19 +146,10 @@ def test_concurrent_labels_equal_sequential_ones(tmp_path) -> None:
 def test_concurrent_file_labels_of_one_workdir_compute_once(tmp_path) -> None:
     """Threads labelling the same work directory: the lock serialises them, the first computes
     (in ``attempt-0``), the others re-read its outcome."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     labeler = get_labeler("pyscf", basis="sto-3g")
-    computed = []
-    compute, guard = labeler._compute, threading.Lock()
-
-    def counting(*args):
-        with guard:
-            computed.append(args[2])
-        return compute(*args)
-
-    labeler._compute = counting
+    computed = count_runs(labeler)
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(
             pool.map(

@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import re
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,23 +33,11 @@ from dft_adapters import (
 )
 from dft_adapters.mock import FaultInjection
 from dft_adapters.outcome import write_outcome
+from dft_adapters.testing import FakeRunner, ScriptedRunner, count_runs, fake_executable
 
-from .conftest import FIXTURES, FakeRunner, cp2k_stub_data, cu4, fake_executable, si2, too_close
+from .conftest import FIXTURES, cp2k_stub_data, cu4, si2, too_close
 
 OUTCOME_LOGGER = "dft_adapters.outcome"
-
-
-def _counted(labeler):
-    """Wrap the labeler's ``_compute``; returns the list of attempt indices it ran."""
-    runs: list[int] = []
-    compute = labeler._compute
-
-    def counting(atoms, settings, directory, attempt):
-        runs.append(attempt)
-        return compute(atoms, settings, directory, attempt)
-
-    labeler._compute = counting
-    return runs
 
 
 # ----------------------------------------------------------------------------- processes
@@ -103,7 +90,7 @@ def test_another_calculations_workdir_is_refused(tmp_path: Path) -> None:
         (get_labeler("morse"), cu4(), "labeler 'emt' (requested 'morse')"),
     ]
     for labeler, atoms, what in cases:
-        runs = _counted(labeler)
+        runs = count_runs(labeler)
         with pytest.raises(OutcomeMismatchError, match=re.escape(what)) as err:
             labeler.label(atoms, workdir=workdir)
         assert str(workdir.resolve()) in str(err.value) and runs == []
@@ -133,7 +120,7 @@ def test_corrupt_outcome_is_moved_aside_and_recomputed(
     damage, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     labeler = get_labeler("emt")
-    runs = _counted(labeler)
+    runs = count_runs(labeler)
     workdir = tmp_path / "calc"
     first = labeler.label(cu4(), workdir=workdir)
     path = workdir / "outcome.json"
@@ -179,20 +166,8 @@ def test_a_lock_that_cannot_be_taken_is_a_crashed_value(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- paths
-class _Sequence:
-    """A fake process runner that plays one FakeRunner per call (then fails the test)."""
-
-    def __init__(self, *runners: FakeRunner) -> None:
-        self.runners, self.calls = list(runners), 0
-
-    def __call__(self, argv: Sequence[str], **kwargs):
-        assert self.calls < len(self.runners), "the code was run again"
-        self.calls += 1
-        return self.runners[self.calls - 1](argv, **kwargs)
-
-
 def test_paths_are_stored_relative_and_follow_a_moved_workdir(tmp_path: Path) -> None:
-    runner = _Sequence(
+    runner = ScriptedRunner(
         FakeRunner(files={"cp2k.out": FIXTURES / "cp2k/Si2_unconverged.out"}),
         FakeRunner(files={"cp2k.out": FIXTURES / "cp2k/Si2_converged.out"}),
     )
@@ -332,7 +307,7 @@ def test_discard_outcome_lets_a_stored_failure_be_retried(tmp_path: Path) -> Non
     assert discard_outcome(workdir) is None and discard_outcome(tmp_path / "nowhere") is None
     assert not (tmp_path / "nowhere").exists()
     labeler = get_labeler("emt")
-    runs = _counted(labeler)
+    runs = count_runs(labeler)
     assert labeler.label(cu4(), workdir=workdir).ok and runs == [0]
 
 
@@ -347,7 +322,7 @@ def test_stale_temporary_files_of_a_killed_writer_are_removed(tmp_path: Path) ->
 def test_missing_executable_is_not_stored(tmp_path: Path) -> None:
     """A code missing on this machine is no result of the calculation: another node retries."""
     labeler = get_labeler("emt", faults=FaultInjection({FailureKind.MISSING_EXECUTABLE: 1.0}))
-    runs = _counted(labeler)
+    runs = count_runs(labeler)
     for expected in ([0], [0, 0]):
         outcome = labeler.label(cu4(), workdir=tmp_path / "calc")
         assert outcome.kind is FailureKind.MISSING_EXECUTABLE and not outcome.persisted

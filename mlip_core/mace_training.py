@@ -199,30 +199,52 @@ class MaceBackend:
         _write(root / "train.xyz", [request.structures[i] for i in tr])
         _write(root / "valid.xyz", [request.structures[i] for i in va])
         env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-        members = []
-        for k in range(request.n_members):
-            wd = root / f"member{k}"
-            wd.mkdir(exist_ok=True)
-            proc = subprocess.run(
-                [sys.executable, "-c", _RUN, *self._args(request, opts, k, wd)],
-                cwd=wd,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                env=env,
-            )
-            files = sorted(wd.glob(f"member{k}*.model"))
-            files = [f for f in files if "compiled" not in f.name] or files
+        # members train concurrently, at most one per core (each with pesflow's threads)
+        slots = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+        running: list[tuple[int, Path, subprocess.Popen]] = []
+        finished: dict[int, Any] = {}
+
+        def reap(k: int, wd: Path, proc: subprocess.Popen) -> None:
+            try:
+                out, _ = proc.communicate(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            files = [f for f in sorted(wd.glob(f"member{k}*.model")) if "compiled" not in f.name]
             if proc.returncode != 0 or not files:
-                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+                tail = "\n".join((out or "").strip().splitlines()[-8:])
                 raise MaceTrainingError(
                     f"mace_run_train for member {k} failed (exit {proc.returncode}; "
                     f"work dir {wd}):\n{tail}"
                 )
             model = torch.load(files[0], map_location="cpu", weights_only=False)
-            members.append(mace_backend.MaceMember(model.double().eval()))
+            finished[k] = mace_backend.MaceMember(model.eval())
             if request.callback is not None:
                 request.callback({"member": float(k)})
+
+        try:
+            for k in range(request.n_members):
+                wd = root / f"member{k}"
+                wd.mkdir(exist_ok=True)
+                args = self._args(request, opts, k, wd)
+                if len(running) >= slots:
+                    reap(*running.pop(0))
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", _RUN, *args],
+                    cwd=wd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=env,
+                )
+                running.append((k, wd, proc))
+            while running:
+                reap(*running.pop(0))
+        finally:
+            for _, _, proc in running:
+                proc.kill()
+                proc.wait()
+        members = [finished[k] for k in range(request.n_members)]
         committee = LoopCommittee(members).eval()
         epochs = int(request.training.max_epochs)
         return MaceResult(

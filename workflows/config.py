@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_base import ConfigError, PosFloat, _Section, format_errors, format_validation_error
 from .config_execution import DaskConfig, ExecutionConfig, LabelerExecution, ProfileRef
@@ -38,7 +38,6 @@ __all__ = [
     "MOCK_LABELERS",
     "BootstrapConfig",
     "CampaignConfig",
-    "CommitteeConfig",
     "ConfigError",
     "ConvergenceConfig",
     "DaskConfig",
@@ -48,6 +47,7 @@ __all__ = [
     "GenerateConfig",
     "LabelerConfig",
     "LabelerExecution",
+    "ModelSection",
     "ProfileRef",
     "SelectionConfig",
     "StructurePolicy",
@@ -87,9 +87,20 @@ class ValidationSetConfig(_Section):
 
 
 # --------------------------------------------------------------------------- model
-class CommitteeConfig(_Section):
-    """Committee of native potentials (mlip_core.model.ModelConfig)."""
+class ModelSection(_Section):
+    """The committee: a model backend (:mod:`mlip_core.backends`), its size and cutoff, and the
+    backend's own hyper-parameters as further keys (checked by the backend: ``native`` takes
+    ``channels``, ``n_layers``, ``n_basis``, ``readout_hidden``; ``mace`` takes MACE's names,
+    :class:`mlip_core.mace_training.MaceOptions`). A config's old ``committee:`` section is
+    read as ``model: {backend: native, ...}``."""
 
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    backend: str = Field(
+        default="native",
+        description="Model backend: native, mace or any registered one (entry-point group "
+        "pesflow.models).",
+    )
     n_members: int = Field(default=4, ge=2, description="Committee size K.")
     cutoff: float = Field(
         default=5.0,
@@ -98,10 +109,20 @@ class CommitteeConfig(_Section):
         description="Radial cutoff, Å (1.5-15: below 1.5 Å no neighbor shell, above 15 Å "
         "a neighbor list of thousands per atom).",
     )
-    channels: int = Field(default=32, ge=1, description="Feature channels per atom.")
-    n_layers: int = Field(default=1, ge=1, description="Message-passing layers.")
-    n_basis: int = Field(default=8, ge=1, description="Radial basis functions.")
-    readout_hidden: int = Field(default=32, ge=1, description="Readout MLP width.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The backend's hyper-parameters with its defaults filled in."""
+        from mlip_core.backends import get_backend
+
+        return get_backend(self.backend).check_options(dict(self.model_extra or {}))
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> ModelSection:
+        from mlip_core.backends import get_backend
+
+        get_backend(self.backend).check_options(dict(self.model_extra or {}))
+        return self
 
 
 class TrainingSection(_Section):
@@ -293,13 +314,27 @@ class _Campaign(_Section):
     labeler: BaseModel = Field(default_factory=LabelerConfig)
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     validation: ValidationSetConfig = Field(default_factory=ValidationSetConfig)
-    committee: CommitteeConfig = Field(default_factory=CommitteeConfig)
+    model: ModelSection = Field(default_factory=ModelSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     exploration: ExplorationConfig
     trust: TrustConfig = Field(default_factory=TrustConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
     execution: BaseModel = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _committee_is_model(cls, data: Any) -> Any:
+        """Configs written before model backends have a ``committee:`` section (native)."""
+        if isinstance(data, dict) and "committee" in data:
+            if "model" in data:
+                raise ValueError("give either model: or the older committee:, not both")
+            committee = data["committee"]
+            data = {k: v for k, v in data.items() if k != "committee"}
+            if isinstance(committee, dict):
+                committee = {"backend": "native", **committee}
+            data["model"] = committee
+        return data
 
     @model_validator(mode="after")
     def _reachable(self) -> _Campaign:

@@ -247,6 +247,15 @@ def _strip(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != RUNTIME_KEY}
 
 
+def _normalised(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config as this pesflow writes it (an older layout, e.g. ``committee:`` for
+    ``model:``, compares equal to the same config written now)."""
+    try:
+        return config_snapshot(parse_config(stored, check_files=False))
+    except ConfigError:
+        return stored
+
+
 def _configure_threads() -> None:
     """pesflow's torch threads per worker process (a setting, default 1), never the
     environment's ``OMP_NUM_THREADS``: results depend on the thread count."""
@@ -308,7 +317,7 @@ def setup_campaign(
         rec = store.get_campaign(cfg.name)
     except UnknownCampaignError:
         rec = store.create_campaign(cfg.name, snapshot, exist_ok=True)
-    if _strip(rec.config) != snapshot:
+    if _normalised(_strip(rec.config)) != snapshot:
         raise CampaignConflictError(
             f"campaign {cfg.name!r} already exists with a different config; "
             f"use `pesflow resume {cfg.name}` or choose another name"

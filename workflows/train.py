@@ -180,6 +180,8 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
         return {"model_id": rec.id, "checkpoint": rec.checkpoint_uri, **_summary(rec.validation)}
     t0 = time.perf_counter()
     prev = _previous_model(ctx, it) if cfg.training.warm_start else None
+    if prev is not None and prev.validation.get("backend", "native") != cfg.model.backend:
+        prev = None  # a committee of another backend cannot be fine-tuned into this one
     path, metrics = train_and_record(
         ctx,
         warm=verified_model(ctx, prev) if prev is not None else None,
@@ -216,9 +218,9 @@ def _fit_and_save(
     stop_after_epochs: int | None = None,
 ) -> tuple[list[int], dict[str, Any], str]:
     """Train, evaluate on the validation set and save: (label ids, metrics, sha256)."""
+    from mlip_core.backends import TrainRequest, get_backend
     from mlip_core.checkpoint import save_committee
-    from mlip_core.model import ModelConfig
-    from mlip_core.training import TrainingConfig, evaluate_errors, train_committee
+    from mlip_core.training import TrainingConfig, evaluate_errors
 
     from .settings import get_settings
 
@@ -228,7 +230,7 @@ def _fit_and_save(
         raise CampaignFailedError(
             f"{where}: no labelled training structures (every bootstrap label failed?)"
         )
-    tc, cc = cfg.training, cfg.committee
+    tc, mc = cfg.training, cfg.model
     tcfg = TrainingConfig(
         max_epochs=max_epochs or (tc.warm_start_epochs if warm is not None else tc.max_epochs),
         max_time_s=None if stop_after_epochs else (max_time_s or tc.max_time_s),
@@ -240,24 +242,21 @@ def _fit_and_save(
         val_fraction=tc.val_fraction,
         seed=seed,
     )
-    mcfg = ModelConfig(
-        species=ctx.species,
-        cutoff=cc.cutoff,
-        channels=cc.channels,
-        n_layers=cc.n_layers,
-        n_basis=cc.n_basis,
-        readout_hidden=cc.readout_hidden,
-        n_members=cc.n_members,
-    )
+    backend = get_backend(mc.backend)
     reporter().start("train", tcfg.max_epochs, f"{where}: training")
     with timing.compute("train"):
-        result = train_committee(
-            train,
-            tcfg,
-            model=warm,
-            model_config=mcfg,
-            n_members=cc.n_members,
-            callback=lambda row: reporter().advance("train"),
+        result = backend.train(
+            TrainRequest(
+                structures=train,
+                species=ctx.species,
+                n_members=mc.n_members,
+                cutoff=mc.cutoff,
+                options=mc.options,
+                training=tcfg,
+                warm=warm,
+                workdir=checkpoint.with_suffix(".work"),
+                callback=lambda row: reporter().advance("train"),
+            )
         )
         errors = evaluate_errors(result.model, val) if val else {}
     reporter().finish("train")
@@ -272,6 +271,7 @@ def _fit_and_save(
         "time_capped": bool(getattr(result, "time_capped", False)),
         "stop_reason": result.stop_reason,
         "warm_start": warm is not None,
+        "backend": mc.backend,
         "train_wall_s": result.wall_time_s,
         "threads": get_settings().threads_per_worker,
     }
@@ -288,7 +288,7 @@ def _fit_and_save(
     }
     if iteration is not None:
         meta["iteration"] = iteration.index
-    sha = save_committee(result.model, checkpoint, meta)
+    sha = save_committee(result.model, checkpoint, meta, backend=mc.backend)
     return ids, metrics, sha
 
 
@@ -322,7 +322,7 @@ def train_and_record(
     metrics.update(extra or {})
     rec = ctx.store.record_model(
         ctx.campaign_id,
-        member_count=ctx.cfg.committee.n_members,
+        member_count=ctx.cfg.model.n_members,
         checkpoint_uri=ctx.relative(checkpoint),
         checkpoint_sha256=sha,
         training_label_ids=ids,

@@ -25,7 +25,7 @@ TINY: dict[str, Any] = {
     "labeler": {"name": "emt"},
     "bootstrap": {"n_structures": 6, "rattle": 0.05, "strain": 0.02},
     "validation": {"n_structures": 4, "rattle": [0.03, 0.06], "strain": 0.02},
-    "committee": {"n_members": 2, "channels": 8, "n_layers": 1},
+    "model": {"n_members": 2, "channels": 8, "n_layers": 1},
     "training": {"max_epochs": 15, "max_time_s": 8, "warm_start_epochs": 8, "patience": 10},
     "exploration": {
         "walkers": [

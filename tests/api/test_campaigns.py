@@ -15,7 +15,7 @@ def _create(client, auth, name="tiny", **over):
 def test_create_list_show(client, auth, store):
     c = _create(client, auth)
     assert c["name"] == "tiny" and c["status"] == "created"
-    assert c["config"]["committee"]["n_members"] == 2 and "_runtime" not in c["config"]
+    assert c["config"]["model"]["n_members"] == 2 and "_runtime" not in c["config"]
     rec = store.get_campaign(c["id"])
     assert rec.config["_runtime"]["initial_structure_ids"]  # set up like `pesflow run`
     _create(client, auth, "second")

@@ -12,7 +12,7 @@ TINY: dict[str, Any] = {
     "labeler": {"name": "emt"},
     "bootstrap": {"n_structures": 4, "rattle": 0.05, "strain": 0.02},
     "validation": {"n_structures": 3, "rattle": [0.03, 0.06], "strain": 0.03},
-    "committee": {
+    "model": {
         "n_members": 2,
         "channels": 8,
         "n_layers": 1,

@@ -15,7 +15,7 @@ REDUCED: dict[str, Any] = {
     "labeler": {"name": "emt"},
     "bootstrap": {"n_structures": 8, "rattle": 0.05, "strain": 0.02},
     "validation": {"n_structures": 12, "rattle": [0.03, 0.06, 0.1], "strain": 0.03},
-    "committee": {"n_members": 4, "channels": 16, "n_layers": 1},
+    "model": {"n_members": 4, "channels": 16, "n_layers": 1},
     "training": {"max_epochs": 80, "max_time_s": 60, "warm_start_epochs": 30, "patience": 40},
     "exploration": {
         "walkers": [

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from workflows.cli import app
+from pesflow.cli import app
 from workflows.config import ConfigError, example_config_text, load_config, parse_config
 
 from .conftest import EXAMPLE
@@ -31,7 +31,7 @@ def _err(data, **kwargs) -> str:
 
 def test_example_validates_and_init_writes_it(tmp_path: Path):
     cfg = load_config(EXAMPLE)
-    assert cfg.name == "cu-emt" and cfg.committee.n_members == 4
+    assert cfg.name == "cu-emt" and cfg.model.n_members == 4
     assert max(w.temperature for w in cfg.exploration.walkers) >= 1200
     assert EXAMPLE.read_text() == example_config_text()  # examples/ and `init` agree
     out = tmp_path / "c.yaml"
@@ -69,7 +69,7 @@ def test_top_level_typo():
         ),
         (lambda d: d["trust"].update(lo=0.5, hi=0.5), "lo must be < hi"),
         (lambda d: d.pop("exploration"), "exploration: required field missing"),
-        (lambda d: d["committee"].update(n_members="four"), "committee.n_members: input should be"),
+        (lambda d: d["model"].update(n_members="four"), "model.n_members: input should be"),
         (lambda d: d["labeler"].update(name="vaps"), "unknown labeler 'vaps'"),
         (
             lambda d: d["labeler"].update(settings={"asap_cutof": True}),
@@ -81,7 +81,7 @@ def test_top_level_typo():
             "give exactly one of 'file', 'content' or 'generate'",
         ),
         (lambda d: d["structures"][0]["generate"].update(element="Xy"), "unknown chemical symbol"),
-        (lambda d: d["selection"].update(strategy="best"), "selection.strategy: must be one of"),
+        (lambda d: d["selection"].update(strategy="best"), "selection.strategy: unknown selection strategy 'best'; available: fps, max-first, random"),
         (lambda d: d["convergence"].update(accurate_ratio=1.5), "must be <= 1"),
     ],
 )
@@ -130,8 +130,8 @@ _PATHS = [
     ("exploration", "walkers", 0, "timestep"),
     ("trust", "lo"),
     ("trust", "hi"),
-    ("committee", "n_members"),
-    ("committee", "cutoff"),
+    ("model", "n_members"),
+    ("model", "cutoff"),
     ("selection", "max_per_iteration"),
     ("convergence", "accurate_ratio"),
     ("convergence", "max_iterations"),
@@ -215,3 +215,29 @@ def test_unknown_keys_with_brackets_are_named(key):
         parse_config({"name": "x", key: 1})
     msg = str(err.value)
     assert "\n" not in msg and f"unknown field {key!r}" in msg
+
+
+def test_old_committee_section_is_the_native_model_and_backends_check_their_options() -> None:
+    import yaml
+
+    data = yaml.safe_load(Path("examples/cu_emt.yaml").read_text())
+    data["committee"] = {k: v for k, v in data.pop("model").items() if k != "backend"}
+    old = parse_config(data, base_dir="examples")
+    assert old.model.backend == "native" and old.model.options["channels"] == 32
+    assert old == load_config("examples/cu_emt.yaml")
+    both = {**data, "model": {"backend": "native"}}
+    with pytest.raises(ConfigError, match="either model: or the older committee:"):
+        parse_config(both, base_dir="examples")
+    data.pop("committee")
+    data["model"] = {"backend": "mace", "n_members": 2, "num_channel": 8}
+    with pytest.raises(ConfigError, match="did you mean 'num_channels'"):
+        parse_config(data, base_dir="examples")
+    data["model"] = {"backend": "no-such"}
+    with pytest.raises(ConfigError, match="unknown model backend 'no-such'; available: mace"):
+        parse_config(data, base_dir="examples")
+    data["model"] = {"backend": "mace", "n_members": 2, "num_channels": 8}
+    assert parse_config(data, base_dir="examples").model.options["num_channels"] == 8
+    data.pop("model")
+    data["selection"] = {"strategy": "no-such"}
+    with pytest.raises(ConfigError, match="unknown selection strategy 'no-such'"):
+        parse_config(data, base_dir="examples")

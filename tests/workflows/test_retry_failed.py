@@ -31,7 +31,7 @@ CONFIG = {
     },
     "bootstrap": {"n_structures": 10},
     "validation": {"n_structures": 4},
-    "committee": {"n_members": 2, "channels": 8, "n_layers": 1},
+    "model": {"n_members": 2, "channels": 8, "n_layers": 1},
     "training": {"max_epochs": 6, "max_time_s": 600, "warm_start_epochs": 3},
     "exploration": {
         "walkers": [
@@ -75,7 +75,7 @@ def _fingerprint(store, label) -> str:
 def test_retry_failed_after_max_iterations_reruns_each_requeued_label_once(
     database_url, prefect_harness, tmp_path, monkeypatch
 ):
-    from workflows.cli import app
+    from pesflow.cli import app
     from workflows.steps import open_store
 
     cfg = write_config(tmp_path / "retry.yaml", name="retry", **CONFIG)

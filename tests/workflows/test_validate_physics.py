@@ -13,7 +13,7 @@ from ase.build import fcc111
 from ase.io import write
 from typer.testing import CliRunner
 
-from workflows.cli import app
+from pesflow.cli import app
 
 from ._campaigns import write_config
 
@@ -37,8 +37,8 @@ ERRORS = [
         {"exploration": {"walkers": [{**WALKER, "pressure": 1.0}]}},
         r"pressure=1.0 GPa on an nvt walker",
     ),
-    ({"committee": {"cutoff": 1.0}}, r"committee\.cutoff: must be >= 1\.5"),
-    ({"committee": {"cutoff": 20.0}}, r"committee\.cutoff: must be <= 15"),
+    ({"model": {"cutoff": 1.0}}, r"model\.cutoff: must be >= 1\.5"),
+    ({"model": {"cutoff": 20.0}}, r"model\.cutoff: must be <= 15"),
     ({"convergence": {"patience": 9, "max_iterations": 3}}, r"patience=9 > max_iterations=3"),
     (
         {"convergence": {"label_budget": 10}},

@@ -26,6 +26,7 @@ COPY database/ database/
 COPY workflows/ workflows/
 COPY api/ api/
 COPY structure_checks/ structure_checks/
+COPY pesflow/ pesflow/
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu \
         -c constraints.txt '.[cluster]' \
     && python -c "import prefect, sys; sys.exit(prefect.__version__ != '3.8.8')"
@@ -35,6 +36,6 @@ RUN useradd --create-home --uid 10001 pesflow && mkdir -p /data && chown pesflow
 USER pesflow
 VOLUME ["/data"]
 
-# The `pesflow` command line (`python -m api.cli` includes `serve` and `token`).
-ENTRYPOINT ["python", "-m", "api.cli"]
+# The `pesflow` command line (`python -m pesflow`, with `serve` and `token`).
+ENTRYPOINT ["python", "-m", "pesflow"]
 CMD ["--help"]

@@ -1,29 +1,21 @@
 """``pesflow serve`` and ``pesflow token ...``: the API's command-line commands.
 
-``workflows`` must not import ``api``, so the commands are registered from this side:
-:func:`register` adds them to a typer app, and :data:`app` is the workflows CLI with them
-added (``pesflow = "api.cli:app"`` in ``pyproject.toml``; ``python -m api.cli`` works too).
+:func:`register` adds them to a typer app; the ``pesflow`` app itself is assembled in
+:mod:`pesflow.cli` (``python -m pesflow``).
 """
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-__all__ = [
-    "main",
-    "parse_duration",
-    "register",
-    "serve",
-    "token_app",
-]  # and `app`, built on first access
+from workflows.cli_support import CliError, guard
+
+__all__ = ["parse_duration", "register", "serve", "token_app"]
 
 token_app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="API tokens (stored hashed in the database)."
@@ -33,23 +25,6 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Data directory (env PESFLOW_DATA_DIR, default ./data)."),
 ]
-
-
-def _guarded(*, always_log: bool, service: bool = False) -> Callable[[Any], Any]:
-    """``workflows.cli._guard`` for these commands: one ``error:`` line per failure (bad
-    input exit 2, else 1 with the trace in the command's log file), the log file from the
-    start when ``always_log``. ``workflows.cli`` is imported at call time, not here."""
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from workflows.cli import _guard
-
-            return _guard(fn, always_log=always_log, service=service)(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
 
 
 def _store(data_dir: Path | None):
@@ -69,8 +44,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def parse_duration(text: str) -> timedelta:
     """``90s``, ``45m``, ``12h``, ``30d``, ``2w`` as a timedelta; ``CliError`` (exit 2)
     otherwise."""
-    from workflows.cli import CliError
-
     m = re.fullmatch(r"\s*(\d{1,6})\s*([smhdw])\s*", text.lower())
     if m is None or int(m[1]) == 0:
         raise CliError(
@@ -84,7 +57,7 @@ def _when(dt: datetime | None, never: str = "never") -> str:
 
 
 @token_app.command("create")
-@_guarded(always_log=True)
+@guard(always_log=True)
 def token_create(
     name: Annotated[str, typer.Argument(help="A name for the token (unique).")],
     scope: Annotated[
@@ -105,7 +78,6 @@ def token_create(
     expiry go to stderr."""
     from database import TOKEN_SCOPES
     from database.models import utcnow
-    from workflows.cli import CliError
 
     from .routes.tokens import new_token_secret
 
@@ -122,7 +94,7 @@ def token_create(
 
 
 @token_app.command("revoke")
-@_guarded(always_log=True)
+@guard(always_log=True)
 def token_revoke(
     name: Annotated[str, typer.Argument(help="Token name.")], data_dir: DataDir = None
 ) -> None:
@@ -133,7 +105,7 @@ def token_revoke(
 
 
 @token_app.command("list")
-@_guarded(always_log=False)
+@guard(always_log=False)
 def token_list(data_dir: DataDir = None) -> None:
     """List tokens: name, scope, state, created, expires, last used (times UTC; the tokens
     themselves are not stored)."""
@@ -178,37 +150,6 @@ def serve(
 
 def register(target: typer.Typer) -> typer.Typer:
     """Add ``serve`` and the ``token`` group to a typer app (the ``pesflow`` CLI)."""
-    target.command("serve")(_guarded(always_log=True, service=True)(serve))
+    target.command("serve")(guard(serve, always_log=True, service=True))
     target.add_typer(token_app, name="token")
     return target
-
-
-_app: typer.Typer | None = None
-
-
-def _build() -> typer.Typer:
-    """The workflows CLI with ``serve`` and ``token`` added (once)."""
-    global _app
-    if _app is None:
-        from workflows.cli import app as workflows_app
-
-        names = {c.name for c in workflows_app.registered_commands}
-        _app = workflows_app if "serve" in names else register(workflows_app)
-    return _app
-
-
-def __getattr__(name: str):
-    # ``app`` is built on first access (``from api.cli import app``), so importing this module
-    # from a plugin hook inside workflows.cli does not import workflows.cli circularly.
-    if name == "app":
-        return _build()
-    raise AttributeError(name)
-
-
-def main() -> None:
-    """Entry point for ``python -m api.cli``."""
-    _build()(prog_name="pesflow")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

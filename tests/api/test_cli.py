@@ -1,4 +1,4 @@
-"""`pesflow token create / revoke / list` and `pesflow serve --help` (api.cli)."""
+"""`pesflow token create / revoke / list` and `pesflow serve --help` (pesflow.cli)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 def test_token_create_use_revoke(tmp_path, monkeypatch):
     from api.app import create_app
-    from api.cli import app
+    from pesflow.cli import app
     from api.settings import get_api_settings
 
     monkeypatch.delenv("PESFLOW_DATABASE_URL", raising=False)
@@ -34,7 +34,7 @@ def test_token_create_use_revoke(tmp_path, monkeypatch):
 
 
 def test_token_scopes_and_expiry(tmp_path, monkeypatch):
-    from api.cli import app
+    from pesflow.cli import app
 
     monkeypatch.delenv("PESFLOW_DATABASE_URL", raising=False)
     data = ["--data-dir", str(tmp_path / "data")]
@@ -70,7 +70,7 @@ def test_parse_duration():
 
 
 def test_serve_and_existing_commands_are_registered():
-    from api.cli import app
+    from pesflow.cli import app
 
     cli = CliRunner()
     r = cli.invoke(app, ["serve", "--help"])
@@ -93,7 +93,7 @@ def test_serve_starts_api_and_dashboard(tmp_path):
     env = {**os.environ, "PESFLOW_DATA_DIR": str(tmp_path / "data")}
     env.pop("PESFLOW_DATABASE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "pesflow", "serve", "--port", str(port), "--log-level", "warning"],
         env=env,
         start_new_session=True,
         stdout=subprocess.PIPE,

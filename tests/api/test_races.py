@@ -65,7 +65,7 @@ def server(settings, tmp_path) -> Iterator[str]:
     if settings.database_url:
         env["PESFLOW_DATABASE_URL"] = settings.database_url
     log = (tmp_path / "uvicorn.log").open("wb")
-    cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "pesflow", "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--log-level", "warning"],
         cwd=ROOT,

@@ -62,7 +62,7 @@ def _free_port() -> int:
 
 def _cli(env: dict[str, str], *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "pesflow", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -75,7 +75,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    """``python -m api.cli serve`` in its own session (group id = its pid), with an admin
+    """``python -m pesflow serve`` in its own session (group id = its pid), with an admin
     token; at the end the whole group is stopped (SIGTERM, then SIGKILL) and checked gone."""
     tmp = tmp_path_factory.mktemp("serve")
     data_dir = tmp / "data"
@@ -91,7 +91,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
             [
                 sys.executable,
                 "-m",
-                "api.cli",
+                "pesflow",
                 "serve",
                 "--port",
                 str(port),

@@ -45,7 +45,7 @@ def _entrypoint() -> list[str]:
 
 def _resolve(args: list[str]) -> str:
     """The command path that `pesflow ARGS` runs; its options must parse (no execution)."""
-    from api.cli import app
+    from pesflow.cli import app
 
     cmd = typer.main.get_command(app)  # typer's (vendored) click: duck-typed below
     rest, path = list(args), []
@@ -70,7 +70,7 @@ def test_compose_parses_with_the_four_services(compose: dict) -> None:
 
 
 def test_every_command_is_a_real_cli_command(compose: dict) -> None:
-    assert _entrypoint() == ["python", "-m", "api.cli"]  # the pesflow CLI with serve/token
+    assert _entrypoint() == ["python", "-m", "pesflow"]  # the pesflow CLI with serve/token
     seen = {}
     for name in PESFLOW_SERVICES:
         svc = compose["services"][name]

@@ -115,7 +115,7 @@ def test_deployed_flow_adds_one_iteration_per_run(
 
 
 def test_db_upgrade_and_wait(tmp_path: Path) -> None:
-    from api.cli import app
+    from pesflow.cli import app
 
     res = CliRunner().invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path / "d")])
     assert res.exit_code == 0, res.output

@@ -58,6 +58,6 @@ def dft_runs(path: str | Path) -> Counter:
 
 def cli() -> None:
     """``pesflow`` with the instrumentation in place (arguments from ``sys.argv``)."""
-    from workflows.cli import app
+    from pesflow.cli import app
 
     sys.exit(app(prog_name="pesflow"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from workflows.cli import app
+from pesflow.cli import app
 
 from ._campaigns import write_config
 

@@ -1,7 +1,7 @@
 """Every CLI failure is one ``error:`` line on stderr and a non-zero exit code; the full trace
 goes to the command's log file, which the line names (issue 12, point 7).
 
-The commands run as real processes (``python -m workflows.cli``), so stderr is the process's
+The commands run as real processes (``python -m pesflow``), so stderr is the process's
 own: Prefect's console handler, warnings and thread tracebacks would show up there. Each runs
 in its own session and its whole process group is killed (and checked gone) at the end.
 """
@@ -55,7 +55,7 @@ def _group_gone(pgid: int, timeout: float = 15.0) -> bool:
 
 
 def _cli(
-    args: list[str], env: dict[str, str], *, module: str = "workflows.cli", timeout: float = 240
+    args: list[str], env: dict[str, str], *, module: str = "pesflow", timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> <args>`` in its own session; kill its process group after."""
     proc = subprocess.Popen(
@@ -130,7 +130,7 @@ def test_bad_config_usage_and_input_are_one_line(tmp_path: Path):
             line,
         )
     # the API's commands too (`pesflow token ...`)
-    line = _one_error_line(_cli(["token", "revoke", "nobody"], env, module="api.cli"), 2)
+    line = _one_error_line(_cli(["token", "revoke", "nobody"], env, module="pesflow"), 2)
     assert "nobody" in line
 
 
@@ -208,7 +208,7 @@ def test_in_process_command_logs_and_restores_the_root_logger(tmp_path: Path):
     logger is as before (no handler left behind, same level)."""
     from typer.testing import CliRunner
 
-    from workflows.cli import app
+    from pesflow.cli import app
 
     root = logging.getLogger()
     before = (list(root.handlers), root.level)

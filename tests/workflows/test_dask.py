@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from workflows.cli import app
+from pesflow.cli import app
 
 from ._campaigns import write_config
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from workflows.cli import app
+from pesflow.cli import app
 
 from ._campaigns import write_config
 

@@ -141,7 +141,7 @@ def test_database_fault_during_labelling_recomputes_nothing(
     stops with one line naming the database and the cause, the DFT outcomes stay on disk, and
     the resume stores them without running the code again."""
     from database import DbRetry
-    from workflows.cli import app
+    from pesflow.cli import app
 
     from ..database.test_resilience import Fault
 
@@ -193,7 +193,7 @@ def _table(store, name: str) -> list[dict]:
 def test_same_config_and_seed_give_identical_tables_and_models(prefect_harness, tmp_path):
     """``max_time_s`` set (and not binding): the learning-rate schedule follows epochs, so two
     runs pick the same frames, train bit-identical committees and print the same table."""
-    from workflows.cli import app
+    from pesflow.cli import app
 
     tables, shas, picks = [], [], []
     for k in range(2):
@@ -234,7 +234,7 @@ def test_a_time_capped_committee_is_rebuilt_bit_for_bit(tmp_path):
 def test_export_refuses_a_corrupt_checkpoint_before_writing_and_resume_repairs_it(
     prefect_harness, tmp_path
 ):
-    from workflows.cli import app
+    from pesflow.cli import app
 
     data = tmp_path / "data"
     cfg = write_config(

@@ -144,7 +144,7 @@ def test_killed_holder_reads_interrupted_and_resumes(site: Site, monkeypatch):
     ``kill -9`` of its process group. Once the lease expires, ``pesflow status`` (list and
     campaign) shows ``interrupted`` naming the dead holder; ``pesflow resume`` completes the
     campaign (exit 0) and reads the finished outcome back: no DFT run twice."""
-    from workflows.cli import app
+    from pesflow.cli import app
 
     ttl = 3.0
     name = "victim"

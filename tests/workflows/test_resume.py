@@ -56,7 +56,7 @@ LAUNCHER = r"""
 import os, sys, threading, time
 from pathlib import Path
 import tests.workflows._counting as counting
-import workflows.cli
+import pesflow.cli
 block = os.environ.get("PESFLOW_TEST_BLOCK")
 if block:  # "<Store method>:<n>:<iteration index or empty>": stop at the n-th matching call
     from database import Store

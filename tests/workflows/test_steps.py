@@ -199,7 +199,7 @@ def test_select_respects_budget_and_is_deterministic(tmp_path: Path):
 def test_run_with_other_config_exits_2(tmp_path: Path):
     from typer.testing import CliRunner
 
-    from workflows.cli import app
+    from pesflow.cli import app
 
     cfg = write_config(tmp_path / "a.yaml", name="same")
     store = steps.open_store(f"sqlite:///{tmp_path / 'data' / 'pesflow.sqlite'}")

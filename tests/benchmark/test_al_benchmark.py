@@ -120,7 +120,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="iteratons"):
         load_bench_config(CONFIG, {"iteratons": 3})
     with pytest.raises(ConfigError, match=r"selection\.strategy"):
-        load_bench_config(CONFIG, {"arms": ["fps", "best"]})
+        load_bench_config(CONFIG, {"arms": ["fps", "best", "random"]})
     with pytest.raises(ConfigError, match="baseline"):
         load_bench_config(CONFIG, {"arms": ["fps", "max-first"]})
     with pytest.raises(ConfigError, match="no such file"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,12 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from dft_adapters import LabelResult
+from dft_adapters.contract import energy_of, fd_forces, fd_stress
 from dft_adapters.testing import FakeRunner, fake_executable
 
 FIXTURES = Path(__file__).parent / "fixtures"
-__all__ = ["FakeRunner", "fake_executable"]  # re-exported from dft_adapters.testing
+# re-exported from dft_adapters.testing / dft_adapters.contract
+__all__ = ["FakeRunner", "energy_of", "fake_executable", "fd_forces", "fd_stress"]
 
 QE_PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
 
@@ -106,48 +106,6 @@ def future_layout(code: str) -> str:
         text = (FIXTURES / "vasp/vasprun_C2_static.xml").read_text(encoding="latin-1")
         return text.replace('<varray name="forces" >', '<varray name="atomic_forces" >')
     raise ValueError(code)
-
-
-def fd_forces(
-    energy: Callable[[Atoms], float], atoms: Atoms, components: Sequence[tuple[int, int]], h: float
-) -> np.ndarray:
-    """-dE/dx by central differences for the given (atom, axis) components."""
-    out = []
-    for i, k in components:
-        plus, minus = atoms.copy(), atoms.copy()
-        plus.positions[i, k] += h
-        minus.positions[i, k] -= h
-        out.append(-(energy(plus) - energy(minus)) / (2 * h))
-    return np.array(out)
-
-
-def fd_stress(energy: Callable[[Atoms], float], atoms: Atoms, voigt: int, h: float) -> float:
-    """(1/V) dE/d(strain) for one Voigt component by central differences."""
-    pairs = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
-    a, b = pairs[voigt]
-    values = []
-    for sign in (1, -1):
-        eps = np.zeros((3, 3))
-        eps[a, b] += sign * h
-        if a != b:
-            eps[b, a] += sign * h
-        if a != b:
-            eps /= 2  # symmetric strain: d/d(eps_ab) of the Voigt component
-        strained = atoms.copy()
-        strained.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-        values.append(energy(strained))
-    return (values[0] - values[1]) / (2 * h) / atoms.get_volume()
-
-
-def energy_of(labeler) -> Callable[[Atoms], float]:
-    """Energy function of a labeler that fails the test on a failure value."""
-
-    def energy(atoms: Atoms) -> float:
-        result = labeler.label(atoms)
-        assert isinstance(result, LabelResult), result
-        return result.energy
-
-    return energy
 
 
 @pytest.fixture

@@ -243,7 +243,9 @@ def measure(url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, flo
 def main(argv: list[str] | None = None) -> int:
     """Build the campaign on SQLite (and PostgreSQL when a test server answers), time the
     page, print medians side by side; exit 1 if a backend is over the target."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.api", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--structures", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=7)

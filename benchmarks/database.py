@@ -119,7 +119,9 @@ def run_backend(url: str, n: int, repeats: int, workdir: Path) -> dict[str, list
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table (exit status 1 on a missed target with --strict)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.database", description=__doc__.splitlines()[0]
+    )
     p.add_argument("-n", type=int, default=10_000, help="labelled structures (default 10000)")
     p.add_argument("--repeats", type=int, default=1, help="fresh repetitions (median shown)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")

@@ -135,7 +135,7 @@ def bench_md(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: ``python -m benchmarks.mlip_core [--device cuda] [--json out.json]``."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.mlip_core", description=__doc__)
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 10])
     p.add_argument("--k", type=int, default=4)

@@ -1,7 +1,10 @@
 """The ``labeler`` section of a local config: the reference ("DFT") code and its settings.
 
-Settings are checked against the backend's settings dataclass (unknown names and invalid values
-are refused). Local configs may give operator-only settings (server paths such as
+``name`` is any labeler of the registry (:func:`dft_adapters.available_labelers`): a built-in
+or one an installed distribution declares in the ``pesflow.labelers`` entry-point group; its
+class is loaded when the config is parsed, so a broken plug-in is a config error naming the
+distribution and entry point. Settings are checked against the backend's settings dataclass
+(unknown names and invalid values are refused). Local configs may give operator-only settings (server paths such as
 ``pseudo_dir``); configs sent to the API use the typed per-backend models of
 :mod:`workflows.spec`, which leave those out.
 """
@@ -61,7 +64,11 @@ class LabelerPolicy(_Section):
 class LabelerConfig(LabelerPolicy):
     """The reference ("DFT") code."""
 
-    name: str = Field(default="emt", description="Labeler backend (dft_adapters registry).")
+    name: str = Field(
+        default="emt",
+        description="Labeler backend: a name of the dft_adapters registry (built-ins and "
+        "installed `pesflow.labelers` entry points).",
+    )
     settings: dict[str, Any] = Field(default_factory=dict, description="Backend settings.")
     faults: FaultConfig | None = Field(default=None, description="Mock labelers only.")
 
@@ -75,7 +82,10 @@ class LabelerConfig(LabelerPolicy):
             )
         if self.faults is not None and self.name not in MOCK_LABELERS:
             raise ValueError(f"faults can only be injected into mock labelers {MOCK_LABELERS}")
-        cls = labeler_class(self.name)
+        try:  # an entry point of another distribution is imported here, at parse time
+            cls = labeler_class(self.name)
+        except ImportError as exc:  # LabelerLoadError: names the distribution and entry point
+            raise ValueError(str(exc)) from None
         names = {f.name for f in dataclasses.fields(cls.settings_cls)}
         unknown = sorted(set(self.settings) - names)
         if unknown:

@@ -118,8 +118,8 @@ def check_model_backend(backend: Any, workdir: Any, **kwargs: Any) -> None:
     check(backend, workdir, **kwargs)
 
 
-def check_explorer(explorer: Any, **kwargs: Any) -> None:
-    """Check an explorer (see :mod:`mlip_core.contract_explore`)."""
+def check_explorer(explorer: Any, params: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """Check an explorer (see :func:`mlip_core.contract_explore.check_explorer`)."""
     from .contract_explore import check_explorer as check
 
-    check(explorer, **kwargs)
+    check(explorer, params, **kwargs)

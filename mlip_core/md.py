@@ -40,9 +40,8 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 from ase.md.verlet import VelocityVerlet
 from numpy.typing import NDArray
 
-from mlip_core.geometry import min_interatomic_distance
-from mlip_core.selection import TrustWindow, classify
-from mlip_core.uncertainty import frame_deviations, max_devi_e, max_force_deviation
+from mlip_core.monitor import ExplorationStop, MonitorError, Trust, UncertaintyMonitor
+from mlip_core.selection import TrustWindow
 
 __all__ = [
     "ENSEMBLES",
@@ -143,18 +142,22 @@ class WalkerSpec:
                 f"energy_lo must be < energy_hi, got {self.energy_lo} and {self.energy_hi}"
             )
 
+    @property
+    def trust(self) -> Trust:
+        """The spec's trust window and distance guard as a :class:`~mlip_core.monitor.Trust`."""
+        return Trust(
+            lo=self.lo,
+            hi=self.hi,
+            relative=self.relative,
+            relative_eps=self.relative_eps,
+            energy_lo=self.energy_lo,
+            energy_hi=self.energy_hi,
+            min_distance=self.min_distance,
+        )
+
     def status(self, force_dev: float, energy_dev: float) -> str:
-        """``accurate`` / ``candidate`` / ``failed`` of a frame from its force deviation (the
-        trust window) and its energy deviation per atom (``energy_lo`` / ``energy_hi``, when
-        set): the worse of the two decides."""
-        status = str(classify([force_dev], self.lo, self.hi)[0])
-        if status == "failed" or (self.energy_lo is None and self.energy_hi is None):
-            return status
-        if self.energy_hi is not None and not energy_dev < self.energy_hi:
-            return "failed"
-        if self.energy_lo is not None and not energy_dev < self.energy_lo:
-            return "candidate"
-        return status
+        """:meth:`mlip_core.monitor.Trust.status` of the spec's window."""
+        return self.trust.status(force_dev, energy_dev)
 
     @property
     def trust_window(self) -> TrustWindow:
@@ -264,12 +267,6 @@ def _init_velocities(atoms: Atoms, spec: WalkerSpec, rng: np.random.Generator) -
             ZeroRotation(atoms)
 
 
-class _Stop(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def run_walker(
     atoms: Atoms, calculator: Calculator, spec: WalkerSpec, *, start_index: int = 0
 ) -> WalkerResult:
@@ -295,123 +292,31 @@ def run_walker(
     if len(atoms) == 0:
         raise WalkerError("cannot run a walker on a structure with no atoms")
     t0 = time.perf_counter()
-    unit = "" if spec.relative else " eV/Å"
     rng = np.random.default_rng(spec.seed)
     work = atoms.copy()
     work.calc = calculator
     _init_velocities(work, spec, rng)
-
-    frames: list[Atoms] = []
-    devs: list[float] = []
-    devs_e: list[float] = []  # max_devi_e, eV/atom
-    energies: list[float] = []
-    steps: list[int] = []
-    trace: list[float] = []
+    monitor = UncertaintyMonitor(spec.trust, spec.record_every)
 
     def observe(step: int) -> None:
-        """Measure the current state; record it; raise _Stop on a failure."""
-        results = work.calc.results  # type: ignore[union-attr]
-        if "forces_committee" not in results:
-            work.get_forces()
-            results = work.calc.results  # type: ignore[union-attr]
-        if "forces_committee" not in results:
-            raise WalkerError(
-                "the calculator did not report results['forces_committee'] (K, N, 3): "
-                "a walker needs a committee calculator (see CONTRIBUTING.md)"
+        try:
+            monitor.observe(
+                work,
+                step,
+                time_fs=step * spec.timestep_fs,
+                temperature_K=float(work.get_temperature()),
             )
-        fc = np.asarray(results["forces_committee"], dtype=np.float64)
-        energy = float(work.get_potential_energy())
-        forces = np.asarray(work.get_forces(), dtype=np.float64)
-        if not (np.all(np.isfinite(fc)) and np.all(np.isfinite(forces))):
-            trace.append(float("nan"))
-            record(step, float("nan"), float("nan"), energy, failed=True)
-            raise _Stop(f"nan forces at step {step}")
-        if not np.isfinite(energy):
-            trace.append(float("nan"))
-            record(step, float("nan"), float("nan"), energy, failed=True)
-            raise _Stop(f"nan energy at step {step}")
-        dev_abs = max_force_deviation(fc)
-        dev = (
-            max_force_deviation(fc, relative=True, eps=spec.relative_eps)
-            if spec.relative
-            else dev_abs
-        )
-        if "energy_committee" not in results and (
-            spec.energy_lo is not None or spec.energy_hi is not None
-        ):
-            raise WalkerError(
-                "energy trust thresholds need the calculator's results['energy_committee'] (K,)"
-            )
-        trace.append(dev)
-        if dev >= spec.hi:
-            record(step, dev, dev_abs, energy, failed=True)
-            raise _Stop(f"uncertainty above hi at step {step}: {dev:.3g}{unit}")
-        if spec.energy_hi is not None:  # every step; otherwise only recorded frames need it
-            dev_e = max_devi_e(results["energy_committee"], len(work))
-            if not dev_e < spec.energy_hi:
-                record(step, dev, dev_abs, energy, failed=True)
-                raise _Stop(f"energy deviation above energy_hi at step {step}: {dev_e:.3g} eV/atom")
-        if spec.min_distance > 0:
-            close = min_interatomic_distance(work, cutoff=spec.min_distance)
-            if close is not None:
-                d, i, j = close
-                record(step, dev, dev_abs, energy, failed=True)
-                raise _Stop(
-                    f"atoms too close at step {step}: atoms {i}-{j} at {d:.3f} Å "
-                    f"< min_distance={spec.min_distance:g} Å"
-                )
-        if step % spec.record_every == 0:
-            record(step, dev, dev_abs, energy, failed=False)
+        except MonitorError as exc:
+            raise WalkerError(str(exc).replace("exploration needs", "a walker needs")) from exc
 
-    def record(
-        step: int, dev: float, dev_abs: float, energy: float, *, failed: bool, measured=True
-    ) -> None:
-        """Keep the current state as a frame; ``measured``: the calculator's results are this
-        state's (not after an exception), so max_devi_e / max_devi_v are computed from them."""
-        if not np.all(np.isfinite(work.positions)):
-            return  # nothing a DFT code could label
-        frame = work.copy()  # Atoms.copy() never carries the calculator
-        nan = {"max_devi_e": float("nan"), "max_devi_v": float("nan")}
-        extra = frame_deviations(work, work.calc.results) if measured and np.isfinite(dev) else nan  # type: ignore[union-attr]
-        dev_e, dev_v = extra["max_devi_e"], extra["max_devi_v"]
-        status = "failed" if failed else spec.status(dev, dev_e)
-        frame.info.update(
-            step=step,
+    def diagnose(exc: Exception, step: int) -> ExplorationStop | None:
+        return monitor.diagnose(
+            work,
+            exc,
+            step,
             time_fs=step * spec.timestep_fs,
             temperature_K=float(work.get_temperature()),
-            max_force_dev=dev_abs,
-            max_devi_e=dev_e,
-            max_devi_v=dev_v,
-            uncertainty=dev,
-            mlip_energy=energy,
-            status=status,
-            failed=failed,
         )
-        frames.append(frame)
-        devs.append(dev)
-        devs_e.append(dev_e)
-        energies.append(energy)
-        steps.append(step)
-
-    def diagnose(exc: Exception, step: int) -> _Stop | None:
-        """Turn a calculator exception into a stop reason; None if it is not a blow-up."""
-        trace.append(float("nan"))
-        record(step, float("nan"), float("nan"), float("nan"), failed=True, measured=False)
-        if not np.all(np.isfinite(work.positions)):
-            return _Stop(f"nan positions at step {step}")
-        if spec.min_distance > 0:
-            close = min_interatomic_distance(work, cutoff=spec.min_distance)
-            if close is not None:
-                d, i, j = close
-                return _Stop(
-                    f"atoms too close at step {step}: atoms {i}-{j} at {d:.3f} Å "
-                    f"< min_distance={spec.min_distance:g} Å"
-                )
-        if isinstance(exc, FloatingPointError):
-            return _Stop(f"nan forces at step {step} ({exc})")
-        if step == 0:
-            return None  # a configuration problem: the caller must see it
-        return _Stop(f"calculator error at step {step}: {type(exc).__name__}: {exc}")
 
     stop_step: int | None = None
     stop_reason: str | None = None
@@ -442,27 +347,29 @@ def run_walker(
                 raise stop from exc
             done = int(dyn.nsteps)
             observe(done)
-    except _Stop as stop:
+    except ExplorationStop as stop:
         stop_reason = stop.reason
-        stop_step = len(trace) - 1
+        stop_step = len(monitor.trace) - 1
         done = max(done, stop_step)
     finally:
         work.calc = None
 
+    frames = monitor.frames
+    info = [f.info for f in frames]
     return WalkerResult(
         spec=spec,
         frames=frames,
-        deviations=np.asarray(devs, dtype=np.float64),
-        energies=np.asarray(energies, dtype=np.float64),
-        steps=np.asarray(steps, dtype=np.int64),
+        deviations=np.asarray([i["uncertainty"] for i in info], dtype=np.float64),
+        energies=np.asarray([i["mlip_energy"] for i in info], dtype=np.float64),
+        steps=np.asarray([i["step"] for i in info], dtype=np.int64),
         stopped_early=stop_reason is not None,
         stop_step=stop_step,
         stop_reason=stop_reason,
         n_steps_done=done,
-        step_deviations=np.asarray(trace, dtype=np.float64),
+        step_deviations=np.asarray(monitor.trace, dtype=np.float64),
         wall_time_s=time.perf_counter() - t0,
         start_index=start_index,
-        energy_deviations=np.asarray(devs_e, dtype=np.float64),
+        energy_deviations=np.asarray([i["max_devi_e"] for i in info], dtype=np.float64),
     )
 
 

@@ -24,18 +24,31 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .config_base import ConfigError, PosFloat, _Section, format_errors, format_validation_error
 from .config_execution import DaskConfig, ExecutionConfig, LabelerExecution, ProfileRef
+from .config_exploration import (
+    ENERGY_TRUST_MAX,
+    TRUST_MAX,
+    ExplorationConfig,
+    ExplorerWalkerConfig,
+    NEBWalkerConfig,
+    TrustConfig,
+    WalkerConfig,
+    WalkerEntry,
+)
 from .config_labeler import MOCK_LABELERS, FaultConfig, LabelerConfig
+from .config_model import ModelSection, TrainingSection
 from .config_structures import GenerateConfig, StructurePolicy, StructureSource
 
 __all__ = [
+    "ENERGY_TRUST_MAX",
     "MOCK_LABELERS",
+    "TRUST_MAX",
     "BootstrapConfig",
     "CampaignConfig",
     "ConfigError",
@@ -43,11 +56,13 @@ __all__ = [
     "DaskConfig",
     "ExecutionConfig",
     "ExplorationConfig",
+    "ExplorerWalkerConfig",
     "FaultConfig",
     "GenerateConfig",
     "LabelerConfig",
     "LabelerExecution",
     "ModelSection",
+    "NEBWalkerConfig",
     "ProfileRef",
     "SelectionConfig",
     "StructurePolicy",
@@ -56,6 +71,7 @@ __all__ = [
     "TrustConfig",
     "ValidationSetConfig",
     "WalkerConfig",
+    "WalkerEntry",
     "example_config_text",
     "format_errors",
     "format_validation_error",
@@ -84,179 +100,6 @@ class ValidationSetConfig(_Section):
         description="Displacement stdevs cycled over the set, Å.",
     )
     strain: float = Field(default=0.03, ge=0, lt=0.5, description="Max |isotropic strain|.")
-
-
-# --------------------------------------------------------------------------- model
-class ModelSection(_Section):
-    """The committee: a model backend (:mod:`mlip_core.backends`), its size and cutoff, and the
-    backend's own hyper-parameters as further keys (checked by the backend: ``native`` takes
-    ``channels``, ``n_layers``, ``n_basis``, ``readout_hidden``; ``mace`` takes MACE's names,
-    :class:`mlip_core.mace_training.MaceOptions`). A config's old ``committee:`` section is
-    read as ``model: {backend: native, ...}``."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    backend: str = Field(
-        default="native",
-        description="Model backend: native, mace or any registered one (entry-point group "
-        "pesflow.models).",
-    )
-    n_members: int = Field(default=4, ge=2, description="Committee size K.")
-    cutoff: float = Field(
-        default=5.0,
-        ge=1.5,
-        le=15.0,
-        description="Radial cutoff, Å (1.5-15: below 1.5 Å no neighbor shell, above 15 Å "
-        "a neighbor list of thousands per atom).",
-    )
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The backend's hyper-parameters with its defaults filled in."""
-        from mlip_core.backends import get_backend
-
-        return get_backend(self.backend).check_options(dict(self.model_extra or {}))
-
-    @model_validator(mode="after")
-    def _backend_options(self) -> ModelSection:
-        from mlip_core.backends import get_backend
-
-        get_backend(self.backend).check_options(dict(self.model_extra or {}))
-        return self
-
-
-class TrainingSection(_Section):
-    """Training of each committee (mlip_core.training.TrainingConfig)."""
-
-    max_epochs: int = Field(default=150, ge=1, description="Epochs of the first committee.")
-    max_time_s: PosFloat | None = Field(default=60.0, description="Time budget per training, s.")
-    warm_start: bool = Field(default=True, description="Fine-tune the previous committee.")
-    warm_start_epochs: int = Field(default=80, ge=1, description="Epochs when warm-starting.")
-    learning_rate: PosFloat = Field(default=5e-3, description="Initial Adam learning rate.")
-    warm_start_learning_rate: PosFloat = Field(
-        default=2e-3, description="Initial learning rate when fine-tuning the previous committee."
-    )
-    batch_size: int = Field(default=4, ge=1, description="Structures per optimiser step.")
-    patience: int = Field(default=25, ge=1, description="Early-stopping patience, epochs.")
-    energy_weight: float = Field(default=100.0, ge=0, description="Per-atom energy weight.")
-    val_fraction: float = Field(
-        default=0.1, ge=0, lt=1, description="Share of labels held out for early stopping."
-    )
-    ignore_settings_keys: list[str] = Field(
-        default_factory=list,
-        description="Labeler settings whose values may differ between the labels of one "
-        "training set (e.g. smearing raised by a retry); labels computed with other settings "
-        "than requested in any other key are refused.",
-    )
-
-
-# --------------------------------------------------------------------------- exploration
-class WalkerConfig(_Section):
-    """One MD walker (repeated ``count`` times with different seeds)."""
-
-    temperature: PosFloat = Field(le=10000, description="Thermostat temperature, K (<= 10 000).")
-    pressure: float = Field(
-        default=0.0, ge=-100, le=1000, description="External pressure (npt only), GPa."
-    )
-    ensemble: Literal["nvt", "npt", "nve"] = Field(default="nvt", description="Ensemble.")
-    steps: int = Field(default=500, ge=1, description="MD steps.")
-    timestep: PosFloat = Field(default=2.0, le=20, description="Time step, fs.")
-    record_every: int = Field(default=10, ge=1, description="Keep a frame every N steps.")
-    friction: PosFloat = Field(default=0.01, description="Langevin friction, 1/fs.")
-    count: int = Field(default=1, ge=1, description="Walkers with this setting (seeds differ).")
-    start: int | None = Field(
-        default=None, ge=0, description="Index of the initial structure (default round-robin)."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> WalkerConfig:
-        if self.record_every > self.steps:
-            raise ValueError(
-                f"record_every={self.record_every} > steps={self.steps}: the walker would keep "
-                f"only its start frame; lower record_every or raise steps"
-            )
-        if self.pressure != 0 and self.ensemble != "npt":
-            raise ValueError(
-                f"pressure={self.pressure} GPa on an {self.ensemble} walker: only npt walkers "
-                "feel a pressure; set ensemble: npt or drop pressure"
-            )
-        return self
-
-
-class ExplorationConfig(_Section):
-    """Committee-driven MD of every iteration."""
-
-    walkers: list[WalkerConfig] = Field(min_length=1, description="Walker settings.")
-    min_distance: float = Field(default=0.5, ge=0, description="Stop when atoms are closer, Å.")
-
-
-TRUST_MAX = 10.0
-"""eV/Å (or relative): a trust threshold above this is a unit slip (meV) or a lost model."""
-
-ENERGY_TRUST_MAX = 1.0
-"""eV/atom: an energy-deviation threshold above this is a unit slip (meV) or a lost model."""
-
-
-class TrustConfig(_Section):
-    """Trust window on the committee's max atomic force deviation (max_devi_f) and, when set,
-    on its energy deviation per atom (max_devi_e)."""
-
-    # maximum TRUST_MAX: stated in the schema, enforced by _order with a unit hint
-    lo: float = Field(
-        default=0.05,
-        ge=0,
-        allow_inf_nan=False,
-        json_schema_extra={"maximum": TRUST_MAX},
-        description="Below: accurate (eV/Å or relative).",
-    )
-    hi: PosFloat = Field(
-        default=0.5,
-        allow_inf_nan=False,
-        json_schema_extra={"maximum": TRUST_MAX},
-        description="At/above: model lost, walker cut.",
-    )
-    relative: bool = Field(default=False, description="Thresholds on the relative deviation.")
-    relative_eps: PosFloat = Field(
-        default=1.0,
-        le=1000,
-        description="Regulariser of the relative deviation sigma_i / (|<F_i>| + eps), eV/Å.",
-    )
-    energy_lo: PosFloat | None = Field(
-        default=None,
-        json_schema_extra={"maximum": ENERGY_TRUST_MAX},
-        description="Energy deviation per atom (max_devi_e, eV/atom) at/above which a frame is "
-        "a candidate even where the forces agree (default: forces alone decide).",
-    )
-    energy_hi: PosFloat | None = Field(
-        default=None,
-        json_schema_extra={"maximum": ENERGY_TRUST_MAX},
-        description="Energy deviation per atom (eV/atom) at/above which the walker stops.",
-    )
-
-    @model_validator(mode="after")
-    def _order(self) -> TrustConfig:
-        for key in ("lo", "hi"):
-            value = getattr(self, key)
-            if value > TRUST_MAX:
-                raise ValueError(
-                    f"{key}={value:g}: a force-deviation window above {TRUST_MAX:g} "
-                    f"{'(relative)' if self.relative else 'eV/Å'} trusts a lost model; "
-                    f"given in meV/Å? ({value / 1000:g} eV/Å)"
-                )
-        if self.lo >= self.hi:
-            raise ValueError(f"lo must be < hi (got lo={self.lo}, hi={self.hi})")
-        for key in ("energy_lo", "energy_hi"):
-            value = getattr(self, key)
-            if value is not None and value > ENERGY_TRUST_MAX:
-                raise ValueError(
-                    f"{key}={value:g} eV/atom: an energy deviation above {ENERGY_TRUST_MAX:g} "
-                    f"eV/atom trusts a lost model; given in meV/atom? ({value / 1000:g} eV/atom)"
-                )
-        if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
-            raise ValueError(
-                f"energy_lo must be < energy_hi (got {self.energy_lo} and {self.energy_hi})"
-            )
-        return self
 
 
 class SelectionConfig(_Section):
@@ -377,6 +220,12 @@ class _Campaign(_Section):
     @model_validator(mode="after")
     def _starts(self) -> _Campaign:
         for i, w in enumerate(self.exploration.walkers):
+            if not isinstance(w, WalkerConfig):
+                try:
+                    w.explorer_starts(len(self.structures))
+                except ValueError as exc:
+                    raise ValueError(f"exploration.walkers[{i}]: {exc}") from None
+                continue
             if w.start is not None and w.start >= len(self.structures):
                 raise ValueError(
                     f"exploration.walkers[{i}].start={w.start} but only "

@@ -63,7 +63,11 @@ def _models_in(tp: Any) -> list[type[BaseModel]]:
 
 
 def _tag_of(model: type[BaseModel]) -> Any:
-    """The ``Literal`` value of a union member's ``name`` field (its discriminator tag)."""
+    """A union member's discriminator tag: its ``union_tag`` class attribute, else the
+    ``Literal`` value of its ``name`` field."""
+    tag = getattr(model, "union_tag", None)
+    if isinstance(tag, str):
+        return tag
     field = model.model_fields.get("name")
     if field is not None and typing.get_origin(field.annotation) is typing.Literal:
         return typing.get_args(field.annotation)[0]

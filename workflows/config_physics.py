@@ -60,6 +60,8 @@ def structure_problems(
     warnings: list[str] = []
     n = len(atoms_list)
     for i, w in enumerate(cfg.exploration.walkers):
+        if getattr(w, "kind", "md") != "md":
+            continue  # time steps and ensembles are MD's
         key = f"exploration.walkers[{i}]"
         starts = [w.start] if w.start is not None else range(n)
         for j in starts:

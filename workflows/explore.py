@@ -1,4 +1,5 @@
-"""The explore step: MD walkers driven by the iteration's committee.
+"""The explore step: the configured explorers (MD walkers, bands, registered ones; see
+:mod:`mlip_core.explorers`) driven by the iteration's committee.
 
 Each walker that finishes is one ``walker_runs`` row written together with the frames it
 offers for labelling (:meth:`database.Store.record_walker_run`), so walkers finishing at the same
@@ -27,6 +28,8 @@ __all__ = [
     "WalkerPlan",
     "explore_one",
     "explore_step",
+    "explorer_of",
+    "trust_of",
     "walker_plans",
     "walker_spec",
 ]
@@ -43,39 +46,48 @@ class WalkerPlan:
 
 
 def walker_plans(ctx: Context, it) -> list[WalkerPlan]:
-    """The iteration's walkers (``count`` copies of each configured walker, seeds differ)."""
+    """The iteration's walkers (``count`` copies of each configured entry, seeds differ; an MD
+    walker without ``start`` takes the initial structures round-robin)."""
     plans = []
     n_init = len(ctx.runtime["initial_structure_ids"])
     for ci, w in enumerate(ctx.cfg.exploration.walkers):
         for c in range(w.count):
             i = len(plans)
-            start = w.start if w.start is not None else i % n_init
+            start = getattr(w, "start", None)
+            start = start if start is not None else i % n_init
             plans.append(WalkerPlan(i, ci, start, seed_of(ctx.cfg.seed, "walk", it.index, ci, c)))
     return plans
 
 
-def walker_spec(cfg: CampaignConfig, walker: Any, seed: int):
-    """The :class:`mlip_core.md.WalkerSpec` of one configured walker (``cfg.exploration.walkers``
-    entry) under the campaign's trust window, with ``seed``."""
-    from mlip_core.md import WalkerSpec
+def trust_of(cfg: CampaignConfig):
+    """The campaign's trust window and distance guard as a :class:`mlip_core.monitor.Trust`."""
+    from mlip_core.monitor import Trust
 
-    return WalkerSpec(
-        ensemble=walker.ensemble,
-        temperature_K=walker.temperature,
-        pressure_GPa=walker.pressure,
-        timestep_fs=walker.timestep,
-        n_steps=walker.steps,
-        record_every=walker.record_every,
-        friction=walker.friction,
-        seed=seed,
-        lo=cfg.trust.lo,
-        hi=cfg.trust.hi,
-        relative=cfg.trust.relative,
-        relative_eps=cfg.trust.relative_eps,
-        energy_lo=cfg.trust.energy_lo,
-        energy_hi=cfg.trust.energy_hi,
+    t = cfg.trust
+    return Trust(
+        lo=t.lo,
+        hi=t.hi,
+        relative=t.relative,
+        relative_eps=t.relative_eps,
+        energy_lo=t.energy_lo,
+        energy_hi=t.energy_hi,
         min_distance=cfg.exploration.min_distance,
     )
+
+
+def explorer_of(walker: Any, start: int) -> tuple[Any, Any]:
+    """The registered explorer of a ``cfg.exploration.walkers`` entry and its parameters."""
+    from mlip_core.explorers import get_explorer, make_params
+
+    explorer = get_explorer(walker.kind)
+    return explorer, make_params(explorer, walker.explorer_params(start))
+
+
+def walker_spec(cfg: CampaignConfig, walker: Any, seed: int):
+    """The :class:`mlip_core.md.WalkerSpec` of an MD walker entry under the campaign's trust
+    window, with ``seed``."""
+    explorer, params = explorer_of(walker, walker.start or 0)
+    return explorer.spec(trust_of(cfg), params, seed)
 
 
 def _summary(run) -> dict[str, Any]:
@@ -92,7 +104,6 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
     error of the MD itself is recorded as a failed walker."""
     from database import Origin, WalkerOutcome
     from mlip_core.calculator import CommitteeCalculator
-    from mlip_core.md import run_walker
 
     from .train import load_model
 
@@ -104,15 +115,19 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
         return _summary(done[walker])
     plan = walker_plans(ctx, it)[walker]
     w = cfg.exploration.walkers[plan.config_index]
+    explorer, params = explorer_of(w, plan.start)
+    temperature = explorer.temperature(params)
+    pressure = getattr(params, "pressure", None)
     base: dict[str, Any] = {
         "walker": walker,
         "model_id": model_id,
-        "temperature": w.temperature,
-        "pressure": w.pressure,
-        "ensemble": w.ensemble,
+        "temperature": temperature,
+        "pressure": pressure,
+        "ensemble": getattr(params, "ensemble", explorer.name),
         "seed": plan.seed,
         "host": socket.gethostname(),
     }
+    what = f"{temperature:g} K" if temperature is not None else explorer.name
     model = load_model(ctx, store.get_model(model_id))
     try:
         calc = CommitteeCalculator(
@@ -120,15 +135,15 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
             min_distance=cfg.exploration.min_distance or 0.5,
             relative_eps=cfg.trust.relative_eps,
         )
-        spec = walker_spec(cfg, w, plan.seed)
+        starts = [ctx.initial[i] for i in explorer.starts(params, len(ctx.initial))]
         with timing.compute("md"):
-            res = run_walker(ctx.initial[plan.start], calc, spec)
+            res = explorer.explore(starts, calc, trust_of(cfg), params, plan.seed)
     except Exception as exc:  # a walker that cannot run is data, not a crash of the campaign
         error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         run = store.record_walker_run(
             iteration_id, WalkerOutcome(status="failed", error=error, **base)
         )
-        reporter().message(f"walker {walker} ({w.temperature:g} K) failed: {error}")
+        reporter().message(f"walker {walker} ({what}) failed: {error}")
         reporter().advance("explore")
         return _summary(run)
     counts = {"accurate": 0, "candidate": 0, "failed": 0}
@@ -144,10 +159,11 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
         if offer and finite:
             origin = Origin(
                 walker=f"it{it.index}-w{walker}",
-                temperature=w.temperature,
-                pressure=w.pressure,
+                temperature=temperature,
+                pressure=pressure,
                 md_step=int(frame.info["step"]),
                 info={
+                    "explorer": explorer.name,
                     "max_force_dev": float(frame.info["max_force_dev"]),
                     "uncertainty": float(dev),
                     **{
@@ -155,6 +171,7 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
                         for k in ("max_devi_e", "max_devi_v")
                         if np.isfinite(frame.info.get(k, np.nan))
                     },
+                    **{k: frame.info[k] for k in explorer.origin_keys if k in frame.info},
                 },
             )
             offers.append((frame, origin, float(dev), float(frame.info["max_force_dev"]), cut))
@@ -174,9 +191,7 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
         ),
     )
     if res.stopped_early:
-        reporter().message(
-            f"iteration {it.index} walker {walker} ({w.temperature:g} K) cut: {res.stop_reason}"
-        )
+        reporter().message(f"iteration {it.index} walker {walker} ({what}) cut: {res.stop_reason}")
     reporter().advance("explore")
     return _summary(run)
 

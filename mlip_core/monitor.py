@@ -1,0 +1,228 @@
+"""The committee uncertainty monitor: an observer for any ASE dynamics or optimizer.
+
+:class:`UncertaintyMonitor` measures a structure whose calculator reports committee results
+(``results["forces_committee"]`` ``(K, N, 3)``, CONTRIBUTING.md), classifies it with the trust
+window, records frames and raises :class:`ExplorationStop` where the exploration must end (the
+model is lost: uncertainty ``>= hi``; non-finite energy or forces; atoms closer than
+``min_distance``). Attach it to ASE's ``Dynamics.attach`` (MD, optimizers, NEB) or call
+:meth:`UncertaintyMonitor.observe` yourself::
+
+    monitor = UncertaintyMonitor(trust, record_every=10)
+    dyn.attach(lambda: monitor.observe(atoms, dyn.nsteps), interval=1)
+
+Recorded frames are calculator-free ``Atoms`` copies whose ``info`` holds ``step``,
+``max_force_dev`` (absolute, eV/Å), ``max_devi_e`` (eV/atom), ``max_devi_v`` (eV/atom),
+``uncertainty`` (the value compared with the window), ``mlip_energy`` (committee mean, eV),
+``status`` (accurate / candidate / failed), ``failed`` and whatever ``extra`` the caller adds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from mlip_core.geometry import min_interatomic_distance
+from mlip_core.selection import classify
+from mlip_core.uncertainty import frame_deviations, max_devi_e, max_force_deviation
+
+__all__ = ["ExplorationStop", "MonitorError", "Trust", "UncertaintyMonitor"]
+
+
+class MonitorError(ValueError):
+    """A calculator that cannot be monitored (no committee results)."""
+
+
+class ExplorationStop(Exception):
+    """The exploration must end here; ``reason`` says why (one line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The trust window an exploration is judged by (DP-GEN's trust levels).
+
+    Attributes:
+        lo: frames with uncertainty ``>= lo`` are labelling candidates (eV/Å or relative).
+        hi: at ``>= hi`` the model is lost: the exploration stops there.
+        relative: the window applies to the relative force deviation.
+        relative_eps: regulariser of the relative deviation, eV/Å.
+        energy_lo: energy deviation per atom (eV/atom) at/above which a frame is a candidate
+            even where forces agree (``None``: forces alone decide).
+        energy_hi: energy deviation per atom at/above which the exploration stops.
+        min_distance: stop when two atoms come closer than this, Å (0: no check).
+    """
+
+    lo: float = 0.05
+    hi: float = 0.5
+    relative: bool = False
+    relative_eps: float = 1.0
+    energy_lo: float | None = None
+    energy_hi: float | None = None
+    min_distance: float = 0.5
+
+    def status(self, force_dev: float, energy_dev: float) -> str:
+        """``accurate`` / ``candidate`` / ``failed`` of a frame from its force deviation (the
+        trust window) and its energy deviation per atom (``energy_lo`` / ``energy_hi``, when
+        set): the worse of the two decides."""
+        status = str(classify([force_dev], self.lo, self.hi)[0])
+        if status == "failed" or (self.energy_lo is None and self.energy_hi is None):
+            return status
+        if self.energy_hi is not None and not energy_dev < self.energy_hi:
+            return "failed"
+        if self.energy_lo is not None and not energy_dev < self.energy_lo:
+            return "candidate"
+        return status
+
+
+class UncertaintyMonitor:
+    """Measures, records and stops an exploration (see the module docstring).
+
+    Args:
+        trust: the window.
+        record_every: keep a frame when ``step % record_every == 0``.
+        unit: shown after deviations in stop reasons (``" eV/Å"``; ``""`` when relative).
+    """
+
+    def __init__(self, trust: Trust, record_every: int = 1) -> None:
+        if record_every < 1:
+            raise MonitorError(f"record_every must be >= 1, got {record_every}")
+        self.trust = trust
+        self.record_every = int(record_every)
+        self.unit = "" if trust.relative else " eV/Å"
+        self.frames: list[Atoms] = []
+        self.trace: list[float] = []  # uncertainty of every observed state (NaN: blow-up)
+
+    def observe(self, atoms: Atoms, step: int, **extra: Any) -> str:
+        """Measure ``atoms`` (its calculator's results are computed if missing); record it when
+        ``step`` is a recording step; return its status.
+
+        Raises:
+            ExplorationStop: uncertainty ``>= hi``, energy deviation ``>= energy_hi``,
+                non-finite energy/forces, or atoms closer than ``min_distance`` (the frame is
+                recorded as failed first).
+            MonitorError: the calculator reports no ``forces_committee`` (or no
+                ``energy_committee`` while energy thresholds are set).
+        """
+        t = self.trust
+        results = atoms.calc.results  # type: ignore[union-attr]
+        if "forces_committee" not in results:
+            atoms.get_forces()
+            results = atoms.calc.results  # type: ignore[union-attr]
+        if "forces_committee" not in results:
+            raise MonitorError(
+                "the calculator did not report results['forces_committee'] (K, N, 3): "
+                "exploration needs a committee calculator (see CONTRIBUTING.md)"
+            )
+        fc = np.asarray(results["forces_committee"], dtype=np.float64)
+        energy = float(atoms.get_potential_energy())
+        forces = np.asarray(atoms.get_forces(), dtype=np.float64)
+        if not (np.all(np.isfinite(fc)) and np.all(np.isfinite(forces))):
+            self.trace.append(float("nan"))
+            self.record(atoms, step, float("nan"), float("nan"), energy, failed=True, **extra)
+            raise ExplorationStop(f"nan forces at step {step}")
+        if not np.isfinite(energy):
+            self.trace.append(float("nan"))
+            self.record(atoms, step, float("nan"), float("nan"), energy, failed=True, **extra)
+            raise ExplorationStop(f"nan energy at step {step}")
+        dev_abs = max_force_deviation(fc)
+        dev = max_force_deviation(fc, relative=True, eps=t.relative_eps) if t.relative else dev_abs
+        if "energy_committee" not in results and (
+            t.energy_lo is not None or t.energy_hi is not None
+        ):
+            raise MonitorError(
+                "energy trust thresholds need the calculator's results['energy_committee'] (K,)"
+            )
+        self.trace.append(dev)
+        if dev >= t.hi:
+            self.record(atoms, step, dev, dev_abs, energy, failed=True, **extra)
+            raise ExplorationStop(f"uncertainty above hi at step {step}: {dev:.3g}{self.unit}")
+        if t.energy_hi is not None:  # every step; otherwise only recorded frames need it
+            dev_e = max_devi_e(results["energy_committee"], len(atoms))
+            if not dev_e < t.energy_hi:
+                self.record(atoms, step, dev, dev_abs, energy, failed=True, **extra)
+                raise ExplorationStop(
+                    f"energy deviation above energy_hi at step {step}: {dev_e:.3g} eV/atom"
+                )
+        self.check_distance(atoms, step, dev, dev_abs, energy, **extra)
+        if step % self.record_every == 0:
+            return self.record(atoms, step, dev, dev_abs, energy, failed=False, **extra)
+        return t.status(dev, float("nan"))
+
+    def check_distance(self, atoms: Atoms, step: int, *measured: float, **extra: Any) -> None:
+        """Raise :class:`ExplorationStop` (after recording a failed frame) when two atoms are
+        closer than ``trust.min_distance``."""
+        md = self.trust.min_distance
+        close = min_interatomic_distance(atoms, cutoff=md) if md > 0 else None
+        if close is None:
+            return
+        d, i, j = close
+        if measured:
+            self.record(atoms, step, *measured, failed=True, **extra)
+        raise ExplorationStop(
+            f"atoms too close at step {step}: atoms {i}-{j} at {d:.3f} Å < min_distance={md:g} Å"
+        )
+
+    def record(
+        self,
+        atoms: Atoms,
+        step: int,
+        dev: float,
+        dev_abs: float,
+        energy: float,
+        *,
+        failed: bool,
+        measured: bool = True,
+        **extra: Any,
+    ) -> str:
+        """Keep ``atoms`` as a frame and return its status. ``measured``: the calculator's
+        results are this state's (not after an exception), so max_devi_e / max_devi_v are
+        computed from them. Non-finite positions are not kept (nothing a DFT code could label)."""
+        if not np.all(np.isfinite(atoms.positions)):
+            return "failed"
+        frame = atoms.copy()  # Atoms.copy() never carries the calculator
+        nan = {"max_devi_e": float("nan"), "max_devi_v": float("nan")}
+        devs = (
+            frame_deviations(atoms, atoms.calc.results)  # type: ignore[union-attr]
+            if measured and np.isfinite(dev)
+            else nan
+        )
+        status = "failed" if failed else self.trust.status(dev, devs["max_devi_e"])
+        frame.info.update(
+            step=step,
+            max_force_dev=dev_abs,
+            max_devi_e=devs["max_devi_e"],
+            max_devi_v=devs["max_devi_v"],
+            uncertainty=dev,
+            mlip_energy=energy,
+            status=status,
+            failed=failed,
+            **extra,
+        )
+        self.frames.append(frame)
+        return status
+
+    def diagnose(
+        self, atoms: Atoms, exc: Exception, step: int, **extra: Any
+    ) -> ExplorationStop | None:
+        """A calculator exception as a stop reason; ``None`` when it is not a blow-up (on the
+        first step: a configuration problem the caller must see)."""
+        self.trace.append(float("nan"))
+        nan = float("nan")
+        self.record(atoms, step, nan, nan, nan, failed=True, measured=False, **extra)
+        if not np.all(np.isfinite(atoms.positions)):
+            return ExplorationStop(f"nan positions at step {step}")
+        try:
+            self.check_distance(atoms, step, **extra)
+        except ExplorationStop as stop:
+            return stop
+        if isinstance(exc, FloatingPointError):
+            return ExplorationStop(f"nan forces at step {step} ({exc})")
+        if step == 0:
+            return None
+        return ExplorationStop(f"calculator error at step {step}: {type(exc).__name__}: {exc}")

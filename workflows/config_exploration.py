@@ -1,0 +1,223 @@
+"""The exploration and trust sections of a campaign config.
+
+``exploration.walkers`` entries are a union discriminated by ``kind``: ``md`` (the default
+when ``kind`` is absent: :class:`WalkerConfig`), ``neb`` (:class:`NEBWalkerConfig`), or the
+name of any explorer registered under the entry-point group ``pesflow.explorers``
+(:class:`ExplorerWalkerConfig`: its keys are checked against the explorer's parameters).
+Each entry gives the explorer its parameters through :meth:`explorer_params`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
+
+from .config_base import PosFloat, _Section
+
+__all__ = [
+    "ENERGY_TRUST_MAX",
+    "TRUST_MAX",
+    "ExplorationConfig",
+    "ExplorerWalkerConfig",
+    "NEBWalkerConfig",
+    "TrustConfig",
+    "WalkerConfig",
+    "WalkerEntry",
+]
+
+
+class WalkerConfig(_Section):
+    """One MD walker (repeated ``count`` times with different seeds)."""
+
+    union_tag: ClassVar[str] = "md"
+    kind: Literal["md"] = Field(default="md", description="Explorer: md (the default).")
+
+    temperature: PosFloat = Field(le=10000, description="Thermostat temperature, K (<= 10 000).")
+    pressure: float = Field(
+        default=0.0, ge=-100, le=1000, description="External pressure (npt only), GPa."
+    )
+    ensemble: Literal["nvt", "npt", "nve"] = Field(default="nvt", description="Ensemble.")
+    steps: int = Field(default=500, ge=1, description="MD steps.")
+    timestep: PosFloat = Field(default=2.0, le=20, description="Time step, fs.")
+    record_every: int = Field(default=10, ge=1, description="Keep a frame every N steps.")
+    friction: PosFloat = Field(default=0.01, description="Langevin friction, 1/fs.")
+    count: int = Field(default=1, ge=1, description="Walkers with this setting (seeds differ).")
+    start: int | None = Field(
+        default=None, ge=0, description="Index of the initial structure (default round-robin)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WalkerConfig:
+        if self.record_every > self.steps:
+            raise ValueError(
+                f"record_every={self.record_every} > steps={self.steps}: the walker would keep "
+                f"only its start frame; lower record_every or raise steps"
+            )
+        if self.pressure != 0 and self.ensemble != "npt":
+            raise ValueError(
+                f"pressure={self.pressure} GPa on an {self.ensemble} walker: only npt walkers "
+                "feel a pressure; set ensemble: npt or drop pressure"
+            )
+        return self
+
+    def explorer_params(self, start: int) -> dict[str, Any]:
+        """Parameters of :class:`mlip_core.explorers.MDParams` (``start``: the structure index
+        this copy of the walker starts from)."""
+        return {
+            "start": start,
+            "ensemble": self.ensemble,
+            "temperature": self.temperature,
+            "pressure": self.pressure,
+            "timestep": self.timestep,
+            "steps": self.steps,
+            "record_every": self.record_every,
+            "friction": self.friction,
+        }
+
+
+class NEBWalkerConfig(_Section):
+    """A nudged elastic band between two of the campaign's structures, relaxed with the
+    committee; its images are judged by the trust window (:mod:`mlip_core.neb`)."""
+
+    union_tag: ClassVar[str] = "neb"
+    kind: Literal["neb"] = Field(description="Explorer: neb.")
+    initial: int = Field(ge=0, description="Index of the initial-state structure.")
+    final: int = Field(ge=0, description="Index of the final-state structure (same atoms).")
+    n_images: int = Field(default=5, ge=1, le=30, description="Interior images.")
+    steps: int = Field(default=100, ge=0, le=100000, description="Optimizer steps at most.")
+    fmax: PosFloat = Field(default=0.05, description="Converged below this NEB force, eV/Å.")
+    record_every: int = Field(default=10, ge=1, description="Judge images every N steps.")
+    climb: bool = Field(default=True, description="Climbing image.")
+    spring: PosFloat = Field(default=0.1, description="Spring constant, eV/Å^2.")
+    interpolation: Literal["idpp", "linear"] = Field(default="idpp", description="Initial path.")
+    count: Literal[1] = Field(default=1, description="A band is deterministic: one copy.")
+
+    def explorer_params(self, start: int) -> dict[str, Any]:
+        """Parameters of :class:`mlip_core.neb.NEBParams`."""
+        return self.model_dump(exclude={"kind", "count"})
+
+    def explorer_starts(self, n_structures: int) -> list[int]:
+        """The structure indices used; ``ValueError`` when one does not exist."""
+        from mlip_core.explorers import get_explorer, make_params
+
+        explorer = get_explorer(self.kind)
+        return explorer.starts(make_params(explorer, self.explorer_params(0)), n_structures)
+
+
+class ExplorerWalkerConfig(_Section):
+    """An explorer registered under the entry-point group ``pesflow.explorers``: every key
+    but ``kind`` and ``count`` is one of its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    union_tag: ClassVar[str] = "registered"
+    kind: str = Field(description="A registered explorer's name.")
+    count: int = Field(default=1, ge=1, description="Copies (seeds differ).")
+
+    @model_validator(mode="after")
+    def _known(self) -> ExplorerWalkerConfig:
+        from mlip_core.explorers import get_explorer, make_params
+
+        make_params(get_explorer(self.kind), self.explorer_params(0))
+        return self
+
+    def explorer_params(self, start: int) -> dict[str, Any]:
+        """The entry's parameters (its keys other than ``kind`` and ``count``)."""
+        return dict(self.model_extra or {})
+
+    def explorer_starts(self, n_structures: int) -> list[int]:
+        """The structure indices used; ``ValueError`` when one does not exist."""
+        from mlip_core.explorers import get_explorer, make_params
+
+        explorer = get_explorer(self.kind)
+        return explorer.starts(make_params(explorer, self.explorer_params(0)), n_structures)
+
+
+def _walker_kind(value: Any) -> str:
+    kind = value.get("kind", "md") if isinstance(value, dict) else getattr(value, "kind", "md")
+    return kind if kind in ("md", "neb") else "registered"
+
+
+WalkerEntry = Annotated[
+    Annotated[WalkerConfig, Tag("md")]
+    | Annotated[NEBWalkerConfig, Tag("neb")]
+    | Annotated[ExplorerWalkerConfig, Tag("registered")],
+    Discriminator(_walker_kind),
+]
+"""One ``exploration.walkers`` entry (see the module docstring)."""
+
+
+class ExplorationConfig(_Section):
+    """The explorations of every iteration: MD walkers, bands, registered explorers."""
+
+    walkers: list[WalkerEntry] = Field(min_length=1, description="Explorations.")
+    min_distance: float = Field(default=0.5, ge=0, description="Stop when atoms are closer, Å.")
+
+
+TRUST_MAX = 10.0
+"""eV/Å (or relative): a trust threshold above this is a unit slip (meV) or a lost model."""
+
+ENERGY_TRUST_MAX = 1.0
+"""eV/atom: an energy-deviation threshold above this is a unit slip (meV) or a lost model."""
+
+
+class TrustConfig(_Section):
+    """Trust window on the committee's max atomic force deviation (max_devi_f) and, when set,
+    on its energy deviation per atom (max_devi_e)."""
+
+    # maximum TRUST_MAX: stated in the schema, enforced by _order with a unit hint
+    lo: float = Field(
+        default=0.05,
+        ge=0,
+        allow_inf_nan=False,
+        json_schema_extra={"maximum": TRUST_MAX},
+        description="Below: accurate (eV/Å or relative).",
+    )
+    hi: PosFloat = Field(
+        default=0.5,
+        allow_inf_nan=False,
+        json_schema_extra={"maximum": TRUST_MAX},
+        description="At/above: model lost, walker cut.",
+    )
+    relative: bool = Field(default=False, description="Thresholds on the relative deviation.")
+    relative_eps: PosFloat = Field(
+        default=1.0,
+        le=1000,
+        description="Regulariser of the relative deviation sigma_i / (|<F_i>| + eps), eV/Å.",
+    )
+    energy_lo: PosFloat | None = Field(
+        default=None,
+        json_schema_extra={"maximum": ENERGY_TRUST_MAX},
+        description="Energy deviation per atom (max_devi_e, eV/atom) at/above which a frame is "
+        "a candidate even where the forces agree (default: forces alone decide).",
+    )
+    energy_hi: PosFloat | None = Field(
+        default=None,
+        json_schema_extra={"maximum": ENERGY_TRUST_MAX},
+        description="Energy deviation per atom (eV/atom) at/above which the walker stops.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> TrustConfig:
+        for key in ("lo", "hi"):
+            value = getattr(self, key)
+            if value > TRUST_MAX:
+                raise ValueError(
+                    f"{key}={value:g}: a force-deviation window above {TRUST_MAX:g} "
+                    f"{'(relative)' if self.relative else 'eV/Å'} trusts a lost model; "
+                    f"given in meV/Å? ({value / 1000:g} eV/Å)"
+                )
+        if self.lo >= self.hi:
+            raise ValueError(f"lo must be < hi (got lo={self.lo}, hi={self.hi})")
+        for key in ("energy_lo", "energy_hi"):
+            value = getattr(self, key)
+            if value is not None and value > ENERGY_TRUST_MAX:
+                raise ValueError(
+                    f"{key}={value:g} eV/atom: an energy deviation above {ENERGY_TRUST_MAX:g} "
+                    f"eV/atom trusts a lost model; given in meV/atom? ({value / 1000:g} eV/atom)"
+                )
+        if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
+            raise ValueError(
+                f"energy_lo must be < energy_hi (got {self.energy_lo} and {self.energy_hi})"
+            )
+        return self

@@ -41,11 +41,9 @@ def create_app(
 
     settings = settings or get_api_settings()
     # Prefect reads its settings when first imported, by whichever module: set them now
-    from workflows.settings import configure_prefect_env, get_settings
+    from workflows.settings import configure_prefect_env
 
-    configure_prefect_env(
-        get_settings(data_dir=settings.data_dir, database_url=settings.database_url)
-    )
+    configure_prefect_env(settings)  # the API settings extend the core ones
     owns_store, owns_runner = store is None, runner is None
     store = store or Store.from_url(settings.resolved_database_url())
     runner = runner or Runner(settings.api_workers, settings.prefect_ui_url)
@@ -59,10 +57,10 @@ def create_app(
         yield
         if owns_runner:
             runner.shutdown(wait=False)
-        from workflows.local_api import shared_api
+        from workflows import service
 
         # the temporary Prefect API of this process's flow runs: now, or after the last one
-        await asyncio.to_thread(shared_api.close)
+        await asyncio.to_thread(service.close)
         if owns_store:
             store.close()
 

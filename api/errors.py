@@ -37,8 +37,7 @@ def _json(code: int, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     """Map the database's and the workflow's input errors to HTTP status codes."""
-    from workflows.config import ConfigError
-    from workflows.deploy import PrefectUnavailableError
+    from workflows.service import ConfigError, PrefectUnavailableError
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:

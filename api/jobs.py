@@ -1,36 +1,34 @@
-"""The long jobs the API submits: run/resume a campaign (a Prefect flow run) and retrain the
-committee on every current label.
-
-The retrain is plain function calls (``mlip_core.training.train_committee`` on the campaign's
-done labels from the database, checkpoint via ``mlip_core.checkpoint.save_committee``, model
-row via :class:`database.Store`); ``workflows`` has no retrain flow yet (see api/README.md).
+"""The long work the API submits, through the workflows facade (:mod:`workflows.service`):
+running a campaign and retraining its committee are Prefect flow runs. With a deployment
+configured (``PESFLOW_API_DEPLOYMENT``) both are submitted to it and a ``pesflow worker``
+executes them; otherwise the flow runs in a thread of the API's :class:`~api.runner.Runner`
+against the process's temporary Prefect API, and its flow-run id is recorded on the
+:class:`~api.runner.Run` as soon as it starts.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
+
+from workflows import service
 
 from .runner import Run
 from .settings import ApiSettings
 
-__all__ = ["campaign_job", "refresh_deployment_run", "retrain_job", "submit_deployment"]
+__all__ = [
+    "campaign_job",
+    "refresh_deployment_run",
+    "retrain_job",
+    "submit_deployment",
+    "submit_retrain_deployment",
+]
 
 
-def _workflow_settings(settings: ApiSettings):
-    from workflows.settings import get_settings
+def _recorder(run: Run) -> Any:
+    def record(flow_run_id: str) -> None:
+        run.prefect_flow_run_id = flow_run_id
 
-    return get_settings(data_dir=settings.data_dir, database_url=settings.database_url)
-
-
-def _context(settings: ApiSettings, campaign_id: int):
-    """The workflow context of a campaign (store, parsed config, runtime data)."""
-    from workflows.steps import open_context, open_store, reopen_campaign
-
-    store = open_store(settings.resolved_database_url())
-    handle = reopen_campaign(store, campaign_id, settings.data_dir)
-    return open_context(handle)
+    return record
 
 
 def campaign_job(settings: ApiSettings, campaign_id: int, iterations: int | None = None) -> Any:
@@ -43,7 +41,13 @@ def campaign_job(settings: ApiSettings, campaign_id: int, iterations: int | None
         from database import StatusConflictError
 
         try:
-            return _campaign_run(settings, campaign_id, iterations, run)
+            return service.run_campaign(
+                settings,
+                campaign_id,
+                iterations,
+                purpose=f"api run {run.id[:8]}",
+                on_flow_run=_recorder(run),
+            )
         except StatusConflictError as exc:  # paused / cancelled before the run started
             return {"status": exc.current, "message": f"not started: the campaign is {exc.current}"}
         except BaseException as exc:
@@ -51,41 +55,6 @@ def campaign_job(settings: ApiSettings, campaign_id: int, iterations: int | None
             raise
 
     return job
-
-
-def _campaign_run(
-    settings: ApiSettings, campaign_id: int, iterations: int | None, run: Run
-) -> dict[str, Any]:
-    from workflows.local_api import shared_api
-    from workflows.settings import configure_prefect_env
-
-    wsettings = _workflow_settings(settings)
-    configure_prefect_env(wsettings)
-    ctx = _context(settings, campaign_id)
-    from workflows import lease
-    from workflows.deployed import continue_campaign
-    from workflows.flows import campaign_flow, make_task_runner  # imports Prefect
-
-    def on_running(flow, flow_run, state) -> None:
-        run.prefect_flow_run_id = str(flow_run.id)
-
-    purpose = f"api run {run.id[:8]}"
-    # the process's own temporary Prefect API (no PREFECT_API_URL): started once, from a
-    # thread that lives as long as the process, and stopped with it (workflows.local_api)
-    with (
-        lease.hold(ctx.store, campaign_id, purpose=purpose, start_from=("queued",)) as held,
-        shared_api.use(wsettings.prefect_startup_timeout_s),
-    ):
-        if iterations is not None:
-            return continue_campaign(ctx.handle, iterations, on_running=[on_running])
-        fl = campaign_flow.with_options(
-            task_runner=make_task_runner(ctx.cfg.execution), on_running=[on_running]
-        )
-        state = fl(ctx.handle, return_state=True)
-        run.prefect_flow_run_id = str(state.state_details.flow_run_id)
-        result = dict(state.result())  # raises the flow's error when it failed
-        held.finish(result["status"], result["message"])
-        return result
 
 
 def _unqueue(settings: ApiSettings, campaign_id: int, exc: BaseException) -> None:
@@ -106,7 +75,7 @@ def _unqueue(settings: ApiSettings, campaign_id: int, exc: BaseException) -> Non
         pass
 
 
-NO_RETRAIN = ("cancelled",)
+NO_RETRAIN = service.NO_RETRAIN
 """Statuses in which a retrain is refused (the route answers 409; a queued retrain does not
 start)."""
 
@@ -159,36 +128,42 @@ def unqueue_stale(store) -> list[str]:
 def submit_deployment(
     settings: ApiSettings, campaign_id: int, name: str, iterations: int | None = None
 ) -> Run:
-    """Submit the campaign flow through a Prefect deployment (``timeout=0``: returns at once).
-
-    The deployment's flow is ``workflows.deployed.campaign_iterations(campaign, iterations)``:
-    it reopens the campaign in the database of its own ``PESFLOW_*`` environment and
-    continues it by ``iterations`` iterations (``None``: until its stop rule)."""
-    from prefect.deployments import run_deployment
-
-    params = {"campaign": campaign_id, "iterations": iterations}
-    flow_run = run_deployment(name, parameters=params, timeout=0)
+    """Submit the campaign flow through Prefect deployment ``name`` (returns at once); see
+    :func:`workflows.service.submit_campaign_run`."""
+    flow_run_id = service.submit_campaign_run(name, campaign_id, iterations)
     return Run(
         kind="campaign",
         campaign_id=campaign_id,
         status="submitted",
-        prefect_flow_run_id=str(flow_run.id),
+        prefect_flow_run_id=flow_run_id,
         message=f"submitted to deployment {name}",
     )
 
 
+def submit_retrain_deployment(
+    campaign_id: int, *, max_epochs: int | None = None, max_time_s: float | None = None
+) -> Run:
+    """Submit a retrain through the API's retrain deployment (returns at once); see
+    :func:`workflows.service.submit_retrain`."""
+    run = Run(kind="retrain", campaign_id=campaign_id, status="submitted")
+    run.prefect_flow_run_id = service.submit_retrain(
+        campaign_id,
+        max_epochs=max_epochs,
+        max_time_s=max_time_s,
+        extra={"api_run_id": run.id},
+    )
+    run.message = f"submitted to deployment {service.API_RETRAIN_DEPLOYMENT}"
+    return run
+
+
 def refresh_deployment_run(run: Run) -> Run:
     """Update a deployment-submitted run from its Prefect flow run (state, start, end)."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        fr = client.read_flow_run(run.prefect_flow_run_id)
-    state = fr.state.type.value if fr.state else "UNKNOWN"
-    run.status = _STATES.get(state, "unknown")
-    run.started_at = fr.start_time or run.started_at
-    run.finished_at = fr.end_time or run.finished_at
-    if fr.state is not None and fr.state.message:
-        run.message = fr.state.message
+    info = service.flow_run_info(run.prefect_flow_run_id)
+    run.status = _STATES.get(info.state, "unknown")
+    run.started_at = info.start_time or run.started_at
+    run.finished_at = info.end_time or run.finished_at
+    if info.message:
+        run.message = info.message
     return run
 
 
@@ -212,38 +187,18 @@ def retrain_job(
     max_epochs: int | None = None,
     max_time_s: float | None = None,
 ) -> Any:
-    """A job that trains a new committee on all current done labels of the campaign
-    (validation structures held out and evaluated), saves it and records a model row."""
+    """A job that retrains the campaign's committee on all current done labels as a Prefect
+    flow run (:func:`workflows.service.retrain`); a campaign cancelled after the retrain was
+    accepted is not trained (``{"status": "cancelled", "message": ...}``)."""
 
     def job(run: Run) -> dict[str, Any]:
-        from workflows.steps import train_and_record, verified_model
-
-        t0 = time.perf_counter()
-        ctx = _context(settings, campaign_id)
-        status = ctx.store.get_campaign(campaign_id).status
-        if status in NO_RETRAIN:  # cancelled after the retrain was accepted
-            return {"status": status, "message": f"not started: the campaign is {status}"}
-        prev = ctx.store.latest_model(campaign_id) if ctx.cfg.training.warm_start else None
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        _, metrics = train_and_record(
-            ctx,
-            warm=verified_model(ctx, prev) if prev is not None else None,
-            parent_model_id=prev.id if prev is not None else None,
-            seed=int(time.time()) % (2**31),
-            checkpoint=ctx.models_dir / f"retrain-{stamp}.pt",
+        return service.retrain(
+            settings,
+            campaign_id,
             max_epochs=max_epochs,
             max_time_s=max_time_s,
-            extra={"trigger": "api-retrain", "api_run_id": run.id},
+            extra={"api_run_id": run.id},
+            on_flow_run=_recorder(run),
         )
-        rmse = metrics["val_force_rmse"]
-        return {
-            "model_id": metrics["model_id"],
-            "n_train": metrics["n_train"],
-            "n_val": metrics["n_val"],
-            "val_force_rmse": rmse,
-            "wall_s": time.perf_counter() - t0,
-            "message": f"model {metrics['model_id']} trained on {metrics['n_train']} labels"
-            + (f", validation force RMSE {rmse * 1000:.1f} meV/Å" if rmse is not None else ""),
-        }
 
     return job

@@ -78,16 +78,16 @@ def add_links(schema: dict[str, Any]) -> dict[str, Any]:
 
 def add_profiles(schema: dict[str, Any]) -> dict[str, Any]:
     """Set the enum of ``ProfileRef.profile`` to this process's execution profile names
-    (:func:`workflows.profiles.execution_profiles`); without an enum while the operator's
+    (:func:`workflows.service.profile_names`); without an enum while the operator's
     profiles file is broken (creating a campaign then answers 422 naming the file's problem).
     Returns ``schema``."""
-    from workflows.profiles import ProfilesError, execution_profiles
+    from workflows.service import ProfilesError, profile_names
 
     ref = schema.get("components", {}).get("schemas", {}).get("ProfileRef")
     if ref is not None:
         prop = ref["properties"]["profile"]
         try:
-            prop["enum"] = sorted(execution_profiles())
+            prop["enum"] = profile_names()
         except ProfilesError:
             prop.pop("enum", None)
     return schema

@@ -22,7 +22,7 @@ def deployment_flow_runs(
     campaign_name: str, ui_url: str | None, limit: int = 20
 ) -> schemas.FlowRuns:
     """The newest flow runs of deployment ``pesflow-campaign-iterations/<campaign_name>``."""
-    from workflows.deploy import FLOW_NAME
+    from workflows.service import FLOW_NAME
 
     if _api_url() is None:
         return schemas.FlowRuns(available=False, reason="no Prefect server (PREFECT_API_URL)")

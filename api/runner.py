@@ -1,11 +1,11 @@
 """Long work outside requests: a small background runner and a registry of submitted runs.
 
-Embedded default (no Prefect deployment configured): jobs run in a thread pool of the API
-process; a campaign job is a real Prefect flow run (the temporary local Prefect server starts
-on first use) whose flow-run id is recorded as soon as it starts. With
-``PESFLOW_API_DEPLOYMENT`` set, campaign runs are submitted with
-``prefect.deployments.run_deployment(..., timeout=0)`` and their state is read back from the
-Prefect API. The registry lives in memory: runs are listed until the API process restarts;
+Embedded default (no Prefect deployment configured): each job is a Prefect flow run (campaign
+or retrain, through :mod:`workflows.service`; the temporary local Prefect server starts on first
+use) that executes in a thread of this runner, its flow-run id recorded as soon as it starts.
+With ``PESFLOW_API_DEPLOYMENT`` set, campaign runs and retrains are submitted to Prefect
+deployments (``run_deployment(..., timeout=0)``), a ``pesflow worker`` executes them and their
+state is read back from the Prefect API. The registry lives in memory: runs are listed until the API process restarts;
 the database, not the registry, holds every result (models, labels, iterations).
 """
 

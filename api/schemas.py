@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.spec import CampaignSpec
+from workflows.service import CampaignSpec
 
 from .redact import PublicText
 

@@ -1,4 +1,6 @@
-"""Settings of the API server (environment prefix ``PESFLOW_``), created by :func:`get_api_settings`."""
+"""Settings of the API server (environment prefix ``PESFLOW_``), created by :func:`get_api_settings`:
+the core settings (:class:`workflows.settings.PesflowSettings`: data directory, database,
+Prefect, execution profiles, import directories) plus the API's own."""
 
 from __future__ import annotations
 
@@ -6,20 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from workflows.settings import PesflowSettings
 
 __all__ = ["ApiSettings", "get_api_settings"]
 
 
-class ApiSettings(BaseSettings):
-    """Where the API finds its database and how it treats readers, browsers and flow runs."""
+class ApiSettings(PesflowSettings):
+    """The core settings plus how the API treats readers, browsers and flow runs."""
 
     model_config = SettingsConfigDict(env_prefix="PESFLOW_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("data"), description="Data directory (SQLite, models).")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite file <data_dir>/pesflow.sqlite."
-    )
     api_public_read: bool = Field(
         default=True, description="Read endpoints and dashboard need no token (false: they do)."
     )
@@ -53,14 +53,6 @@ class ApiSettings(BaseSettings):
         ge=1024,
         description="Largest body of a campaign create (the config with its structure files).",
     )
-
-    def resolved_database_url(self) -> str:
-        """The database URL, defaulting to the SQLite file in the data directory."""
-        if self.database_url:
-            return self.database_url
-        from database import sqlite_url
-
-        return sqlite_url(self.data_dir)
 
 
 def get_api_settings(**overrides: Any) -> ApiSettings:

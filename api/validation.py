@@ -44,7 +44,7 @@ class OneLineErrorsRoute(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                from workflows.spec import format_body_errors
+                from workflows.service import format_body_errors
 
                 errors = list(exc.errors())
                 body_errors = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]

@@ -14,7 +14,7 @@ from database import queries as q
 from database import queries_browse as qb
 from database.queries import LabelAggregate, campaign_name, label_aggregate
 from database.read_records import CampaignSummary, ModelRow
-from workflows.config import public_snapshot
+from workflows.service import public_snapshot
 
 from . import schemas
 

@@ -35,6 +35,7 @@ from .config import ConfigError
 
 __all__ = [
     "API_DEPLOYMENT",
+    "API_RETRAIN_DEPLOYMENT",
     "DEFAULT_POOL",
     "DeployError",
     "DeploymentInfo",
@@ -191,16 +192,20 @@ def deploy_campaign(
 
 
 API_DEPLOYMENT = f"{FLOW_NAME}/api"
+RETRAIN_FLOW_NAME = "pesflow-retrain-campaign"  # = workflows.deployed.retrain_campaign.name
+API_RETRAIN_DEPLOYMENT = f"{RETRAIN_FLOW_NAME}/api"
 
 
 def deploy_api_runs(work_pool: str = DEFAULT_POOL) -> str:
-    """Register the unscheduled deployment ``pesflow-campaign-iterations/api`` through which the
-    API submits campaign runs (``PESFLOW_API_DEPLOYMENT``; ``run_deployment(name,
-    parameters={"campaign": id})`` runs the campaign until its stop rule). Returns its id."""
+    """Register the unscheduled deployments through which the API submits work:
+    ``pesflow-campaign-iterations/api`` (``PESFLOW_API_DEPLOYMENT``; ``run_deployment(name,
+    parameters={"campaign": id})`` runs the campaign until its stop rule) and
+    ``pesflow-retrain-campaign/api`` (:data:`API_RETRAIN_DEPLOYMENT`: a retrain). Returns the
+    campaign deployment's id."""
     require_server()
     from prefect.types.entrypoint import EntrypointType
 
-    from .deployed import campaign_iterations
+    from .deployed import campaign_iterations, retrain_campaign
 
     ensure_work_pool(work_pool)
     dep = campaign_iterations.to_deployment(
@@ -211,6 +216,14 @@ def deploy_api_runs(work_pool: str = DEFAULT_POOL) -> str:
         tags=["pesflow", "api"],
         description="pesflow campaign runs submitted by the REST API (until the stop rule)",
     )
+    retrain = retrain_campaign.to_deployment(
+        name=API_RETRAIN_DEPLOYMENT.split("/", 1)[1],
+        work_pool_name=work_pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=["pesflow", "api"],
+        description="pesflow retrains submitted by the REST API",
+    )
+    retrain.apply()
     return str(dep.apply())
 
 

@@ -1,4 +1,5 @@
-"""The flow that Prefect deployments run: continue a stored campaign by N iterations.
+"""The flows that Prefect deployments run: continue a stored campaign by N iterations
+(:func:`campaign_iterations`), retrain its committee (:func:`retrain_campaign`).
 
 Deployments (``pesflow deploy``, the API's ``/campaigns/{id}/schedule``) point at
 :data:`campaign_iterations` by module path (``workflows.deployed.campaign_iterations``); a
@@ -27,12 +28,23 @@ from prefect import flow
 from . import lease, steps
 from .cluster import make_task_runner
 from .flows import run_with_tasks
+from .retrain import retrain
 from .settings import get_settings
 from .steps import CampaignHandle
 
-__all__ = ["FLOW_NAME", "SKIP_STATUSES", "START_FROM", "campaign_iterations", "continue_campaign"]
+__all__ = [
+    "FLOW_NAME",
+    "RETRAIN_FLOW_NAME",
+    "SKIP_STATUSES",
+    "START_FROM",
+    "campaign_iterations",
+    "continue_campaign",
+    "retrain_campaign",
+    "retrain_flow",
+]
 
 FLOW_NAME = "pesflow-campaign-iterations"
+RETRAIN_FLOW_NAME = "pesflow-retrain"
 SKIP_STATUSES = ("converged", "cancelled", "paused", "failed")
 START_FROM = ("created", "queued", "interrupted")
 CAP_PREFIX = "stopped at max_iterations="
@@ -124,3 +136,29 @@ def continue_campaign(
         out = body(handle, cap, retry_failed)
         held.finish(out["status"], out["message"])
     return {**out, "iterations_after": _next_index(ctx.store, ctx.campaign_id)}
+
+
+@flow(name=RETRAIN_FLOW_NAME, log_prints=False, validate_parameters=False)
+def retrain_flow(
+    handle: CampaignHandle,
+    max_epochs: int | None = None,
+    max_time_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`retrain` as a Prefect flow run."""
+    return retrain(handle, max_epochs=max_epochs, max_time_s=max_time_s, extra=extra)
+
+
+@flow(name=f"{RETRAIN_FLOW_NAME}-campaign", log_prints=False)
+def retrain_campaign(
+    campaign: int | str,
+    max_epochs: int | None = None,
+    max_time_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Retrain campaign ``campaign`` (database id or name) of the database given by this
+    process's ``PESFLOW_DATABASE_URL`` / ``PESFLOW_DATA_DIR`` (a deployment's flow)."""
+    settings = get_settings()
+    store = steps.open_store(settings.resolved_database_url())
+    handle = steps.reopen_campaign(store, campaign, settings.data_dir)
+    return retrain_flow(handle, max_epochs, max_time_s, extra)

@@ -70,7 +70,7 @@ def retrain(
     token: OperateToken,
     body: RetrainRequest | None = Body(None),
 ) -> RunOut:
-    """Train a new committee on every current done label (background job); 202 + run id.
+    """Train a new committee on every current done label (a Prefect flow run); 202 + run id.
     The new model appears under `/campaigns/{id}/models` when the run completes."""
     c = views.get_campaign(store, campaign_id)
     if c.status in NO_RETRAIN:
@@ -78,6 +78,13 @@ def retrain(
     if c.labels.get("done", 0) == 0:
         raise ConflictError(f"campaign {c.name!r} has no done labels to train on")
     body = body or RetrainRequest()
+    if settings.api_deployment:  # a pesflow worker runs it
+        if any(r.kind == "retrain" and r.active for r in runner.list(campaign_id)):
+            raise ConflictError(f"campaign {c.name!r} already has a queued or running retrain")
+        run = jobs.submit_retrain_deployment(
+            campaign_id, max_epochs=body.max_epochs, max_time_s=body.max_time_s
+        )
+        return runner.out(runner.record(run))
     job = jobs.retrain_job(
         settings, campaign_id, max_epochs=body.max_epochs, max_time_s=body.max_time_s
     )

@@ -6,6 +6,8 @@ import logging
 
 from fastapi import APIRouter, Body, HTTPException, status
 
+from workflows import service
+
 from .. import views
 from ..deps import (
     AdminToken,
@@ -51,41 +53,12 @@ def create_campaign(
     operator's profile). Structures come as `content` (extxyz, xyz, CIF, POSCAR text), are
     generated, or are `file`s from the operator's import directories. It does not start:
     POST `/campaigns/{id}/resume` runs it."""
-    from workflows.config import ConfigError, StructurePolicy
-    from workflows.profiles import ProfilesError
-    from workflows.spec import spec_to_config
-    from workflows.steps import setup_campaign
-
-    policy = StructurePolicy.api(settings.data_dir, settings.resolved_database_url())
     try:
-        cfg = spec_to_config(body.config, policy)
-    except ProfilesError as exc:  # the operator's file, not the client's config
+        campaign_id = service.create_campaign(store, body.config, settings)
+    except service.ProfilesError as exc:  # the operator's file, not the client's config
         log.error("execution profiles: %s", exc)
         raise HTTPException(503, "the server's execution profiles are invalid") from None
-    except ConfigError:
-        raise
-    except Exception as exc:  # a config the validator's error formatting trips over
-        log.exception("campaign config")
-        raise ConfigError(f"invalid campaign config ({type(exc).__name__})") from exc
-    _claim_name(store, cfg)  # concurrent creates of one name: one 201, the others 409
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    handle = setup_campaign(store, cfg, settings.data_dir, policy)
-    return views.get_campaign(store, handle.campaign_id)
-
-
-def _claim_name(store, cfg) -> None:
-    """Insert the campaign row (status ``created``, the config snapshot) before any set-up
-    work: the database's unique campaign name decides between concurrent creates (the loser
-    gets 409 and has done nothing); :func:`workflows.steps.setup_campaign` then completes
-    the set-up of the row this request made."""
-    from sqlalchemy.exc import IntegrityError
-
-    from workflows.steps import config_snapshot
-
-    try:
-        store.create_campaign(cfg.name, config_snapshot(cfg))  # an existing name: 409
-    except IntegrityError as exc:  # PostgreSQL: the other insert committed in between
-        raise ConflictError(f"campaign {cfg.name!r} already exists") from exc
+    return views.get_campaign(store, campaign_id)
 
 
 @router.get("/{campaign_id}", response_model=CampaignDetail, dependencies=[ReadAccess])

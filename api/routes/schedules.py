@@ -2,7 +2,7 @@
 
 Each scheduled run continues the stored campaign by ``iterations_per_run`` iterations; a
 ``pesflow worker`` executes the runs. Needs a Prefect server (``PREFECT_API_URL``): without
-one the answer is 503 with the reason. Implemented by :mod:`workflows.deploy`.
+one the answer is 503 with the reason. Implemented by :mod:`workflows.service`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.config_base import omit_null
+from workflows import service
+from workflows.service import omit_null
 
 from .. import jobs, views
 from ..deps import DbId, OperateToken, SettingsDep, StoreDep, scope_extra
@@ -61,14 +62,6 @@ class ScheduleOut(BaseModel):
     parameters: dict
 
 
-def _prefect_env(settings) -> None:
-    from workflows.settings import configure_prefect_env, get_settings
-
-    configure_prefect_env(
-        get_settings(data_dir=settings.data_dir, database_url=settings.database_url)
-    )
-
-
 @router.post(
     "/{campaign_id}/schedule",
     response_model=ScheduleOut,
@@ -85,8 +78,6 @@ def schedule_campaign(
     """Register (or replace) the campaign's schedule: a Prefect deployment whose runs each
     continue the campaign by `iterations_per_run` iterations (503 without a Prefect server,
     422 with an invalid schedule; 409 for a cancelled or converged campaign: it never runs)."""
-    from workflows.deploy import DeployError, deploy_campaign
-
     from ..runner import ConflictError
 
     c = views.get_campaign(store, campaign_id)
@@ -94,9 +85,9 @@ def schedule_campaign(
         raise ConflictError(f"campaign {c.name!r} is {c.status}: it has nothing to schedule")
     jobs.refuse_inline_execution(store.get_campaign(campaign_id))
     if (body.cron is None) == (body.interval_seconds is None):
-        raise DeployError("give exactly one of 'cron' and 'interval_seconds'")
-    _prefect_env(settings)
-    info = deploy_campaign(
+        raise service.DeployError("give exactly one of 'cron' and 'interval_seconds'")
+    info = service.schedule_campaign(
+        settings,
         c.name,
         cron=body.cron,
         interval=body.interval_seconds,
@@ -124,9 +115,7 @@ def unschedule_campaign(
 ) -> None:
     """Remove the campaign's schedule (its deployment and scheduled runs); 404 if none."""
     from database import NotFoundError
-    from workflows.deploy import undeploy_campaign
 
     c = views.get_campaign(store, campaign_id)
-    _prefect_env(settings)
-    if not undeploy_campaign(c.name):
+    if not service.unschedule_campaign(settings, c.name):
         raise NotFoundError(f"campaign {c.name!r} has no schedule")

@@ -148,12 +148,12 @@ def test_a_queued_run_that_fails_before_it_starts_does_not_leave_the_campaign_qu
 ):
     import time
 
-    from api import jobs
+    from workflows import service
 
     def broken(*args, **kwargs):
         raise RuntimeError("database URL of the workflow layer is wrong")
 
-    monkeypatch.setattr(jobs, "_context", broken)
+    monkeypatch.setattr(service, "_handle", broken)
     c = _create(client, auth, name="broken")
     r = client.post(f"/api/v1/campaigns/{c['id']}/resume", headers=auth)
     assert r.status_code == 202

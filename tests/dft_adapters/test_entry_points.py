@@ -197,3 +197,42 @@ def test_the_builtins_are_declared_as_entry_points_of_pesflow() -> None:
         if ep.dist is not None and ep.dist.name == "pesflow"
     }
     assert declared == _BUILTIN  # pyproject's table and the fallback table agree
+
+
+@pytest.mark.slow
+def test_pesflow_run_labels_with_an_entry_point_labeler(plugin: str, site: Path, tmp_path: Path):
+    """``pesflow run`` in a fresh process that finds the plug-in's distribution through
+    ``PYTHONPATH`` (as an installed one): one reduced iteration (~60 s, mostly the Prefect
+    server), every label computed by the plug-in."""
+    import json
+    import os
+    import subprocess
+
+    from ..workflows._campaigns import write_config
+
+    config = write_config(
+        tmp_path / "c.yaml",
+        labeler={"name": plugin, "settings": {"sigma": 2.3}},
+        bootstrap={"n_structures": 4},
+        validation={"n_structures": 4},
+        training={"max_epochs": 5, "max_time_s": 10, "warm_start_epochs": 3, "patience": 5},
+        exploration={
+            "walkers": [{"temperature": 300, "steps": 20, "timestep": 2.0, "record_every": 5}]
+        },
+        convergence={"max_iterations": 1, "accurate_ratio": 0.6, "patience": 1},
+    )
+    path = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("PESFLOW_DATABASE_URL", None)
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pesflow", "run", str(config), "--data-dir", str(data), "-q"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    outcomes = [json.loads(p.read_text()) for p in data.glob("labels/**/outcome.json")]
+    assert len(outcomes) >= 8 and {o["labeler"] for o in outcomes} == {plugin}

@@ -197,13 +197,16 @@ class Context:
 
 
 def make_labeler(cfg: CampaignConfig):
-    """Build the configured labeler (with injected faults and retry policy). Its executor
-    (command, launcher, env, scratch, timeout) and operator-only settings (server paths such as
-    ``pseudo_dir``) come from the execution section — the operator's profile, resolved with
-    this process's settings (:func:`workflows.profiles.resolve_execution`) — under
-    ``labelers.<name>``. Raises :class:`ConfigError` when a setting is given both by the
-    config and by the execution section."""
+    """Build the configured labeler through the registry (:func:`dft_adapters.get_labeler`:
+    built-ins and ``pesflow.labelers`` entry points), with injected faults and retry policy.
+    Its executor (command, launcher, env, scratch, timeout) and operator-only settings
+    (server paths such as ``pseudo_dir``) come from the execution section — the operator's
+    profile, resolved with this process's settings (:func:`workflows.profiles.resolve_execution`)
+    — under ``labelers.<name>``. Raises :class:`ConfigError` when a setting is given both by the
+    config and by the execution section, or the labeler is not available here (unknown name,
+    broken entry point)."""
     from dft_adapters import Executor, RetryPolicy, get_labeler
+    from dft_adapters.registry import LabelerLoadError, UnknownLabelerError
 
     from .profiles import resolve_execution
 
@@ -235,7 +238,10 @@ def make_labeler(cfg: CampaignConfig):
         if lc.retries
         else RetryPolicy.no_retries()
     )
-    return get_labeler(lc.name, **kwargs)
+    try:
+        return get_labeler(lc.name, **kwargs)
+    except (UnknownLabelerError, LabelerLoadError) as exc:  # e.g. a plug-in uninstalled since
+        raise ConfigError(f"labeler.name: {exc}") from None
 
 
 def config_snapshot(cfg: CampaignConfig) -> dict[str, Any]:

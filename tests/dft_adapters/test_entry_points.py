@@ -130,6 +130,21 @@ def test_a_campaign_config_validates_builds_and_labels_with_it(plugin: str, tmp_
     assert isinstance(result, LabelResult) and result.persisted
 
 
+def test_make_labeler_says_when_the_plugin_is_gone(plugin: str, site: Path, tmp_path: Path) -> None:
+    from workflows.config import ConfigError, load_config
+    from workflows.context import make_labeler
+
+    from ..workflows._campaigns import write_config
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", labeler={"name": plugin}), tmp_path / "d")
+    sys.path.remove(str(site))  # uninstalled after the campaign was set up
+    try:
+        with pytest.raises(ConfigError, match=r"labeler\.name: unknown labeler 'pair-plugin'"):
+            make_labeler(cfg)
+    finally:
+        sys.path.insert(0, str(site))
+
+
 def test_a_config_with_an_unknown_setting_of_the_plugin_is_refused(
     plugin: str, tmp_path: Path
 ) -> None:

@@ -3,7 +3,11 @@
 One :class:`Labeler` interface (``Atoms`` in, :class:`LabelResult` or typed
 :class:`LabelFailure` out), backends found by name through :func:`get_labeler`:
 ``emt`` / ``lj`` / ``morse`` (mocks with fault injection), ``espresso`` (Quantum ESPRESSO pw.x),
-``pyscf`` (in-process), ``vasp`` (pymatgen input sets, vasprun.xml) and ``cp2k``.
+``pyscf`` (in-process), ``vasp`` (pymatgen input sets, vasprun.xml) and ``cp2k``, plus any
+labeler an installed distribution declares in the ``pesflow.labelers`` entry-point group.
+File-based codes share one sequence (:class:`FileLabeler`: write files -> run -> classify ->
+read); :mod:`dft_adapters.contract` is the contract every labeler runs and
+:mod:`dft_adapters.testing` the test doubles (fake process runner, run counting).
 With a ``workdir``, ``label()`` is exactly-once: the outcome is written to
 ``workdir/outcome.json`` and re-read by later calls (:mod:`dft_adapters.outcome`).
 No Prefect, no SQL. Heavy backends are imported on first use.
@@ -20,7 +24,15 @@ from .outcome import (
     read_outcome,
 )
 from .preflight import PreflightLimits, check_geometry
-from .registry import available_labelers, get_labeler, labeler_class, register
+from .registry import (
+    ENTRY_POINT_GROUP,
+    LabelerLoadError,
+    UnknownLabelerError,
+    available_labelers,
+    get_labeler,
+    labeler_class,
+    register,
+)
 from .results import (
     AttemptRecord,
     FailureKind,
@@ -32,17 +44,22 @@ from .results import (
 )
 from .retry import RetryPolicy
 from .settings import Settings, canonical_json, settings_hash
+from .template import FileLabeler, FileRun
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "AttemptRecord",
     "Executor",
     "FailureKind",
     "FaultInjection",
+    "FileLabeler",
+    "FileRun",
     "LabelError",
     "LabelFailure",
     "LabelOutcome",
     "LabelResult",
     "Labeler",
+    "LabelerLoadError",
     "OutcomeCorruptError",
     "OutcomeMismatchError",
     "PreflightLimits",
@@ -52,6 +69,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "SubprocessRunner",
+    "UnknownLabelerError",
     "available_labelers",
     "canonical_json",
     "check_geometry",

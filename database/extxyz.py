@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from structure_checks.vocabulary import REF_ENERGY, REF_FORCES, REF_STRESS
+
 from .errors import DatabaseInputError
 from .fastfmt import atom_lines_many
 from .label_keys import frame_stress, unread_label_keys
@@ -37,9 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .store import CampaignRef, Store
 
 _ATOM_LINE_FMT = "%-2s %16.8f %16.8f %16.8f %16.8f %16.8f %16.8f\n"
-ENERGY_KEY = "REF_energy"
-FORCES_KEY = "REF_forces"
-STRESS_KEY = "REF_stress"
+ENERGY_KEY, FORCES_KEY, STRESS_KEY = REF_ENERGY, REF_FORCES, REF_STRESS
 
 
 CONSTRAINTS_KEY = "pesflow_constraints"

@@ -11,7 +11,7 @@ The Alembic migrations in ``database/migrations`` create exactly this schema.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,70 +24,30 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from .arrays import NDArray
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-CAMPAIGN_STATUSES = (
-    "created",
-    "queued",
-    "running",
-    "paused",
-    "interrupted",
-    "cancelled",
-    "converged",
-    "failed",
+from .orm_base import Base, in_values, utcnow
+from .vocabulary import (
+    CAMPAIGN_STATUSES,
+    ITERATION_STATUSES,
+    ITERATION_STEPS,
+    LABEL_STATUSES,
+    TOKEN_SCOPES,
+    WALKER_STATUSES,
 )
-ITERATION_STATUSES = ("created", "running", "done", "failed")
-WALKER_STATUSES = ("done", "failed")
-LABEL_STATUSES = ("pending", "running", "done", "failed")
-TOKEN_SCOPES = ("read", "operate", "admin")
-"""API token scopes, least to most powerful (each includes the ones before it)."""
-FAILURE_KINDS = (
-    "scf_unconverged",
-    "crashed",
-    "timeout",
-    "invalid_input",
-    "missing_executable",
-    "unparsable_output",
-    "other",
-)
-ITERATION_STEPS = ("seed", "train", "explore", "select", "label", "decide")
-
-
-def utcnow() -> datetime:
-    """Current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-class Base(DeclarativeBase):
-    """Declarative base with a constraint naming convention (stable names for migrations)."""
-
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+from .vocabulary import FAILURE_KINDS as FAILURE_KINDS  # imported from here too
 
 
 class Campaign(Base):
     """An active-learning campaign: a name, the validated config snapshot and a status."""
 
     __tablename__ = "campaigns"
-    __table_args__ = (CheckConstraint(_in("status", CAMPAIGN_STATUSES), name="status"),)
+    __table_args__ = (CheckConstraint(in_values("status", CAMPAIGN_STATUSES), name="status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -135,7 +95,7 @@ class Iteration(Base):
     __tablename__ = "iterations"
     __table_args__ = (
         UniqueConstraint("campaign_id", "index"),
-        CheckConstraint(_in("status", ITERATION_STATUSES), name="status"),
+        CheckConstraint(in_values("status", ITERATION_STATUSES), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -160,7 +120,7 @@ class IterationStep(Base):
     __tablename__ = "iteration_steps"
     __table_args__ = (
         UniqueConstraint("iteration_id", "step"),
-        CheckConstraint(_in("step", ITERATION_STEPS), name="step"),
+        CheckConstraint(in_values("step", ITERATION_STEPS), name="step"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -180,7 +140,7 @@ class IterationDrop(Base):
     __tablename__ = "iteration_drops"
     __table_args__ = (
         UniqueConstraint("iteration_id", "step", "reason"),
-        CheckConstraint(_in("step", ITERATION_STEPS), name="step"),
+        CheckConstraint(in_values("step", ITERATION_STEPS), name="step"),
         CheckConstraint("count > 0", name="count"),
     )
 
@@ -201,7 +161,7 @@ class WalkerRun(Base):
     __tablename__ = "walker_runs"
     __table_args__ = (
         UniqueConstraint("iteration_id", "walker"),
-        CheckConstraint(_in("status", WALKER_STATUSES), name="status"),
+        CheckConstraint(in_values("status", WALKER_STATUSES), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -321,7 +281,7 @@ class Label(Base):
     __tablename__ = "labels"
     __table_args__ = (
         UniqueConstraint("structure_id", "labeler", "settings_hash"),
-        CheckConstraint(_in("status", LABEL_STATUSES), name="status"),
+        CheckConstraint(in_values("status", LABEL_STATUSES), name="status"),
         CheckConstraint(
             "status != 'done' OR (energy IS NOT NULL AND forces IS NOT NULL)", name="done_complete"
         ),
@@ -419,7 +379,7 @@ class ApiToken(Base):
     most about once a minute)."""
 
     __tablename__ = "api_tokens"
-    __table_args__ = (CheckConstraint(_in("scope", TOKEN_SCOPES), name="scope"),)
+    __table_args__ = (CheckConstraint(in_values("scope", TOKEN_SCOPES), name="scope"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)

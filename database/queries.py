@@ -17,8 +17,9 @@ import numpy as np
 from sqlalchemy import func, select
 
 from .errors import NotFoundError
-from .models import FAILURE_KINDS, LABEL_STATUSES, Campaign, Iteration, Label
+from .models import Campaign, Iteration, Label
 from .read_records import CampaignSummary, HistogramData, IterationSummary
+from .vocabulary import FAILURE_KINDS, LABEL_STATUSES, OTHER_FAILURE
 
 if TYPE_CHECKING:
     from .records import CampaignRecord
@@ -228,6 +229,6 @@ def failures_by_kind(
     out: dict[str, list[int]] = {}
     for (it_id, status, kind), n in agg.items():
         if status == "failed" and it_id in pos:
-            out.setdefault(kind or "other", [0] * len(iteration_ids))[pos[it_id]] += n
+            out.setdefault(kind or OTHER_FAILURE, [0] * len(iteration_ids))[pos[it_id]] += n
     order = [*FAILURE_KINDS, *sorted(set(out) - set(FAILURE_KINDS))]
     return {k: out[k] for k in order if k in out}

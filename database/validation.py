@@ -12,7 +12,7 @@ from structure_checks import cell_problem
 from structure_checks.state import StateError, physical_state
 
 from .errors import DatabaseInputError
-from .models import FAILURE_KINDS
+from .vocabulary import FAILURE_KINDS
 
 
 def check_atoms(atoms, what: str = "structure") -> None:
@@ -93,7 +93,7 @@ def check_stress(stress: Any, what: str = "stress") -> np.ndarray | None:
 
 
 def check_failure_kind(kind: str) -> str:
-    """One of :data:`database.models.FAILURE_KINDS`."""
+    """One of :data:`structure_checks.vocabulary.FAILURE_KINDS`."""
     if kind not in FAILURE_KINDS:
         raise DatabaseInputError(f"failure kind {kind!r} unknown; expected one of {FAILURE_KINDS}")
     return kind

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from database.models import FAILURE_KINDS
+from database.vocabulary import FAILURE_KINDS, LABEL_STATUSES
 
 from .. import views
 from ..deps import DbId, ReadAccess, StoreDep
@@ -21,7 +21,7 @@ router = APIRouter(tags=["labels"], responses=ERROR_RESPONSES, dependencies=[Rea
 def list_labels(
     campaign_id: DbId,
     store: StoreDep,
-    status: Annotated[Literal["pending", "running", "done", "failed"] | None, Query()] = None,
+    status: Annotated[Literal[LABEL_STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
     failure_kind: Annotated[
         Literal[FAILURE_KINDS] | None,  # type: ignore[valid-type]
         Query(),

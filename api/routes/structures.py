@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from database.vocabulary import STRUCTURE_LABEL_FILTERS
+
 from .. import views
 from ..deps import DbId, ReadAccess, StoreDep
 from ..errors import ERROR_RESPONSES
@@ -25,7 +27,8 @@ def list_structures(
         str | None, Query(max_length=32, description="candidate, bootstrap, validation, seed ...")
     ] = None,
     label_status: Annotated[
-        Literal["pending", "running", "done", "failed", "unlabelled"] | None, Query()
+        Literal[STRUCTURE_LABEL_FILTERS] | None,  # type: ignore[valid-type]
+        Query(),
     ] = None,
     iteration: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     offset: Offset = 0,

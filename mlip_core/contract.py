@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from .contract_explore import check_explorer
+from .contract_model import check_committee_model, check_model_backend
+
 __all__ = ["check_committee_model", "check_explorer", "check_model_backend", "check_selector"]
 
 
@@ -102,24 +105,3 @@ def check_selector(selector: Any) -> None:
         assert none.size == 0, f"{selector.name}: picked frames from no candidates"
     finally:
         SELECTORS.unregister(name)
-
-
-def check_committee_model(model: Any, atoms: Any = None, *, tol: float = 1e-6) -> None:
-    """Check a committee's ``predict`` (see :mod:`mlip_core.contract_model`)."""
-    from .contract_model import check_committee_model as check
-
-    check(model, atoms, tol=tol)
-
-
-def check_model_backend(backend: Any, workdir: Any, **kwargs: Any) -> None:
-    """Check a model backend end to end (see :mod:`mlip_core.contract_model`)."""
-    from .contract_model import check_model_backend as check
-
-    check(backend, workdir, **kwargs)
-
-
-def check_explorer(explorer: Any, params: dict[str, Any] | None = None, **kwargs: Any) -> None:
-    """Check an explorer (see :func:`mlip_core.contract_explore.check_explorer`)."""
-    from .contract_explore import check_explorer as check
-
-    check(explorer, params, **kwargs)

@@ -1,7 +1,8 @@
 """The ``mace`` model backend: K MACE models trained by MACE's own training code.
 
-Each member is one run of MACE's trainer (``mace.cli.run_train``, the code behind
-``mace_run_train``) in a child process, on the campaign's labels written as extended XYZ with
+Each member is one run of MACE's trainer (``mace.cli.run_train.run``, the code behind
+``mace_run_train``, called in this process with the process-wide state it changes restored
+afterwards), on the campaign's labels written as extended XYZ with
 pesflow's keys (``REF_energy``, ``REF_forces``, ``REF_stress`` Voigt eV/Å^3). Members differ by
 their seed (a deep ensemble, like the native committee). Isolated-atom energies are MACE's
 ``--E0s=average`` (a least-squares fit over the training compositions). Warm start between
@@ -21,13 +22,13 @@ not applied (MACE has no time budget); ``training.max_epochs`` / ``warm_start_ep
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,6 @@ import torch
 from .backends import TrainRequest, check_dataclass_options
 
 __all__ = ["MaceBackend", "MaceOptions", "MaceTrainingError"]
-
-_RUN = "from mace.cli.run_train import main; main()"
 
 
 class MaceTrainingError(RuntimeError):
@@ -120,12 +119,59 @@ def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Undo what MACE's trainer changes for the whole process: torch's default dtype and
+    global RNG, numpy's global RNG, the root logger's handlers and level, and the environment
+    variable ``import mace`` sets (see :func:`mlip_core.mace_backend._import_mace`)."""
+    dtype, rng, np_rng = torch.get_default_dtype(), torch.get_rng_state(), np.random.get_state()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    env = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_rng_state(rng)
+        np.random.set_state(np_rng)
+        for h in root.handlers:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        root.setLevel(level)
+        if env is None:
+            os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = env
+
+
+def _train_in_process(argv: list[str], wd: Path) -> None:
+    """One member: MACE's own ``run_train`` with ``argv`` (in this process: one import of
+    MACE serves every member and iteration); its log is in ``wd/logs``."""
+    from mace.cli.run_train import run
+    from mace.tools import build_default_arg_parser
+
+    from . import mace_backend  # noqa: F401  (imports mace the safe way first)
+
+    args = build_default_arg_parser().parse_args(argv)
+    with _process_state_kept():
+        try:
+            run(args)
+        except SystemExit as exc:  # argparse / MACE's own exits
+            raise MaceTrainingError(
+                f"mace_run_train exited ({exc.code}); see {wd / 'logs'}"
+            ) from exc
+        except Exception as exc:
+            raise MaceTrainingError(
+                f"mace_run_train failed: {type(exc).__name__}: {exc}; see {wd / 'logs'}"
+            ) from exc
+
+
 @dataclass
 class MaceBackend:
-    """K MACE members, each trained by ``mace.cli.run_train`` in a child process."""
+    """K MACE members, each trained by ``mace.cli.run_train``."""
 
     name: str = "mace"
-    timeout_s: float = 3600.0
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         return check_dataclass_options(MaceOptions, options, self.name)
@@ -198,53 +244,18 @@ class MaceBackend:
         )
         _write(root / "train.xyz", [request.structures[i] for i in tr])
         _write(root / "valid.xyz", [request.structures[i] for i in va])
-        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-        # members train concurrently, at most one per core (each with pesflow's threads)
-        slots = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
-        running: list[tuple[int, Path, subprocess.Popen]] = []
-        finished: dict[int, Any] = {}
-
-        def reap(k: int, wd: Path, proc: subprocess.Popen) -> None:
-            try:
-                out, _ = proc.communicate(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
+        members = []
+        for k in range(request.n_members):
+            wd = root / f"member{k}"
+            wd.mkdir(exist_ok=True)
+            _train_in_process(self._args(request, opts, k, wd), wd)
             files = [f for f in sorted(wd.glob(f"member{k}*.model")) if "compiled" not in f.name]
-            if proc.returncode != 0 or not files:
-                tail = "\n".join((out or "").strip().splitlines()[-8:])
-                raise MaceTrainingError(
-                    f"mace_run_train for member {k} failed (exit {proc.returncode}; "
-                    f"work dir {wd}):\n{tail}"
-                )
+            if not files:
+                raise MaceTrainingError(f"mace_run_train for member {k} saved no model in {wd}")
             model = torch.load(files[0], map_location="cpu", weights_only=False)
-            finished[k] = mace_backend.MaceMember(model.eval())
+            members.append(mace_backend.MaceMember(model.eval()))
             if request.callback is not None:
                 request.callback({"member": float(k)})
-
-        try:
-            for k in range(request.n_members):
-                wd = root / f"member{k}"
-                wd.mkdir(exist_ok=True)
-                args = self._args(request, opts, k, wd)
-                if len(running) >= slots:
-                    reap(*running.pop(0))
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", _RUN, *args],
-                    cwd=wd,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    env=env,
-                )
-                running.append((k, wd, proc))
-            while running:
-                reap(*running.pop(0))
-        finally:
-            for _, _, proc in running:
-                proc.kill()
-                proc.wait()
-        members = [finished[k] for k in range(request.n_members)]
         committee = LoopCommittee(members).eval()
         epochs = int(request.training.max_epochs)
         return MaceResult(

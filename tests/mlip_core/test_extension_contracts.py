@@ -1,0 +1,83 @@
+"""The contracts shipped in :mod:`mlip_core.contract`, run over every registered implementation
+of each extension kind (model backends, explorers, selectors; labelers: tests/dft_adapters)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlip_core.backends import BACKENDS, get_backend
+from mlip_core.contract import check_explorer, check_model_backend, check_selector
+from mlip_core.explorers import EXPLORERS, get_explorer
+from mlip_core.plugins import PluginError
+from mlip_core.selectors import SELECTORS, get_selector
+
+SMALL_OPTIONS = {"native": {"channels": 8}, "mace": {"num_channels": 8}}
+SMALL_PARAMS = {
+    "md": {"steps": 20, "record_every": 5, "timestep": 1.0},
+    "neb": {"n_images": 3, "steps": 10, "record_every": 5, "interpolation": "linear"},
+}
+
+
+@pytest.mark.parametrize("name", SELECTORS.names())
+def test_selector_contract(name: str) -> None:
+    check_selector(get_selector(name))
+
+
+@pytest.mark.parametrize("name", EXPLORERS.names())
+def test_explorer_contract(name: str) -> None:
+    check_explorer(get_explorer(name), SMALL_PARAMS.get(name, {}))
+
+
+@pytest.mark.parametrize("name", BACKENDS.names())
+def test_model_backend_contract(name: str, tmp_path: Path) -> None:
+    check_model_backend(get_backend(name), tmp_path, SMALL_OPTIONS.get(name, {}), epochs=1)
+
+
+def test_every_builtin_is_registered_and_unknown_names_list_the_known() -> None:
+    assert {"native", "mace"} <= set(BACKENDS.names())
+    assert {"md", "neb"} <= set(EXPLORERS.names())
+    assert {"fps", "max-first", "random"} <= set(SELECTORS.names())
+    with pytest.raises(PluginError, match="unknown explorer 'nope'; available: md, neb"):
+        get_explorer("nope")
+
+
+def test_an_implementation_that_breaks_a_rule_fails_its_contract() -> None:
+    """The checks can fail: a selector that returns non-candidates, an explorer whose frames
+    carry no uncertainty."""
+    import numpy as np
+
+    class Greedy:
+        name = "greedy-bad"
+        needs: frozenset[str] = frozenset()
+
+        def select(
+            self, candidates, deviations, max_n, *, rng, descriptors, min_distance, atoms=None
+        ):
+            return np.arange(min(max_n, deviations.size), dtype=np.intp)  # ignores candidates
+
+    with pytest.raises(AssertionError, match="non-candidate"):
+        check_selector(Greedy())
+
+    md = get_explorer("md")
+
+    class Silent:
+        name = "silent"
+        params_cls = md.params_cls
+        origin_keys = ()
+
+        def starts(self, params, n):
+            return [0]
+
+        def temperature(self, params):
+            return 300.0
+
+        def explore(self, structures, calculator, trust, params, seed):
+            res = md.explore(structures, calculator, trust, params, seed)
+            for f in res.frames:
+                del f.info["uncertainty"]
+            return res
+
+    with pytest.raises(AssertionError, match="lacks"):
+        check_explorer(Silent(), SMALL_PARAMS["md"])

@@ -17,20 +17,16 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
+from structure_checks.vocabulary import LABELER_FAILURE_KINDS
+
 from .config_base import _Section
 
 __all__ = ["MOCK_LABELERS", "FaultConfig", "LabelerConfig"]
 
 MOCK_LABELERS = ("emt", "lj", "morse")
 
-FaultKind = Literal[
-    "scf_unconverged",
-    "crashed",
-    "timeout",
-    "invalid_input",
-    "missing_executable",
-    "unparsable_output",
-]
+FaultKind = Literal[LABELER_FAILURE_KINDS]  # type: ignore[valid-type]
+"""A labeler failure kind (the one vocabulary, :mod:`structure_checks.vocabulary`)."""
 
 
 class FaultConfig(_Section):

@@ -50,7 +50,11 @@ def plots(report: dict[str, Any], out: Path) -> list[str]:
     axes[0].legend()
     fig.suptitle(
         f"{report['name']}: test error vs labels "
-        f"(mean over {len(report['seeds'])} seeds, band = min-max)"
+        + (
+            f"(mean over {len(report['seeds'])} seeds, band = min-max)"
+            if len(report["seeds"]) > 1
+            else f"(seed {report['seeds'][0]})"
+        )
     )
     fig.tight_layout()
     p = out / "learning_curves.png"

@@ -17,9 +17,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Labeler
+if TYPE_CHECKING:
+    from .base import Labeler
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -69,10 +70,19 @@ class _Source:
     origin: str  # "distribution 'x' 1.0, entry point 'n = m:C' (group pesflow.labelers)"
 
 
+def _is_labeler(obj: Any) -> bool:
+    """``issubclass(obj, dft_adapters.base.Labeler)``, by the class's qualified name: the
+    registry does not import ``base`` (``base`` -> ``state`` -> ``registry`` would be a cycle:
+    the state check names the labelers that honour a state)."""
+    return isinstance(obj, type) and any(
+        c.__module__ == "dft_adapters.base" and c.__qualname__ == "Labeler" for c in obj.__mro__
+    )
+
+
 def register(cls: type[Labeler]) -> type[Labeler]:
     """Class decorator: register a :class:`Labeler` subclass under ``cls.name`` (wins over a
     built-in or an entry point of the same name in this process)."""
-    if not (isinstance(cls, type) and issubclass(cls, Labeler)):
+    if not _is_labeler(cls):
         raise TypeError(f"{cls!r} is not a Labeler subclass")
     _REGISTERED[cls.name] = cls
     return cls
@@ -150,7 +160,7 @@ def _load(name: str, source: _Source) -> type[Labeler]:
         raise LabelerLoadError(
             f"labeler {name!r} cannot be loaded from {source.origin}: {type(exc).__name__}: {exc}"
         ) from exc
-    if not (isinstance(obj, type) and issubclass(obj, Labeler)):
+    if not _is_labeler(obj):
         raise LabelerLoadError(
             f"labeler {name!r} from {source.origin} is {obj!r}, not a dft_adapters.Labeler subclass"
         )

@@ -108,10 +108,18 @@ class Checks:
     """The checks of one :func:`~dft_adapters.contract.check_labeler` call: ``check_<name>``
     methods raising ``AssertionError`` (failed) or :class:`NotApplicable` (skipped)."""
 
-    def __init__(self, labeler, atoms_factory, spec: ContractSpec, root: Path) -> None:
-        self.make: Callable[[Path], Labeler] = (
-            labeler if callable(labeler) and not isinstance(labeler, Labeler) else None
-        ) or (lambda _: copy.copy(labeler))
+    def __init__(
+        self,
+        labeler: Labeler | Callable[[Path], Labeler],
+        atoms_factory: Callable[[], Atoms],
+        spec: ContractSpec,
+        root: Path,
+    ) -> None:
+        if isinstance(labeler, Labeler):
+            given = labeler
+            self.make: Callable[[Path], Labeler] = lambda _: copy.copy(given)
+        else:
+            self.make = labeler
         self.root = root
         self.labeler = self.make(root)
         self.runs: RunLog = count_runs(self.labeler)
@@ -121,6 +129,8 @@ class Checks:
         self.failure: LabelFailure | None = None
         self.failure_runs: RunLog | None = None
         self.failing: Labeler | None = None
+        self.decorated: Atoms | None = None  # what 'label' labelled, and a copy from before
+        self.original: Atoms | None = None
 
     def atoms(self) -> Atoms:
         return self.atoms_factory()
@@ -237,6 +247,7 @@ class Checks:
     def check_not_mutated(self) -> None:
         self.need_base()
         atoms, before = self.decorated, self.original
+        assert atoms is not None and before is not None
         _require(atoms.calc is not None and atoms.calc.results["energy"] == 123.0, "calc")
         for what in ("positions", "numbers", "pbc"):
             _require(np.array_equal(getattr(atoms, what), getattr(before, what)), what)

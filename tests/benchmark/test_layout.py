@@ -53,3 +53,29 @@ def test_product_never_imports_benchmarks_or_matplotlib() -> None:
                     if n.split(".")[0] in ("benchmarks", "matplotlib")
                 ]
     assert not bad, "\n".join(bad)
+
+
+def test_benchmarks_import_names_the_product_has() -> None:
+    """Every product name a benchmark imports (function-level imports too) exists, so a
+    restructured product breaks this test rather than ``make bench``."""
+    import importlib
+
+    ours = {p.split(".")[0] for p in _wheel_packages()}
+    missing = []
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            if node.module.split(".")[0] not in ours:
+                continue
+            mod = importlib.import_module(node.module)
+            for alias in node.names:
+                if hasattr(mod, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ImportError:
+                    missing.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}"
+                    )
+    assert not missing, "\n".join(missing)

@@ -178,7 +178,7 @@ class MaceBackend:
 
     def _args(self, req: TrainRequest, opts: dict[str, Any], k: int, wd: Path) -> list[str]:
         tc = req.training
-        seed = int(tc.seed) * 1000 + k
+        seed = (int(tc.seed) + 7919 * k) % 2**32  # distinct per member, in numpy's range
         args = [
             f"--name=member{k}",
             f"--seed={seed}",

@@ -107,6 +107,10 @@ class IterationOut(BaseModel):
         "atoms too close', 'over the cap or too similar').",
     )
     labels: dict[str, int] = Field(description="Labels requested in this iteration by status.")
+    labels_new: int = Field(default=0, description="Labels of this iteration that are done.")
+    labels_total: int = Field(
+        default=0, description="Done labels of this and all earlier iterations."
+    )
     val_force_rmse: float | None = Field(description="Validation force RMSE, eV/Å.")
     val_energy_rmse: float | None = Field(description="Validation energy RMSE, eV/atom.")
     decision: str | None

@@ -19,17 +19,12 @@ def dashboard_data(store, settings, runner, campaign_id: int, histogram_iteratio
     agg = views.label_aggregate(store, campaign_id)  # one GROUP BY for all label counts
     campaign = views.get_campaign(store, campaign_id, agg)
     its = views.iterations(store, campaign_id)
-    new = [it.labels.get("done", 0) for it in its]
-    cum, total = [], 0
-    for n in new:
-        total += n
-        cum.append(total)
     runs = [runner.out(r) for r in runner.list(campaign_id)[:20]]
     return DashboardData(
         campaign=campaign,
         iterations=its,
-        labels_new=new,
-        labels_cumulative=cum,
+        labels_new=[it.labels_new for it in its],
+        labels_cumulative=[it.labels_total for it in its],
         failures_by_kind=views.failures_by_kind(store, campaign_id, its, agg),
         histogram=views.histogram(store, campaign_id, histogram_iteration),
         most_uncertain=views.most_uncertain(store, campaign_id, 10),

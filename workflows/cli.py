@@ -76,8 +76,10 @@ def _run(
     quiet: bool = False,
     wait_s: float = 0.0,
 ) -> int:
+    from database.queries import summary_rows
+
     from . import progress
-    from .steps import open_store, summary_rows
+    from .context import open_store
 
     t0 = time.perf_counter()
     configure_prefect_env(settings)
@@ -131,7 +133,7 @@ def run(
     wait: WaitOption = 0.0,
 ) -> None:
     """Run a campaign (continues it if the same config was run before)."""
-    from .steps import open_store, setup_campaign
+    from .context import open_store, setup_campaign
 
     settings = _settings(data_dir)
     cfg = load_config(config, data_dir=settings.data_dir)  # never a structure from data_dir
@@ -153,7 +155,7 @@ def resume(
 ) -> None:
     """Continue a stopped, paused, interrupted or killed campaign from the state in the
     database (refused while another process holds it; `pesflow status` names the holder)."""
-    from .steps import open_context, open_store, reopen_campaign
+    from .context import open_context, open_store, reopen_campaign
 
     settings = _settings(data_dir)
     store = open_store(settings.resolved_database_url())
@@ -179,7 +181,9 @@ def status(
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown table.")] = False,
 ) -> None:
     """List campaigns, or show one campaign's per-iteration table."""
-    from .steps import open_store, summary_rows
+    from database.queries import summary_rows
+
+    from .context import open_store
 
     settings = _settings(data_dir)
     if not Path(settings.data_dir).exists() and settings.database_url is None:
@@ -255,8 +259,8 @@ def export(
 ) -> None:
     """Export the training and validation sets, the committee checkpoint and a calculator
     loader."""
+    from .context import open_context, open_store, reopen_campaign
     from .export import export_campaign
-    from .steps import open_context, open_store, reopen_campaign
 
     settings = _settings(data_dir)
     store = open_store(settings.resolved_database_url())

@@ -131,8 +131,8 @@ def _known_failures() -> tuple[type[BaseException], ...]:
     """Runtime failures whose message says it all (exit 1, the trace still logged)."""
     from database import DatabaseUnavailableError, LeaseHeldError, LeaseLostError
 
+    from .context import CampaignFailedError
     from .local_api import LocalAPIError
-    from .steps import CampaignFailedError
 
     return (
         CampaignFailedError,

@@ -6,7 +6,7 @@ Deployments (``pesflow deploy``, the API's ``/campaigns/{id}/schedule``) point a
 ``pesflow worker`` (a Prefect process worker) executes its runs. A run never starts a campaign
 over: it reopens the campaign in the database given by ``PESFLOW_DATABASE_URL`` /
 ``PESFLOW_DATA_DIR`` and continues it with the database-driven resume of
-:func:`workflows.steps.run_campaign` (labels left ``running`` by a killed run are requeued,
+:func:`workflows.flows.campaign_flow` (labels left ``running`` by a killed run are requeued,
 finished steps are not redone), stopping after ``iterations`` more finished iterations or at
 the campaign's own stop rule, whichever is first.
 
@@ -25,12 +25,12 @@ from typing import Any
 
 from prefect import flow
 
-from . import lease, steps
+from . import lease
 from .cluster import make_task_runner
-from .flows import run_with_tasks
+from .context import CampaignHandle, open_context, open_store, reopen_campaign
+from .flows import campaign_flow
 from .retrain import retrain
 from .settings import get_settings
-from .steps import CampaignHandle
 
 __all__ = [
     "FLOW_NAME",
@@ -47,37 +47,11 @@ FLOW_NAME = "pesflow-campaign-iterations"
 RETRAIN_FLOW_NAME = "pesflow-retrain"
 SKIP_STATUSES = ("converged", "cancelled", "paused", "failed")
 START_FROM = ("created", "queued", "interrupted")
-CAP_PREFIX = "stopped at max_iterations="
 
 
 def _next_index(store, campaign_id: int) -> int:
     done = [i.index for i in store.list_iterations(campaign_id) if i.status == "done"]
     return max(done) + 1 if done else 0
-
-
-@flow(name="pesflow-campaign-body", log_prints=False, validate_parameters=False)
-def _iterate(handle: CampaignHandle, cap: int | None, retry_failed: bool) -> dict[str, Any]:
-    """Run the campaign loop up to iteration index ``cap`` (exclusive) with the configured
-    task runner (set by the caller through ``with_options``), under the caller's lease."""
-    ctx = steps.open_context(handle)
-    real_max = ctx.cfg.convergence.max_iterations
-    capped = cap is not None and cap < real_max
-    if capped:
-        conv = ctx.cfg.convergence.model_copy(update={"max_iterations": cap})
-        cfg = ctx.cfg.model_copy(update={"convergence": conv})
-        ctx = steps.Context(handle, ctx.store, cfg, ctx.runtime)
-
-    decision = run_with_tasks(ctx, retry_failed)
-    status, message = decision.status, decision.message
-    if capped and decision.status == "paused" and decision.message.startswith(CAP_PREFIX):
-        # Our cap, not the campaign's stop rule: the campaign waits for its next run.
-        last = _next_index(ctx.store, handle.campaign_id) - 1
-        status = "queued"
-        message = (
-            f"iteration {last} done; the campaign continues at its next run "
-            f"(max_iterations={real_max})"
-        )
-    return {"stop": status != "running", "status": status, "message": message}
 
 
 @flow(name=FLOW_NAME, log_prints=False)
@@ -91,8 +65,8 @@ def campaign_iterations(
     from database import LeaseHeldError, StatusConflictError
 
     settings = get_settings()
-    store = steps.open_store(settings.resolved_database_url())
-    handle = steps.reopen_campaign(store, campaign, settings.data_dir)
+    store = open_store(settings.resolved_database_url())
+    handle = reopen_campaign(store, campaign, settings.data_dir)
     rec = store.get_campaign(handle.campaign_id)
     before = _next_index(store, handle.campaign_id)
     skipped = {
@@ -126,14 +100,14 @@ def continue_campaign(
     (``purpose`` and ``start_from`` as in :func:`workflows.lease.hold`). Used by the
     deployment flow above and by the API's embedded background runner (``on_running``:
     Prefect state hooks of the flow run, e.g. to record its id)."""
-    ctx = steps.open_context(handle)
+    ctx = open_context(handle)
     with lease.hold(ctx.store, ctx.campaign_id, purpose=purpose, start_from=start_from) as held:
         before = _next_index(ctx.store, ctx.campaign_id)
         cap = before + iterations if iterations is not None else None
-        body = _iterate.with_options(
+        body = campaign_flow.with_options(
             task_runner=make_task_runner(ctx.cfg.execution), on_running=on_running or []
         )
-        out = body(handle, cap, retry_failed)
+        out = body(handle, retry_failed, cap)
         held.finish(out["status"], out["message"])
     return {**out, "iterations_after": _next_index(ctx.store, ctx.campaign_id)}
 
@@ -159,6 +133,6 @@ def retrain_campaign(
     """Retrain campaign ``campaign`` (database id or name) of the database given by this
     process's ``PESFLOW_DATABASE_URL`` / ``PESFLOW_DATA_DIR`` (a deployment's flow)."""
     settings = get_settings()
-    store = steps.open_store(settings.resolved_database_url())
-    handle = steps.reopen_campaign(store, campaign, settings.data_dir)
+    store = open_store(settings.resolved_database_url())
+    handle = reopen_campaign(store, campaign, settings.data_dir)
     return retrain_flow(handle, max_epochs, max_time_s, extra)

@@ -195,10 +195,11 @@ def retrain(
     from .local_api import shared_api
 
     configure_prefect_env(settings)
-    handle = _handle(settings, campaign_id)
-    status = open_store(handle.db_url).get_campaign(campaign_id).status
+    store = open_store(settings.resolved_database_url())
+    status = store.get_campaign(campaign_id).status
     if status in NO_RETRAIN:  # the flow checks again when it starts
         return {"status": status, "message": f"not started: the campaign is {status}"}
+    handle = reopen_campaign(store, campaign_id, settings.data_dir)
     with shared_api.use(settings.prefect_startup_timeout_s):
         from .deployed import retrain_flow  # imports Prefect
 

@@ -297,3 +297,15 @@ def test_one_settings_class() -> None:
             readers.append(mod)
     assert sorted(readers) == ["api.settings", "workflows.settings"]
     assert issubclass(ApiSettings, PesflowSettings)
+
+
+def test_wheel_packages_are_the_checked_ones() -> None:
+    """The packages the wheel ships (``packages.find include``) are :data:`PACKAGES`, and the
+    ``pesflow`` script is the composition root's app."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    tops = {p.split(".")[0].rstrip("*") for p in include}
+    assert tops == set(PACKAGES)
+    assert project["project"]["scripts"]["pesflow"] == "pesflow.cli:app"

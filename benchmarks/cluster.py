@@ -74,21 +74,21 @@ def _measure(runner: Any, handle: Any, labels: int, window: int, rounds: int, ro
     from prefect import flow
 
     from workflows import steps
-    from workflows.flows import label_submitter
+    from workflows.flows import PrefectEngine
 
     @flow(name="bench-cluster-labels", validate_parameters=False)
     def label_rounds() -> list[float]:
         ctx = steps.open_context(handle)
         it = ctx.store.start_iteration(ctx.campaign_id, 0)
-        submit = label_submitter(handle)
+        engine = PrefectEngine(label_slots=window)
         walls = []
         for r in range(rounds + 1):  # round 0: warm-up (worker processes import, connect)
             n = labels if r else 8
             _request(ctx, it, n, round0 + r)
             t0 = time.perf_counter()
-            counts = steps.label_step(ctx, it, submit, slots=window)
+            counts = steps.label_step(handle, it.id, engine)
             walls.append(time.perf_counter() - t0)
-            if counts.get("failed") or counts.get("done") != n:
+            if counts.failed or counts.done != n:
                 raise RuntimeError(f"bench labels did not all finish: {counts}")
         return walls[1:]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +21,11 @@ import numpy as np
 from . import timing
 from .config import CampaignConfig
 from .context import CampaignFailedError, CampaignHandle, Context, open_context, seed_of
+from .engine import Engine, InProcess
 from .progress import reporter
 
 __all__ = [
+    "ExploreResult",
     "WalkerPlan",
     "explore_one",
     "explore_step",
@@ -196,22 +197,39 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
     return _summary(run)
 
 
+@dataclass(frozen=True)
+class ExploreResult:
+    """Frames the iteration's explorers produced, by trust class, and how many explorations
+    were cut (the model lost) or failed (could not run)."""
+
+    n_explored: int
+    n_accurate: int
+    n_candidate: int
+    n_failed: int
+    n_cut: int
+    n_walkers_failed: int
+
+
 def explore_step(
-    ctx: Context,
-    it,
-    model_id: int,
-    walker_map: Callable[[list[int]], list[dict]] | None = None,
-) -> dict[str, int]:
-    """Run the iteration's walkers that have not finished (failed ones again), then record the
-    aggregated counts and the completed step in one transaction."""
-    walker_map = walker_map or (
-        lambda idx: [explore_one(ctx.handle, it.id, i, model_id) for i in idx]
-    )
+    handle: CampaignHandle, iteration_id: int, engine: Engine | None = None
+) -> ExploreResult:
+    """Run the iteration's walkers that have not finished (failed ones again) with the
+    iteration's committee, through ``engine.map(explore_one, ...)`` (default: in this process),
+    then record the aggregated counts and the completed step in one transaction.
+
+    Raises:
+        CampaignFailedError: the iteration has no model yet, a walker did not report, or every
+            walker failed (their first error is named).
+    """
+    ctx = open_context(handle)
     store = ctx.store
-    plans = walker_plans(ctx, it)
-    it = store.get_iteration_by_id(it.id)
+    it = store.get_iteration_by_id(iteration_id)
     if "explore" in it.completed_steps:
         return _counts(store.list_walker_runs(it.id))
+    model = store.model_of_iteration(iteration_id)
+    if model is None:
+        raise CampaignFailedError(f"iteration {it.index}: no committee to explore with")
+    plans = walker_plans(ctx, it)
     t0 = time.perf_counter()
     finished = {r.walker for r in store.list_walker_runs(it.id) if r.status == "done"}
     todo = [p.index for p in plans if p.index not in finished]
@@ -219,7 +237,7 @@ def explore_step(
     reporter().start("explore", len(plans), f"iteration {it.index}: exploring")
     reporter().advance("explore", len(plans) - len(todo))
     if todo:
-        walker_map(todo)
+        (engine or InProcess()).map(explore_one, [(handle, it.id, i, model.id) for i in todo])
     reporter().finish("explore")
     runs = store.list_walker_runs(it.id)
     missing = sorted({p.index for p in plans} - {r.walker for r in runs})
@@ -234,25 +252,25 @@ def explore_step(
     counts = _counts(runs)
     store.update_iteration(
         it.id,
-        n_explored=counts["n_explored"],
-        n_accurate=counts["n_accurate"],
-        n_candidate=counts["n_candidate"],
-        n_failed=counts["n_failed"],
+        n_explored=counts.n_explored,
+        n_accurate=counts.n_accurate,
+        n_candidate=counts.n_candidate,
+        n_failed=counts.n_failed,
         complete_step="explore",
         step_seconds=time.perf_counter() - t0,
     )
     return counts
 
 
-def _counts(runs) -> dict[str, int]:
+def _counts(runs) -> ExploreResult:
     acc = sum(r.n_accurate for r in runs)
     cand = sum(r.n_candidate for r in runs)
     fail = sum(r.n_failed for r in runs)
-    return {
-        "n_explored": acc + cand + fail,
-        "n_accurate": acc,
-        "n_candidate": cand,
-        "n_failed": fail,
-        "n_cut": sum(bool(r.stopped_early) for r in runs),
-        "n_walkers_failed": sum(r.status == "failed" for r in runs),
-    }
+    return ExploreResult(
+        n_explored=acc + cand + fail,
+        n_accurate=acc,
+        n_candidate=cand,
+        n_failed=fail,
+        n_cut=sum(bool(r.stopped_early) for r in runs),
+        n_walkers_failed=sum(r.status == "failed" for r in runs),
+    )

@@ -1,115 +1,91 @@
-"""Prefect tasks and the campaign flow: thin wrappers around :mod:`workflows.steps`.
+"""The campaign flow: :func:`workflows.loop.campaign_loop` with every step a Prefect task.
 
-This is the one place where the steps are bound to Prefect. Tasks take database ids, paths and
-the small :class:`~workflows.steps.CampaignHandle`; the database, not Prefect's result cache,
-decides what is already done (``cache_policy=NO_CACHE``: nothing is reused across runs).
-
-The task runner comes from the campaign's ``execution`` section: a thread pool by default,
-``prefect_dask.DaskTaskRunner`` when ``task_runner: dask``. Import this module only after
-:func:`workflows.settings.configure_prefect_env`.
+This is the one place where the steps are bound to Prefect (:class:`PrefectEngine`). Tasks take
+database ids and the small :class:`~workflows.context.CampaignHandle`; the database, not
+Prefect's result cache, decides what is already done (``cache_policy=NO_CACHE``: nothing is
+reused across runs). The task runner comes from the campaign's ``execution`` section: a thread
+pool by default, ``prefect_dask.DaskTaskRunner`` when ``task_runner: dask``. Import this module
+only after :func:`workflows.settings.configure_prefect_env`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from . import lease, steps
+from . import lease
 from .cluster import label_slots, make_task_runner
 from .config import ExecutionConfig
-from .steps import CampaignHandle
+from .context import CampaignHandle, open_context
+from .decide import decide_step
+from .explore import explore_one
+from .label import label_one
+from .loop import campaign_loop
+from .seed import seed_step
+from .select import select_step
+from .train import train_step
 
-__all__ = [
-    "campaign_flow",
-    "explore_task",
-    "label_submitter",
-    "label_task",
-    "make_task_runner",
-    "run_flow",
-    "run_with_tasks",
-    "train_task",
-    "walker_mapper",
-]
+__all__ = ["PrefectEngine", "campaign_flow", "make_task_runner", "run_flow"]
 
+R = TypeVar("R")
 
-@task(name="train-committee", cache_policy=NO_CACHE)
-def train_task(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
-    """Train (or verify) the iteration's committee; returns its model id and errors."""
-    return steps.train_step(handle, iteration_id)
-
-
-@task(name="explore-walker", cache_policy=NO_CACHE)
-def explore_task(
-    handle: CampaignHandle, iteration_id: int, walker: int, model_id: int
-) -> dict[str, Any]:
-    """One MD walker with the committee of ``model_id``; its results go to the database."""
-    return steps.explore_one(handle, iteration_id, walker, model_id)
-
-
-@task(name="label", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def label_task(handle: CampaignHandle, label_id: int, worker: str) -> str:
-    """Label one claimed structure. Code failures are stored as data (no retry); an
-    unexpected exception (e.g. the database unavailable) makes Prefect retry the task, which
-    re-reads the finished DFT outcome from the label's directory instead of recomputing it."""
-    return steps.label_one(handle, label_id, worker)
+# name, retries: a label task is retried on an unexpected exception (e.g. the database away);
+# the retry re-reads the finished DFT outcome from the label's directory instead of recomputing
+_TASKS: dict[Callable[..., Any], Any] = {
+    step: task(name=name, cache_policy=NO_CACHE, retries=retries, retry_delay_seconds=1)(step)
+    for step, name, retries in (
+        (seed_step, "seed", 0),
+        (train_step, "train-committee", 0),
+        (explore_one, "explore-walker", 0),
+        (select_step, "select", 0),
+        (label_one, "label", 2),
+        (decide_step, "decide", 0),
+    )
+}
 
 
-def walker_mapper(handle: CampaignHandle):
-    """``walker_map`` for :func:`steps.run_campaign`: one :func:`explore_task` per walker,
-    submitted together through the flow's task runner; returns their statistics in order."""
+class PrefectEngine:
+    """Every step a Prefect task of the current flow run, through its task runner."""
 
-    def walker_map(indices: list[int], iteration_id: int, model_id: int) -> list:
-        futures = [explore_task.submit(handle, iteration_id, i, model_id) for i in indices]
+    def __init__(self, label_slots: int = 8) -> None:
+        self.label_slots = label_slots
+
+    def call(self, step: Callable[..., R], *args: Any) -> R:
+        return _TASKS[step](*args)
+
+    def map(self, step: Callable[..., R], calls: Sequence[tuple[Any, ...]]) -> list[R]:
+        futures = [_TASKS[step].submit(*args) for args in calls]
         return [f.result() for f in futures]
 
-    return walker_map
-
-
-def label_submitter(handle: CampaignHandle):
-    """``submit`` for :func:`steps.label_step`: submits :func:`label_task` through the flow's
-    task runner and returns a ``concurrent.futures.Future`` of the label's status."""
-
-    def submit(label_id: int, worker: str) -> Future[str]:
-        out: Future[str] = Future()
+    def submit(self, step: Callable[..., R], *args: Any) -> Future[R]:
+        out: Future[R] = Future()
 
         def resolve(prefect_future: Any) -> None:
             try:
                 out.set_result(prefect_future.result())
-            except BaseException as exc:  # handed to label_step
+            except BaseException as exc:  # handed to the caller through the future
                 out.set_exception(exc)
 
-        label_task.submit(handle, label_id, worker).add_done_callback(resolve)
+        _TASKS[step].submit(*args).add_done_callback(resolve)
         return out
-
-    return submit
-
-
-def run_with_tasks(ctx: steps.Context, retry_failed: bool = False) -> steps.Decision:
-    """:func:`steps.run_campaign` with every step bound to the tasks above, run through the
-    current flow's task runner (call from inside a flow, in the process that holds the
-    campaign's lease: :func:`workflows.lease.hold`)."""
-    held = lease.current(ctx.campaign_id)
-    if held is None:
-        raise RuntimeError(f"campaign {ctx.handle.name!r}: run it under its lease (lease.hold)")
-    return steps.run_campaign(
-        ctx,
-        held,
-        train=train_task,
-        walker_map=walker_mapper(ctx.handle),
-        label_submit=label_submitter(ctx.handle),
-        label_slots=label_slots(ctx.cfg.execution),
-        retry_failed=retry_failed,
-    )
 
 
 @flow(name="pesflow-campaign", log_prints=False, validate_parameters=False)
-def campaign_flow(handle: CampaignHandle, retry_failed: bool = False) -> dict[str, Any]:
-    """Run or resume a campaign until it converges, stops or fails; returns the decision."""
-    decision = run_with_tasks(steps.open_context(handle), retry_failed)
-    return {"stop": decision.stop, "status": decision.status, "message": decision.message}
+def campaign_flow(
+    handle: CampaignHandle, retry_failed: bool = False, max_iterations: int | None = None
+) -> dict[str, Any]:
+    """Run or resume a campaign until it converges, stops or fails (or until iteration index
+    ``max_iterations``, exclusive, when given); returns the decision as a dict. Call it in the
+    process that holds the campaign's lease (:func:`workflows.lease.hold`)."""
+    held = lease.current(handle.campaign_id)
+    if held is None:
+        raise RuntimeError(f"campaign {handle.name!r}: run it under its lease (lease.hold)")
+    engine = PrefectEngine(label_slots(open_context(handle).cfg.execution))
+    return campaign_loop(handle, engine, held, retry_failed, max_iterations).as_dict()
 
 
 def run_flow(

@@ -1,18 +1,22 @@
-"""The campaign's steps as plain functions (no Prefect), one module per concern:
+"""The campaign's steps as plain functions of ``(campaign handle, iteration id)``, each
+returning a typed result, one module per step:
 
-- :mod:`workflows.context`: the campaign handle, the per-process context, stores, set-up;
-- :mod:`workflows.structures`: initial, bootstrap and validation structures;
-- :mod:`workflows.pick`: the seed step and the select step;
-- :mod:`workflows.labelling`: the label step (each DFT calculation exactly once);
-- :mod:`workflows.train`: the train step, verified checkpoints;
-- :mod:`workflows.explore`: the explore step (walkers as rows);
-- :mod:`workflows.loop`: the loop, the decision, the summary table;
-- :mod:`workflows.lease`: one writer per campaign.
+- :mod:`workflows.seed`: bootstrap and validation structures (:class:`SeedResult`);
+- :mod:`workflows.train`: the committee, verified checkpoints (:class:`TrainResult`);
+- :mod:`workflows.explore`: the explorers as rows (:class:`ExploreResult`);
+- :mod:`workflows.select`: the frames to label (:class:`SelectResult`);
+- :mod:`workflows.label`: each DFT calculation exactly once (:class:`LabelResult`);
+- :mod:`workflows.decide`: the convergence rule (:class:`Decision`).
 
-This module gathers their public names for callers that want one import.
+The sequence is :func:`workflows.loop.campaign_loop` (Prefect-bound in :mod:`workflows.flows`);
+a run's resume and boundaries are :mod:`workflows.resume`; the campaign's set-up and stores
+:mod:`workflows.context`; one writer per campaign :mod:`workflows.lease`. This module gathers
+their public names for callers that want one import.
 """
 
 from __future__ import annotations
+
+from database.queries import summary_rows
 
 from .context import (
     CampaignConflictError,
@@ -28,12 +32,22 @@ from .context import (
     setup_campaign,
     store_url,
 )
-from .explore import WalkerPlan, explore_one, explore_step, walker_plans, walker_spec
-from .labelling import LabelSubmit, check_failure_rate, label_one, label_step, prepare_resume
-from .loop import Decision, decide, evaluate, run_campaign, summary_rows
-from .pick import seed_step, select_step
+from .decide import Decision, decide_step, evaluate
+from .engine import Engine, InProcess
+from .explore import ExploreResult, WalkerPlan, explore_one, explore_step, walker_plans, walker_spec
+from .label import LabelResult, check_failure_rate, label_one, label_step, prepare_resume
+from .loop import campaign_loop, run_campaign
+from .seed import SeedResult, seed_step
+from .select import SelectResult, select_step
 from .structures import bootstrap_structures, initial_structures
-from .train import load_model, train_and_record, train_step, training_data, verified_model
+from .train import (
+    TrainResult,
+    load_model,
+    train_and_record,
+    train_step,
+    training_data,
+    verified_model,
+)
 
 __all__ = [
     "CampaignConflictError",
@@ -41,13 +55,20 @@ __all__ = [
     "CampaignHandle",
     "Context",
     "Decision",
-    "LabelSubmit",
+    "Engine",
+    "ExploreResult",
+    "InProcess",
+    "LabelResult",
+    "SeedResult",
+    "SelectResult",
+    "TrainResult",
     "WalkerPlan",
     "bootstrap_structures",
+    "campaign_loop",
     "check_failure_rate",
     "close_stores",
     "config_snapshot",
-    "decide",
+    "decide_step",
     "evaluate",
     "explore_one",
     "explore_step",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from .context import CampaignFailedError, CampaignHandle, Context, open_context,
 from .progress import reporter
 
 __all__ = [
+    "TrainResult",
     "load_model",
     "train_and_record",
     "train_step",
@@ -163,11 +165,25 @@ def verified_model(ctx: Context, record, _depth: int = 0) -> Any:
     return load_model(ctx, store.get_model(record.id))
 
 
-def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainResult:
+    """The iteration's committee: its model row, checkpoint (relative to the data directory),
+    validation errors (eV/Å, eV/atom; ``None`` without a validation set), training-set size,
+    epochs run and why training stopped."""
+
+    model_id: int
+    checkpoint: str
+    val_force_rmse: float | None = None
+    val_energy_rmse: float | None = None
+    n_train: int | None = None
+    epochs: int | None = None
+    stop_reason: str | None = None
+
+
+def train_step(handle: CampaignHandle, iteration_id: int) -> TrainResult:
     """Train the iteration's committee on every done label so far (validation excluded),
     evaluate it on the validation set, save the checkpoint and record it. When the iteration
-    already has a model, its checkpoint is verified (and rebuilt if needed) instead.
-    Returns ``{"model_id", "checkpoint", "val_force_rmse", ...}``."""
+    already has a model, its checkpoint is verified (and rebuilt if needed) instead."""
     ctx = open_context(handle)
     store, cfg = ctx.store, ctx.cfg
     it = store.get_iteration_by_id(iteration_id)
@@ -177,7 +193,7 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
         rec = store.get_model(existing.id)
         if "train" not in it.completed_steps:
             store.record_step_time(iteration_id, "train", 0.0, complete=True)
-        return {"model_id": rec.id, "checkpoint": rec.checkpoint_uri, **_summary(rec.validation)}
+        return TrainResult(rec.id, rec.checkpoint_uri, **_summary(rec.validation))
     t0 = time.perf_counter()
     prev = _previous_model(ctx, it) if cfg.training.warm_start else None
     if prev is not None and prev.validation.get("backend", "native") != cfg.model.backend:
@@ -191,7 +207,7 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> dict[str, Any]:
         iteration=it,
     )
     store.record_step_time(iteration_id, "train", time.perf_counter() - t0, complete=True)
-    return {"model_id": metrics["model_id"], "checkpoint": ctx.relative(path), **_summary(metrics)}
+    return TrainResult(metrics["model_id"], ctx.relative(path), **_summary(metrics))
 
 
 def _previous_model(ctx: Context, it):

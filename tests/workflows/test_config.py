@@ -81,7 +81,10 @@ def test_top_level_typo():
             "give exactly one of 'file', 'content' or 'generate'",
         ),
         (lambda d: d["structures"][0]["generate"].update(element="Xy"), "unknown chemical symbol"),
-        (lambda d: d["selection"].update(strategy="best"), "selection.strategy: unknown selection strategy 'best'; available: fps, max-first, random"),
+        (
+            lambda d: d["selection"].update(strategy="best"),
+            "selection.strategy: unknown selection strategy 'best'; available: fps, max-first, random",
+        ),
         (lambda d: d["convergence"].update(accurate_ratio=1.5), "must be <= 1"),
     ],
 )

@@ -46,8 +46,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def _first_iteration(ctx):
     store = ctx.store
     it = store.start_iteration(ctx.campaign_id, 0)
-    steps.seed_step(ctx, it)
-    steps.label_step(ctx, it)
+    steps.seed_step(ctx.handle, it.id)
+    steps.label_step(ctx.handle, it.id)
     return it, steps.train_step(ctx.handle, it.id)
 
 
@@ -57,9 +57,9 @@ def test_a_corrupt_checkpoint_is_refused_and_rebuilt_from_its_recorded_inputs(tm
 
     ctx = _ctx(tmp_path / "data", "ckpt")
     it, out = _first_iteration(ctx)
-    path = ctx.resolve(out["checkpoint"])
+    path = ctx.resolve(out.checkpoint)
     good = _weights(path)
-    sha = ctx.store.get_model(out["model_id"]).checkpoint_sha256
+    sha = ctx.store.get_model(out.model_id).checkpoint_sha256
     if damage == "bit flip":  # still a loadable checkpoint, one weight changed
         payload = torch.load(path, weights_only=True)
         key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
@@ -72,24 +72,24 @@ def test_a_corrupt_checkpoint_is_refused_and_rebuilt_from_its_recorded_inputs(tm
         path.unlink()
     # exploration never uses it: the walker refuses the file before running
     with pytest.raises((CheckpointIntegrityError, FileNotFoundError)):
-        steps.explore_one(ctx.handle, it.id, 0, out["model_id"])
+        steps.explore_one(ctx.handle, it.id, 0, out.model_id)
     assert ctx.store.list_walker_runs(it.id) == []
     # the train step notices and rebuilds the committee from its recorded inputs
     again = steps.train_step(ctx.handle, it.id)
-    assert again["model_id"] == out["model_id"] and len(ctx.store.list_models(ctx.campaign_id)) == 1
-    rebuilt = ctx.store.get_model(out["model_id"])
+    assert again.model_id == out.model_id and len(ctx.store.list_models(ctx.campaign_id)) == 1
+    rebuilt = ctx.store.get_model(out.model_id)
     assert rebuilt.validation["rebuilt_from_inputs"] is True
     # deterministic training: the same weights, bit for bit, and the same file
     assert all(torch.equal(good[k], v) for k, v in _weights(path).items())
     assert rebuilt.checkpoint_sha256 == sha and rebuilt.validation["reproduced_sha256"] is True
-    assert steps.explore_one(ctx.handle, it.id, 0, out["model_id"])["status"] == "done"
+    assert steps.explore_one(ctx.handle, it.id, 0, out.model_id)["status"] == "done"
 
 
 def test_a_moved_data_directory_resumes_with_its_own_files(tmp_path):
     old = tmp_path / "old" / "data"
     ctx = _ctx(old, "moved", convergence={"max_iterations": 2, "accurate_ratio": 0.999})
     _, out = _first_iteration(ctx)
-    assert not Path(ctx.store.get_model(out["model_id"]).checkpoint_uri).is_absolute()
+    assert not Path(ctx.store.get_model(out.model_id).checkpoint_uri).is_absolute()
     steps.close_stores()
     new = tmp_path / "new" / "data"
     shutil.move(str(old.parent), str(new.parent))
@@ -221,12 +221,12 @@ def test_a_time_capped_committee_is_rebuilt_bit_for_bit(tmp_path):
     same schedule, not retrained to max_epochs: the same file comes back."""
     ctx = _ctx(tmp_path / "data", "capped", training={"max_epochs": 400, "max_time_s": 0.5})
     _, out = _first_iteration(ctx)
-    rec = ctx.store.get_model(out["model_id"])
+    rec = ctx.store.get_model(out.model_id)
     assert rec.validation["time_capped"] is True and rec.validation["epochs"] < 400
-    path = ctx.resolve(out["checkpoint"])
+    path = ctx.resolve(out.checkpoint)
     path.unlink()
     steps.train_step(ctx.handle, rec.iteration_id)
-    again = ctx.store.get_model(out["model_id"])
+    again = ctx.store.get_model(out.model_id)
     assert again.checkpoint_sha256 == rec.checkpoint_sha256
     assert again.validation["reproduced_sha256"] is True
 

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from workflows import labelling, steps
+from workflows import label, steps
 from workflows.config import load_config
 
 from . import _counting
@@ -33,7 +33,7 @@ def _two_campaigns(tmp_path: Path):
         cfg = load_config(write_config(tmp_path / f"{name}.yaml", name=name, **SMALL))
         ctx = steps.open_context(steps.setup_campaign(store, cfg, data))
         it = store.start_iteration(ctx.campaign_id, 0)
-        steps.seed_step(ctx, it)
+        steps.seed_step(ctx.handle, it.id)
         out.append((ctx, it))
     (a, ita), (b, itb) = out
     assert store.count_labels(b.campaign_id)["pending"] == 0  # b's requests found a's labels
@@ -44,7 +44,7 @@ def test_labels_a_live_run_of_another_campaign_computes_are_waited_for(tmp_path,
     store, a, _, b, itb = _two_campaigns(tmp_path)
     log = tmp_path / "dft.log"
     monkeypatch.setenv(_counting.ENV, str(log))
-    monkeypatch.setattr(labelling, "WAIT_POLL_S", 0.1)
+    monkeypatch.setattr(label, "WAIT_POLL_S", 0.1)
     store.acquire_lease(a.campaign_id, token="a", host="h", pid=1, purpose="run", ttl_s=600)
     claimed = store.claim_labels(limit=3, campaign=a.campaign_id, worker="a-worker")
     store.acquire_lease(b.campaign_id, token="b", host="h", pid=2, purpose="run", ttl_s=600)
@@ -56,9 +56,9 @@ def test_labels_a_live_run_of_another_campaign_computes_are_waited_for(tmp_path,
 
     threading.Thread(target=a_finishes_later).start()
     t0 = time.monotonic()
-    counts = steps.label_step(b, itb)
+    counts = steps.label_step(b.handle, itb.id)
     assert time.monotonic() - t0 > 0.7  # it waited for a's three
-    assert counts == {"done": 5, "failed": 0}  # b computed the other five
+    assert (counts.done, counts.failed) == (5, 0)  # b computed the other five
     labels = store.list_labels(b.campaign_id, limit=None) + store.list_labels(
         a.campaign_id, limit=None
     )
@@ -77,8 +77,8 @@ def test_labels_a_dead_run_left_running_are_taken_over(tmp_path, monkeypatch):
     time.sleep(0.4)  # a's run died: its lease expired with its three labels running
     assert store.get_campaign(a.campaign_id).status == "interrupted"
     store.acquire_lease(b.campaign_id, token="b", host="h", pid=2, purpose="run", ttl_s=600)
-    counts = steps.label_step(b, itb)
-    assert counts == {"done": 8, "failed": 0}
+    counts = steps.label_step(b.handle, itb.id)
+    assert (counts.done, counts.failed) == (8, 0)
     assert all(store.get_label(t.label_id).status == "done" for t in claimed)
     runs = _counting.dft_runs(log)
     assert sum(runs.values()) == 8 and max(runs.values()) == 1

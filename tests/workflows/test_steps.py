@@ -13,6 +13,7 @@ from workflows.config import ConfigError, load_config
 from workflows.context import _full_url
 
 from ._campaigns import write_config
+from ._engines import Replacing, Submitting
 
 
 @pytest.fixture
@@ -44,8 +45,8 @@ def test_setup_is_idempotent_and_refuses_other_config(ctx, tmp_path: Path):
 def test_seed_then_killed_labels_are_retried_done_never_recomputed(ctx):
     store, cid = ctx.store, ctx.campaign_id
     it = store.start_iteration(cid, 0)
-    steps.seed_step(ctx, it)
-    steps.seed_step(ctx, store.get_iteration(cid, 0))  # second call: nothing new
+    steps.seed_step(ctx.handle, it.id)
+    steps.seed_step(ctx.handle, store.get_iteration(cid, 0).id)  # second call: nothing new
     assert store.count_labels(cid)["pending"] == 8
     # a killed worker: three labels claimed, one finished, two left running
     claimed = store.claim_labels(limit=3, campaign=cid)
@@ -54,8 +55,8 @@ def test_seed_then_killed_labels_are_retried_done_never_recomputed(ctx):
     assert store.count_labels(cid)["running"] == 2
     out = steps.prepare_resume(ctx)
     assert out["requeued_running"] == 2
-    counts = steps.label_step(ctx, store.get_iteration(cid, 0))
-    assert counts == {"done": 7, "failed": 0}  # the finished one was not redone
+    counts = steps.label_step(ctx.handle, store.get_iteration(cid, 0).id)
+    assert (counts.done, counts.failed) == (7, 0)  # the finished one was not redone
     assert store.get_label(first.id).finished_at == first.finished_at
     assert store.count_labels(cid) == {"pending": 0, "running": 0, "done": 8, "failed": 0}
     # label_one on a finished label leaves it alone
@@ -66,16 +67,16 @@ def test_seed_then_killed_labels_are_retried_done_never_recomputed(ctx):
 def test_train_step_skips_when_model_exists_and_excludes_validation(ctx):
     store, cid = ctx.store, ctx.campaign_id
     it = store.start_iteration(cid, 0)
-    steps.seed_step(ctx, it)
-    steps.label_step(ctx, it)
+    steps.seed_step(ctx.handle, it.id)
+    steps.label_step(ctx.handle, it.id)
     out = steps.train_step(ctx.handle, it.id)
-    assert out["checkpoint"] == "campaigns/unit/models/iter-000.pt"  # relative to the data dir
-    assert ctx.resolve(out["checkpoint"]).is_file() and out["val_force_rmse"] > 0
+    assert out.checkpoint == "campaigns/unit/models/iter-000.pt"  # relative to the data dir
+    assert ctx.resolve(out.checkpoint).is_file() and out.val_force_rmse > 0
     models = store.list_models(cid)
     assert len(models) == 1 and len(models[0].training_label_ids) == 4  # bootstrap only
     assert models[0].seed is not None and models[0].parent_model_id is None
     again = steps.train_step(ctx.handle, it.id)
-    assert again["model_id"] == out["model_id"] and len(store.list_models(cid)) == 1
+    assert again.model_id == out.model_id and len(store.list_models(cid)) == 1
     assert "train" in store.get_iteration(cid, 0).completed_steps
 
 
@@ -84,9 +85,9 @@ def test_walker_errors_are_recorded_rerun_and_never_pass_an_empty_iteration(ctx,
 
     store, cid = ctx.store, ctx.campaign_id
     it = store.start_iteration(cid, 0)
-    steps.seed_step(ctx, it)
-    steps.label_step(ctx, it)
-    model_id = steps.train_step(ctx.handle, it.id)["model_id"]
+    steps.seed_step(ctx.handle, it.id)
+    steps.label_step(ctx.handle, it.id)
+    model_id = steps.train_step(ctx.handle, it.id).model_id
     real = mlip_core.md.run_walker
 
     def broken(*args, **kwargs):
@@ -99,13 +100,13 @@ def test_walker_errors_are_recorded_rerun_and_never_pass_an_empty_iteration(ctx,
     assert run.error == stats["error"] and run.n_frames == 0
     # every walker failed: the step fails instead of passing an iteration with nothing explored
     with pytest.raises(steps.CampaignFailedError, match="all 1 walkers failed"):
-        steps.explore_step(ctx, it, model_id)
+        steps.explore_step(ctx.handle, it.id)
     assert "explore" not in store.get_iteration(cid, 0).completed_steps
     # the next run of the step runs the failed walker again
     monkeypatch.setattr(mlip_core.md, "run_walker", real)
-    counts = steps.explore_step(ctx, it, model_id)
+    counts = steps.explore_step(ctx.handle, it.id)
     (run,) = store.list_walker_runs(it.id)
-    assert run.status == "done" and counts["n_explored"] == run.n_frames > 0
+    assert run.status == "done" and counts.n_explored == run.n_frames > 0
     assert steps.explore_one(ctx.handle, it.id, 0, model_id)["n_frames"] == run.n_frames
 
 
@@ -114,7 +115,7 @@ def test_decide_marks_done_and_stops_at_max_iterations(ctx):
     cfg = ctx.cfg
     it = store.start_iteration(cid, cfg.convergence.max_iterations - 1)
     store.update_iteration(it.id, n_explored=10, n_accurate=1, n_candidate=9, n_failed=0)
-    d = steps.decide(ctx, it)
+    d = steps.decide_step(ctx.handle, it.id)
     assert d.stop and d.status == "paused" and "max_iterations" in d.message
     done = store.get_iteration(cid, it.index)
     assert done.status == "done" and done.decision == d.message
@@ -186,11 +187,13 @@ def test_select_respects_budget_and_is_deterministic(tmp_path: Path):
     )
     store.record_walker_run(it.id, WalkerOutcome(walker=0, n_frames=6, offers=offers))
     sids = [c.structure_id for c in store.list_candidates(it.id)]
-    picked = steps.select_step(ctx, it)
+    picked = steps.select_step(ctx.handle, it.id).picked
     assert picked == [sids[3], sids[1], sids[2]]  # budget 3, highest deviation first
     labels = store.list_labels(ctx.campaign_id, limit=None)
     assert sorted(lb.structure_id for lb in labels) == sorted(picked)
-    assert steps.select_step(ctx, it) == picked  # done: the same picks, nothing new
+    assert (
+        steps.select_step(ctx.handle, it.id).picked == picked
+    )  # done: the same picks, nothing new
     assert len(store.list_labels(ctx.campaign_id, limit=None)) == 3
     sel = {s.structure_id: s for s in store.list_selections(ctx.campaign_id)}
     assert sel[sids[3]].max_force_dev == pytest.approx(0.45) and sel[sids[3]].reason == "candidate"
@@ -276,7 +279,7 @@ def test_pause_requested_mid_iteration_stops_at_the_next_step_and_resumes_there(
         calls.append(iteration_id)
         return out
 
-    d = steps.run_campaign(ctx, train=train_then_pause)
+    d = steps.run_campaign(ctx, engine=Replacing({steps.train_step: train_then_pause}))
     assert d.stop and d.status == "paused"
     assert d.message == "paused from the dashboard (stopped after training iteration 0)"
     it0 = store.get_iteration(cid, 0)
@@ -285,7 +288,7 @@ def test_pause_requested_mid_iteration_stops_at_the_next_step_and_resumes_there(
     # resumed: the trained committee is reused, iteration 0 goes on with exploration
     store.acquire_lease(cid, token="t", host="h", pid=1, purpose="test", ttl_s=60)
     models = len(store.list_models(cid))
-    steps.run_campaign(ctx, train=train_then_pause)
+    steps.run_campaign(ctx, engine=Replacing({steps.train_step: train_then_pause}))
     assert store.get_iteration(cid, 0).status == "done"
     assert calls[1] == calls[0] and len(store.list_models(cid)) >= models
 
@@ -304,7 +307,7 @@ def test_label_step_refills_a_free_slot_while_a_slow_label_runs(ctx):
     through the second slot while the first is still running (a batch would wait for it)."""
     store, cid = ctx.store, ctx.campaign_id
     it = store.start_iteration(cid, 0)
-    steps.seed_step(ctx, it)
+    steps.seed_step(ctx.handle, it.id)
     assert store.count_labels(cid)["pending"] == 8
     pool = ThreadPoolExecutor(max_workers=4)
     release = threading.Event()
@@ -338,18 +341,18 @@ def test_label_step_refills_a_free_slot_while_a_slow_label_runs(ctx):
         fut.add_done_callback(finished)
         return fut
 
-    counts = steps.label_step(ctx, it, submit, slots=2)
+    counts = steps.label_step(ctx.handle, it.id, Submitting(submit, 2))
     pool.shutdown()
     assert state["released"] is True  # released by the 7 others finishing, not by timeout
     assert state["peak"] == 2
-    assert counts == {"done": 8, "failed": 0}
+    assert (counts.done, counts.failed) == (8, 0)
     assert store.count_labels(cid) == {"pending": 0, "running": 0, "done": 8, "failed": 0}
 
 
 def test_label_step_error_stops_submitting_and_keeps_finished_labels(ctx):
     store, cid = ctx.store, ctx.campaign_id
     it = store.start_iteration(cid, 0)
-    steps.seed_step(ctx, it)
+    steps.seed_step(ctx.handle, it.id)
     submitted: list[int] = []
 
     def submit(label_id: int, worker: str) -> Future:
@@ -362,12 +365,12 @@ def test_label_step_error_stops_submitting_and_keeps_finished_labels(ctx):
         return fut
 
     with pytest.raises(RuntimeError, match="database hiccup"):
-        steps.label_step(ctx, it, submit, slots=3)
+        steps.label_step(ctx.handle, it.id, Submitting(submit, 3))
     assert len(submitted) == 3  # the first wave only: nothing new after the error
     # the other two are stored; the failed one stays claimed and is requeued on resume
     assert store.count_labels(cid) == {"pending": 5, "running": 1, "done": 2, "failed": 0}
     assert steps.prepare_resume(ctx)["requeued_running"] == 1
-    assert steps.label_step(ctx, it) == {"done": 6, "failed": 0}
+    assert steps.label_step(ctx.handle, it.id) == steps.LabelResult(6, 0, True)
 
 
 def test_select_judges_the_lattice_not_the_cell_and_counts_every_drop(tmp_path: Path):
@@ -409,7 +412,7 @@ def test_select_judges_the_lattice_not_the_cell_and_counts_every_drop(tmp_path: 
     )
     store.record_walker_run(it.id, WalkerOutcome(walker=0, n_frames=8, offers=offers))
     sids = [c.structure_id for c in store.list_candidates(it.id)]
-    picked = steps.select_step(ctx, it)
+    picked = steps.select_step(ctx.handle, it.id).picked
     assert picked == [sids[3], sids[1], sids[2]]  # the tilted frames, highest deviation first
     (metrics,) = [m for m in store.iteration_metrics(ctx.campaign_id) if m.iteration_id == it.id]
     assert metrics.dropped == {
@@ -418,7 +421,7 @@ def test_select_judges_the_lattice_not_the_cell_and_counts_every_drop(tmp_path: 
         "over max_per_iteration or too similar": 3,
     }
     assert sum(metrics.dropped.values()) + len(picked) == len(sids)  # every frame accounted for
-    assert steps.select_step(ctx, it) == picked  # done: nothing recounted
+    assert steps.select_step(ctx.handle, it.id).picked == picked  # done: nothing recounted
     (again,) = [m for m in store.iteration_metrics(ctx.campaign_id) if m.iteration_id == it.id]
     assert again.dropped == metrics.dropped
 

@@ -15,14 +15,16 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
 from typing import Any
 
 from . import timing
 from .context import CampaignFailedError, CampaignHandle, Context, open_context
+from .engine import Engine, InProcess
 from .progress import reporter
 
 __all__ = [
-    "LabelSubmit",
+    "LabelResult",
     "check_failure_rate",
     "label_one",
     "label_step",
@@ -30,7 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-LabelSubmit = Callable[[int, str], "Future[str]"]
 
 
 def _db_failure_kind(kind: str) -> tuple[str, str]:
@@ -117,43 +118,46 @@ def label_one(handle: CampaignHandle, label_id: int, worker: str | None = None) 
     return status
 
 
-def _label_now(handle: CampaignHandle) -> LabelSubmit:
-    """The in-process ``submit``: labels at once and returns the finished future."""
+@dataclass(frozen=True)
+class LabelResult:
+    """What the label step computed: labels finished ``done`` / ``failed`` by this call (labels
+    of other runs or reused outcomes are not counted) and whether nothing is left pending."""
 
-    def submit(label_id: int, worker: str) -> Future[str]:
-        fut: Future[str] = Future()
-        try:
-            fut.set_result(label_one(handle, label_id, worker))
-        except Exception as exc:  # handed to the caller
-            fut.set_exception(exc)
-        return fut
-
-    return submit
+    done: int
+    failed: int
+    complete: bool
 
 
 def label_step(
-    ctx: Context,
-    it,
-    submit: LabelSubmit | None = None,
-    slots: int = 8,
+    handle: CampaignHandle,
+    iteration_id: int,
+    engine: Engine | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[str, int]:
-    """Claim and compute every pending label of the campaign, ``slots`` at a time.
+) -> LabelResult:
+    """Claim and compute every pending label of the campaign, ``engine.label_slots`` at a time,
+    each through ``engine.submit(label_one, ...)`` (default: in this process); then check the
+    iteration's failure rate (:func:`check_failure_rate`).
 
-    ``submit(label_id, worker)`` starts one claimed label and returns a
-    ``concurrent.futures.Future`` of its status (default: computed in this process). A label is
-    claimed and submitted as soon as a slot frees, so one slow calculation holds only its own
-    slot. When a label's future raises, or ``should_stop()`` turns true (a pause), no new labels
-    are claimed; the ones in flight are awaited (their results are stored) and the first error
-    is raised — with where the computed outcomes are kept."""
+    A label is claimed and submitted as soon as a slot frees, so one slow calculation holds only
+    its own slot. When a label's future raises, or ``should_stop()`` turns true (a pause), no new
+    labels are claimed; the ones in flight are awaited (their results are stored) and the first
+    error is raised — with where the computed outcomes are kept.
+
+    Raises:
+        CampaignFailedError: more than ``labeler.max_failure_rate`` of the iteration's labels
+            failed (the iteration is marked failed).
+        DatabaseUnavailableError: the database went away (the outcomes computed are kept).
+    """
     from database import DatabaseUnavailableError
 
-    submit = submit or _label_now(ctx.handle)
+    ctx = open_context(handle)
+    it = ctx.store.get_iteration_by_id(iteration_id)
+    engine = engine or InProcess()
     t0 = time.perf_counter()
     try:
-        counts, finished = _label_loop(ctx, it, submit, slots, should_stop)
+        counts, finished = _label_loop(ctx, it, engine, should_stop)
         while finished and _wait_for_others(ctx, should_stop):
-            more, finished = _label_loop(ctx, it, submit, slots, should_stop)
+            more, finished = _label_loop(ctx, it, engine, should_stop)
             counts = {k: counts.get(k, 0) + more.get(k, 0) for k in {*counts, *more}}
         ctx.store.record_step_time(it.id, "label", time.perf_counter() - t0, complete=finished)
     except DatabaseUnavailableError as error:
@@ -163,7 +167,8 @@ def label_step(
             cause=error.cause,
             where=error.where,
         ) from error
-    return counts
+    check_failure_rate(ctx, it)
+    return LabelResult(counts.get("done", 0), counts.get("failed", 0), finished)
 
 
 WAIT_POLL_S = 2.0
@@ -196,8 +201,7 @@ def _wait_for_others(ctx: Context, should_stop: Callable[[], bool] | None) -> bo
 def _label_loop(
     ctx: Context,
     it,
-    submit: LabelSubmit,
-    slots: int,
+    engine: Engine,
     should_stop: Callable[[], bool] | None,
 ) -> tuple[dict[str, int], bool]:
     """The claim/submit/await loop of :func:`label_step`: (counts, all pending done)."""
@@ -210,7 +214,7 @@ def _label_loop(
     error: BaseException | None = None
     exhausted = stopped = False
     while True:
-        free = slots - len(in_flight)
+        free = engine.label_slots - len(in_flight)
         if not stopped and should_stop is not None and should_stop():
             stopped = True
         if error is None and not exhausted and not stopped and free > 0:
@@ -227,7 +231,7 @@ def _label_loop(
             exhausted = len(claimed) < free
             for t in claimed:
                 try:
-                    in_flight.add(submit(t.label_id, worker))
+                    in_flight.add(engine.submit(label_one, ctx.handle, t.label_id, worker))
                 except Exception as exc:  # raised after the in-flight ones
                     error = error or exc
         if not in_flight:

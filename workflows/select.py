@@ -1,70 +1,35 @@
-"""Choosing what to label: the seed step (iteration 0: bootstrap and validation structures) and
-the select step (the committee's candidates). Each records its selections, their pending labels
-and its own completion in one transaction, so a run killed inside the step left nothing of it
-and a rerun finds it complete. Picks are deterministic (seeded), so a rerun picks the same.
+"""The select step: which of the iteration's offered frames get a DFT label.
+
+The configured selector (:mod:`mlip_core.selectors`; it declares what it needs) picks among the
+frames the explorers offered, after the filters (already selected, unfit geometry, the label
+budget), each of which counts what it dropped. Selections, their pending labels and the step's
+completion are recorded in one transaction; picks are seeded, so a rerun picks the same.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .context import Context, seed_of, seeded_rng
+from .context import CampaignHandle, open_context, seed_of
 from .progress import reporter
-from .structures import bootstrap_structures
+from .seed import record_picks
 
-__all__ = ["seed_step", "select_step"]
-
-
-def _record(
-    ctx: Context, it, selections, step: str, seconds: float, dropped: dict[str, int] | None = None
-) -> None:
-    ctx.store.record_picks(
-        ctx.campaign_id,
-        it.id,
-        selections,
-        step=step,
-        labeler=ctx.labeler_name,
-        settings_hash=ctx.settings_hash,
-        settings=dict(ctx.cfg.labeler.settings),
-        seconds=seconds,
-        dropped=dropped,
-    )
+__all__ = ["SelectResult", "select_step"]
 
 
-def seed_step(ctx: Context, it) -> None:
-    """Iteration 0: bootstrap and validation structures, selected and requested (the
-    structures are regenerated identically and deduplicated by hash)."""
-    from database import SelectionInput
+@dataclass(frozen=True)
+class SelectResult:
+    """The picked structure ids (in pick order) and, per reason, how many offered frames each
+    filter dropped (empty when the step had already run)."""
 
-    if "seed" in it.completed_steps:
-        return
-    t0 = time.perf_counter()
-    cfg, store, cid = ctx.cfg, ctx.store, ctx.campaign_id
-    initial = ctx.initial
-    val = bootstrap_structures(
-        initial,
-        cfg.validation.n_structures,
-        cfg.validation.rattle,
-        cfg.validation.strain,
-        seeded_rng(cfg.seed, "validation"),
-    )
-    boot = bootstrap_structures(
-        initial,
-        cfg.bootstrap.n_structures,
-        [cfg.bootstrap.rattle],
-        cfg.bootstrap.strain,
-        seeded_rng(cfg.seed, "bootstrap"),
-    )
-    vids = store.add_structures(val, campaign=cid, iteration_id=it.id, source="validation")
-    bids = store.add_structures(boot, campaign=cid, iteration_id=it.id, source="bootstrap")
-    selections = [SelectionInput(i, reason="validation") for i in vids]
-    selections += [SelectionInput(i, reason="bootstrap") for i in bids]
-    _record(ctx, it, selections, "seed", time.perf_counter() - t0)
+    picked: list[int]
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
-def select_step(ctx: Context, it) -> list[int]:
+def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
     """Pick at most ``selection.max_per_iteration`` of the iteration's candidates (and no more
     than the label budget allows), drop geometrically unfit frames, record the selections and
     request their labels. Every filter reports how many frames it dropped."""
@@ -72,14 +37,17 @@ def select_step(ctx: Context, it) -> list[int]:
     from mlip_core.geometry import check_geometry
     from mlip_core.selection import get_selector, select_candidates
 
+    ctx = open_context(handle)
     store, cfg = ctx.store, ctx.cfg
-    it = store.get_iteration_by_id(it.id)
+    it = store.get_iteration_by_id(iteration_id)
     if "select" in it.completed_steps:
-        return [
-            s.structure_id
-            for s in store.list_selections(ctx.campaign_id, iteration_id=it.id)
-            if s.reason == "candidate"
-        ]
+        return SelectResult(
+            [
+                s.structure_id
+                for s in store.list_selections(ctx.campaign_id, iteration_id=it.id)
+                if s.reason == "candidate"
+            ]
+        )
     t0 = time.perf_counter()
     # in walker and frame order (not database id order, which depends on which walker
     # finished first), so the same campaign picks the same frames on every run
@@ -140,7 +108,7 @@ def select_step(ctx: Context, it) -> list[int]:
         reporter().message(
             f"iteration {it.index}: {len(picked)} of {len(cands)} offered frames picked ({shown})"
         )
-    _record(
+    record_picks(
         ctx,
         it,
         [
@@ -153,4 +121,4 @@ def select_step(ctx: Context, it) -> list[int]:
         time.perf_counter() - t0,
         dropped,
     )
-    return picked
+    return SelectResult(picked, dropped)

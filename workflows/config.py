@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from .config_base import ConfigError, PosFloat, _Section, format_errors, format_validation_error
+from .config_base import ConfigError, PosFloat, _Section, format_errors
 from .config_execution import DaskConfig, ExecutionConfig, LabelerExecution, ProfileRef
 from .config_exploration import (
     ENERGY_TRUST_MAX,
@@ -250,6 +250,14 @@ class CampaignConfig(_Campaign):
     )
 
 
+def format_validation_error(
+    exc: ValidationError, source: str = "config", root: type[BaseModel] | None = None
+) -> str:
+    """One line: ``<source>: <key path>: <problem>`` (+ how many more problems); ``root``
+    defaults to :class:`CampaignConfig`."""
+    return format_errors(exc.errors(), source, root or CampaignConfig)
+
+
 def parse_config(
     data: Any,
     *,
@@ -342,11 +350,3 @@ def public_snapshot(config: dict[str, Any]) -> dict[str, Any]:
 def example_config_text() -> str:
     """The example campaign (Cu with the EMT oracle), as written by ``pesflow init``."""
     return (Path(__file__).parent / "templates" / "cu_emt.yaml").read_text()
-
-
-def __getattr__(name: str) -> Any:
-    if name == "CampaignSpec":  # imports every labeler backend: only when asked for
-        from .spec import CampaignSpec
-
-        return CampaignSpec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

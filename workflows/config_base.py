@@ -17,9 +17,9 @@ import typing
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ConfigError", "PosFloat", "format_errors", "format_validation_error", "omit_null"]
+__all__ = ["ConfigError", "PosFloat", "format_errors", "omit_null"]
 
 
 class ConfigError(ValueError):
@@ -173,15 +173,3 @@ def format_errors(errors: Sequence[dict[str, Any]], source: str, root: type[Base
     first = _one_error(ordered[0], root) if ordered else "invalid"
     more = f" (and {len(ordered) - 1} more problem(s))" if len(ordered) > 1 else ""
     return " ".join(f"{source}: {first}{more}".split())
-
-
-def format_validation_error(
-    exc: ValidationError, source: str = "config", root: type[BaseModel] | None = None
-) -> str:
-    """One line: ``<source>: <key path>: <problem>`` (+ how many more problems); ``root``
-    defaults to :class:`workflows.config.CampaignConfig`."""
-    if root is None:
-        from .config import CampaignConfig
-
-        root = CampaignConfig
-    return format_errors(exc.errors(), source, root)

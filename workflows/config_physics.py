@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VACUUM_GAP", "max_timestep_fs", "structure_problems", "vacuum_gap"]
+from .structure_text import VACUUM_GAP, vacuum_gap
 
-VACUUM_GAP = 5.0
-"""Å: an empty layer this thick along a lattice direction is vacuum, not a crystal."""
+__all__ = ["VACUUM_GAP", "max_timestep_fs", "structure_problems", "vacuum_gap"]
 
 
 def max_timestep_fs(atoms: Any) -> float:
@@ -25,24 +24,6 @@ def max_timestep_fs(atoms: Any) -> float:
     Cu) — about a tenth of the fastest vibrational period; a larger step is warned about, twice
     it refused."""
     return math.sqrt(float(np.min(atoms.get_masses())))
-
-
-def vacuum_gap(atoms: Any) -> tuple[int, float]:
-    """(lattice direction, thickness in Å) of the widest empty layer of a periodic cell: the
-    largest gap between consecutive fractional coordinates along each direction (wrapped) times
-    the cell's width perpendicular to the other two vectors."""
-    frac = atoms.get_scaled_positions(wrap=True)
-    cell = atoms.cell.array
-    volume = abs(np.linalg.det(cell))
-    best = (0, 0.0)
-    for k in range(3):
-        x = np.sort(frac[:, k])
-        gaps = np.diff(np.concatenate([x, [x[0] + 1.0]]))
-        width = volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
-        gap = float(gaps.max() * width)
-        if gap > best[1]:
-            best = (k, gap)
-    return best
 
 
 def structure_problems(
@@ -126,7 +107,7 @@ def _labeler_problems(
     on a cluster (the code is installed there)."""
     if getattr(cfg.execution, "profile", None) is not None:
         return []
-    from .context import make_labeler
+    from .labeler import make_labeler
 
     labeler = make_labeler(cfg)
     remote = cfg.execution.task_runner == "dask"

@@ -34,7 +34,7 @@ from .structure_files import (
     read_content,
     read_file,
 )
-from .structure_text import FORMATS, check_geometry
+from .structure_text import FORMATS, VACUUM_GAP, check_geometry, vacuum_gap
 
 __all__ = [
     "FORMATS",
@@ -327,7 +327,6 @@ def read_source(src: StructureSource, policy: StructurePolicy) -> list:
         ]
         if flat:
             raise ValueError(f"repeat: frame {k} is not periodic along {', '.join(flat)}")
-        from .config_physics import VACUUM_GAP, vacuum_gap
 
         axis, gap = vacuum_gap(atoms)
         if src.repeat[axis] > 1 and gap > VACUUM_GAP:

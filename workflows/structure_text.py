@@ -223,3 +223,25 @@ def select_frames(frames: list, index: str, name: str = "content") -> list:
     if not chosen:
         raise ValueError(f"index {index!r} selects no frame: {name} has {n} frame(s)")
     return chosen
+
+
+VACUUM_GAP = 5.0
+"""Å: an empty layer this thick along a lattice direction is vacuum, not a crystal."""
+
+
+def vacuum_gap(atoms: Any) -> tuple[int, float]:
+    """(lattice direction, thickness in Å) of the widest empty layer of a periodic cell: the
+    largest gap between consecutive fractional coordinates along each direction (wrapped) times
+    the cell's width perpendicular to the other two vectors."""
+    frac = atoms.get_scaled_positions(wrap=True)
+    cell = atoms.cell.array
+    volume = abs(np.linalg.det(cell))
+    best = (0, 0.0)
+    for k in range(3):
+        x = np.sort(frac[:, k])
+        gaps = np.diff(np.concatenate([x, [x[0] + 1.0]]))
+        width = volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
+        gap = float(gaps.max() * width)
+        if gap > best[1]:
+            best = (k, gap)
+    return best

@@ -14,9 +14,8 @@ Loss of member k over its (bootstrap-weighted) training structures b:
 All K members train in one stacked network: one backward updates all of them, and with Adam
 (per-parameter statistics) this equals K independent trainings. Diversity comes from the
 independent initialisation seeds (a "deep ensemble"); per-member bootstrap weights w_kb (counts
-of a bootstrap resample) are optional: each member then sees ~63 % of the distinct structures,
-which measurably cost accuracy here (24.6 vs 19.0 meV/Å after 170 s on the Cu benchmark) while
-the uncertainty still ranked errors well without it.
+of a bootstrap resample) are optional: each member then sees ~63 % of the distinct structures
+(why they are off by default: docs/decisions/0001-committee-diversity.md).
 
 Determinism: everything that shapes the weights (split, initialisation, bootstrap draws,
 shuffling, learning-rate schedule) follows the seed and the epoch count, never the clock. The

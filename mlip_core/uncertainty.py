@@ -133,10 +133,10 @@ def frame_deviations(atoms: Any, results: Mapping[str, Any]) -> dict[str, float]
 # Calibration: committee deviation -> expected max-atom force error
 # --------------------------------------------------------------------------------------
 #
-# A committee's spread underestimates the true error (measured ~4x on a 300 K-trained
-# committee, see notes/mlip.md). Once candidate frames are labelled their true max-atom
-# force error is known, so the deviation -> error map can be fitted and stored with the
-# model (checkpoint, database) to turn error tolerances into deviation thresholds.
+# A committee's spread underestimates the true error (docs/decisions/0002-calibration.md).
+# Once candidate frames are labelled their true max-atom force error is known, so the
+# deviation -> error map can be fitted and stored with the model (checkpoint, database) to
+# turn error tolerances into deviation thresholds.
 
 CALIBRATION_METHODS = ("scale", "isotonic")
 

@@ -182,7 +182,7 @@ def share_api_with_workers() -> str | None:
     """Without a Prefect server (``PREFECT_API_URL`` unset) start the temporary local API now
     (:class:`workflows.local_api.LocalAPI`, stopped at exit) and export its URL, so that the
     processes of a local Dask cluster report to it instead of each starting a temporary server
-    of its own (measured: 10 EMT labels 19 s instead of ~1 s). ``pesflow run`` has already
+    of its own (docs/decisions/0004-local-prefect-api-for-dask.md). ``pesflow run`` has already
     started one (:func:`workflows.local_api.prefect_api`), so this is then a no-op.
     Returns the URL exported, or ``None`` when a server was configured already."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS

@@ -1,8 +1,10 @@
-"""With ``PESFLOW_API_DEPLOYMENT`` set, a campaign run is submitted to a Prefect deployment
-(``run_deployment(..., timeout=0)``) and its state is read back from the Prefect API.
+"""With ``PESFLOW_API_DEPLOYMENT`` set, a campaign run and a retrain are submitted to Prefect
+deployments (``run_deployment(..., timeout=0)``) and their state is read back from the Prefect
+API.
 
-A stand-in deployment flow (the signature of ``workflows.deployed.campaign_iterations``) is
-served by a ``flow.serve`` subprocess against the test harness's Prefect server."""
+Stand-in deployment flows (the signatures of ``workflows.deployed.campaign_iterations`` and
+``workflows.deployed.retrain_campaign``) are served by a ``prefect.serve`` subprocess against
+the test harness's Prefect server."""
 
 from __future__ import annotations
 
@@ -15,19 +17,25 @@ import time
 
 import pytest
 
-from ._data import tiny_config
+from ._data import seed_campaign, tiny_config
 from .test_actions import _wait
 
 FLOW = textwrap.dedent("""
-    from prefect import flow
+    from prefect import flow, serve
 
     @flow(name="pesflow-campaign-iterations")
     def campaign_iterations(campaign: int | str, iterations: int | None = 1,
                             retry_failed: bool = False) -> dict:
         return {"campaign": campaign, "iterations": iterations, "status": "paused"}
 
+    @flow(name="pesflow-retrain-campaign")
+    def retrain_campaign(campaign: int | str, max_epochs: int | None = None,
+                         max_time_s: float | None = None, extra: dict | None = None) -> dict:
+        return {"model_id": 0, "message": f"stand-in retrain of {campaign}"}
+
     if __name__ == "__main__":
-        campaign_iterations.serve(name="api-test")
+        serve(campaign_iterations.to_deployment(name="api-test"),
+              retrain_campaign.to_deployment(name="api"))
 """)
 
 
@@ -65,6 +73,7 @@ def served_deployment(tmp_path_factory):
                 for _ in range(600):
                     try:
                         client.read_deployment_by_name("pesflow-campaign-iterations/api-test")
+                        client.read_deployment_by_name("pesflow-retrain-campaign/api")
                         break
                     except Exception:
                         time.sleep(0.1)
@@ -118,3 +127,33 @@ def test_resume_submits_to_the_deployment(served_deployment, settings, store, au
         assert got["prefect_url"] == (
             f"http://prefect.example:4200/runs/flow-run/{run['prefect_flow_run_id']}"
         )
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_retrain_submits_to_the_retrain_deployment(served_deployment, settings, store, auth):
+    from fastapi.testclient import TestClient
+    from prefect.client.orchestration import get_client
+
+    from api.app import create_app
+
+    settings.api_deployment = served_deployment
+    with TestClient(create_app(settings, store=store)) as client:
+        cfg = tiny_config("api-retrain")
+        cid = client.post("/api/v1/campaigns", json={"config": cfg}, headers=auth).json()["id"]
+        seed_campaign(store, cid, n_done=3, n_failed=1, n_pending=1)
+        r = client.post(f"/api/v1/campaigns/{cid}/retrain", headers=auth, json={"max_epochs": 2})
+        assert r.status_code == 202, r.text
+        run = r.json()
+        assert run["kind"] == "retrain" and run["status"] == "submitted"
+        again = client.post(f"/api/v1/campaigns/{cid}/retrain", headers=auth)
+        assert again.status_code == 409  # one retrain of a campaign at a time
+        done = _wait(client, run["id"], timeout=120)
+        assert done["status"] == "completed", done["message"]
+        with get_client(sync_client=True) as pc:
+            fr = pc.read_flow_run(run["prefect_flow_run_id"])
+        assert fr.parameters == {
+            "campaign": cid,
+            "max_epochs": 2,
+            "max_time_s": None,
+            "extra": {"api_run_id": run["id"]},
+        }

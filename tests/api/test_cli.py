@@ -6,10 +6,26 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 
+def test_the_composition_root_has_every_command():
+    """``pesflow`` = the workflows commands + the API commands, assembled in pesflow.cli."""
+    import typer
+
+    from pesflow.cli import app, build_app
+
+    group = typer.main.get_command(app)
+    assert set(group.commands) == {
+        *("init", "validate", "run", "resume", "status", "export"),
+        *("deploy", "worker", "db", "serve", "token"),
+    }
+    assert set(group.commands["db"].commands) == {"upgrade"}
+    assert set(group.commands["token"].commands) == {"create", "revoke", "list"}
+    assert build_app() is not app  # a fresh app each call (nothing registered twice)
+
+
 def test_token_create_use_revoke(tmp_path, monkeypatch):
     from api.app import create_app
-    from pesflow.cli import app
     from api.settings import get_api_settings
+    from pesflow.cli import app
 
     monkeypatch.delenv("PESFLOW_DATABASE_URL", raising=False)
     data = ["--data-dir", str(tmp_path / "data")]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from .plugins import PluginError, Registry
+from .plugins import PluginError, Registry, dataclass_options
 
 __all__ = [
     "BACKENDS",
@@ -96,21 +96,9 @@ class ModelBackend(Protocol):
 
 
 def check_dataclass_options(cls: type, options: Mapping[str, Any], backend: str) -> dict[str, Any]:
-    """Options checked against the fields of dataclass ``cls`` (defaults filled in).
-
-    Raises ``ValueError`` naming an unknown key (with the closest known one) or a value the
-    dataclass refuses."""
-    import difflib
-
-    known = [f.name for f in fields(cls)]
-    for key in options:
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise ValueError(
-                f"unknown option {key!r} for model backend {backend!r}"
-                + (f" — did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(known)}")
-            )
-    obj = cls(**options)
+    """Options checked against the fields of dataclass ``cls``, as a dict with the defaults
+    filled in (:func:`mlip_core.plugins.dataclass_options`; ``ValueError`` names a bad key)."""
+    obj = dataclass_options(cls, options, f"model backend {backend!r}")
     return {f.name: getattr(obj, f.name) for f in fields(cls)}
 
 

@@ -18,14 +18,14 @@ To add one: a class with ``name``, ``params_cls``, ``starts`` and ``explore`` (b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .monitor import Trust
-from .plugins import PluginError, Registry
+from .plugins import PluginError, Registry, dataclass_options
 
 __all__ = ["EXPLORERS", "Explorer", "MDExplorer", "MDParams", "get_explorer", "make_params"]
 
@@ -72,17 +72,7 @@ class Explorer(Protocol):
 
 def make_params(explorer: Explorer, values: Mapping[str, Any]) -> Any:
     """``explorer.params_cls(**values)``; ``ValueError`` names an unknown key (closest match)."""
-    import difflib
-
-    known = [f.name for f in fields(explorer.params_cls)]
-    for key in values:
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise ValueError(
-                f"unknown parameter {key!r} for explorer {explorer.name!r}"
-                + (f" — did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(known)}")
-            )
-    return explorer.params_cls(**values)
+    return dataclass_options(explorer.params_cls, values, f"explorer {explorer.name!r}")
 
 
 @dataclass(frozen=True)

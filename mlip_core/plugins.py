@@ -14,12 +14,14 @@ A broken entry point raises :class:`PluginError` naming the distribution and the
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["PluginError", "Registry"]
+__all__ = ["PluginError", "Registry", "dataclass_options"]
 
 T = TypeVar("T")
 
@@ -106,3 +108,18 @@ class Registry(Generic[T]):
                 raise PluginError(f"{self.kind} {name!r}: {exc}") from exc
         self._loaded[name] = impl
         return impl
+
+
+def dataclass_options(cls: type, options: Mapping[str, Any], what: str) -> Any:
+    """``cls(**options)`` for an implementation's parameter dataclass; ``ValueError`` names an
+    unknown key (with the closest known one) or a value the dataclass refuses. ``what`` names
+    the implementation in messages (``"model backend 'mace'"``)."""
+    known = [f.name for f in fields(cls)]
+    for key in options:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ValueError(
+                f"unknown option {key!r} for {what}"
+                + (f" — did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(known)}")
+            )
+    return cls(**options)

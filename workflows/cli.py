@@ -133,7 +133,8 @@ def run(
     wait: WaitOption = 0.0,
 ) -> None:
     """Run a campaign (continues it if the same config was run before)."""
-    from .context import open_store, setup_campaign
+    from .context import open_store
+    from .setup import setup_campaign
 
     settings = _settings(data_dir)
     cfg = load_config(config, data_dir=settings.data_dir)  # never a structure from data_dir
@@ -155,7 +156,8 @@ def resume(
 ) -> None:
     """Continue a stopped, paused, interrupted or killed campaign from the state in the
     database (refused while another process holds it; `pesflow status` names the holder)."""
-    from .context import open_context, open_store, reopen_campaign
+    from .context import open_context, open_store
+    from .setup import reopen_campaign
 
     settings = _settings(data_dir)
     store = open_store(settings.resolved_database_url())
@@ -259,8 +261,9 @@ def export(
 ) -> None:
     """Export the training and validation sets, the committee checkpoint and a calculator
     loader."""
-    from .context import open_context, open_store, reopen_campaign
+    from .context import open_context, open_store
     from .export import export_campaign
+    from .setup import reopen_campaign
 
     settings = _settings(data_dir)
     store = open_store(settings.resolved_database_url())

@@ -22,25 +22,21 @@ from typing import Any
 
 import numpy as np
 
-from .config import CampaignConfig, ConfigError, StructurePolicy, parse_config
+from .config import CampaignConfig, parse_config
 from .labeler import make_labeler
 
 __all__ = [
     "RUNTIME_KEY",
-    "CampaignConflictError",
     "CampaignFailedError",
     "CampaignHandle",
     "Context",
     "close_stores",
-    "config_snapshot",
-    "make_labeler",
     "open_context",
     "open_store",
-    "reopen_campaign",
     "seed_of",
     "seeded_rng",
-    "setup_campaign",
     "store_url",
+    "strip_runtime",
 ]
 
 RUNTIME_KEY = "_runtime"
@@ -48,10 +44,6 @@ RUNTIME_KEY = "_runtime"
 
 class CampaignFailedError(RuntimeError):
     """The campaign stopped on an error it recorded (e.g. too many labelling failures)."""
-
-
-class CampaignConflictError(ConfigError):
-    """A campaign of that name exists with a different configuration."""
 
 
 @dataclass(frozen=True)
@@ -197,22 +189,9 @@ class Context:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def config_snapshot(cfg: CampaignConfig) -> dict[str, Any]:
-    """The config as stored in the campaign row (JSON)."""
-    return cfg.model_dump(mode="json")
-
-
-def _strip(config: dict[str, Any]) -> dict[str, Any]:
+def strip_runtime(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config without the runtime facts pesflow adds (``_runtime``)."""
     return {k: v for k, v in config.items() if k != RUNTIME_KEY}
-
-
-def _normalised(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored config as this pesflow writes it (an older layout, e.g. ``committee:`` for
-    ``model:``, compares equal to the same config written now)."""
-    try:
-        return config_snapshot(parse_config(stored, check_files=False))
-    except ConfigError:
-        return stored
 
 
 def _configure_threads() -> None:
@@ -236,7 +215,7 @@ def open_context(handle: CampaignHandle) -> Context:
     store = open_store(handle.db_url)
     rec = store.get_campaign(handle.campaign_id)
     cfg = parse_config(
-        _strip(rec.config),
+        strip_runtime(rec.config),
         source=f"campaign {rec.name!r}",
         base_dir=handle.data_dir,
         check_files=False,
@@ -258,51 +237,3 @@ def seed_of(*parts: Any) -> int:
     """A 32-bit seed from a hash of ``parts``."""
     digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:4], "big")
-
-
-def setup_campaign(
-    store, cfg: CampaignConfig, data_dir: str | Path, policy: StructurePolicy | None = None
-) -> CampaignHandle:
-    """Create the campaign (or reopen it when the same config was run before).
-
-    Initial structures are read under ``policy`` (default: the local policy of ``data_dir``;
-    the API passes its own). Raises :class:`CampaignConflictError` when a campaign of that
-    name exists with another config. Idempotent: a run killed during set-up completes it.
-    """
-    snapshot = config_snapshot(cfg)
-    from database import UnknownCampaignError
-
-    try:
-        rec = store.get_campaign(cfg.name)
-    except UnknownCampaignError:
-        rec = store.create_campaign(cfg.name, snapshot, exist_ok=True)
-    if _normalised(_strip(rec.config)) != snapshot:
-        raise CampaignConflictError(
-            f"campaign {cfg.name!r} already exists with a different config; "
-            f"use `pesflow resume {cfg.name}` or choose another name"
-        )
-    return _complete_setup(store, rec, cfg, data_dir, policy)
-
-
-def _complete_setup(
-    store, rec, cfg: CampaignConfig, data_dir: str | Path, policy: StructurePolicy | None = None
-) -> CampaignHandle:
-    if RUNTIME_KEY not in rec.config:
-        from .structures import initial_structures
-
-        if policy is None:
-            policy = StructurePolicy.local(data_dir=data_dir)
-        atoms = initial_structures(cfg, policy)
-        ids = store.add_structures(atoms, campaign=rec.id, source="initial")
-        runtime = {"initial_structure_ids": ids, "settings_hash": make_labeler(cfg).settings_hash}
-        rec = store.update_campaign_config(rec.id, {**rec.config, RUNTIME_KEY: runtime})
-    return CampaignHandle(store_url(store), rec.id, rec.name, str(Path(data_dir).absolute()))
-
-
-def reopen_campaign(store, name: str | int, data_dir: str | Path) -> CampaignHandle:
-    """Handle of an existing campaign (by name or id) for ``resume``."""
-    rec = store.get_campaign(name)
-    cfg = parse_config(
-        _strip(rec.config), source=f"campaign {rec.name!r}", base_dir=data_dir, check_files=False
-    )
-    return _complete_setup(store, rec, cfg, data_dir)

@@ -48,8 +48,9 @@ def deploy_cmd(
     """Register the campaign as a scheduled Prefect deployment (each run adds iterations to
     the stored campaign; `pesflow worker` executes the runs)."""
     from .config import load_config
-    from .context import open_store, setup_campaign
+    from .context import open_store
     from .settings import configure_prefect_env, get_settings
+    from .setup import setup_campaign
 
     cfg = load_config(config)
     settings = get_settings(data_dir=data_dir)

@@ -27,10 +27,11 @@ from prefect import flow
 
 from . import lease
 from .cluster import make_task_runner
-from .context import CampaignHandle, open_context, open_store, reopen_campaign
+from .context import CampaignHandle, open_context, open_store
 from .flows import campaign_flow
 from .retrain import retrain
 from .settings import get_settings
+from .setup import reopen_campaign
 
 __all__ = [
     "FLOW_NAME",

@@ -9,8 +9,8 @@ returning a typed result, one module per step:
 - :mod:`workflows.decide`: the convergence rule (:class:`Decision`).
 
 The sequence is :func:`workflows.loop.campaign_loop` (Prefect-bound in :mod:`workflows.flows`);
-a run's resume and boundaries are :mod:`workflows.resume`; the campaign's set-up and stores
-:mod:`workflows.context`; one writer per campaign :mod:`workflows.lease`. This module gathers
+a run's resume and boundaries are :mod:`workflows.resume`; the campaign's set-up
+:mod:`workflows.setup`; its stores and context :mod:`workflows.context`; one writer per campaign :mod:`workflows.lease`. This module gathers
 their public names for callers that want one import.
 """
 
@@ -19,26 +19,23 @@ from __future__ import annotations
 from database.queries import summary_rows
 
 from .context import (
-    CampaignConflictError,
     CampaignFailedError,
     CampaignHandle,
     Context,
     close_stores,
-    config_snapshot,
-    make_labeler,
     open_context,
     open_store,
-    reopen_campaign,
-    setup_campaign,
     store_url,
 )
 from .decide import Decision, decide_step, evaluate
 from .engine import Engine, InProcess
 from .explore import ExploreResult, WalkerPlan, explore_one, explore_step, walker_plans, walker_spec
 from .label import LabelResult, check_failure_rate, label_one, label_step, prepare_resume
+from .labeler import make_labeler
 from .loop import campaign_loop, run_campaign
 from .seed import SeedResult, seed_step
 from .select import SelectResult, select_step
+from .setup import CampaignConflictError, config_snapshot, reopen_campaign, setup_campaign
 from .structures import bootstrap_structures, initial_structures
 from .train import (
     TrainResult,

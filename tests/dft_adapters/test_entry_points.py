@@ -1,6 +1,6 @@
 """Out-of-tree labelers: a distribution declaring a ``pesflow.labelers`` entry point is found by
 the registry, accepted by a campaign config (validated when parsed), built by
-``workflows.context.make_labeler`` and labels; it runs the shipped contract. A broken entry
+``workflows.labeler.make_labeler`` and labels; it runs the shipped contract. A broken entry
 point is an error naming the distribution and the entry point.
 
 The distribution is real metadata, not a mock: a ``*.dist-info`` folder with ``METADATA`` and
@@ -116,7 +116,7 @@ def test_an_entry_point_labeler_passes_the_shipped_contract(plugin: str) -> None
 
 def test_a_campaign_config_validates_builds_and_labels_with_it(plugin: str, tmp_path: Path) -> None:
     from workflows.config import load_config
-    from workflows.context import make_labeler
+    from workflows.labeler import make_labeler
 
     from ..workflows._campaigns import write_config
 
@@ -132,7 +132,7 @@ def test_a_campaign_config_validates_builds_and_labels_with_it(plugin: str, tmp_
 
 def test_make_labeler_says_when_the_plugin_is_gone(plugin: str, site: Path, tmp_path: Path) -> None:
     from workflows.config import ConfigError, load_config
-    from workflows.context import make_labeler
+    from workflows.labeler import make_labeler
 
     from ..workflows._campaigns import write_config
 

@@ -12,8 +12,9 @@ import yaml
 
 from workflows.cluster import concurrency, describe, label_slots, task_runner_kwargs
 from workflows.config import ConfigError, ExecutionConfig, parse_config
-from workflows.context import config_snapshot, make_labeler
+from workflows.labeler import make_labeler
 from workflows.profiles import ProfilesError, load_profiles, resolve_execution
+from workflows.setup import config_snapshot
 
 from .conftest import EXAMPLE
 

@@ -17,7 +17,8 @@ from ase.build import bulk
 
 from dft_adapters import Executor, LabelResult, RetryPolicy, get_labeler
 from workflows.config import ConfigError, load_config
-from workflows.context import CampaignFailedError, make_labeler
+from workflows.context import CampaignFailedError
+from workflows.labeler import make_labeler
 from workflows.train import check_one_physics
 
 from ..dft_adapters.conftest import FIXTURES, FakeRunner, fake_executable, si2

@@ -22,14 +22,7 @@ from typing import Any
 
 from .config import ConfigError, StructurePolicy, public_snapshot
 from .config_base import omit_null
-from .context import (
-    CampaignHandle,
-    config_snapshot,
-    open_context,
-    open_store,
-    reopen_campaign,
-    setup_campaign,
-)
+from .context import CampaignHandle, open_context, open_store
 from .deploy import (
     API_DEPLOYMENT,
     API_RETRAIN_DEPLOYMENT,
@@ -43,6 +36,7 @@ from .deploy import (
 from .profiles import ProfilesError, execution_profiles
 from .retrain import NO_RETRAIN
 from .settings import PesflowSettings, configure_prefect_env
+from .setup import config_snapshot, reopen_campaign, setup_campaign
 from .spec import CampaignSpec, format_body_errors, spec_to_config
 
 __all__ = [

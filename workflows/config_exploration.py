@@ -21,6 +21,7 @@ __all__ = [
     "ExplorationConfig",
     "ExplorerWalkerConfig",
     "NEBWalkerConfig",
+    "StoredStructure",
     "TrustConfig",
     "WalkerConfig",
     "WalkerEntry",
@@ -61,7 +62,11 @@ class WalkerConfig(_Section):
             )
         return self
 
-    def explorer_params(self, start: int) -> dict[str, Any]:
+    def stored_ids(self) -> list[int]:
+        """Stored structures used (none: MD starts from an initial structure)."""
+        return []
+
+    def explorer_params(self, start: int, n_initial: int = 0) -> dict[str, Any]:
         """Parameters of :class:`mlip_core.explorers.MDParams` (``start``: the structure index
         this copy of the walker starts from)."""
         return {
@@ -76,14 +81,36 @@ class WalkerConfig(_Section):
         }
 
 
+class StoredStructure(_Section):
+    """A structure already in the campaign's database, by id."""
+
+    union_tag: ClassVar[str] = "stored"
+    structure_id: int = Field(ge=1, description="Database id of the structure.")
+
+
+def _endpoint_kind(value: Any) -> str:
+    return "stored" if isinstance(value, dict | StoredStructure) else "int"
+
+
+Endpoint = Annotated[
+    Annotated[int, Tag("int"), Field(ge=0)] | Annotated[StoredStructure, Tag("stored")],
+    Discriminator(_endpoint_kind),
+]
+"""A band's end: an index into the campaign's structures, or ``{structure_id: N}``."""
+
+
 class NEBWalkerConfig(_Section):
     """A nudged elastic band between two of the campaign's structures, relaxed with the
     committee; its images are judged by the trust window (:mod:`mlip_core.neb`)."""
 
     union_tag: ClassVar[str] = "neb"
     kind: Literal["neb"] = Field(description="Explorer: neb.")
-    initial: int = Field(ge=0, description="Index of the initial-state structure.")
-    final: int = Field(ge=0, description="Index of the final-state structure (same atoms).")
+    initial: Endpoint = Field(
+        description="Initial state: an index into the campaign's structures, or "
+        "{structure_id: N}, a structure of this campaign with a done label (e.g. a relaxed "
+        "minimum labelled in an earlier iteration)."
+    )
+    final: Endpoint = Field(description="Final state (same atoms, same order).")
     n_images: int = Field(default=5, ge=1, le=30, description="Interior images.")
     steps: int = Field(default=100, ge=0, le=100000, description="Optimizer steps at most.")
     fmax: PosFloat = Field(default=0.05, description="Converged below this NEB force, eV/Å.")
@@ -93,16 +120,30 @@ class NEBWalkerConfig(_Section):
     interpolation: Literal["idpp", "linear"] = Field(default="idpp", description="Initial path.")
     count: Literal[1] = Field(default=1, description="A band is deterministic: one copy.")
 
-    def explorer_params(self, start: int) -> dict[str, Any]:
-        """Parameters of :class:`mlip_core.neb.NEBParams`."""
-        return self.model_dump(exclude={"kind", "count"})
+    def stored_ids(self) -> list[int]:
+        """Database ids of the stored structures this band starts from (in order)."""
+        return [
+            e.structure_id for e in (self.initial, self.final) if isinstance(e, StoredStructure)
+        ]
+
+    def explorer_params(self, start: int, n_initial: int = 0) -> dict[str, Any]:
+        """Parameters of :class:`mlip_core.neb.NEBParams`; a stored endpoint becomes index
+        ``n_initial + k`` (the k-th of :meth:`stored_ids`, after the initial structures)."""
+        ids = self.stored_ids()
+
+        def index(end: int | StoredStructure) -> int:
+            return end if isinstance(end, int) else n_initial + ids.index(end.structure_id)
+
+        out = self.model_dump(exclude={"kind", "count", "initial", "final"})
+        return {**out, "initial": index(self.initial), "final": index(self.final)}
 
     def explorer_starts(self, n_structures: int) -> list[int]:
         """The structure indices used; ``ValueError`` when one does not exist."""
         from mlip_core.explorers import get_explorer, make_params
 
         explorer = get_explorer(self.kind)
-        return explorer.starts(make_params(explorer, self.explorer_params(0)), n_structures)
+        pool = n_structures + len(self.stored_ids())
+        return explorer.starts(make_params(explorer, self.explorer_params(0, n_structures)), pool)
 
 
 class ExplorerWalkerConfig(_Section):
@@ -121,7 +162,11 @@ class ExplorerWalkerConfig(_Section):
         make_params(get_explorer(self.kind), self.explorer_params(0))
         return self
 
-    def explorer_params(self, start: int) -> dict[str, Any]:
+    def stored_ids(self) -> list[int]:
+        """Stored structures used (none: a registered explorer uses the initial ones)."""
+        return []
+
+    def explorer_params(self, start: int, n_initial: int = 0) -> dict[str, Any]:
         """The entry's parameters (its keys other than ``kind`` and ``count``)."""
         return dict(self.model_extra or {})
 

@@ -76,12 +76,32 @@ def trust_of(cfg: CampaignConfig):
     )
 
 
-def explorer_of(walker: Any, start: int) -> tuple[Any, Any]:
-    """The registered explorer of a ``cfg.exploration.walkers`` entry and its parameters."""
+def explorer_of(walker: Any, start: int, n_initial: int = 0) -> tuple[Any, Any]:
+    """The registered explorer of a ``cfg.exploration.walkers`` entry and its parameters
+    (stored structures it uses are indexed after the ``n_initial`` initial structures)."""
     from mlip_core.explorers import get_explorer, make_params
 
     explorer = get_explorer(walker.kind)
-    return explorer, make_params(explorer, walker.explorer_params(start))
+    return explorer, make_params(explorer, walker.explorer_params(start, n_initial))
+
+
+def structure_pool(ctx: Context, walker: Any) -> list[Any]:
+    """The initial structures followed by the stored structures ``walker`` names, each of which
+    must belong to this campaign and carry a done label (``ValueError`` otherwise)."""
+    ids = walker.stored_ids()
+    if not ids:
+        return list(ctx.initial)
+    done = {
+        lb.structure_id
+        for lb in ctx.store.list_labels(ctx.campaign_id, limit=None)
+        if lb.status == "done"
+    }
+    missing = [i for i in ids if i not in done]
+    if missing:
+        raise ValueError(
+            f"structure(s) {missing} are not labelled structures of campaign {ctx.handle.name!r}"
+        )
+    return list(ctx.initial) + list(ctx.store.get_atoms(ids))
 
 
 def walker_spec(cfg: CampaignConfig, walker: Any, seed: int):
@@ -116,7 +136,7 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
         return _summary(done[walker])
     plan = walker_plans(ctx, it)[walker]
     w = cfg.exploration.walkers[plan.config_index]
-    explorer, params = explorer_of(w, plan.start)
+    explorer, params = explorer_of(w, plan.start, len(ctx.initial))
     temperature = explorer.temperature(params)
     pressure = getattr(params, "pressure", None)
     base: dict[str, Any] = {
@@ -136,7 +156,8 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
             min_distance=cfg.exploration.min_distance or 0.5,
             relative_eps=cfg.trust.relative_eps,
         )
-        starts = [ctx.initial[i] for i in explorer.starts(params, len(ctx.initial))]
+        pool = structure_pool(ctx, w)
+        starts = [pool[i] for i in explorer.starts(params, len(pool))]
         with timing.compute("md"):
             res = explorer.explore(starts, calc, trust_of(cfg), params, plan.seed)
     except Exception as exc:  # a walker that cannot run is data, not a crash of the campaign

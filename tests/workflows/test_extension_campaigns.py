@@ -148,3 +148,50 @@ def test_neb_campaign_labels_images_from_the_barrier_region(prefect_harness, tmp
         assert {r.ensemble for r in runs} == {"nvt", "neb"}
     finally:
         store.close()
+
+
+def test_neb_endpoints_from_labelled_structures(tmp_path: Path):
+    """A band may start from a structure the campaign labelled (by database id); an id that is
+    not a labelled structure of the campaign fails that walker with a message, not the run."""
+    from workflows import steps
+    from workflows.config import ConfigError, load_config
+
+    initial, final = vacancy_hop()
+    ase.io.write(tmp_path / "initial.xyz", initial, format="extxyz")
+    ase.io.write(tmp_path / "final.xyz", final, format="extxyz")
+    band = {"kind": "neb", "final": 1, "n_images": 3, "steps": 10, "interpolation": "linear"}
+    path = write_config(
+        tmp_path / "c.yaml",
+        name="stored-ends",
+        structures=[{"file": "initial.xyz"}, {"file": "final.xyz"}],
+        bootstrap={"n_structures": 4, "rattle": 0.03, "strain": 0.0},
+        # ids 1-2: the initial structures; 3-4: validation copies (3 from initial.xyz)
+        validation={"n_structures": 2, "rattle": [0.02], "strain": 0.0},
+        model={"n_members": 2, "channels": 8},
+        training={"max_epochs": 5, "max_time_s": 10},
+        exploration={
+            "walkers": [
+                {**band, "initial": {"structure_id": 3}},
+                {**band, "initial": {"structure_id": 999}},
+            ]
+        },
+        trust={"lo": 0.01, "hi": 5.0},
+        convergence={"accurate_ratio": 1.0, "patience": 1, "max_iterations": 1},
+    )
+    cfg = load_config(path)
+    assert cfg.exploration.walkers[0].stored_ids() == [3]
+    data = tmp_path / "data"
+    data.mkdir()
+    handle = steps.setup_campaign(steps.open_store(f"sqlite:///{data / 'db.sqlite'}"), cfg, data)
+    steps.run_campaign(handle)
+    store = steps.open_context(handle).store
+    runs = {
+        r.walker: r for r in store.list_walker_runs(store.list_iterations(handle.campaign_id)[0].id)
+    }
+    assert runs[0].status == "done" and runs[0].n_frames > 0, runs[0].error
+    assert runs[1].status == "failed" and "[999] are not labelled structures" in runs[1].error
+    bad = yaml.safe_load(path.read_text())
+    bad["exploration"]["walkers"] = [{**band, "initial": {"structure_id": 0}}]
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="structure_id: must be >= 1"):
+        load_config(path)

@@ -11,7 +11,7 @@ Why: ``prefect_dask`` pays three fixed costs for every task it submits.
 Profiled on a 2-process ``LocalCluster`` (2 cores, Prefect 3.8.8), this was 60–90 ms per task
 on each side, and more with a worker's four threads contending for one GIL. Submissions are
 serial, so eight 2-s labels started spread over ~0.7 s, and label throughput was 0.78 of ideal
-(``python -m workflows.bench_cluster``).
+(``python -m benchmarks.cluster``).
 
 :class:`PesflowDaskTaskRunner` removes these costs without changing what reaches the task:
 - Each submission runs under a :class:`SharedSettingsContext`, holding the very same profile

@@ -149,7 +149,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     )
     out["checkpoint"] = str(ckpt)
     if bench.properties:
-        from workflows.properties import property_checks
+        from benchmarks.al_efficiency.properties import property_checks
 
         m = bench.material
         t2 = time.perf_counter()

@@ -111,7 +111,7 @@ def _properties(
     bench: BenchConfig, campaign: CampaignConfig, by_arm: dict[str, list[dict[str, Any]]]
 ) -> dict[str, Any]:
     """The oracle's properties and, per arm, its final committees' differences (percent)."""
-    from workflows.properties import compare_properties, property_checks
+    from benchmarks.al_efficiency.properties import compare_properties, property_checks
     from workflows.steps import make_labeler
 
     m = bench.material

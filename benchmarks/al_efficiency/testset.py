@@ -24,10 +24,10 @@ def stable_seed(*parts: Any) -> int:
 
 def oracle_calculator(campaign: CampaignConfig, labeler: Any) -> Any:
     """An ASE calculator for the oracle: ASE's EMT itself for the ``emt`` labeler (faster),
-    else the labeler behind :class:`workflows.properties.LabelerCalculator`."""
+    else the labeler behind :class:`benchmarks.al_efficiency.properties.LabelerCalculator`."""
     from ase.calculators.emt import EMT
 
-    from workflows.properties import LabelerCalculator
+    from benchmarks.al_efficiency.properties import LabelerCalculator
 
     return EMT() if campaign.labeler.name == "emt" else LabelerCalculator(labeler)
 

@@ -1,12 +1,12 @@
 """Property checks the AL benchmark compares a committee with its oracle on
-(:mod:`workflows.properties`: equation of state, cubic elastic constants, vacancy formation)."""
+(:mod:`benchmarks.al_efficiency.properties`: equation of state, cubic elastic constants, vacancy formation)."""
 
 from __future__ import annotations
 
 import pytest
 from ase.calculators.emt import EMT
 
-from workflows.properties import (
+from benchmarks.al_efficiency.properties import (
     LabelerCalculator,
     compare_properties,
     cubic_elastic_constants,

@@ -93,14 +93,49 @@ def add_profiles(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+BUILTIN_WALKERS = ("md", "neb")
+"""Explorers with their own walker schema; any other registered one uses
+``ExplorerWalkerConfig``."""
+
+
+def add_registries(schema: dict[str, Any]) -> dict[str, Any]:
+    """Set the enums of the names the config takes from registries (``model.backend``,
+    ``selection.strategy``, the ``kind`` of a walker of another registered explorer) to this
+    process's registered names (:func:`workflows.service.registered_names`), so that the
+    document accepts exactly what creating a campaign accepts; without another registered
+    explorer, the generic walker schema leaves the walkers' ``oneOf``. Returns ``schema``."""
+    from workflows.service import registered_names
+
+    names = registered_names()
+    comps = schema.get("components", {}).get("schemas", {})
+    for comp, prop, values in (
+        ("ModelSection", "backend", names["model_backends"]),
+        ("SelectionConfig", "strategy", names["selectors"]),
+    ):
+        if comp in comps and prop in comps[comp].get("properties", {}):
+            comps[comp]["properties"][prop]["enum"] = values
+    others = [n for n in names["explorers"] if n not in BUILTIN_WALKERS]
+    generic = comps.get("ExplorerWalkerConfig")
+    if generic is not None and others:
+        generic["properties"]["kind"]["enum"] = others
+    elif generic is not None:
+        ref = "#/components/schemas/ExplorerWalkerConfig"
+        walkers = comps.get("ExplorationConfig", {}).get("properties", {}).get("walkers", {})
+        one_of = walkers.get("items", {}).get("oneOf")
+        if one_of is not None:
+            walkers["items"]["oneOf"] = [x for x in one_of if x.get("$ref") != ref]
+    return schema
+
+
 def document(app: FastAPI) -> None:
-    """Make ``app.openapi()`` carry the links of :func:`add_links` and the profile names of
+    """Make ``app.openapi()`` carry the links of :func:`add_links`, the registered names of
+    :func:`add_registries` (once: entry points are read at start) and the profile names of
     :func:`add_profiles` (refreshed on every call: the operator's file may change)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return add_profiles(app.openapi_schema)
-        return add_profiles(add_links(original()))
+        return add_profiles(add_registries(add_links(original())))
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -58,6 +58,7 @@ __all__ = [
     "omit_null",
     "profile_names",
     "public_snapshot",
+    "registered_names",
     "retrain",
     "run_campaign",
     "schedule_campaign",
@@ -287,6 +288,21 @@ def unschedule_campaign(settings: PesflowSettings, campaign: str) -> bool:
     """Remove the campaign's scheduled deployment; ``False`` when it had none."""
     configure_prefect_env(settings)
     return undeploy_campaign(campaign)
+
+
+def registered_names() -> dict[str, list[str]]:
+    """Names of the registered extension implementations (built-in and entry points):
+    ``{"model_backends": [...], "explorers": [...], "selectors": [...]}``. Imports
+    :mod:`mlip_core` (and torch)."""
+    from mlip_core.backends import BACKENDS
+    from mlip_core.explorers import EXPLORERS
+    from mlip_core.selectors import SELECTORS
+
+    return {
+        "model_backends": sorted(BACKENDS.names()),
+        "explorers": sorted(EXPLORERS.names()),
+        "selectors": sorted(SELECTORS.names()),
+    }
 
 
 def profile_names(settings: PesflowSettings | None = None) -> list[str]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from .plugins import PluginError, Registry, dataclass_options
+from .plugins import PluginError, Registry, check_field_bounds, dataclass_options
 
 __all__ = [
     "BACKENDS",
@@ -77,6 +77,8 @@ class ModelBackend(Protocol):
     """
 
     name: str
+    options_cls: type  # a dataclass of the hyper-parameters; field metadata may give bounds
+    # (``ge``, ``gt``, ``le``, ``lt``) that the API's JSON Schema states
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Validated hyper-parameters with defaults filled in; ``ValueError`` names a bad key."""
@@ -106,16 +108,13 @@ def check_dataclass_options(cls: type, options: Mapping[str, Any], backend: str)
 class NativeOptions:
     """Hyper-parameters of the native committee (:class:`mlip_core.model.ModelConfig`)."""
 
-    channels: int = 32
-    n_layers: int = 1
-    n_basis: int = 8
-    readout_hidden: int = 32
+    channels: int = field(default=32, metadata={"ge": 1})
+    n_layers: int = field(default=1, metadata={"ge": 1})
+    n_basis: int = field(default=8, metadata={"ge": 1})
+    readout_hidden: int = field(default=32, metadata={"ge": 1})
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
+        check_field_bounds(self)
 
 
 @dataclass

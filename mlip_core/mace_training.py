@@ -31,12 +31,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from .backends import TrainRequest, check_dataclass_options
+from .plugins import check_field_bounds
 
 __all__ = ["MaceBackend", "MaceOptions", "MaceTrainingError"]
 
@@ -61,30 +62,22 @@ class MaceOptions:
         default_dtype: ``float64`` (MD-grade forces) or ``float32``.
     """
 
-    num_channels: int = 16
-    max_L: int = 0
-    num_interactions: int = 2
-    correlation: int = 2
-    max_ell: int = 2
-    num_radial_basis: int = 8
-    forces_weight: float = 100.0
-    stress_weight: float = 1.0
-    default_dtype: str = "float64"
+    num_channels: int = field(default=16, metadata={"ge": 1, "le": 1024})
+    max_L: int = field(default=0, metadata={"ge": 0, "le": 3})
+    num_interactions: int = field(default=2, metadata={"ge": 1, "le": 8})
+    correlation: int = field(default=2, metadata={"ge": 1, "le": 4})
+    max_ell: int = field(default=2, metadata={"ge": 1, "le": 4})
+    num_radial_basis: int = field(default=8, metadata={"ge": 1, "le": 64})
+    forces_weight: float = field(default=100.0, metadata={"ge": 0})
+    stress_weight: float = field(default=1.0, metadata={"ge": 0})
+    default_dtype: Literal["float64", "float32"] = "float64"
 
     def __post_init__(self) -> None:
-        for key in ("num_channels", "num_interactions", "correlation", "max_ell"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        if self.max_L not in (0, 1, 2, 3):
-            raise ValueError(f"max_L must be 0-3, got {self.max_L!r}")
+        check_field_bounds(self)
         if self.default_dtype not in ("float64", "float32"):
             raise ValueError(
                 f"default_dtype must be float64 or float32, got {self.default_dtype!r}"
             )
-        for key in ("forces_weight", "stress_weight"):
-            if not float(getattr(self, key)) >= 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
 
 
 @dataclass
@@ -172,6 +165,7 @@ class MaceBackend:
     """K MACE members, each trained by ``mace.cli.run_train``."""
 
     name: str = "mace"
+    options_cls: type = field(default=MaceOptions, repr=False)
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         return check_dataclass_options(MaceOptions, options, self.name)

@@ -21,7 +21,7 @@ from dataclasses import fields
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-__all__ = ["PluginError", "Registry", "dataclass_options"]
+__all__ = ["PluginError", "Registry", "check_field_bounds", "dataclass_options"]
 
 T = TypeVar("T")
 
@@ -123,3 +123,31 @@ def dataclass_options(cls: type, options: Mapping[str, Any], what: str) -> Any:
                 + (f" — did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(known)}")
             )
     return cls(**options)
+
+
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, ">="),
+    "gt": (lambda v, b: v > b, ">"),
+    "le": (lambda v, b: v <= b, "<="),
+    "lt": (lambda v, b: v < b, "<"),
+}
+
+
+def check_field_bounds(obj: Any) -> None:
+    """Check a parameter dataclass against its fields' metadata bounds (``ge``, ``gt``, ``le``,
+    ``lt``): a bounded field holds a number (an ``int`` where annotated ``int``) within them.
+    Raises ``ValueError`` naming the field, the bound and the value."""
+    for f in fields(obj):
+        bounds = {k: v for k, v in f.metadata.items() if k in _BOUNDS}
+        if not bounds:
+            continue
+        value = getattr(obj, f.name)
+        want_int = f.type in (int, "int")
+        ok_type = isinstance(value, int) if want_int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type:
+            kind = "an integer" if want_int else "a number"
+            raise ValueError(f"{f.name} must be {kind}, got {value!r}")
+        for key, bound in bounds.items():
+            test, op = _BOUNDS[key]
+            if not test(value, bound):
+                raise ValueError(f"{f.name} must be {op} {bound}, got {value!r}")

@@ -33,8 +33,10 @@ from .config_structures import StructurePolicy
 __all__ = [
     "CampaignSpec",
     "LabelerSpec",
+    "ModelSpec",
     "format_body_errors",
     "labeler_spec_model",
+    "model_spec_model",
     "settings_model",
     "spec_to_config",
 ]
@@ -152,6 +154,62 @@ LabelerSpec = _labeler_union()
 """The ``labeler`` section of a :class:`CampaignSpec` (a union discriminated by ``name``)."""
 
 
+_BOUND_KEYS = ("ge", "gt", "le", "lt")
+
+
+def model_spec_model(name: str) -> type[BaseModel]:
+    """The ``model`` section for model backend ``name``: ``backend`` (the discriminator),
+    ``n_members``, ``cutoff`` and the backend's options, typed from its ``options_cls`` (types,
+    defaults and the bounds in the fields' metadata), checked by the backend."""
+    from mlip_core.backends import get_backend
+
+    from .config_model import ModelSection
+
+    backend = get_backend(name)
+    cls = backend.options_cls
+    hints = typing.get_type_hints(cls)
+    opts: dict[str, Any] = {
+        f.name: (
+            hints[f.name],
+            Field(default=f.default, **{k: v for k, v in f.metadata.items() if k in _BOUND_KEYS}),
+        )
+        for f in dataclasses.fields(cls)
+    }
+    common = ModelSection.model_fields
+
+    def check(self: BaseModel) -> BaseModel:
+        backend.check_options(self.model_dump(exclude={"backend", "n_members", "cutoff"}))
+        return self
+
+    return create_model(
+        f"{name.capitalize()}ModelSpec",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        __doc__=f"The committee as {name!r} models. {cls.__doc__ or ''}",
+        __validators__={"_backend": model_validator(mode="after")(check)},
+        backend=(Literal[name], Field(description="Model backend.")),  # type: ignore[valid-type]
+        n_members=(int, common["n_members"]),
+        cutoff=(float, common["cutoff"]),
+        **opts,
+    )
+
+
+def _model_union() -> Any:
+    from mlip_core.backends import BACKENDS
+
+    models = tuple(model_spec_model(n) for n in BACKENDS.names())
+    return Annotated[Union[models], Field(discriminator="backend")]  # noqa: UP007
+
+
+ModelSpec = _model_union()
+"""The ``model`` section of a :class:`CampaignSpec` (a union discriminated by ``backend``)."""
+
+
+def _default_model() -> BaseModel:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(ModelSpec).validate_python({"backend": "native"})
+
+
 def _default_labeler() -> BaseModel:
     from pydantic import TypeAdapter
 
@@ -164,6 +222,9 @@ class CampaignSpec(_Campaign):
 
     labeler: LabelerSpec = Field(  # type: ignore[valid-type]
         default_factory=_default_labeler, description="The reference code and its physics."
+    )
+    model: ModelSpec = Field(  # type: ignore[valid-type]
+        default_factory=_default_model, description="The committee: backend, size, options."
     )
     execution: ProfileRef = Field(
         default_factory=ProfileRef,

@@ -53,6 +53,8 @@ RULES = {
     "ignored settings are the labeler's": r"is not a setting of labeler",
     "one spin state per geometry": r"has the geometry of .* with other initial",
     "walker start indexes a source": r"\.start=\d+ but only \d+ structure",
+    "a band's ends index the sources": r"(initial|final)=\d+ but only \d+ structure"
+    r"|initial and final are the same structure",
     "ASE builds the crystal": r"ASE cannot build it|Miller indices \(0, 0, 0\)"
     r"|lattice_constant: needed for",
     "atom limit": r"atoms, more than",

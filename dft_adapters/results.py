@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from structure_checks.vocabulary import LABELER_FAILURE_KINDS
+
 __all__ = [
     "AttemptRecord",
     "FailureKind",
@@ -27,21 +29,18 @@ __all__ = [
 ]
 
 
-class FailureKind(enum.StrEnum):
-    """The ways a labelling call can fail (values are the strings stored in the database).
+FailureKind = enum.StrEnum(  # type: ignore[misc]
+    "FailureKind", {kind.upper(): kind for kind in LABELER_FAILURE_KINDS}, module=__name__
+)
+FailureKind.__doc__ = """The ways a labelling call can fail: ``SCF_UNCONVERGED``, ``CRASHED``,
+``TIMEOUT``, ``INVALID_INPUT``, ``MISSING_EXECUTABLE``, ``UNPARSABLE_OUTPUT`` (values: the strings
+stored in the database, defined once in :data:`structure_checks.vocabulary.LABELER_FAILURE_KINDS`).
 
-    ``unparsable_output``: the code finished but its output has a layout the parser does not
-    know (another release of the code, or a print setting that changes the layout); the message
-    names the code version found in the output. Never retried: rerunning the code prints the
-    same layout again; the outputs are kept for a newer parser.
-    """
-
-    SCF_UNCONVERGED = "scf_unconverged"
-    CRASHED = "crashed"
-    TIMEOUT = "timeout"
-    INVALID_INPUT = "invalid_input"
-    MISSING_EXECUTABLE = "missing_executable"
-    UNPARSABLE_OUTPUT = "unparsable_output"
+``unparsable_output``: the code finished but its output has a layout the parser does not know
+(another release of the code, or a print setting that changes the layout); the message names the
+code version found in the output. Never retried: rerunning the code prints the same layout
+again; the outputs are kept for a newer parser.
+"""
 
 
 class UnknownLayoutError(ValueError):

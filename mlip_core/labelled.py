@@ -22,6 +22,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip_core.model import CommitteePotential
 from mlip_core.neighbors import AtomicGraph, build_graph, concat_graphs
+from structure_checks.vocabulary import REF_ENERGY, REF_FORCES, REF_STRESS
 
 if TYPE_CHECKING:
     from mlip_core.training import TrainingConfig
@@ -40,8 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-REF_ENERGY, REF_FORCES, REF_STRESS = "REF_energy", "REF_forces", "REF_stress"
 
 
 def attach_labels(

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from structure_checks.vocabulary import REF_ENERGY, REF_FORCES, REF_STRESS
+
 from .context import CampaignFailedError, Context
 from .train import load_model, training_data
 
@@ -121,7 +123,7 @@ def mace_command(train: Path, valid: Path, e0s: dict[int, float]) -> str:
     e0 = "{" + ", ".join(f"{z}: {e:.10g}" for z, e in e0s.items()) + "}"
     return (
         f"mace_run_train --name=pesflow --train_file={train.name} --valid_file={valid.name} "
-        f"--energy_key=REF_energy --forces_key=REF_forces --stress_key=REF_stress "
+        f"--energy_key={REF_ENERGY} --forces_key={REF_FORCES} --stress_key={REF_STRESS} "
         f"--E0s='{e0}' --model=MACE --r_max=5.0 --max_num_epochs=100 --device=cpu"
     )
 
@@ -134,10 +136,10 @@ def _with_results(frames: list) -> list:
     for a in frames:
         b = a.copy()
         info = {k: v for k, v in b.info.items() if not k.startswith("REF_")}
-        forces = b.arrays.pop("REF_forces")
+        forces = b.arrays.pop(REF_FORCES)
         b.info = info
         b.calc = SinglePointCalculator(
-            b, energy=a.info["REF_energy"], forces=forces, stress=a.info.get("REF_stress")
+            b, energy=a.info[REF_ENERGY], forces=forces, stress=a.info.get(REF_STRESS)
         )
         out.append(b)
     return out

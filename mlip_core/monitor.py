@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from mlip_core.geometry import min_interatomic_distance
 from mlip_core.selection import classify
 from mlip_core.uncertainty import frame_deviations, max_devi_e, max_force_deviation
+from structure_checks.geometry import min_interatomic_distance
 
 __all__ = ["ExplorationStop", "MonitorError", "Trust", "UncertaintyMonitor"]
 

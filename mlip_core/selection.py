@@ -7,7 +7,7 @@ or relative) is classified by a trust window ``[lo, hi)``:
 - ``candidate`` : ``lo <= x < hi``     (worth a DFT label)
 - ``failed``    : ``x >= hi`` or NaN   (the model is lost there; stop the trajectory)
 
-Candidates are then filtered for sane geometry (:func:`mlip_core.geometry.check_geometry`) and
+Candidates are then filtered for sane geometry (:func:`structure_checks.geometry.geometry_problems`) and
 capped to
 ``max_n`` per iteration by a selector (:func:`select_candidates`), optionally dropping
 near-duplicates by descriptor distance (:mod:`mlip_core.descriptors`).

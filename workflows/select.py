@@ -34,8 +34,8 @@ def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
     than the label budget allows), drop geometrically unfit frames, record the selections and
     request their labels. Every filter reports how many frames it dropped."""
     from database import SelectionInput
-    from mlip_core.geometry import check_geometry
     from mlip_core.selection import get_selector, select_candidates
+    from structure_checks.geometry import geometry_problems
 
     ctx = open_context(handle)
     store, cfg = ctx.store, ctx.cfg
@@ -72,7 +72,7 @@ def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
         atoms = store.get_atoms(sids)
         ok = []
         for i, a in enumerate(atoms):
-            problems = check_geometry(a)
+            problems = geometry_problems(a)
             if problems:  # counted once, under its first problem
                 why = f"unfit geometry: {problems[0].reason}"
                 dropped[why] = dropped.get(why, 0) + 1

@@ -138,8 +138,11 @@ def test_image_distance_across_the_boundary_counts() -> None:
             [[2, 0, 0], [0, 2, 0], [0, 0, 0]],
             "periodic vectors (axes [0, 1, 2]) are zero or linearly dependent",
         ),
-        ([[1, 0, 0], [0, 1, 0], [0, 0, 0.5]], "outside"),
-        ([[100, 0, 0], [0, 100, 0], [0, 0, 100]], "outside"),
+        (
+            [[1, 0, 0], [0, 1, 0], [0, 0, 0.5]],
+            "volume per atom 0.50 Å^3 below min_volume_per_atom=1",
+        ),
+        ([[100, 0, 0], [0, 100, 0], [0, 0, 100]], "above max_volume_per_atom=10000"),
     ],
 )
 def test_insane_cell_volumes_are_rejected(cell, expected: str) -> None:

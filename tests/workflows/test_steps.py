@@ -380,7 +380,7 @@ def test_select_judges_the_lattice_not_the_cell_and_counts_every_drop(tmp_path: 
     from ase.build import bulk
 
     from database import Origin, WalkerOutcome
-    from mlip_core.geometry import check_geometry
+    from structure_checks.geometry import geometry_problems as check_geometry
     from workflows.context import seeded_rng
 
     cfg = load_config(

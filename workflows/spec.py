@@ -181,23 +181,42 @@ def model_spec_model(name: str) -> type[BaseModel]:
         backend.check_options(self.model_dump(exclude={"backend", "n_members", "cutoff"}))
         return self
 
-    return create_model(
+    model = create_model(
         f"{name.capitalize()}ModelSpec",
         __config__=ConfigDict(extra="forbid", frozen=True),
         __doc__=f"The committee as {name!r} models. {cls.__doc__ or ''}",
         __validators__={"_backend": model_validator(mode="after")(check)},
-        backend=(Literal[name], Field(description="Model backend.")),  # type: ignore[valid-type]
+        backend=(Literal[name], Field(default=name, description="Model backend.")),  # type: ignore[valid-type]
         n_members=(int, common["n_members"]),
         cutoff=(float, common["cutoff"]),
         **opts,
     )
+    model.union_tag = name  # type: ignore[attr-defined]  # error paths: model.<key>
+    return model
+
+
+def _backend_of(value: Any) -> str:
+    """The model section's backend (``native`` when not given)."""
+    if isinstance(value, dict):
+        return str(value.get("backend", "native"))
+    return str(getattr(value, "backend", "native"))
 
 
 def _model_union() -> Any:
+    from pydantic import Discriminator, Tag
+
     from mlip_core.backends import BACKENDS
 
-    models = tuple(model_spec_model(n) for n in BACKENDS.names())
-    return Annotated[Union[models], Field(discriminator="backend")]  # noqa: UP007
+    names = BACKENDS.names()
+    models = tuple(Annotated[model_spec_model(n), Tag(n)] for n in names)
+    return Annotated[
+        Union[models],  # noqa: UP007
+        Discriminator(
+            _backend_of,
+            custom_error_type="unknown_backend",
+            custom_error_message=f"backend must be one of {', '.join(names)}",
+        ),
+    ]
 
 
 ModelSpec = _model_union()
@@ -207,7 +226,7 @@ ModelSpec = _model_union()
 def _default_model() -> BaseModel:
     from pydantic import TypeAdapter
 
-    return TypeAdapter(ModelSpec).validate_python({"backend": "native"})
+    return TypeAdapter(ModelSpec).validate_python({})
 
 
 def _default_labeler() -> BaseModel:

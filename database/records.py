@@ -81,8 +81,8 @@ class IterationRecord:
 
 @dataclass(frozen=True, eq=False)
 class WalkerRunRecord:
-    """A finished MD walker of an iteration (``status`` done or failed, with ``error``);
-    ``max_force_devs`` float64 (n_frames,) eV/Å, NaN where the deviation was not finite."""
+    """A finished exploration (MD walker, band, registered explorer) of an iteration
+    (``status`` done or failed, with ``error``); ``max_force_devs`` float64 (n_frames,) eV/Å, NaN where the deviation was not finite."""
 
     id: int
     iteration_id: int

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from .plugins import PluginError, Registry, check_field_bounds, dataclass_options
+from .plugins import PluginError, Registry, check_field_bounds, dataclass_options, missing_members
 
 __all__ = [
     "BACKENDS",
@@ -168,7 +168,9 @@ class NativeBackend:
 
 def _check(backend: Any) -> None:
     if not isinstance(backend, ModelBackend):
-        raise PluginError(f"{backend!r} does not implement the ModelBackend protocol")
+        raise PluginError(
+            f"{backend!r} does not implement the ModelBackend protocol: lacks {', '.join(missing_members(backend, ModelBackend))}"
+        )
 
 
 BACKENDS: Registry[ModelBackend] = Registry(

@@ -60,10 +60,13 @@ def check_selector(selector: Any) -> None:
     cap binds, keeps picks at least ``min_distance`` apart in descriptor space (one per tight
     cluster), and picks nothing from no candidates.
     """
+    from mlip_core.plugins import missing_members
     from mlip_core.selection import select_candidates
     from mlip_core.selectors import NEEDS, SELECTORS, Selector
 
-    assert isinstance(selector, Selector), f"{selector!r} does not implement Selector"
+    assert isinstance(selector, Selector), (
+        f"{selector!r} does not implement Selector: lacks {missing_members(selector, Selector)}"
+    )
     assert set(selector.needs) <= NEEDS, f"unknown needs {set(selector.needs) - NEEDS}"
     name = f"_contract_{selector.name}"
     SELECTORS.register(name, selector, replace=True)

@@ -87,8 +87,11 @@ def check_explorer(
     """
     from .explorers import Explorer, make_params
     from .monitor import Trust
+    from .plugins import missing_members
 
-    assert isinstance(explorer, Explorer), f"{explorer!r} does not implement Explorer"
+    assert isinstance(explorer, Explorer), (
+        f"{explorer!r} does not implement Explorer: lacks {missing_members(explorer, Explorer)}"
+    )
     assert is_dataclass(explorer.params_cls), "params_cls must be a dataclass"
     p = make_params(explorer, params or {})
     structures = structures or vacancy_hop()

@@ -141,9 +141,13 @@ def check_model_backend(
     ``options``: the backend's hyper-parameters (keep them tiny)."""
     from .backends import BACKENDS, ModelBackend, TrainRequest
     from .checkpoint import load_committee, save_committee
+    from .plugins import missing_members
     from .training import TrainingConfig
 
-    assert isinstance(backend, ModelBackend), f"{backend!r} does not implement ModelBackend"
+    assert isinstance(backend, ModelBackend), (
+        f"{backend!r} does not implement ModelBackend: lacks "
+        f"{missing_members(backend, ModelBackend)}"
+    )
     name = f"_contract_{backend.name}"
     BACKENDS.register(name, backend, replace=True)
     root = Path(workdir or tempfile.mkdtemp(prefix="pesflow-backend-"))

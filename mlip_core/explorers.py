@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .monitor import Trust
-from .plugins import PluginError, Registry, dataclass_options
+from .plugins import PluginError, Registry, dataclass_options, missing_members
 
 __all__ = ["EXPLORERS", "Explorer", "MDExplorer", "MDParams", "get_explorer", "make_params"]
 
@@ -142,7 +142,9 @@ class MDExplorer:
 
 def _check(explorer: Any) -> None:
     if not isinstance(explorer, Explorer):
-        raise PluginError(f"{explorer!r} does not implement the Explorer protocol")
+        raise PluginError(
+            f"{explorer!r} does not implement the Explorer protocol: lacks {', '.join(missing_members(explorer, Explorer))}"
+        )
 
 
 EXPLORERS: Registry[Explorer] = Registry(

@@ -33,11 +33,13 @@ def _import_mace():
     would let any later ``torch.load`` without an explicit ``weights_only`` unpickle code.
     e3nn's constants only need ``slice`` allow-listed; the variable is restored afterwards.
     """
+    import contextlib
+    import io
     import os
 
     before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    try:
-        with torch.serialization.safe_globals([slice]):
+    try:  # mace prints a note about optional GPU kernels on import: not the user's concern
+        with torch.serialization.safe_globals([slice]), contextlib.redirect_stdout(io.StringIO()):
             from e3nn import o3 as e3nn_o3
             from mace import modules
     finally:

@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,12 @@ from .backends import TrainRequest, check_dataclass_options
 from .plugins import check_field_bounds
 
 __all__ = ["MaceBackend", "MaceOptions", "MaceTrainingError"]
+
+_TORCH_FX_LOCK = threading.RLock()
+"""Unpickling or building a MACE model runs e3nn's code generation through ``torch.fx``, whose
+tracer keeps its state in a module global (``CURRENT_PATCHER``): two threads doing it at once
+(walkers loading the committee in a thread pool) corrupt it. Every MACE build and load here
+holds this lock."""
 
 
 class MaceTrainingError(RuntimeError):
@@ -140,14 +147,21 @@ def _process_state_kept() -> Iterator[None]:
 
 def _train_in_process(argv: list[str], wd: Path) -> None:
     """One member: MACE's own ``run_train`` with ``argv`` (in this process: one import of
-    MACE serves every member and iteration); its log is in ``wd/logs``."""
+    MACE serves every member and iteration); its log is in ``wd/logs``, what it prints in
+    ``wd/mace_run_train.out`` (not on the terminal)."""
     from mace.cli.run_train import run
     from mace.tools import build_default_arg_parser
 
     from . import mace_backend  # noqa: F401  (imports mace the safe way first)
 
     args = build_default_arg_parser().parse_args(argv)
-    with _process_state_kept():
+    with (
+        _TORCH_FX_LOCK,
+        _process_state_kept(),
+        open(wd / "mace_run_train.out", "w") as out,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(out),
+    ):
         try:
             run(args)
         except SystemExit as exc:  # argparse / MACE's own exits
@@ -168,10 +182,19 @@ class MaceBackend:
     options_cls: type = field(default=MaceOptions, repr=False)
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Options checked against :class:`MaceOptions`; ``ValueError`` also when mace-torch is
+        not installed here (a config naming this backend cannot run)."""
+        import importlib.util
+
+        if importlib.util.find_spec("mace") is None:
+            raise ValueError("model backend 'mace' needs mace-torch: pip install 'pesflow[mace]'")
         return check_dataclass_options(MaceOptions, options, self.name)
 
-    def _args(self, req: TrainRequest, opts: dict[str, Any], k: int, wd: Path) -> list[str]:
+    def _args(
+        self, req: TrainRequest, opts: dict[str, Any], k: int, wd: Path, sizes: tuple[int, int]
+    ) -> list[str]:
         tc = req.training
+        n_train, n_val = sizes
         seed = (int(tc.seed) + 7919 * k) % 2**32  # distinct per member, in numpy's range
         args = [
             f"--name=member{k}",
@@ -196,8 +219,9 @@ class MaceBackend:
             f"--stress_weight={opts['stress_weight']}",
             f"--max_num_epochs={tc.max_epochs}",
             f"--patience={tc.patience}",
-            f"--batch_size={tc.batch_size}",
-            f"--valid_batch_size={max(tc.batch_size, 4)}",
+            # MACE refuses a batch larger than its training set (tiny first iterations)
+            f"--batch_size={max(1, min(tc.batch_size, n_train))}",
+            f"--valid_batch_size={max(1, min(max(tc.batch_size, 4), n_val))}",
             f"--lr={tc.learning_rate}",
             f"--default_dtype={opts['default_dtype']}",
             "--device=cpu",
@@ -212,7 +236,8 @@ class MaceBackend:
             if member is None or not hasattr(member, "model"):
                 raise MaceTrainingError("warm start needs the previous MACE committee")
             prev = wd / "previous.model"
-            torch.save(member.model, prev)
+            with _TORCH_FX_LOCK:
+                torch.save(member.model, prev)
             args += [f"--foundation_model={prev}", "--multiheads_finetuning=False"]
         return args
 
@@ -242,11 +267,12 @@ class MaceBackend:
         for k in range(request.n_members):
             wd = root / f"member{k}"
             wd.mkdir(exist_ok=True)
-            _train_in_process(self._args(request, opts, k, wd), wd)
+            _train_in_process(self._args(request, opts, k, wd, (len(tr), len(va))), wd)
             files = [f for f in sorted(wd.glob(f"member{k}*.model")) if "compiled" not in f.name]
             if not files:
                 raise MaceTrainingError(f"mace_run_train for member {k} saved no model in {wd}")
-            model = torch.load(files[0], map_location="cpu", weights_only=False)
+            with _TORCH_FX_LOCK:
+                model = torch.load(files[0], map_location="cpu", weights_only=False)
             members.append(mace_backend.MaceMember(model.eval()))
             if request.callback is not None:
                 request.callback({"member": float(k)})
@@ -262,20 +288,22 @@ class MaceBackend:
 
     def to_payload(self, model: Any) -> dict[str, Any]:
         blobs = []
-        for m in model.members:
-            buf = io.BytesIO()
-            torch.save(m.model, buf)
-            blobs.append(buf.getvalue())
+        with _TORCH_FX_LOCK:
+            for m in model.members:
+                buf = io.BytesIO()
+                torch.save(m.model, buf)
+                blobs.append(buf.getvalue())
         return {"members": blobs, "dtype": str(model.dtype).removeprefix("torch.")}
 
     def from_payload(self, payload: Mapping[str, Any]) -> Any:
         from . import mace_backend
         from .model import LoopCommittee
 
-        members = [
-            mace_backend.MaceMember(
-                torch.load(io.BytesIO(b), map_location="cpu", weights_only=False).eval()
-            )
-            for b in payload["members"]
-        ]
+        with _TORCH_FX_LOCK:
+            members = [
+                mace_backend.MaceMember(
+                    torch.load(io.BytesIO(b), map_location="cpu", weights_only=False).eval()
+                )
+                for b in payload["members"]
+            ]
         return LoopCommittee(members).eval()

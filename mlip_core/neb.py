@@ -28,7 +28,7 @@ from ase.calculators.calculator import Calculator
 from .md import WalkerResult
 from .monitor import ExplorationStop, Trust, UncertaintyMonitor
 
-__all__ = ["NEBExplorer", "NEBParams"]
+__all__ = ["NEBExplorer", "NEBParams", "endpoint_problem"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class NEBParams:
         climb: climbing image (the highest image climbs to the saddle).
         spring: spring constant, eV/Å^2.
         interpolation: ``idpp`` or ``linear``.
+        max_atom_move: largest displacement of one atom between the endpoints (minimum image),
+            Å: more means the two structures do not list the same atoms in the same order.
     """
 
     initial: int = 0
@@ -56,6 +58,7 @@ class NEBParams:
     climb: bool = True
     spring: float = 0.1
     interpolation: str = "idpp"
+    max_atom_move: float = 4.0
 
     def __post_init__(self) -> None:
         if self.initial == self.final:
@@ -68,6 +71,29 @@ class NEBParams:
             raise ValueError(f"fmax and spring must be > 0 (got {self.fmax}, {self.spring})")
         if self.interpolation not in ("idpp", "linear"):
             raise ValueError(f"interpolation must be idpp or linear, got {self.interpolation!r}")
+
+
+def endpoint_problem(initial: Atoms, final: Atoms, max_atom_move: float = 4.0) -> str | None:
+    """Why ``initial`` and ``final`` cannot be the ends of one band (same atoms in the same
+    order, one cell, no atom moving more than ``max_atom_move`` Å between them, minimum
+    image), or ``None``."""
+    from ase.geometry import find_mic
+
+    if len(initial) != len(final) or not np.array_equal(initial.numbers, final.numbers):
+        return (
+            f"NEB endpoints must have the same atoms in the same order ({initial.get_chemical_formula()}, "
+            f"{len(initial)} atoms vs {final.get_chemical_formula()}, {len(final)} atoms)"
+        )
+    if not np.allclose(initial.cell.array, final.cell.array, atol=1e-6):
+        return "NEB endpoints must share one cell"
+    _, lengths = find_mic(final.positions - initial.positions, initial.cell, initial.pbc)
+    k = int(np.argmax(lengths))
+    if lengths[k] > max_atom_move:
+        return (
+            f"atom {k} moves {lengths[k]:.2f} Å between the NEB endpoints (> max_atom_move="
+            f"{max_atom_move:g} Å): are the atoms listed in the same order?"
+        )
+    return None
 
 
 def reaction_coordinates(images: Sequence[Atoms]) -> np.ndarray:
@@ -113,17 +139,16 @@ class NEBExplorer:
         """Relax the band; returns the judged interior images as frames.
 
         Raises:
-            ValueError: endpoints with different atoms (numbers or order) or cells.
+            ValueError: endpoints that cannot end one band (:func:`endpoint_problem`).
         """
         from ase.mep import NEB
         from ase.optimize import FIRE
 
         t0 = time.perf_counter()
         initial, final = structures
-        if len(initial) != len(final) or not np.array_equal(initial.numbers, final.numbers):
-            raise ValueError("NEB endpoints must have the same atoms in the same order")
-        if not np.allclose(initial.cell.array, final.cell.array, atol=1e-6):
-            raise ValueError("NEB endpoints must share one cell")
+        problem = endpoint_problem(initial, final, params.max_atom_move)
+        if problem is not None:
+            raise ValueError(problem)
         images = [initial.copy() for _ in range(params.n_images + 1)] + [final.copy()]
         for im in images:
             im.calc = calculator

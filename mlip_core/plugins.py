@@ -21,7 +21,7 @@ from dataclasses import fields
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-__all__ = ["PluginError", "Registry", "check_field_bounds", "dataclass_options"]
+__all__ = ["PluginError", "Registry", "check_field_bounds", "dataclass_options", "missing_members"]
 
 T = TypeVar("T")
 
@@ -110,10 +110,24 @@ class Registry(Generic[T]):
         return impl
 
 
+def missing_members(obj: Any, protocol: type) -> list[str]:
+    """Names a protocol declares (attributes and methods) that ``obj`` lacks."""
+    names = {
+        n
+        for klass in protocol.__mro__
+        if klass not in (object, Generic)
+        for n in (*getattr(klass, "__annotations__", {}), *vars(klass))
+        if not n.startswith("_")
+    }
+    return sorted(n for n in names if not hasattr(obj, n))
+
+
 def dataclass_options(cls: type, options: Mapping[str, Any], what: str) -> Any:
     """``cls(**options)`` for an implementation's parameter dataclass; ``ValueError`` names an
     unknown key (with the closest known one) or a value the dataclass refuses. ``what`` names
     the implementation in messages (``"model backend 'mace'"``)."""
+    import typing
+
     known = [f.name for f in fields(cls)]
     for key in options:
         if key not in known:
@@ -122,7 +136,26 @@ def dataclass_options(cls: type, options: Mapping[str, Any], what: str) -> Any:
                 f"unknown option {key!r} for {what}"
                 + (f" — did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(known)}")
             )
+    hints = typing.get_type_hints(cls)
+    for key, value in options.items():
+        want = _SIMPLE.get(hints.get(key))  # type: ignore[arg-type]
+        if want is not None and not _is(value, want):
+            raise ValueError(f"{key} must be {want[1]}, got {value!r} (for {what})")
     return cls(**options)
+
+
+_SIMPLE: dict[Any, tuple[Any, str]] = {
+    int: (int, "an integer"),
+    float: ((int, float), "a number"),
+    bool: (bool, "true or false"),
+    str: (str, "a string"),
+}
+
+
+def _is(value: Any, want: tuple[Any, str]) -> bool:
+    if isinstance(value, bool) and want[0] is not bool:
+        return False
+    return isinstance(value, want[0])
 
 
 _BOUNDS = {

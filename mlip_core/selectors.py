@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from .plugins import PluginError, Registry
+from .plugins import PluginError, Registry, missing_members
 
 __all__ = [
     "NEEDS",
@@ -34,6 +34,7 @@ __all__ = [
     "SelectionError",
     "Selector",
     "get_selector",
+    "greedy_diverse",
     "register_selector",
 ]
 
@@ -79,13 +80,15 @@ class Selector(Protocol):
         ...
 
 
-def _greedy_diverse(
+def greedy_diverse(
     order: NDArray[np.intp],
     max_n: int,
     descriptors: NDArray[np.float64] | None,
     min_distance: float,
 ) -> NDArray[np.intp]:
-    """Walk ``order``; keep a frame unless it is within ``min_distance`` of a kept one."""
+    """Walk ``order`` (frame indices); keep a frame unless it is within ``min_distance`` of a
+    kept one in descriptor space, at most ``max_n``. The near-duplicate rule every selector
+    must keep; a new selector orders its frames and calls this."""
     if min_distance <= 0 or descriptors is None:
         return np.asarray(order[:max_n], dtype=np.intp)
     kept: list[int] = []
@@ -121,7 +124,7 @@ class RandomSelector:
     ) -> NDArray[np.intp]:
         """Random permutation of the candidates, then greedy de-duplication."""
         order = rng.permutation(candidates)
-        return _greedy_diverse(order, max_n, descriptors, min_distance)
+        return greedy_diverse(order, max_n, descriptors, min_distance)
 
 
 class MaxFirstSelector:
@@ -143,7 +146,7 @@ class MaxFirstSelector:
     ) -> NDArray[np.intp]:
         """Candidates sorted by decreasing deviation, then greedy de-duplication."""
         order = candidates[np.argsort(-deviations[candidates], kind="stable")]
-        return _greedy_diverse(order, max_n, descriptors, min_distance)
+        return greedy_diverse(order, max_n, descriptors, min_distance)
 
 
 class FarthestPointSelector:
@@ -191,7 +194,9 @@ class FarthestPointSelector:
 
 def _check(selector: Any) -> None:
     if not isinstance(selector, Selector):
-        raise PluginError(f"{selector!r} does not implement the Selector protocol")
+        raise PluginError(
+            f"{selector!r} does not implement the Selector protocol: lacks {', '.join(missing_members(selector, Selector))}"
+        )
     unknown = set(selector.needs) - NEEDS
     if unknown:
         raise ValueError(

@@ -118,6 +118,9 @@ class NEBWalkerConfig(_Section):
     climb: bool = Field(default=True, description="Climbing image.")
     spring: PosFloat = Field(default=0.1, description="Spring constant, eV/Å^2.")
     interpolation: Literal["idpp", "linear"] = Field(default="idpp", description="Initial path.")
+    max_atom_move: PosFloat = Field(
+        default=4.0, le=50, description="Largest move of one atom between the ends, Å."
+    )
     count: Literal[1] = Field(default=1, description="A band is deterministic: one copy.")
 
     def stored_ids(self) -> list[int]:

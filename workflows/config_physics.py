@@ -26,6 +26,18 @@ def max_timestep_fs(atoms: Any) -> float:
     return math.sqrt(float(np.min(atoms.get_masses())))
 
 
+def _band_problems(key: str, walker: Any, atoms_list: Sequence[Any]) -> list[str]:
+    """A band between two of the initial structures that cannot be one (stored endpoints are
+    checked when the band runs)."""
+    from mlip_core.neb import endpoint_problem
+
+    ends = (walker.initial, walker.final)
+    if not all(isinstance(e, int) and e < len(atoms_list) for e in ends):
+        return []
+    problem = endpoint_problem(atoms_list[ends[0]], atoms_list[ends[1]], walker.max_atom_move)
+    return [f"{key}: {problem}"] if problem else []
+
+
 def structure_problems(
     cfg: Any, atoms_list: Sequence[Any], names: Sequence[str] | None = None
 ) -> tuple[list[str], list[str]]:
@@ -41,6 +53,8 @@ def structure_problems(
     warnings: list[str] = []
     n = len(atoms_list)
     for i, w in enumerate(cfg.exploration.walkers):
+        if getattr(w, "kind", "md") == "neb":
+            errors += _band_problems(f"exploration.walkers[{i}]", w, atoms_list)
         if getattr(w, "kind", "md") != "md":
             continue  # time steps and ensembles are MD's
         key = f"exploration.walkers[{i}]"

@@ -20,6 +20,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def export_campaign(ctx: Context, out_dir: str | Path, fmt: str = "mace") -> Exp
     ds, vs = _WRITERS[fmt](out, train, val)
     if e0s is not None:
         (out / "e0s.json").write_text(json.dumps({str(z): e for z, e in e0s.items()}, indent=1))
-        (out / "mace_run_train.txt").write_text(mace_command(ds, vs, e0s) + "\n")
+        (out / "mace_run_train.txt").write_text(mace_command(ds, vs, e0s, ctx.cfg.model) + "\n")
     ckpt = loader = None
     if model is not None:
         ckpt = out / "committee.pt"
@@ -118,13 +119,19 @@ def isolated_atom_energies(frames: list) -> dict[int, float]:
     return {z: float(e) for z, e in zip(zs, e0, strict=True)}
 
 
-def mace_command(train: Path, valid: Path, e0s: dict[int, float]) -> str:
-    """The ``mace_run_train`` command that trains on an export (keys and E0s included)."""
+def mace_command(train: Path, valid: Path, e0s: dict[int, float], model: Any = None) -> str:
+    """The ``mace_run_train`` command that trains on an export (keys and E0s included), with
+    the campaign's cutoff and, for a ``mace`` campaign, its MACE options (``model``: the
+    campaign config's ``model`` section)."""
     e0 = "{" + ", ".join(f"{z}: {e:.10g}" for z, e in e0s.items()) + "}"
+    cutoff = model.cutoff if model is not None else 5.0
+    opts = ""
+    if model is not None and model.backend == "mace":
+        opts = "".join(f" --{k}={v}" for k, v in model.options.items())
     return (
         f"mace_run_train --name=pesflow --train_file={train.name} --valid_file={valid.name} "
         f"--energy_key={REF_ENERGY} --forces_key={REF_FORCES} --stress_key={REF_STRESS} "
-        f"--E0s='{e0}' --model=MACE --r_max=5.0 --max_num_epochs=100 --device=cpu"
+        f"--E0s='{e0}' --model=MACE --r_max={cutoff:g}{opts} --max_num_epochs=100 --device=cpu"
     )
 
 

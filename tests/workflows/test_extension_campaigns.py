@@ -195,3 +195,30 @@ def test_neb_endpoints_from_labelled_structures(tmp_path: Path):
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="structure_id: must be >= 1"):
         load_config(path)
+
+
+def test_band_ends_that_are_not_one_band_are_refused_before_the_run(tmp_path: Path):
+    """Endpoints with other atoms, or the same atoms listed in another order (one atom moving
+    across the cell), are a config error naming the walker, not a failed walker after training."""
+    from workflows.config import ConfigError, load_config
+    from workflows.structures import initial_structures
+
+    initial, final = vacancy_hop()
+    shuffled = final[list(range(len(final)))[::-1]]  # same atoms, reversed order
+    bigger = initial.copy()
+    bigger.append("Cu")  # the vacancy filled: 32 atoms against 31
+    for name, other, match in (
+        ("reversed.xyz", shuffled, "moves .* Å between the NEB endpoints"),
+        ("bigger.xyz", bigger, "same atoms in the same order"),
+    ):
+        ase.io.write(tmp_path / "initial.xyz", initial, format="extxyz")
+        ase.io.write(tmp_path / name, other, format="extxyz")
+        cfg = load_config(
+            write_config(
+                tmp_path / "c.yaml",
+                structures=[{"file": "initial.xyz"}, {"file": name}],
+                exploration={"walkers": [{"kind": "neb", "initial": 0, "final": 1}]},
+            )
+        )
+        with pytest.raises(ConfigError, match=r"exploration\.walkers\[0\]: .*" + match):
+            initial_structures(cfg)

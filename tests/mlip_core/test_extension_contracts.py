@@ -81,3 +81,28 @@ def test_an_implementation_that_breaks_a_rule_fails_its_contract() -> None:
 
     with pytest.raises(AssertionError, match="lacks"):
         check_explorer(Silent(), SMALL_PARAMS["md"])
+
+
+def test_the_documented_selector_example_passes_its_contract() -> None:
+    """docs/architecture.md's one-file selector (ordering + the shared near-duplicate rule)."""
+    import re
+
+    text = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    code = re.search(r"```python\n(import numpy as np\nfrom mlip_core.selectors.*?)```", text, re.S)
+    assert code, "the selector example is gone from docs/architecture.md"
+    namespace: dict = {}
+    exec(compile(code.group(1), "architecture.md", "exec"), namespace)  # our own docs
+    check_selector(namespace["Newest"]())
+
+
+def test_parameters_are_type_checked_and_a_protocol_miss_is_named() -> None:
+    from mlip_core.explorers import make_params
+
+    with pytest.raises(ValueError, match="steps must be an integer, got 'three'"):
+        make_params(get_explorer("neb"), {"steps": "three"})
+
+    class Half:
+        name = "half"
+
+    with pytest.raises(PluginError, match=r"lacks .*origin_keys.*params_cls"):
+        EXPLORERS.register("half", Half())

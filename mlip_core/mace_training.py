@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from .backends import TrainRequest, check_dataclass_options
 from .plugins import check_field_bounds
@@ -124,6 +123,8 @@ def _process_state_kept() -> Iterator[None]:
     """Undo what MACE's trainer changes for the whole process: torch's default dtype and
     global RNG, numpy's global RNG, the root logger's handlers and level, and the environment
     variable ``import mace`` sets (see :func:`mlip_core.mace_backend._import_mace`)."""
+    import torch
+
     dtype, rng, np_rng = torch.get_default_dtype(), torch.get_rng_state(), np.random.get_state()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
@@ -193,6 +194,8 @@ class MaceBackend:
     def _args(
         self, req: TrainRequest, opts: dict[str, Any], k: int, wd: Path, sizes: tuple[int, int]
     ) -> list[str]:
+        import torch
+
         tc = req.training
         n_train, n_val = sizes
         seed = (int(tc.seed) + 7919 * k) % 2**32  # distinct per member, in numpy's range
@@ -247,6 +250,8 @@ class MaceBackend:
         Raises:
             MaceTrainingError: a member's training failed or produced no model file.
         """
+        import torch
+
         from . import mace_backend
         from .model import LoopCommittee
 
@@ -287,6 +292,8 @@ class MaceBackend:
         )
 
     def to_payload(self, model: Any) -> dict[str, Any]:
+        import torch
+
         blobs = []
         with _TORCH_FX_LOCK:
             for m in model.members:
@@ -296,6 +303,8 @@ class MaceBackend:
         return {"members": blobs, "dtype": str(model.dtype).removeprefix("torch.")}
 
     def from_payload(self, payload: Mapping[str, Any]) -> Any:
+        import torch
+
         from . import mace_backend
         from .model import LoopCommittee
 

@@ -42,7 +42,7 @@ from hypothesis import settings as hsettings
 from api.runner import Run, Runner
 
 STEPS = 15  # calls per scenario at most
-SCENARIOS = 150
+SCENARIOS = 100
 TOKEN = "pf_live_fuzz"
 
 # The rules JSON Schema cannot state, as a 422 names them: cross-field rules of a config, and

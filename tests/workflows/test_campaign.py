@@ -195,6 +195,8 @@ def test_export_extxyz_and_deepmd_read_back_by_ase_and_dpdata(campaign, tmp_path
     assert (deep / "deepmd" / "validation").is_dir()
 
 
+@pytest.mark.slow  # MACE's trainer runs in the default suite through the mace backend
+# (tests/workflows/test_extension_campaigns.py); this checks the exported command line itself
 def test_mace_export_trains_with_mace_run_train(campaign, tmp_path: Path):
     """--format mace writes E0s and the mace_run_train command; that command (a 1-epoch, tiny
     model version) starts training on the export and saves a model."""

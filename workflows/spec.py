@@ -186,7 +186,14 @@ def model_spec_model(name: str) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid", frozen=True),
         __doc__=f"The committee as {name!r} models. {cls.__doc__ or ''}",
         __validators__={"_backend": model_validator(mode="after")(check)},
-        backend=(Literal[name], Field(default=name, description="Model backend.")),  # type: ignore[valid-type]
+        # only the default backend may be left out (the discriminator reads a missing one
+        # as native); any other is named
+        backend=(
+            Literal[name],  # type: ignore[valid-type]
+            Field(default=name, description="Model backend.")
+            if name == "native"
+            else Field(description="Model backend."),
+        ),
         n_members=(int, common["n_members"]),
         cutoff=(float, common["cutoff"]),
         **opts,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from structure_checks.outputs import vasprun_complete
 from structure_checks.vocabulary import REF_ENERGY, REF_FORCES, REF_STRESS
 
 from .errors import DatabaseInputError
@@ -273,15 +274,6 @@ def read_labelled(
                     f"{path} frame {k}: {CONSTRAINTS_KEY} is not pesflow's constraint list: {exc}"
                 ) from None
     return frames
-
-
-def vasprun_complete(path: Path) -> bool:
-    """Whether a vasprun.xml ends with ``</modeling>`` (VASP closes it when it finishes; only
-    the last 256 bytes are read). The store's own check: ``database`` does not import
-    ``dft_adapters``."""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 256))
-        return fh.read().rstrip().endswith(b"</modeling>")
 
 
 def _complete_vasprun(path: Path, frames: int) -> None:

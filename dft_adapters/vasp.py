@@ -21,6 +21,8 @@ import numpy as np
 from ase import Atoms
 from ase.units import GPa
 
+from structure_checks.outputs import vasprun_complete
+
 from .base import RawLabel
 from .execution import Executor, ProcessResult
 from .files import read_text, tail
@@ -97,13 +99,6 @@ def vasprun_version(path: Path) -> str | None:
         head = fh.read(4096).decode("latin-1")
     found = re.search(r'<i name="version" type="string">\s*([^<\s]+)', head)
     return f"vasp {found.group(1)}" if found else None
-
-
-def vasprun_complete(path: Path) -> bool:
-    """Whether a vasprun.xml ends with ``</modeling>`` (VASP closes it when it finishes)."""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 256))
-        return fh.read().rstrip().endswith(b"</modeling>")
 
 
 def parse_vasprun(path: Path) -> dict[str, Any]:

@@ -118,13 +118,7 @@ class MDExplorer:
             record_every=params.record_every,
             friction=params.friction,
             seed=seed,
-            lo=trust.lo,
-            hi=trust.hi,
-            relative=trust.relative,
-            relative_eps=trust.relative_eps,
-            energy_lo=trust.energy_lo,
-            energy_hi=trust.energy_hi,
-            min_distance=trust.min_distance,
+            trust=trust,
         )
 
     def explore(

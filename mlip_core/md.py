@@ -41,7 +41,6 @@ from ase.md.verlet import VelocityVerlet
 from numpy.typing import NDArray
 
 from mlip_core.monitor import ExplorationStop, MonitorError, Trust, UncertaintyMonitor
-from mlip_core.selection import TrustWindow
 
 __all__ = [
     "ENSEMBLES",
@@ -76,16 +75,9 @@ class WalkerSpec:
         hydrostatic: ``npt`` keeps the cell shape (isotropic volume changes) if True,
             otherwise the full cell fluctuates.
         seed: seeds the initial velocities and the thermostat noise.
-        lo: lower trust threshold (frames ``>= lo`` are labelling candidates).
-        hi: upper trust threshold: the walker stops at the first step with uncertainty ``>= hi``.
-        relative: thresholds apply to the relative deviation (dimensionless).
-        relative_eps: regulariser of the relative deviation, eV/Å.
-        energy_lo: energy deviation per atom (:func:`~mlip_core.uncertainty.max_devi_e`,
-            eV/atom) at or above which a frame is a candidate even where the forces agree
-            (``None``: forces alone decide; DP-GEN's ``model_devi_e_trust_lo``).
-        energy_hi: energy deviation per atom at or above which the walker stops (``None``:
-            forces alone decide).
-        min_distance: stop when two atoms come closer than this, Å (0 disables the check).
+        trust: the trust window and distance guard the walker is judged by
+            (:class:`mlip_core.monitor.Trust`: ``lo``, ``hi``, relative deviation, energy
+            levels, ``min_distance``).
         init_velocities: draw Maxwell-Boltzmann velocities; if False keep the start's momenta.
     """
 
@@ -99,13 +91,7 @@ class WalkerSpec:
     barostat_time_fs: float = 500.0
     hydrostatic: bool = True
     seed: int = 0
-    lo: float = 0.05
-    hi: float = 0.5
-    relative: bool = False
-    relative_eps: float = 1.0
-    energy_lo: float | None = None
-    energy_hi: float | None = None
-    min_distance: float = 0.5
+    trust: Trust = field(default_factory=Trust)
     init_velocities: bool = True
 
     def __post_init__(self) -> None:
@@ -115,7 +101,6 @@ class WalkerSpec:
             "timestep_fs": self.timestep_fs,
             "friction": self.friction,
             "barostat_time_fs": self.barostat_time_fs,
-            "relative_eps": self.relative_eps,
         }
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
@@ -130,39 +115,8 @@ class WalkerSpec:
             raise WalkerError(f"n_steps must be a non-negative integer, got {self.n_steps!r}")
         if int(self.record_every) != self.record_every or self.record_every < 1:
             raise WalkerError(f"record_every must be a positive integer, got {self.record_every!r}")
-        if not (math.isfinite(self.min_distance) and self.min_distance >= 0):
-            raise WalkerError(f"min_distance must be finite and >= 0, got {self.min_distance!r}")
-        TrustWindow(self.lo, self.hi, self.relative)  # validates lo < hi, both >= 0
-        for name in ("energy_lo", "energy_hi"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise WalkerError(f"{name} must be finite and > 0 eV/atom, got {value!r}")
-        if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
-            raise WalkerError(
-                f"energy_lo must be < energy_hi, got {self.energy_lo} and {self.energy_hi}"
-            )
-
-    @property
-    def trust(self) -> Trust:
-        """The spec's trust window and distance guard as a :class:`~mlip_core.monitor.Trust`."""
-        return Trust(
-            lo=self.lo,
-            hi=self.hi,
-            relative=self.relative,
-            relative_eps=self.relative_eps,
-            energy_lo=self.energy_lo,
-            energy_hi=self.energy_hi,
-            min_distance=self.min_distance,
-        )
-
-    def status(self, force_dev: float, energy_dev: float) -> str:
-        """:meth:`mlip_core.monitor.Trust.status` of the spec's window."""
-        return self.trust.status(force_dev, energy_dev)
-
-    @property
-    def trust_window(self) -> TrustWindow:
-        """The spec's thresholds as a :class:`~mlip_core.selection.TrustWindow`."""
-        return TrustWindow(self.lo, self.hi, self.relative)
+        if not isinstance(self.trust, Trust):
+            raise WalkerError(f"trust must be a mlip_core.monitor.Trust, got {self.trust!r}")
 
 
 @dataclass
@@ -199,7 +153,8 @@ class WalkerResult:
         if e is None:
             e = np.full(len(self.deviations), np.nan)
         return np.array(
-            [self.spec.status(d, x) for d, x in zip(self.deviations, e, strict=True)], dtype="<U9"
+            [self.spec.trust.status(d, x) for d, x in zip(self.deviations, e, strict=True)],
+            dtype="<U9",
         )
 
     @property
@@ -277,7 +232,7 @@ def run_walker(
 
     Returns:
         A :class:`WalkerResult`. ``stopped_early`` is True when the uncertainty reached
-        ``spec.hi``, forces/energies went non-finite, atoms came too close, or the
+        ``spec.trust.hi``, forces/energies went non-finite, atoms came too close, or the
         calculator raised after step 0; ``stop_reason`` says which:
         ``"uncertainty above hi at step 120: 0.93 eV/Å"``, ``"nan forces at step N"``,
         ``"nan energy at step N"``, ``"atoms too close at step N: atoms i-j at d Å < ..."``,

@@ -18,21 +18,26 @@ Recorded frames are calculator-free ``Atoms`` copies whose ``info`` holds ``step
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
-from mlip_core.selection import classify
+from mlip_core.selection import TrustWindow, classify
 from mlip_core.uncertainty import frame_deviations, max_devi_e, max_force_deviation
 from structure_checks.geometry import min_interatomic_distance
 
-__all__ = ["ExplorationStop", "MonitorError", "Trust", "UncertaintyMonitor"]
+__all__ = ["ExplorationStop", "MonitorError", "Trust", "TrustError", "UncertaintyMonitor"]
 
 
 class MonitorError(ValueError):
     """A calculator that cannot be monitored (no committee results)."""
+
+
+class TrustError(ValueError):
+    """A trust window that cannot judge anything (see :class:`Trust`)."""
 
 
 class ExplorationStop(Exception):
@@ -56,6 +61,11 @@ class Trust:
             even where forces agree (``None``: forces alone decide).
         energy_hi: energy deviation per atom at/above which the exploration stops.
         min_distance: stop when two atoms come closer than this, Å (0: no check).
+
+    Raises:
+        TrustError: on construction: ``lo``/``hi`` not numbers with ``0 <= lo < hi``,
+            ``relative_eps`` not finite and > 0, ``min_distance`` negative or not finite, an
+            energy level not finite and > 0, or ``energy_lo >= energy_hi``.
     """
 
     lo: float = 0.05
@@ -65,6 +75,29 @@ class Trust:
     energy_lo: float | None = None
     energy_hi: float | None = None
     min_distance: float = 0.5
+
+    def __post_init__(self) -> None:
+        try:
+            self.window  # noqa: B018  (validates lo < hi, both >= 0)
+        except ValueError as exc:
+            raise TrustError(str(exc)) from None
+        if not (math.isfinite(self.relative_eps) and self.relative_eps > 0):
+            raise TrustError(f"relative_eps must be finite and > 0, got {self.relative_eps!r}")
+        if not (math.isfinite(self.min_distance) and self.min_distance >= 0):
+            raise TrustError(f"min_distance must be finite and >= 0, got {self.min_distance!r}")
+        for name in ("energy_lo", "energy_hi"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise TrustError(f"{name} must be finite and > 0 eV/atom, got {value!r}")
+        if None not in (self.energy_lo, self.energy_hi) and self.energy_lo >= self.energy_hi:  # type: ignore[operator]
+            raise TrustError(
+                f"energy_lo must be < energy_hi, got {self.energy_lo} and {self.energy_hi}"
+            )
+
+    @property
+    def window(self) -> TrustWindow:
+        """The force thresholds as a :class:`~mlip_core.selection.TrustWindow`."""
+        return TrustWindow(self.lo, self.hi, self.relative)
 
     def status(self, force_dev: float, energy_dev: float) -> str:
         """``accurate`` / ``candidate`` / ``failed`` of a frame from its force deviation (the

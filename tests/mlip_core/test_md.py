@@ -7,6 +7,7 @@ deviation is exactly ``amplitude(atoms)`` — the uncertainty is known and contr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
 from mlip_core.md import WalkerResult, WalkerSpec, run_walker, run_walkers
+from mlip_core.monitor import Trust
 from mlip_core.uncertainty import atomic_force_deviation, max_force_deviation
 
 Amplitude = Callable[[Atoms], np.ndarray]
@@ -111,6 +113,9 @@ def displacement_amplitude(start: Atoms, gain: float = 2.0) -> Amplitude:
     return amp
 
 
+TRUST_FIELDS = {f.name for f in dataclasses.fields(Trust)}
+
+
 def quick_spec(**kw) -> WalkerSpec:
     base = {
         "ensemble": "nvt",
@@ -120,11 +125,11 @@ def quick_spec(**kw) -> WalkerSpec:
         "record_every": 5,
         "friction": 0.02,
         "seed": 7,
-        "lo": 0.02,
-        "hi": 1e6,
     }
-    base.update(kw)
-    return WalkerSpec(**base)
+    trust = {"lo": 0.02, "hi": 1e6}
+    for key, value in kw.items():
+        (trust if key in TRUST_FIELDS else base)[key] = value
+    return WalkerSpec(**base, trust=Trust(**trust))
 
 
 @pytest.fixture(scope="module")
@@ -222,8 +227,7 @@ def test_nve_conserves_total_energy() -> None:
         n_steps=300,
         record_every=5,
         seed=2,
-        lo=0.02,
-        hi=1e6,
+        trust=Trust(lo=0.02, hi=1e6),
     )
     res = run_walker(cu32(), CommitteeEMT(0.01), spec)
     assert not res.stopped_early
@@ -405,8 +409,7 @@ def test_units_timestep_in_fs() -> None:
         n_steps=10,
         record_every=10,
         init_velocities=False,
-        lo=0.02,
-        hi=1e6,
+        trust=Trust(lo=0.02, hi=1e6),
         temperature_K=0.0,
     )
     res = run_walker(a, CommitteeEMT(0.0), spec)

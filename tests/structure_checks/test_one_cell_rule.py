@@ -70,12 +70,15 @@ def test_a_walker_and_training_take_the_slab(model64_cu):
     from mlip_core.calculator import CommitteeCalculator
     from mlip_core.labelled import REF_ENERGY, REF_FORCES
     from mlip_core.md import WalkerSpec, run_walker
+    from mlip_core.monitor import Trust
     from mlip_core.training import TrainingConfig, train_committee
 
     res = run_walker(
         _slab(),
         CommitteeCalculator(model64_cu),
-        WalkerSpec(temperature_K=300, n_steps=6, record_every=2, seed=1, lo=10.0, hi=20.0),
+        WalkerSpec(
+            temperature_K=300, n_steps=6, record_every=2, seed=1, trust=Trust(lo=10.0, hi=20.0)
+        ),
     )
     assert not res.stopped_early, res.stop_reason
     assert len(res.frames) == 4

@@ -437,6 +437,6 @@ def test_trust_section_reaches_the_walkers(tmp_path: Path):
         )
     )
     spec = walker_spec(cfg, cfg.exploration.walkers[0], seed=1)
-    assert (spec.energy_lo, spec.energy_hi, spec.relative_eps) == (0.01, 0.1, 0.5)
+    assert (spec.trust.energy_lo, spec.trust.energy_hi, spec.trust.relative_eps) == (0.01, 0.1, 0.5)
     with pytest.raises(ConfigError, match="energy_lo must be < energy_hi"):
         load_config(write_config(tmp_path / "d.yaml", trust={"energy_lo": 0.2, "energy_hi": 0.1}))

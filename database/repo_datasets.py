@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, select
+from sqlalchemy import Select, and_, select
 
 from .convert import CampaignRef, _chunks, _label, _structure
 from .errors import DatabaseInputError
@@ -33,6 +33,15 @@ def _source(origins: Sequence[Origin | None] | None, i: int) -> str:
     return f"structure {i}"
 
 
+def _training_labels(query: Select, campaign_id: int, labeler: str, settings_hash: str) -> Select:
+    """``query`` restricted to the campaign's training labels: ``done`` labels with this
+    labeler and settings hash of the structures the campaign selected."""
+    return query.join(
+        Selection,
+        and_(Selection.structure_id == Label.structure_id, Selection.campaign_id == campaign_id),
+    ).where(Label.status == "done", Label.labeler == labeler, Label.settings_hash == settings_hash)
+
+
 class DatasetsRepo(LabelsRepo):
     """Training sets and bulk import of labelled structures."""
 
@@ -44,20 +53,7 @@ class DatasetsRepo(LabelsRepo):
         with self.session(write=False) as s:
             c = self._campaign_row(s, campaign)
             # Core rows (no ORM identity map): two queries sharing one filter, joined here.
-            labels = (
-                select(Label.__table__)
-                .join(
-                    Selection,
-                    and_(
-                        Selection.structure_id == Label.structure_id, Selection.campaign_id == c.id
-                    ),
-                )
-                .where(
-                    Label.status == "done",
-                    Label.labeler == labeler,
-                    Label.settings_hash == settings_hash,
-                )
-            )
+            labels = _training_labels(select(Label.__table__), c.id, labeler, settings_hash)
             label_rows = s.execute(labels.order_by(Label.id)).all()
             sub = labels.with_only_columns(Label.structure_id).scalar_subquery()
             structures = {
@@ -72,22 +68,8 @@ class DatasetsRepo(LabelsRepo):
         """Ids (int64, ascending) of the labels :meth:`training_set` would return."""
         with self.session(write=False) as s:
             c = self._campaign_row(s, campaign)
-            q = (
-                select(Label.id)
-                .join(
-                    Selection,
-                    and_(
-                        Selection.structure_id == Label.structure_id, Selection.campaign_id == c.id
-                    ),
-                )
-                .where(
-                    Label.status == "done",
-                    Label.labeler == labeler,
-                    Label.settings_hash == settings_hash,
-                )
-                .order_by(Label.id)
-            )
-            return np.asarray(list(s.scalars(q)), dtype=np.int64)
+            q = _training_labels(select(Label.id), c.id, labeler, settings_hash)
+            return np.asarray(list(s.scalars(q.order_by(Label.id))), dtype=np.int64)
 
     def add_labelled(
         self,

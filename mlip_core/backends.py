@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from .plugins import PluginError, Registry, check_field_bounds, dataclass_options, missing_members
+from .plugins import Registry, check_field_bounds, dataclass_options
 
 __all__ = [
     "BACKENDS",
@@ -166,18 +166,11 @@ class NativeBackend:
         return model.eval()
 
 
-def _check(backend: Any) -> None:
-    if not isinstance(backend, ModelBackend):
-        raise PluginError(
-            f"{backend!r} does not implement the ModelBackend protocol: lacks {', '.join(missing_members(backend, ModelBackend))}"
-        )
-
-
 BACKENDS: Registry[ModelBackend] = Registry(
     "model backend",
     "pesflow.models",
     {"native": "mlip_core.backends:NativeBackend", "mace": "mlip_core.mace_training:MaceBackend"},
-    _check,
+    ModelBackend,
 )
 
 

@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .monitor import Trust
-from .plugins import PluginError, Registry, dataclass_options, missing_members
+from .plugins import Registry, dataclass_options
 
 __all__ = ["EXPLORERS", "Explorer", "MDExplorer", "MDParams", "get_explorer", "make_params"]
 
@@ -134,18 +134,11 @@ class MDExplorer:
         return run_walker(structures[0], calculator, self.spec(trust, params, seed))
 
 
-def _check(explorer: Any) -> None:
-    if not isinstance(explorer, Explorer):
-        raise PluginError(
-            f"{explorer!r} does not implement the Explorer protocol: lacks {', '.join(missing_members(explorer, Explorer))}"
-        )
-
-
 EXPLORERS: Registry[Explorer] = Registry(
     "explorer",
     "pesflow.explorers",
     {"md": "mlip_core.explorers:MDExplorer", "neb": "mlip_core.neb:NEBExplorer"},
-    _check,
+    Explorer,
 )
 
 

@@ -37,8 +37,10 @@ class Registry(Generic[T]):
         kind: what is registered, for messages (``"model backend"``).
         group: the entry-point group (``"pesflow.models"``).
         builtin: name -> ``"module:attribute"`` of the implementations shipped with pesflow.
-        check: called on every loaded implementation; raises ``TypeError``/``ValueError`` if
-            it does not fit the protocol.
+        protocol: the ``runtime_checkable`` Protocol every implementation must satisfy (a
+            miss raises :class:`PluginError` naming the missing members).
+        check: further checks on every loaded implementation; raises
+            ``TypeError``/``ValueError`` if it does not fit.
     """
 
     def __init__(
@@ -46,12 +48,24 @@ class Registry(Generic[T]):
         kind: str,
         group: str,
         builtin: dict[str, str],
+        protocol: type,
         check: Callable[[T], None] | None = None,
     ) -> None:
         self.kind, self.group = kind, group
         self._builtin = dict(builtin)
         self._loaded: dict[str, T] = {}
-        self._check = check
+        self._protocol = protocol
+        self._extra_check = check
+
+    def _check(self, impl: Any) -> None:
+        if not isinstance(impl, self._protocol):
+            missing = ", ".join(missing_members(impl, self._protocol))
+            raise PluginError(
+                f"{impl!r} does not implement the {self._protocol.__name__} protocol: "
+                f"lacks {missing}"
+            )
+        if self._extra_check is not None:
+            self._extra_check(impl)
 
     def _entry_points(self) -> dict[str, object]:
         return {ep.name: ep for ep in entry_points(group=self.group)}
@@ -62,10 +76,9 @@ class Registry(Generic[T]):
 
     def register(self, name: str, impl: T, *, replace: bool = False) -> T:
         """Register ``impl`` under ``name`` in this process (tests, notebooks)."""
+        self._check(impl)
         if name in self._loaded and not replace:
             raise PluginError(f"a {self.kind} named {name!r} is already registered")
-        if self._check is not None:
-            self._check(impl)
         self._loaded[name] = impl
         return impl
 
@@ -101,11 +114,10 @@ class Registry(Generic[T]):
                 ) from exc
         if isinstance(impl, type):
             impl = impl()
-        if self._check is not None:
-            try:
-                self._check(impl)
-            except (TypeError, ValueError) as exc:
-                raise PluginError(f"{self.kind} {name!r}: {exc}") from exc
+        try:
+            self._check(impl)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{self.kind} {name!r}: {exc}") from exc
         self._loaded[name] = impl
         return impl
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from .plugins import PluginError, Registry, missing_members
+from .plugins import Registry
 
 __all__ = [
     "NEEDS",
@@ -192,11 +192,7 @@ class FarthestPointSelector:
         return cand[np.asarray(picked, dtype=np.intp)]
 
 
-def _check(selector: Any) -> None:
-    if not isinstance(selector, Selector):
-        raise PluginError(
-            f"{selector!r} does not implement the Selector protocol: lacks {', '.join(missing_members(selector, Selector))}"
-        )
+def _check_needs(selector: Selector) -> None:
     unknown = set(selector.needs) - NEEDS
     if unknown:
         raise ValueError(
@@ -212,7 +208,8 @@ SELECTORS: Registry[Selector] = Registry(
         "max-first": "mlip_core.selectors:MaxFirstSelector",
         "fps": "mlip_core.selectors:FarthestPointSelector",
     },
-    _check,
+    Selector,
+    _check_needs,
 )
 
 
@@ -220,8 +217,7 @@ def register_selector(selector: Selector, *, replace: bool = False) -> Selector:
     """Add a selector to the registry under ``selector.name`` in this process (returns it).
     Raises :class:`~mlip_core.plugins.PluginError` (a ``ValueError``) on a taken name or an
     object that is not a :class:`Selector`."""
-    _check(selector)
-    return SELECTORS.register(selector.name, selector, replace=replace)
+    return SELECTORS.register(getattr(selector, "name", ""), selector, replace=replace)
 
 
 def get_selector(name: str) -> Selector:

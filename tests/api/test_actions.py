@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from ._data import seed_campaign, tiny_config
 
 
@@ -20,6 +22,14 @@ def _wait(client, run_id, timeout=120.0):
     raise AssertionError(f"run {run_id} did not finish in {timeout} s")
 
 
+@pytest.mark.parametrize(  # 17 s on SQLite: the default suite retrains on PostgreSQL
+    "db_url",
+    [
+        pytest.param("sqlite", marks=pytest.mark.slow),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+    indirect=True,
+)
 def test_retrain_produces_a_new_model(client, auth, store, tmp_path):
     cid = client.post("/api/v1/campaigns", json={"config": tiny_config()}, headers=auth).json()[
         "id"

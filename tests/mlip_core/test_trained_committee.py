@@ -9,6 +9,10 @@ One training run (module fixture) serves all tests here:
 - on hotter MD than the training data, the committee's max force deviation correlates with the
   true max force error (Spearman rho > 0.5), and a calibration fitted on labelled data maps
   deviations to errors (raw deviations underestimate errors).
+
+Behind the ``slow`` marker (``make test-slow``): the training alone takes 100-190 s on a 2-core
+machine. The default suite trains for real in ``tests/workflows/test_campaign.py`` (a campaign
+that converges and cuts its validation error) and ``test_training.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from mlip_core.model import ModelConfig
 from mlip_core.threads import configure_threads
 from mlip_core.training import TrainingConfig, TrainingResult, train_committee
 from mlip_core.uncertainty import fit_calibration, max_force_deviation, spearman
+
+pytestmark = pytest.mark.slow
 
 # Cosine schedule over this many epochs. Measured (seed 0, 1 thread): 50 epochs -> 19.4 meV/Å,
 # 60 -> 17.9, 80 -> 16.2, 100 -> 14.8, 120 -> 13.8 meV/Å; 100 epochs with seeds 1 and 2: 13.6

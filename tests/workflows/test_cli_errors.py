@@ -187,6 +187,7 @@ def test_campaign_failure_in_flow_run_is_one_line(tmp_path: Path, prefect_home: 
     assert "pesflow run exited with code 1" in text
 
 
+@pytest.mark.slow  # 17 s; test_campaign_failure_in_flow_run_is_one_line covers the path
 def test_unexpected_error_in_flow_run_is_one_line(tmp_path: Path, prefect_home: Path):
     """The campaign's models directory is a file: saving the first committee raises
     FileExistsError inside the training task; the line names the type and the log."""

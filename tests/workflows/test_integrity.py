@@ -109,7 +109,13 @@ def test_a_moved_data_directory_resumes_with_its_own_files(tmp_path):
     assert (new / m1.checkpoint_uri).is_file()
 
 
-@pytest.fixture(params=["sqlite-read-only", "sqlite-disk-full", "postgres-read-only"])
+@pytest.fixture(  # read-only runs on PostgreSQL in the default suite, on SQLite behind slow
+    params=[
+        pytest.param("sqlite-read-only", marks=pytest.mark.slow),
+        "sqlite-disk-full",
+        "postgres-read-only",
+    ]
+)
 def db(request, tmp_path, monkeypatch):
     """(database URL, fault kind) with ``PESFLOW_*`` pointing at it."""
     backend, kind = request.param.split("-", 1)

@@ -58,6 +58,7 @@ def test_flow_runs_on_the_temporary_api_which_stops_afterwards(monkeypatch, tmp_
         urllib.request.urlopen(f"{url}/health", timeout=2)
 
 
+@pytest.mark.slow  # 16 s of a second temporary server
 def test_server_dies_with_a_killed_parent(tmp_path: Path):
     script = (
         "import sys, time\n"

@@ -50,7 +50,6 @@ from ._campaigns import write_config
 from ._counting import dft_runs
 
 ROOT = Path(__file__).resolve().parents[2]
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 LAUNCHER = r"""
 import os, sys, threading, time
@@ -283,7 +282,16 @@ def prefect_api_url(prefect_harness) -> str:
     return os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
 
 
-@pytest.fixture(params=BACKENDS)
+# Each case is 15-70 s of real processes: the default suite runs them on PostgreSQL (the
+# production backend, a real server); SQLite (the embedded default, which the in-process resume
+# tests cover) repeats them behind the ``slow`` marker.
+SITE_BACKENDS = [
+    pytest.param("sqlite", marks=pytest.mark.slow),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=SITE_BACKENDS)
 def site(request, tmp_path, prefect_api_url) -> Iterator[Site]:
     """A :class:`Site` on each backend; its processes are killed and checked gone afterwards."""
     data = tmp_path / "data"

@@ -29,13 +29,14 @@ class _NoopRunner(Runner):
         run.status, run.message = "completed", "not executed (schemathesis)"
 
 
-@pytest.fixture
-def app_and_auth(tmp_path, prefect_api_url):
+@pytest.fixture(scope="module")
+def app_and_auth(tmp_path_factory, prefect_api_url):
+    """One app with one seeded campaign for the module (the seeding trains a committee)."""
     from api.app import create_app
     from api.settings import get_api_settings
     from database import Store
 
-    settings = get_api_settings(data_dir=tmp_path / "data")
+    settings = get_api_settings(data_dir=tmp_path_factory.mktemp("fuzz") / "data")
     settings.data_dir.mkdir()
     store = Store.from_url(settings.resolved_database_url())
     store.add_api_token("fuzz", "pf_fuzz")

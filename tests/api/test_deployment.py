@@ -40,7 +40,10 @@ FLOW = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def served_deployment(tmp_path_factory):
+def served_deployment(tmp_path_factory, prefect_harness):
+    """Its own Prefect API inside the session's: the session harness is entered first, so the
+    settings contexts nest and exit in order (entered the other way round, this module's exit
+    would reset the context the session harness set, leaving later tests without an API)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import (
         PREFECT_API_URL,

@@ -3,6 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
+# The default suite runs on as many pytest workers as the machine has cores (at most 4:
+# torch runs one thread per worker); one test file per worker keeps module fixtures shared.
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 # Small tensors on 2-core machines: one OpenMP thread is fastest and predictable.
 export OMP_NUM_THREADS ?= 1
@@ -20,7 +23,7 @@ install: $(STAMP)
 
 ## The default test suite (fast; slow/bench markers excluded).
 test: $(STAMP)
-	$(PYTEST)
+	$(PYTEST) -n $(WORKERS) --dist loadfile
 
 ## Long checks behind the `slow` marker.
 test-slow: $(STAMP)

@@ -1,7 +1,9 @@
 """Session-wide test setup shared by every package's tests.
 
 Prefect's environment is set here, before anything imports Prefect (see
-shared/notes/prefect.md): a throwaway PREFECT_HOME, no analytics, quiet console, a generous
+shared/notes/prefect.md): a throwaway PREFECT_HOME (one per pytest-xdist worker: the workers
+inherit the controller's environment, and two temporary servers on one Prefect database wait on
+each other's SQLite locks), no analytics, quiet console, a generous
 ephemeral-server start-up timeout, and no task-run recorder (it locks SQLite). The temporary
 Prefect API (test harness) starts only for tests that request ``prefect_harness``, once.
 """
@@ -13,6 +15,10 @@ import tempfile
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(
+        prefix=f"pesflow-test-prefect-{os.environ['PYTEST_XDIST_WORKER']}-"
+    )
 for _key, _value in {
     "PREFECT_HOME": tempfile.mkdtemp(prefix="pesflow-test-prefect-"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

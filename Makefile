@@ -5,7 +5,8 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 # The default suite runs on as many pytest workers as the machine has cores (at most 4:
 # torch runs one thread per worker); one test file per worker keeps module fixtures shared.
-WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+# (GNU nproc counts OMP_NUM_THREADS, which is 1 here: it is unset for the count.)
+WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 # Small tensors on 2-core machines: one OpenMP thread is fastest and predictable.
 export OMP_NUM_THREADS ?= 1

@@ -32,7 +32,11 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
-@pytest.fixture(scope="session")
+# Under pytest-xdist the scheduler picks the file order, so a file that enters (and later
+# leaves) its own Prefect settings context may come before the first use of the harness; the
+# harness then sits inside that context and is reset with it (later tests find no API). Each
+# worker therefore enters the harness first. A serial run keeps it lazy (api/ tests come first).
+@pytest.fixture(scope="session", autouse=bool(os.environ.get("PYTEST_XDIST_WORKER")))
 def prefect_harness():
     """One temporary Prefect API for the whole session (heartbeats off); a server given by
     ``PREFECT_API_URL`` (e.g. started by CI) is used as is."""

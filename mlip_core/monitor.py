@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from mlip_core.selection import TrustWindow, classify
+from mlip_core.selection import ACCURATE, CANDIDATE, FAILED, TrustWindow
 from mlip_core.uncertainty import frame_deviations, max_devi_e, max_force_deviation
 from structure_checks.geometry import min_interatomic_distance
 
@@ -78,7 +78,7 @@ class Trust:
 
     def __post_init__(self) -> None:
         try:
-            self.window  # noqa: B018  (validates lo < hi, both >= 0)
+            TrustWindow(self.lo, self.hi, self.relative)  # numbers, 0 <= lo < hi
         except ValueError as exc:
             raise TrustError(str(exc)) from None
         if not (math.isfinite(self.relative_eps) and self.relative_eps > 0):
@@ -94,22 +94,22 @@ class Trust:
                 f"energy_lo must be < energy_hi, got {self.energy_lo} and {self.energy_hi}"
             )
 
-    @property
-    def window(self) -> TrustWindow:
-        """The force thresholds as a :class:`~mlip_core.selection.TrustWindow`."""
-        return TrustWindow(self.lo, self.hi, self.relative)
-
     def status(self, force_dev: float, energy_dev: float) -> str:
         """``accurate`` / ``candidate`` / ``failed`` of a frame from its force deviation (the
         trust window) and its energy deviation per atom (``energy_lo`` / ``energy_hi``, when
-        set): the worse of the two decides."""
-        status = str(classify([force_dev], self.lo, self.hi)[0])
-        if status == "failed" or (self.energy_lo is None and self.energy_hi is None):
+        set): the worse of the two decides. The bands are :func:`mlip_core.selection.classify`'s
+        (NaN is failed); the window was checked on construction, so it is not checked again on
+        every step."""
+        if not force_dev < self.hi:
+            status = FAILED
+        else:
+            status = CANDIDATE if force_dev >= self.lo else ACCURATE
+        if status == FAILED or (self.energy_lo is None and self.energy_hi is None):
             return status
         if self.energy_hi is not None and not energy_dev < self.energy_hi:
-            return "failed"
+            return FAILED
         if self.energy_lo is not None and not energy_dev < self.energy_lo:
-            return "candidate"
+            return CANDIDATE
         return status
 
 

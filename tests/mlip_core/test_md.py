@@ -461,3 +461,23 @@ def test_max_devi_v_is_the_virial_per_atom_deviation() -> None:
     assert max_devi_v(st[::-1], vol, n) == pytest.approx(max_devi_v(st, vol, n), rel=1e-12)
     assert max_devi_v(np.repeat(st[:1], 4, axis=0), vol, n) == 0.0
     assert max_devi_e([1.0, 3.0], 2) == pytest.approx(0.5)
+
+
+def test_trust_status_bands_are_classify_and_bad_windows_are_refused() -> None:
+    """Trust.status (per MD step) gives classify's bands, NaN and inf included; a window that
+    cannot judge anything is refused when the Trust is built, naming the problem."""
+    from mlip_core.monitor import TrustError
+    from mlip_core.selection import classify
+
+    trust = Trust(lo=0.05, hi=0.5)
+    values = [0.0, 0.049, 0.05, 0.3, 0.4999, 0.5, 0.7, float("nan"), float("inf")]
+    assert [trust.status(v, float("nan")) for v in values] == list(classify(values, 0.05, 0.5))
+    for kwargs, match in [
+        ({"lo": 0.5, "hi": 0.1}, "lo < hi"),
+        ({"lo": float("nan")}, "lo must be a number"),
+        ({"relative_eps": 0.0}, "relative_eps"),
+        ({"min_distance": -1.0}, "min_distance"),
+        ({"energy_lo": 0.2, "energy_hi": 0.1}, "energy_lo must be < energy_hi"),
+    ]:
+        with pytest.raises(TrustError, match=match):
+            Trust(**kwargs)

@@ -8,14 +8,13 @@ The one definition of the per-atom force deviation used everywhere in pesflow
 The relative variant divides by the magnitude of the mean force plus ``eps`` so that
 atoms under large forces are not flagged only for being under large forces.
 
-Calibration (:func:`fit_calibration`, :class:`Calibration`) maps a raw committee deviation
-to the expected max-atom force error, fitted on frames whose DFT labels are known.
+Calibration (the map from a raw deviation to the expected error, per regime) lives in
+:mod:`mlip_core.calibration`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,12 +22,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
 __all__ = [
-    "CALIBRATION_METHODS",
-    "Calibration",
-    "CalibrationError",
     "atomic_force_deviation",
     "energy_deviation",
-    "fit_calibration",
     "frame_deviations",
     "max_devi_e",
     "max_devi_v",
@@ -137,225 +132,6 @@ def frame_deviations(atoms: Any, results: Mapping[str, Any]) -> dict[str, float]
 # Once candidate frames are labelled their true max-atom force error is known, so the
 # deviation -> error map can be fitted and stored with the model (checkpoint, database) to
 # turn error tolerances into deviation thresholds.
-
-CALIBRATION_METHODS = ("scale", "isotonic")
-
-
-class CalibrationError(ValueError):
-    """Bad input to :func:`fit_calibration` or :meth:`Calibration.from_dict`."""
-
-
-def _clean_pairs(
-    deviations: ArrayLike, errors: ArrayLike, min_points: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    x = np.asarray(deviations, dtype=np.float64)
-    y = np.asarray(errors, dtype=np.float64)
-    if x.ndim != 1 or y.ndim != 1:
-        raise CalibrationError(
-            f"deviations and errors must be 1-D, got shapes {x.shape} and {y.shape}"
-        )
-    if x.shape != y.shape:
-        raise CalibrationError(
-            f"deviations and errors must have the same length, got {x.size} and {y.size}"
-        )
-    for name, arr in (("deviations", x), ("errors", y)):
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise CalibrationError(f"{name} contain NaN/inf at indices {bad[:10].tolist()}")
-        neg = np.flatnonzero(arr < 0)
-        if neg.size:
-            raise CalibrationError(
-                f"{name} must be non-negative, negative at indices {neg[:10].tolist()}"
-            )
-    if x.size < min_points:
-        raise CalibrationError(
-            f"too few points to fit a calibration: {x.size} < min_points={min_points}"
-        )
-    return x, y
-
-
-def _pav(y: NDArray[np.float64], w: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Pool-adjacent-violators: weighted least-squares non-decreasing fit of ``y``."""
-    means: list[float] = []
-    weights: list[float] = []
-    sizes: list[int] = []
-    for yi, wi in zip(y.tolist(), w.tolist(), strict=True):
-        means.append(yi)
-        weights.append(wi)
-        sizes.append(1)
-        while len(means) > 1 and means[-2] > means[-1]:
-            w_new = weights[-2] + weights[-1]
-            m_new = (means[-2] * weights[-2] + means[-1] * weights[-1]) / w_new
-            s_new = sizes[-2] + sizes[-1]
-            del means[-1], weights[-1], sizes[-1]
-            means[-1], weights[-1], sizes[-1] = m_new, w_new, s_new
-    return np.repeat(np.asarray(means), np.asarray(sizes))
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Map from a predicted max force deviation (eV/Å) to an expected max force error (eV/Å).
-
-    ``method == "scale"``: ``error = scale * deviation``.
-    ``method == "isotonic"``: a non-decreasing piecewise-linear map through the knots
-    ``(x, y)``, flat outside ``[x[0], x[-1]]``.
-
-    Build one with :func:`fit_calibration`; store it with :meth:`to_dict` (plain JSON types).
-    """
-
-    method: str
-    scale: float | None = None
-    x: tuple[float, ...] = ()
-    y: tuple[float, ...] = ()
-    n_points: int = 0
-    spearman: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.method not in CALIBRATION_METHODS:
-            raise CalibrationError(
-                f"unknown calibration method {self.method!r}; expected one of {CALIBRATION_METHODS}"
-            )
-        if self.method == "scale":
-            if self.scale is None or not np.isfinite(self.scale) or self.scale <= 0:
-                raise CalibrationError(
-                    f"a 'scale' calibration needs a finite positive scale, got {self.scale!r}"
-                )
-        else:
-            xs = np.asarray(self.x, dtype=np.float64)
-            ys = np.asarray(self.y, dtype=np.float64)
-            if xs.size == 0 or xs.shape != ys.shape:
-                raise CalibrationError(
-                    f"an 'isotonic' calibration needs knots x, y of equal non-zero length, "
-                    f"got {xs.size} and {ys.size}"
-                )
-            if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
-                raise CalibrationError("isotonic calibration knots contain NaN/inf")
-            if np.any(np.diff(xs) < 0) or np.any(np.diff(ys) < 0):
-                raise CalibrationError("isotonic calibration knots must be non-decreasing")
-
-    def __call__(self, deviation: ArrayLike) -> NDArray[np.float64] | float:
-        """Expected max force error for ``deviation`` (scalar in -> float out)."""
-        d = np.asarray(deviation, dtype=np.float64)
-        if self.method == "scale":
-            out = d * float(self.scale)  # type: ignore[arg-type]
-        else:
-            out = np.interp(d, np.asarray(self.x), np.asarray(self.y))
-        return float(out) if np.ndim(out) == 0 else out
-
-    def deviation_for(self, error: float) -> float:
-        """Smallest deviation whose calibrated error reaches ``error`` (threshold inversion).
-
-        Use it to turn an error tolerance (eV/Å) into a trust-window bound on the raw
-        deviation. For an isotonic map that never reaches ``error`` this is ``inf``; if the
-        map is already above ``error`` at its first knot it is 0.
-        """
-        if not np.isfinite(error) or error < 0:
-            raise CalibrationError(f"error must be finite and non-negative, got {error!r}")
-        if self.method == "scale":
-            return float(error) / float(self.scale)  # type: ignore[arg-type]
-        xs = np.asarray(self.x)
-        ys = np.asarray(self.y)
-        if error <= ys[0]:
-            return 0.0 if error < ys[0] else float(xs[0])
-        if error > ys[-1]:
-            return float("inf")
-        k = int(np.searchsorted(ys, error, side="left"))  # ys[k-1] < error <= ys[k]
-        x0, x1, y0, y1 = xs[k - 1], xs[k], ys[k - 1], ys[k]
-        return float(x0 + (error - y0) * (x1 - x0) / (y1 - y0))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable representation (round-trips through :meth:`from_dict`)."""
-        return {
-            "method": self.method,
-            "scale": None if self.scale is None else float(self.scale),
-            "x": [float(v) for v in self.x],
-            "y": [float(v) for v in self.y],
-            "n_points": int(self.n_points),
-            "spearman": None if self.spearman is None else float(self.spearman),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys raise ``ValueError``."""
-        if "method" not in data:
-            raise CalibrationError("calibration dict is missing the key 'method'")
-        unknown = set(data) - {"method", "scale", "x", "y", "n_points", "spearman"}
-        if unknown:
-            raise CalibrationError(f"unknown calibration keys: {sorted(unknown)}")
-        return cls(
-            method=str(data["method"]),
-            scale=None if data.get("scale") is None else float(data["scale"]),
-            x=tuple(float(v) for v in data.get("x", ())),
-            y=tuple(float(v) for v in data.get("y", ())),
-            n_points=int(data.get("n_points", 0)),
-            spearman=None if data.get("spearman") is None else float(data["spearman"]),
-        )
-
-
-def fit_calibration(
-    deviations: ArrayLike,
-    errors: ArrayLike,
-    method: str = "scale",
-    *,
-    min_points: int = 3,
-) -> Calibration:
-    """Fit a deviation -> error map from labelled frames.
-
-    Args:
-        deviations: predicted max-atom force deviation per frame (eV/Å, >= 0).
-        errors: true max-atom force error per frame, ``max_i |F_pred,i - F_ref,i|`` (eV/Å, >= 0).
-        method: ``"scale"`` — one factor, the **median of error/deviation** over frames with
-            a positive deviation. The median, not a least-squares slope, because the ratio
-            is heavy-tailed (a few frames with a tiny deviation and a large error would
-            dominate a least-squares fit) and because it makes the map exact in the sense
-            "half the frames have an error above the calibrated value".
-            ``"isotonic"`` — the least-squares non-decreasing fit of error on deviation
-            (pool-adjacent-violators, ties in deviation pooled first), interpolated
-            linearly between knots and flat outside them.
-        min_points: fewer labelled frames than this raise ``ValueError``.
-
-    Returns:
-        A :class:`Calibration`, with ``spearman`` the rank correlation of the fitted data.
-    """
-    if method not in CALIBRATION_METHODS:
-        raise CalibrationError(
-            f"unknown calibration method {method!r}; expected one of {CALIBRATION_METHODS}"
-        )
-    if min_points < 2:
-        raise CalibrationError(f"min_points must be >= 2, got {min_points}")
-    x, y = _clean_pairs(deviations, errors, min_points)
-    rho = spearman(x, y)
-    rho_out = None if np.isnan(rho) else rho
-    if method == "scale":
-        pos = x > 0
-        if not np.any(pos):
-            raise CalibrationError("all deviations are zero: cannot fit a scale factor")
-        scale = float(np.median(y[pos] / x[pos]))
-        if scale <= 0:
-            raise CalibrationError(
-                "the median error/deviation ratio is zero (most errors are zero): "
-                "cannot fit a scale factor"
-            )
-        return Calibration(method="scale", scale=scale, n_points=int(x.size), spearman=rho_out)
-
-    order = np.argsort(x, kind="stable")
-    xs, ys = x[order], y[order]
-    ux, start, counts = np.unique(xs, return_index=True, return_counts=True)
-    ymean = np.add.reduceat(ys, start) / counts
-    fitted = _pav(ymean, counts.astype(np.float64))
-    # Drop knots interior to flat runs: same map, smaller dict.
-    keep = np.ones(ux.size, dtype=bool)
-    if ux.size > 2:
-        flat_prev = np.r_[False, fitted[1:] == fitted[:-1]]
-        flat_next = np.r_[fitted[:-1] == fitted[1:], False]
-        keep = ~(flat_prev & flat_next)
-    return Calibration(
-        method="isotonic",
-        x=tuple(ux[keep].tolist()),
-        y=tuple(fitted[keep].tolist()),
-        n_points=int(x.size),
-        spearman=rho_out,
-    )
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> float:

@@ -72,7 +72,8 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
 
     from mlip_core.calculator import CommitteeCalculator
     from mlip_core.checkpoint import save_committee
-    from mlip_core.uncertainty import fit_calibration, spearman
+    from mlip_core.calibration import fit_calibration
+    from mlip_core.uncertainty import spearman
 
     torch.set_num_threads(1)  # small tensors, shared machine: one thread is fastest
     bench = BenchConfig.model_validate(job["bench"])

@@ -67,7 +67,8 @@ def _analyse(report: dict[str, Any], out: Path) -> None:
 def _uncertainty(results: list[dict[str, Any]], arm: str, n_bins: int) -> dict[str, Any]:
     """Uncertainty quality of ``arm``'s final committees (pooled over seeds for the plots):
     Spearman of max deviation vs max error, a scale calibration fitted on the validation set."""
-    from mlip_core.uncertainty import fit_calibration, spearman
+    from mlip_core.calibration import fit_calibration
+    from mlip_core.uncertainty import spearman
 
     fin = [r for r in results if r["arm"] == arm]
     devs = [d for r in fin for d in r["test_max_dev"]]

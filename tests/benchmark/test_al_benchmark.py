@@ -265,7 +265,7 @@ def test_tiny_report_is_finite_and_reanalysable(tiny: dict[str, Any]) -> None:
 
 def test_checkpoint_stores_calibration(tiny: dict[str, Any]) -> None:
     from mlip_core.checkpoint import load_committee
-    from mlip_core.uncertainty import Calibration
+    from mlip_core.calibration import Calibration
 
     run = next(r for r in tiny["report"]["runs"] if r["arm"] == "fps")
     _, meta = load_committee(run["checkpoint"])

@@ -35,7 +35,8 @@ from mlip_core.datasets import emt_md_dataset
 from mlip_core.model import ModelConfig
 from mlip_core.threads import configure_threads
 from mlip_core.training import TrainingConfig, TrainingResult, train_committee
-from mlip_core.uncertainty import fit_calibration, max_force_deviation, spearman
+from mlip_core.calibration import fit_calibration
+from mlip_core.uncertainty import max_force_deviation, spearman
 
 pytestmark = pytest.mark.slow
 

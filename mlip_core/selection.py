@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from .selectors import SELECTORS, SelectionError, Selector, get_selector, register_selector
 
 if TYPE_CHECKING:
-    from mlip_core.uncertainty import Calibration
+    from mlip_core.calibration import Calibration
 
 __all__ = [
     "ACCURATE",
@@ -38,6 +38,7 @@ __all__ = [
     "SelectionError",
     "Selector",
     "TrustWindow",
+    "adaptive_lower_level",
     "classify",
     "get_selector",
     "register_selector",
@@ -121,6 +122,35 @@ class TrustWindow:
         lo = calibration.deviation_for(lo_error)
         hi = calibration.deviation_for(hi_error)
         return cls(lo=lo, hi=hi, relative=False)
+
+
+def adaptive_lower_level(values: ArrayLike, lo: float, hi: float, fraction: float) -> float:
+    """The lower trust level raised so that at most ``fraction`` of the frames below ``hi``
+    are candidates (DP-GEN's adaptive trust level, ``model_devi_adapt_trust_lo`` with
+    ``model_devi_perc_candi_f``, turned the other way: there it guarantees a minimum number of
+    candidates; here it keeps the candidate band on the deviations the current committee
+    actually produces when ``lo`` sits below all of them and would make every frame one).
+
+    Args:
+        values: per-frame uncertainties; NaN and frames at or above ``hi`` are ignored.
+        lo, hi: the configured window (checked as by :func:`classify`).
+        fraction: share of the frames below ``hi`` that may stay candidates, in (0, 1].
+
+    Returns:
+        ``max(lo, q)`` where ``q`` is the ``1 - fraction`` quantile (numpy's "higher"
+        method: a deviation some frame has) of the frames below ``hi``; ``lo`` if there are
+        none. Never above ``hi``.
+    """
+    _check_window(lo, hi)
+    if not 0.0 < fraction <= 1.0:
+        raise SelectionError(f"fraction must be in (0, 1], got {fraction!r}")
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        below = x[np.isfinite(x) & (x < hi)]
+    if below.size == 0 or fraction == 1.0:
+        return float(lo)
+    q = float(np.quantile(below, 1.0 - fraction, method="higher"))
+    return float(min(max(lo, q), hi))
 
 
 # --------------------------------------------------------------------------- geometry

@@ -7,18 +7,19 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
+from mlip_core.calibration import Calibration
 from mlip_core.descriptors import descriptor_matrix
 from mlip_core.selection import (
     SELECTORS,
     Selector,
     TrustWindow,
+    adaptive_lower_level,
     classify,
     get_selector,
     register_selector,
     select_candidates,
     selection_summary,
 )
-from mlip_core.uncertainty import Calibration
 from structure_checks.geometry import geometry_problems as check_geometry
 from structure_checks.geometry import min_interatomic_distance
 
@@ -80,6 +81,23 @@ def test_trust_window_classify_and_from_calibration() -> None:
 
 
 # ----------------------------------------------------------------------------- geometry
+
+
+def test_adaptive_lower_level_keeps_the_candidate_band_on_what_the_committee_produces() -> None:
+    # issue 16: lo = 0.05 below every deviation made 58-94 % of frames candidates
+    rng = np.random.default_rng(0)
+    dev = np.r_[rng.uniform(0.06, 0.3, 1000), np.nan, 0.9, 1.5]  # 2 frames above hi
+    lo_eff = adaptive_lower_level(dev, 0.05, 0.8, 0.25)
+    share = np.mean(classify(dev[np.isfinite(dev) & (dev < 0.8)], lo_eff, 0.8) == "candidate")
+    assert 0.24 <= share <= 0.26 and lo_eff > 0.05
+    # a lo above the quantile stands; fraction 1 and no frames below hi change nothing
+    assert adaptive_lower_level(dev, 0.29, 0.8, 0.25) == 0.29
+    assert adaptive_lower_level(dev, 0.05, 0.8, 1.0) == 0.05
+    assert adaptive_lower_level([0.9, np.nan], 0.05, 0.8, 0.25) == 0.05
+    with pytest.raises(ValueError, match="fraction must be in"):
+        adaptive_lower_level(dev, 0.05, 0.8, 0.0)
+    with pytest.raises(ValueError, match="lo < hi"):
+        adaptive_lower_level(dev, 0.9, 0.8, 0.5)
 
 
 def test_clean_crystal_and_molecule_have_no_problems() -> None:

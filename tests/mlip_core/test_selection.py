@@ -190,7 +190,7 @@ STRATEGIES = SELECTORS.names()
 
 
 def test_all_builtin_strategies_registered() -> None:
-    assert set(STRATEGIES) >= {"random", "max-first", "fps"}
+    assert set(STRATEGIES) >= {"random", "max-first", "fps", "cluster-max"}
     for name in STRATEGIES:
         assert isinstance(get_selector(name), Selector)
 
@@ -292,6 +292,28 @@ def test_fps_covers_space_better_than_max_first(pool) -> None:
         return float(np.linalg.norm(c[:, None] - desc[picks][None], axis=-1).min(1).max())
 
     assert coverage(fps) <= coverage(top)
+
+
+def test_cluster_max_takes_the_most_uncertain_frame_of_each_region() -> None:
+    # four well-separated regions of 30 frames; one region holds the 20 most uncertain
+    # frames: max-first spends the whole batch there, fps takes confident frames, and
+    # cluster-max takes each region's most uncertain frame
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    region = np.repeat(np.arange(4), 30)
+    desc = centres[region] + rng.normal(scale=0.5, size=(120, 2))
+    dev = rng.uniform(0.1, 0.2, 120)
+    dev[:20] = rng.uniform(0.5, 0.9, 20)  # region 0
+    mask = np.ones(120, bool)
+    picks = select_candidates(mask, dev, 4, "cluster-max", descriptors=desc, seed=0)
+    assert sorted(region[picks].tolist()) == [0, 1, 2, 3]
+    for p in picks:
+        assert dev[p] == dev[region == region[p]].max()
+    assert dev[picks].tolist() == sorted(dev[picks], reverse=True)
+    top = select_candidates(mask, dev, 4, "max-first")
+    assert set(region[top].tolist()) == {0}
+    again = select_candidates(mask, dev, 4, "cluster-max", descriptors=desc, seed=0)
+    assert again.tolist() == picks.tolist()
 
 
 @pytest.mark.parametrize(

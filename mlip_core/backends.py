@@ -33,6 +33,8 @@ __all__ = [
     "TrainRequest",
     "check_dataclass_options",
     "get_backend",
+    "residual_labels",
+    "train_with_repulsion",
 ]
 
 
@@ -177,3 +179,70 @@ BACKENDS: Registry[ModelBackend] = Registry(
 def get_backend(name: str) -> ModelBackend:
     """The model backend called ``name``; :class:`~mlip_core.plugins.PluginError` if unknown."""
     return BACKENDS.get(name)
+
+
+def residual_labels(structures: list[Any], repulsion: Any) -> list[Any]:
+    """Copies of labelled structures whose ``REF_energy`` / ``REF_forces`` / ``REF_stress`` are
+    the reference minus the repulsion (:class:`mlip_core.repulsion.ZBLRepulsion`): what the
+    learned part must predict. A structure without ``REF_stress`` gets none; the inputs are
+    not changed.
+
+    Raises:
+        ValueError: missing or non-finite labels (as :func:`mlip_core.labelled.read_labels`),
+            a ``REF_stress`` on a structure without a cell volume, or an element the repulsion
+            does not know (each naming the structure or element).
+    """
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    from .labelled import REF_ENERGY, REF_FORCES, REF_STRESS, read_labels
+    from .neighbors import build_graph
+
+    index = {z: i for i, z in enumerate(repulsion.species)}
+    out = []
+    for i, atoms in enumerate(structures):
+        energy, forces, stress = read_labels(atoms, i)
+        graph = build_graph(atoms, repulsion.max_radius, index)
+        if stress is not None and not float(graph.volume[0]) > 0:
+            raise ValueError(f"training structure {i} has REF_stress but no periodic cell volume")
+        base = repulsion.predict(graph, compute_forces=True, compute_stress=stress is not None)
+        copy = atoms.copy()
+        copy.calc = None
+        copy.info[REF_ENERGY] = energy - float(base.energy[0, 0])
+        copy.arrays[REF_FORCES] = forces - base.forces[0].numpy()
+        if stress is not None:
+            stress_base = full_3x3_to_voigt_6_stress(base.stress[0, 0].numpy())  # type: ignore[index]
+            copy.info[REF_STRESS] = stress - stress_base
+        out.append(copy)
+    return out
+
+
+def train_with_repulsion(backend: ModelBackend, request: TrainRequest, repulsion: Any) -> Any:
+    """Train ``backend``'s committee on the residual of the repulsion and wrap the result.
+
+    With ``repulsion`` (a :class:`mlip_core.repulsion.ZBLRepulsion` of ``request.species``):
+    the labels become the reference minus the repulsion (:func:`residual_labels`), a wrapped
+    warm-start model (``request.warm``) is unwrapped to its learned part, ``backend.train``
+    trains the learned part, and the result's ``model`` is the learned committee plus the
+    repulsion (:class:`mlip_core.repulsion.WithRepulsion`). Total = learned + repulsion and
+    labels = residual + repulsion, so the errors of the wrapped model on the reference labels
+    equal those of the learned model on the residual labels (up to rounding): validation
+    figures are errors of the total. With ``None``: the bare learned model, trained on the
+    reference labels (a wrapped warm start is unwrapped too).
+
+    Returns the backend's result object with ``model`` replaced.
+    """
+    import dataclasses
+
+    from .repulsion import unwrap, with_repulsion
+
+    warm = None if request.warm is None else unwrap(request.warm)[0]
+    if repulsion is not None:
+        structures = residual_labels(list(request.structures), repulsion)
+    else:
+        structures = list(request.structures)
+    result = backend.train(dataclasses.replace(request, structures=structures, warm=warm))
+    model = with_repulsion(result.model, repulsion)
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.replace(result, model=model)
+    result.model = model
+    return result

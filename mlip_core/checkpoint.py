@@ -4,7 +4,11 @@ The file is a ``torch.save`` of plain containers (dicts, lists, strings, numbers
 ``torch.load(weights_only=True)`` reads it: no pickled code runs when a checkpoint is loaded.
 Contents: format tag and version, the model hyper-parameters (species, cutoff, seeds, ...),
 the state dict (float64 reference energies included), free-form metadata (training-set label
-ids, validation metrics, a deviation->error calibration) and library versions.
+ids, validation metrics, a deviation->error calibration) and library versions. A committee
+with a physics baseline (:class:`mlip_core.repulsion.WithRepulsion`) is saved as its learned
+part's backend payload plus a ``repulsion`` entry (the baseline's ``to_dict``), as format
+version 2 (a pesflow that predates the baseline refuses it instead of silently dropping the
+repulsion), and loaded wrapped again; a version-1 file (no entry) loads as the bare model.
 
 Loading verifies: give :func:`load_committee` the sha256 recorded when the file was saved and the
 bytes are hashed before anything is unpickled; a mismatch, a truncated file or anything else
@@ -38,7 +42,9 @@ __all__ = [
 ]
 
 FORMAT = "pesflow-committee"
-VERSION = 1
+VERSION = 2
+"""Format version written with a ``repulsion`` entry; a bare model is written as version 1."""
+_SUPPORTED = (1, 2)
 _SHOWN = 12  # hex digits of a sha256 shown in messages
 
 
@@ -110,15 +116,19 @@ def save_committee(
             (recorded in the file unless ``native``, whose files predate the key).
     """
     from mlip_core.backends import get_backend
+    from mlip_core.repulsion import unwrap
 
     meta = dict(metadata or {})
     _check_plain(meta)
-    head: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+    learned, repulsion = unwrap(model)
+    head: dict[str, Any] = {"format": FORMAT, "version": 1 if repulsion is None else VERSION}
     if backend != "native":
         head["backend"] = backend
+    if repulsion is not None:
+        head["repulsion"] = repulsion.to_dict()
     payload = {
         **head,
-        **get_backend(backend).to_payload(model),
+        **get_backend(backend).to_payload(learned),
         "metadata": meta,
         "versions": {
             "torch": str(torch.__version__),
@@ -161,7 +171,9 @@ def load_committee(
     """Load a checkpoint with ``weights_only=True``; returns ``(model, metadata)``.
 
     The model is rebuilt by the backend the file records (``native`` when it records none);
-    ``metadata["backend"]`` says which.
+    ``metadata["backend"]`` says which. A file with a ``repulsion`` entry gives the learned
+    model plus that baseline (:class:`mlip_core.repulsion.WithRepulsion`), one without it the
+    bare model; ``metadata["repulsion"]`` is the entry or None.
 
     The file is read once; its sha256 is computed from those bytes before anything is
     unpickled and, when ``expected_sha256`` is given, compared with it. The returned metadata
@@ -212,7 +224,7 @@ def load_committee(
         raise corrupt(f"truncated or unreadable: {str(exc) or type(exc).__name__}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise corrupt("not a pesflow committee checkpoint")
-    if payload.get("version") != VERSION:
+    if payload.get("version") not in _SUPPORTED:
         raise ValueError(f"{path}: checkpoint version {payload.get('version')} not supported")
     from mlip_core.backends import get_backend
 
@@ -220,11 +232,17 @@ def load_committee(
     impl = get_backend(backend)  # PluginError (a ValueError): a backend not installed here
     try:
         model = impl.from_payload(payload)
+        if payload.get("repulsion") is not None:
+            from mlip_core.repulsion import WithRepulsion, ZBLRepulsion
+
+            rep = ZBLRepulsion.from_dict(payload["repulsion"], cutoff=model.cutoff)
+            model = WithRepulsion(model, rep.for_species(model.species))
         meta = dict(payload.get("metadata", {}))
         meta["versions"] = dict(payload.get("versions", {}))
     except Exception as exc:
         raise corrupt(f"malformed contents: {exc}") from exc
     model.eval()
+    meta["repulsion"] = payload.get("repulsion")
     meta["sha256"] = found
     meta["backend"] = backend
     return model.to(map_location), meta

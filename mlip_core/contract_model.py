@@ -4,8 +4,9 @@
 architecture: shapes; invariance under rotation, translation and atom permutation; forces
 ``F = -dE/dr`` and stress ``sigma = (1/V) dE/d(strain)`` (central differences); extensivity and
 batching; the ASE calculator's results. :func:`check_model_backend` trains a tiny committee
-through a backend, saves and reloads it as a checkpoint (same predictions), and warm-starts a
-second one from it.
+through a backend on the residual of the ZBL baseline (:mod:`mlip_core.repulsion`), checks the
+learned part and the wrapped committee (with a pair inside the baseline's switching region),
+saves and reloads it as a checkpoint (same predictions), and warm-starts a second one from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["alloy", "check_committee_model", "check_model_backend"]
+__all__ = ["alloy", "check_committee_model", "check_model_backend", "pushed"]
 
 
 def alloy() -> Any:
@@ -28,6 +29,15 @@ def alloy() -> Any:
     at.numbers[[1, 6, 11]] = 79
     at.rattle(0.08, seed=3)
     return at
+
+
+def pushed(atoms: Any, i: int, j: int, distance: float) -> Any:
+    """A copy of ``atoms`` with atom ``i`` moved along the line to atom ``j`` (nearest image)
+    until they are ``distance`` Å apart."""
+    out = atoms.copy()
+    vec = atoms.get_distance(i, j, mic=True, vector=True)
+    out.positions[i] += vec * (1.0 - distance / float(np.linalg.norm(vec)))
+    return out
 
 
 def _run(model: Any, atoms: Any, stress: bool = True) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -135,13 +145,18 @@ def check_model_backend(
     n_members: int = 2,
     epochs: int = 2,
 ) -> None:
-    """Train a ``n_members`` committee of the backend on 6 labelled Cu cells (EMT) for
-    ``epochs`` epochs, check it is a committee (:func:`check_committee_model` on a Cu cell, in float64), save it as a checkpoint and load it
-    back (same predictions, the backend recorded), and warm-start a second training from it.
+    """Train a ``n_members`` committee of the backend on the residual of the ZBL baseline of
+    6 labelled Cu cells (EMT) for ``epochs`` epochs
+    (:func:`mlip_core.backends.train_with_repulsion`), check its learned part and the wrapped
+    committee
+    (:func:`check_committee_model` in float64, on a Cu cell and on one with a pair at 1.6 Å),
+    save it as a checkpoint and load it back (same predictions, the backend and the baseline
+    recorded), and warm-start a second training from it.
     ``options``: the backend's hyper-parameters (keep them tiny)."""
-    from .backends import BACKENDS, ModelBackend, TrainRequest
+    from .backends import BACKENDS, ModelBackend, TrainRequest, train_with_repulsion
     from .checkpoint import load_committee, save_committee
     from .plugins import missing_members
+    from .repulsion import WithRepulsion, ZBLRepulsion
     from .training import TrainingConfig
 
     assert isinstance(backend, ModelBackend), (
@@ -163,22 +178,29 @@ def check_model_backend(
         data = _labelled(6)
         tc = TrainingConfig(max_epochs=epochs, batch_size=2, seed=1, patience=epochs)
         req = TrainRequest(data, [29], n_members, 4.0, opts, tc, workdir=root / "first")
-        result = backend.train(req)
+        repulsion = ZBLRepulsion([29], cutoff=4.0)
+        result = train_with_repulsion(backend, req, repulsion)
         model = result.model
+        assert isinstance(model, WithRepulsion), "the trained committee carries the baseline"
         assert model.n_members == n_members, f"{model.n_members} members, asked {n_members}"
         assert (
             result.epochs >= 1 and result.wall_time_s >= 0 and isinstance(result.stop_reason, str)
         )
         cu = data[0].copy()
+        close = pushed(cu, 0, 1, 1.6)  # a pair inside the switching region (1.32-1.98 Å)
         as64 = copy.deepcopy(model).double() if hasattr(model, "double") else model
-        check_committee_model(as64, cu)
+        check_committee_model(as64.learned, cu)
+        check_committee_model(as64, close)
         path = root / "committee.pt"
         sha = save_committee(model, path, {"contract": True}, backend=name)
         loaded, meta = load_committee(path, expected_sha256=sha)
         assert meta["backend"] == name, "the checkpoint records its backend"
-        _close(_run(loaded, cu)[0], _run(model, cu)[0], "energies after save/load", 1e-6)
-        warm = backend.train(
-            TrainRequest(data, [29], n_members, 4.0, opts, tc, warm=loaded, workdir=root / "warm")
+        assert isinstance(loaded, WithRepulsion), "the checkpoint keeps the baseline"
+        _close(_run(loaded, close)[0], _run(model, close)[0], "energies after save/load", 1e-6)
+        warm = train_with_repulsion(
+            backend,
+            TrainRequest(data, [29], n_members, 4.0, opts, tc, warm=loaded, workdir=root / "warm"),
+            repulsion,
         )
         assert warm.model.n_members == n_members, "warm start keeps the committee size"
     finally:

@@ -64,7 +64,8 @@ class MaceOptions:
         max_ell: highest spherical harmonic of the edge features.
         num_radial_basis: Bessel radial functions.
         forces_weight: MACE's force loss weight (``energy_weight`` comes from ``training``).
-        stress_weight: stress loss weight (applied when the labels carry stress).
+        stress_weight: stress loss weight (applied when the labels carry stress and
+            ``training.stress_weight`` is not 0).
         default_dtype: ``float64`` (MD-grade forces) or ``float32``.
     """
 
@@ -198,6 +199,9 @@ class MaceBackend:
 
         tc = req.training
         n_train, n_val = sizes
+        # training.stress_weight 0 (set, or auto without stress labels) switches the term off;
+        # otherwise MACE's own stress_weight option weighs it (MACE normalises its loss itself)
+        stress = tc.stress_weight > 0 and any("REF_stress" in a.info for a in req.structures)
         seed = (int(tc.seed) + 7919 * k) % 2**32  # distinct per member, in numpy's range
         args = [
             f"--name=member{k}",
@@ -219,7 +223,7 @@ class MaceBackend:
             "--stress_key=REF_stress",
             f"--energy_weight={tc.energy_weight}",
             f"--forces_weight={opts['forces_weight']}",
-            f"--stress_weight={opts['stress_weight']}",
+            f"--stress_weight={opts['stress_weight'] if stress else 0.0}",
             f"--max_num_epochs={tc.max_epochs}",
             f"--patience={tc.patience}",
             # MACE refuses a batch larger than its training set (tiny first iterations)
@@ -231,11 +235,14 @@ class MaceBackend:
             "--eval_interval=1",
             "--error_table=PerAtomRMSE",
         ]
-        if any("REF_stress" in a.info for a in req.structures):
+        if stress:
             args.append("--compute_stress=True")
             args.append("--loss=weighted")
         if req.warm is not None:
-            member = req.warm.members[k] if hasattr(req.warm, "members") else None
+            from .repulsion import unwrap
+
+            warm = unwrap(req.warm)[0]  # fine-tune the learned part of a wrapped committee
+            member = warm.members[k] if hasattr(warm, "members") else None
             if member is None or not hasattr(member, "model"):
                 raise MaceTrainingError("warm start needs the previous MACE committee")
             prev = wd / "previous.model"

@@ -159,7 +159,7 @@ _BOUND_KEYS = ("ge", "gt", "le", "lt")
 
 def model_spec_model(name: str) -> type[BaseModel]:
     """The ``model`` section for model backend ``name``: ``backend`` (the discriminator),
-    ``n_members``, ``cutoff`` and the backend's options, typed from its ``options_cls`` (types,
+    ``n_members``, ``cutoff``, ``repulsion`` and the backend's options, typed from its ``options_cls`` (types,
     defaults and the bounds in the fields' metadata), checked by the backend."""
     from mlip_core.backends import get_backend
 
@@ -178,7 +178,9 @@ def model_spec_model(name: str) -> type[BaseModel]:
     common = ModelSection.model_fields
 
     def check(self: BaseModel) -> BaseModel:
-        backend.check_options(self.model_dump(exclude={"backend", "n_members", "cutoff"}))
+        backend.check_options(
+            self.model_dump(exclude={"backend", "n_members", "cutoff", "repulsion"})
+        )
         return self
 
     model = create_model(
@@ -196,6 +198,7 @@ def model_spec_model(name: str) -> type[BaseModel]:
         ),
         n_members=(int, common["n_members"]),
         cutoff=(float, common["cutoff"]),
+        repulsion=(common["repulsion"].annotation, common["repulsion"]),
         **opts,
     )
     model.union_tag = name  # type: ignore[attr-defined]  # error paths: model.<key>

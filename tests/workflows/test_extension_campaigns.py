@@ -54,6 +54,7 @@ def test_mace_campaign_runs_two_iterations_and_exports_an_ase_calculator(mace_ca
     from database import Store
     from mlip_core.checkpoint import load_committee
     from mlip_core.model import LoopCommittee
+    from mlip_core.repulsion import ZBLRepulsion, unwrap
     from workflows.export import load_exported_calculator
 
     res, data = mace_campaign["result"], mace_campaign["data"]
@@ -69,7 +70,9 @@ def test_mace_campaign_runs_two_iterations_and_exports_an_ase_calculator(mace_ca
         model, meta = load_committee(
             data / models[-1].checkpoint_uri, expected_sha256=models[-1].checkpoint_sha256
         )
-        assert meta["backend"] == "mace" and isinstance(model, LoopCommittee)
+        learned, baseline = unwrap(model)  # MACE under the default ZBL baseline
+        assert meta["backend"] == "mace" and isinstance(learned, LoopCommittee)
+        assert isinstance(baseline, ZBLRepulsion)
         assert model.n_members == 2
         labels = store.list_labels(rec.id, limit=None)
         assert sum(lb.status == "done" for lb in labels) > 10  # the seed's and iteration 0's

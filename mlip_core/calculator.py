@@ -22,9 +22,10 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlip_core.model import CommitteeModel
+from mlip_core.monitor import DistanceGuard
 from mlip_core.neighbors import build_graph
 from mlip_core.uncertainty import atomic_force_deviation, energy_deviation
-from mlip_core.validation import check_structure
+from mlip_core.validation import StructureError, check_structure
 
 __all__ = ["COMMITTEE_PROPERTIES", "CommitteeCalculator"]
 
@@ -44,7 +45,9 @@ class CommitteeCalculator(Calculator):
 
     Args:
         model: a :class:`~mlip_core.model.CommitteeModel` (2 or more members for deviations).
-        min_distance: refuse structures with two atoms closer than this, Å.
+        min_distance: refuse structures with two atoms closer than this, Å (0: no check), or
+            a :class:`~mlip_core.monitor.DistanceGuard` (an exploration passes its trust's
+            guard, so the calculator and the monitor apply one rule).
         relative_eps: regulariser of the relative force deviation, eV/Å.
         device: torch device for the graph (the model must already be there).
     """
@@ -61,14 +64,18 @@ class CommitteeCalculator(Calculator):
         self,
         model: CommitteeModel,
         *,
-        min_distance: float = 0.5,
+        min_distance: float | DistanceGuard = 0.5,
         relative_eps: float = 1.0,
         device: str | torch.device = "cpu",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model = model
-        self.min_distance = float(min_distance)
+        self.guard = (
+            min_distance
+            if isinstance(min_distance, DistanceGuard)
+            else DistanceGuard(float(min_distance))
+        )
         self.relative_eps = float(relative_eps)
         self.device = torch.device(device)
         if isinstance(model, torch.nn.Module):
@@ -89,7 +96,11 @@ class CommitteeCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         at = self.atoms
         assert at is not None
-        check_structure(at, self.model.species, min_distance=self.min_distance)
+        absolute = self.guard.min_distance
+        check_structure(at, self.model.species, min_distance=absolute or 0.0)
+        close = self.guard.violation(at) if absolute is None else None
+        if close is not None:
+            raise StructureError(f"atoms too close: {self.guard.message(at, close)}")
         periodic = bool(np.all(at.pbc))
         graph = build_graph(
             at,

@@ -3,7 +3,8 @@
 An extension point: the :class:`Explorer` protocol and :data:`EXPLORERS`, a
 :class:`~mlip_core.plugins.Registry` of the built-ins (``md``: an MD walker,
 :func:`mlip_core.md.run_walker`; ``neb``: a nudged elastic band relaxed with the committee,
-:mod:`mlip_core.neb`) and of out-of-tree explorers declared under the entry-point group
+:mod:`mlip_core.neb`; ``udd``: uncertainty-driven MD, :mod:`mlip_core.udd`) and of
+out-of-tree explorers declared under the entry-point group
 ``pesflow.explorers``. A campaign's ``exploration.walkers`` entries name one by ``kind``; the
 entry's other keys are the explorer's parameters (its ``params_cls`` dataclass). Any ASE
 dynamics or optimizer can be judged by :class:`mlip_core.monitor.UncertaintyMonitor`. Every
@@ -79,7 +80,8 @@ def make_params(explorer: Explorer, values: Mapping[str, Any]) -> Any:
 class MDParams:
     """One MD walker (units as in :class:`mlip_core.md.WalkerSpec`): ensemble nvt/npt/nve,
     temperature K, pressure GPa, timestep fs, steps, record_every, friction 1/fs, start (index
-    of the initial structure)."""
+    of the initial structure), temperature_end K / pressure_end GPa (linear ramps over the run;
+    ``None``: constant)."""
 
     start: int = 0
     ensemble: str = "nvt"
@@ -89,6 +91,8 @@ class MDParams:
     steps: int = 500
     record_every: int = 10
     friction: float = 0.01
+    temperature_end: float | None = None
+    pressure_end: float | None = None
 
 
 @dataclass
@@ -119,6 +123,8 @@ class MDExplorer:
             friction=params.friction,
             seed=seed,
             trust=trust,
+            temperature_end_K=params.temperature_end,
+            pressure_end_GPa=params.pressure_end,
         )
 
     def explore(
@@ -137,7 +143,11 @@ class MDExplorer:
 EXPLORERS: Registry[Explorer] = Registry(
     "explorer",
     "pesflow.explorers",
-    {"md": "mlip_core.explorers:MDExplorer", "neb": "mlip_core.neb:NEBExplorer"},
+    {
+        "md": "mlip_core.explorers:MDExplorer",
+        "neb": "mlip_core.neb:NEBExplorer",
+        "udd": "mlip_core.udd:UDDExplorer",
+    },
     Explorer,
 )
 

@@ -6,7 +6,10 @@ Verlet) with any ASE calculator that reports committee results (CONTRIBUTING.md:
 uncertainty is :func:`mlip_core.uncertainty.max_force_deviation` of the member forces
 (absolute eV/Å, or relative if the spec says so) and the walker
 
-- records a frame every ``record_every`` steps (step 0 included);
+- records a frame every ``record_every`` steps (step 0 included), with the kinetic
+  (``temperature_K``) and thermostat target (``target_temperature_K``) temperatures;
+- ramps the thermostat target linearly from ``temperature_K`` to ``temperature_end_K`` over
+  the run (and the barostat's from ``pressure_GPa`` to ``pressure_end_GPa``) when those are set;
 - stops at the first step whose uncertainty is ``>= hi`` (the model is lost there), at
   non-finite energies/forces, or at atoms closer than ``min_distance`` Å; the first
   failed frame is recorded and marked (``info["failed"] = True``) so the active-learning
@@ -67,6 +70,9 @@ class WalkerSpec:
             barostat, ``ase.md.langevinbaoab.LangevinBAOAB``) or ``"nve"`` (velocity Verlet).
         temperature_K: thermostat target and initial Maxwell-Boltzmann temperature, K.
         pressure_GPa: external pressure for ``npt``, GPa.
+        temperature_end_K: thermostat target at the last step, K; the target goes linearly
+            from ``temperature_K`` at step 0 to this at step ``n_steps`` (``None``: constant).
+        pressure_end_GPa: ``npt`` pressure at the last step, GPa, ramped likewise.
         timestep_fs: MD time step, fs.
         n_steps: number of steps to run (unless stopped early).
         record_every: keep a frame every this many steps (step 0 included).
@@ -93,6 +99,16 @@ class WalkerSpec:
     seed: int = 0
     trust: Trust = field(default_factory=Trust)
     init_velocities: bool = True
+    temperature_end_K: float | None = None
+    pressure_end_GPa: float | None = None
+
+    def targets(self, step: int) -> tuple[float, float]:
+        """Thermostat temperature (K) and pressure (GPa) targets at ``step`` (linear ramps)."""
+        x = min(max(step / self.n_steps, 0.0), 1.0) if self.n_steps else 0.0
+        t0, p0 = self.temperature_K, self.pressure_GPa
+        t1 = t0 if self.temperature_end_K is None else self.temperature_end_K
+        p1 = p0 if self.pressure_end_GPa is None else self.pressure_end_GPa
+        return t0 + (t1 - t0) * x, p0 + (p1 - p0) * x
 
     def __post_init__(self) -> None:
         if self.ensemble not in ENSEMBLES:
@@ -111,6 +127,15 @@ class WalkerSpec:
             raise WalkerError(f"pressure_GPa must be finite, got {self.pressure_GPa!r}")
         if self.ensemble != "nve" and self.temperature_K == 0:
             raise WalkerError(f"a thermostatted ({self.ensemble}) walker needs temperature_K > 0")
+        t1, p1 = self.temperature_end_K, self.pressure_end_GPa
+        if t1 is not None and not (math.isfinite(t1) and t1 > 0):
+            raise WalkerError(f"temperature_end_K must be finite and > 0, got {t1!r}")
+        if t1 is not None and self.ensemble == "nve":
+            raise WalkerError("an nve walker has no thermostat to ramp: drop temperature_end_K")
+        if p1 is not None and not math.isfinite(p1):
+            raise WalkerError(f"pressure_end_GPa must be finite, got {p1!r}")
+        if p1 is not None and self.ensemble != "npt":
+            raise WalkerError(f"pressure_end_GPa on an {self.ensemble} walker: only npt has one")
         if int(self.n_steps) != self.n_steps or self.n_steps < 0:
             raise WalkerError(f"n_steps must be a non-negative integer, got {self.n_steps!r}")
         if int(self.record_every) != self.record_every or self.record_every < 1:
@@ -125,7 +150,8 @@ class WalkerResult:
 
     ``frames``, ``deviations``, ``energies``, ``steps`` are aligned (one entry per recorded
     frame). Frames are independent ``Atoms`` copies without a calculator; their ``info``
-    holds ``step``, ``time_fs``, ``temperature_K``, ``max_force_dev`` (absolute, eV/Å),
+    holds ``step``, ``time_fs``, ``temperature_K`` (kinetic), ``target_temperature_K`` (the
+    thermostat's, ramped or not; ``target_pressure_GPa`` for npt), ``max_force_dev`` (eV/Å),
     ``uncertainty`` (the value compared with the trust window), ``mlip_energy`` (committee
     mean, eV), ``status`` (accurate / candidate / failed) and ``failed`` (True only for the
     frame that stopped the walker).
@@ -207,6 +233,21 @@ def _make_dynamics(atoms: Atoms, spec: WalkerSpec, rng: np.random.Generator) -> 
     return VelocityVerlet(atoms, dt)
 
 
+def _set_targets(dyn: MolecularDynamics, spec: WalkerSpec, step: int) -> None:
+    """Point the thermostat / barostat at the ramp's targets for ``step`` (no-op without a
+    ramp). ``LangevinBAOAB`` reads ``externalstress`` at every step (a scalar when hydrostatic,
+    else a 3x3 matrix)."""
+    if spec.temperature_end_K is None and spec.pressure_end_GPa is None:
+        return
+    temperature, pressure = spec.targets(step)
+    if spec.ensemble == "nve":
+        return
+    dyn.set_temperature(temperature_K=temperature)  # type: ignore[attr-defined]
+    if spec.ensemble == "npt" and spec.pressure_end_GPa is not None:
+        shape = np.shape(dyn.externalstress)  # type: ignore[attr-defined]
+        dyn.externalstress = -pressure * units.GPa * (np.identity(3) if shape else 1.0)  # type: ignore[attr-defined]
+
+
 def _init_velocities(atoms: Atoms, spec: WalkerSpec, rng: np.random.Generator) -> None:
     if not spec.init_velocities:
         return
@@ -253,25 +294,25 @@ def run_walker(
     _init_velocities(work, spec, rng)
     monitor = UncertaintyMonitor(spec.trust, spec.record_every)
 
+    def state(step: int) -> dict[str, float]:
+        target_t, target_p = spec.targets(step)
+        out = {
+            "time_fs": step * spec.timestep_fs,
+            "temperature_K": float(work.get_temperature()),
+            "target_temperature_K": target_t,
+        }
+        if spec.ensemble == "npt":
+            out["target_pressure_GPa"] = target_p
+        return out
+
     def observe(step: int) -> None:
         try:
-            monitor.observe(
-                work,
-                step,
-                time_fs=step * spec.timestep_fs,
-                temperature_K=float(work.get_temperature()),
-            )
+            monitor.observe(work, step, **state(step))
         except MonitorError as exc:
             raise WalkerError(str(exc).replace("exploration needs", "a walker needs")) from exc
 
     def diagnose(exc: Exception, step: int) -> ExplorationStop | None:
-        return monitor.diagnose(
-            work,
-            exc,
-            step,
-            time_fs=step * spec.timestep_fs,
-            temperature_K=float(work.get_temperature()),
-        )
+        return monitor.diagnose(work, exc, step, **state(step))
 
     stop_step: int | None = None
     stop_reason: str | None = None
@@ -293,6 +334,7 @@ def run_walker(
         observe(0)
         while True:
             try:
+                _set_targets(dyn, spec, done + 1)
                 next(it)
             except StopIteration:
                 break

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
-from .config_base import PosFloat, _Section
+from .config_base import PosFloat, _Section, omit_null
 
 __all__ = [
     "ENERGY_TRUST_MAX",
@@ -35,8 +35,23 @@ class WalkerConfig(_Section):
     kind: Literal["md"] = Field(default="md", description="Explorer: md (the default).")
 
     temperature: PosFloat = Field(le=10000, description="Thermostat temperature, K (<= 10 000).")
+    temperature_end: PosFloat | None = Field(
+        default=None,
+        le=10000,
+        json_schema_extra=omit_null,
+        description="Thermostat temperature at the last step, K: the target goes linearly "
+        "from 'temperature' to this over the run (a heating or quenching ramp; default: "
+        "constant). Frames keep the target they were taken at.",
+    )
     pressure: float = Field(
         default=0.0, ge=-100, le=1000, description="External pressure (npt only), GPa."
+    )
+    pressure_end: float | None = Field(
+        default=None,
+        ge=-100,
+        le=1000,
+        json_schema_extra=omit_null,
+        description="Pressure at the last step (npt only), GPa, ramped linearly from 'pressure'.",
     )
     ensemble: Literal["nvt", "npt", "nve"] = Field(default="nvt", description="Ensemble.")
     steps: int = Field(default=500, ge=1, description="MD steps.")
@@ -45,7 +60,29 @@ class WalkerConfig(_Section):
     friction: PosFloat = Field(default=0.01, description="Langevin friction, 1/fs.")
     count: int = Field(default=1, ge=1, description="Walkers with this setting (seeds differ).")
     start: int | None = Field(
-        default=None, ge=0, description="Index of the initial structure (default round-robin)."
+        default=None,
+        ge=0,
+        description="Index of the structure source (structures[i]) to start from; copies "
+        "cycle over its frames (default: every initial structure round-robin).",
+    )
+    start_from: Literal["initial", "labelled", "explored"] = Field(
+        default="initial",
+        description="Where each copy starts: an initial structure ('start'), a frame labelled "
+        "in an earlier iteration, or a frame the previous iteration's walkers offered. "
+        "Without such frames yet (iteration 0) it starts from an initial structure and says so.",
+    )
+    start_rule: Literal["random", "uncertain"] = Field(
+        default="random",
+        description="Which frame, with start_from labelled/explored: 'random' (seeded by the "
+        "campaign seed, the iteration and the copy) or 'uncertain' (copy k takes the frame "
+        "with the k-th highest committee deviation when it was explored).",
+    )
+    regime: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.()+-]*$",
+        description="Regime of this walker's frames (default: its start structure's).",
     )
 
     @model_validator(mode="after")
@@ -59,6 +96,20 @@ class WalkerConfig(_Section):
             raise ValueError(
                 f"pressure={self.pressure} GPa on an {self.ensemble} walker: only npt walkers "
                 "feel a pressure; set ensemble: npt or drop pressure"
+            )
+        if self.pressure_end is not None and self.ensemble != "npt":
+            raise ValueError(
+                f"pressure_end={self.pressure_end} GPa on an {self.ensemble} walker: only npt "
+                "walkers feel a pressure; set ensemble: npt or drop pressure_end"
+            )
+        if self.temperature_end is not None and self.ensemble == "nve":
+            raise ValueError(
+                "temperature_end on an nve walker: it has no thermostat to ramp; use nvt or npt"
+            )
+        if self.start is not None and self.start_from != "initial":
+            raise ValueError(
+                f"start={self.start} names an initial structure but start_from="
+                f"{self.start_from!r}: drop one"
             )
         return self
 
@@ -78,6 +129,8 @@ class WalkerConfig(_Section):
             "steps": self.steps,
             "record_every": self.record_every,
             "friction": self.friction,
+            "temperature_end": self.temperature_end,
+            "pressure_end": self.pressure_end,
         }
 
 
@@ -122,6 +175,13 @@ class NEBWalkerConfig(_Section):
         default=4.0, le=50, description="Largest move of one atom between the ends, Å."
     )
     count: Literal[1] = Field(default=1, description="A band is deterministic: one copy.")
+    regime: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.()+-]*$",
+        description="Regime of this walker's frames (default: its start structure's).",
+    )
 
     def stored_ids(self) -> list[int]:
         """Database ids of the stored structures this band starts from (in order)."""
@@ -137,7 +197,7 @@ class NEBWalkerConfig(_Section):
         def index(end: int | StoredStructure) -> int:
             return end if isinstance(end, int) else n_initial + ids.index(end.structure_id)
 
-        out = self.model_dump(exclude={"kind", "count", "initial", "final"})
+        out = self.model_dump(exclude={"kind", "count", "initial", "final", "regime"})
         return {**out, "initial": index(self.initial), "final": index(self.final)}
 
     def explorer_starts(self, n_structures: int) -> list[int]:
@@ -157,6 +217,13 @@ class ExplorerWalkerConfig(_Section):
     union_tag: ClassVar[str] = "registered"
     kind: str = Field(description="A registered explorer's name.")
     count: int = Field(default=1, ge=1, description="Copies (seeds differ).")
+    regime: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.()+-]*$",
+        description="Regime of this walker's frames (default: its start structure's).",
+    )
 
     @model_validator(mode="after")
     def _known(self) -> ExplorerWalkerConfig:
@@ -199,7 +266,23 @@ class ExplorationConfig(_Section):
     """The explorations of every iteration: MD walkers, bands, registered explorers."""
 
     walkers: list[WalkerEntry] = Field(min_length=1, description="Explorations.")
-    min_distance: float = Field(default=0.5, ge=0, description="Stop when atoms are closer, Å.")
+    min_distance: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        json_schema_extra=omit_null,
+        description="Stop a walker when two atoms come closer than this, Å, for every pair "
+        "(0: no check; the committee calculator applies the same rule). Default: the "
+        "relative rule of min_distance_fraction.",
+    )
+    min_distance_fraction: float = Field(
+        default=0.6,
+        gt=0,
+        le=2,
+        description="Without min_distance: stop when two atoms come closer than this "
+        "fraction of the sum of their covalent radii (ase.data.covalent_radii; Cu-Cu 0.6 x "
+        "2.64 = 1.58 Å, below the 1.86 Å EMT Cu reaches at 2500 K, above fused pairs).",
+    )
 
 
 TRUST_MAX = 10.0
@@ -228,6 +311,12 @@ class TrustConfig(_Section):
         description="At/above: model lost, walker cut.",
     )
     relative: bool = Field(default=False, description="Thresholds on the relative deviation.")
+    calibrated: bool = Field(
+        default=False,
+        description="lo and hi are tolerances on the calibrated max force error (eV/Å): each "
+        "walker's window on the deviation is lo/s and hi/s, with s the exploring committee's "
+        "90 % bound for its regime (workflows.calibrate); the raw window until a bound exists.",
+    )
     relative_eps: PosFloat = Field(
         default=1.0,
         le=1000,
@@ -257,6 +346,11 @@ class TrustConfig(_Section):
                 )
         if self.lo >= self.hi:
             raise ValueError(f"lo must be < hi (got lo={self.lo}, hi={self.hi})")
+        if self.calibrated and self.relative:
+            raise ValueError(
+                "calibrated: the bound calibrates the absolute deviation (eV/Å); "
+                "set relative: false"
+            )
         for key in ("energy_lo", "energy_hi"):
             value = getattr(self, key)
             if value is not None and value > ENERGY_TRUST_MAX:

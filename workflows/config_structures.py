@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from .config_base import _Section, omit_null
+from .config_modifiers import SourceModifiers
 from .structure_files import (
     NOT_IMPORTABLE,
     StructurePolicy,
@@ -196,8 +198,10 @@ def _any_of(*keys: str) -> dict[str, Any]:
     return {"anyOf": [{"required": [k]} for k in keys]}
 
 
-class StructureSource(_Section):
-    """Initial structures: exactly one of ``file``, ``content`` or ``generate``."""
+class StructureSource(SourceModifiers):
+    """Initial structures: exactly one of ``file``, ``content`` or ``generate``, optionally
+    modified (vacancies, interstitials, a random alloy, strains:
+    :mod:`workflows.config_modifiers`)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -244,6 +248,34 @@ class StructureSource(_Section):
         description="Supercell of each frame of 'file' or 'content' along a, b, c (1 to 50 each; "
         "> 1 only along periodic directions; 'generate' has its own).",
     )
+    regime: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.()+-]*$",
+        json_schema_extra=omit_null,
+        description="Name of the regime these structures stand for (validation frames, "
+        "errors and calibration are reported per regime; default: 'bulk-fcc', "
+        "'surface-111', the file's stem, 'content', followed by what the modifiers do: "
+        "'-alloy', '-vacancy', '-interstitial', '-strained').",
+    )
+
+    def regime_name(self) -> str:
+        """The regime of this source: ``regime`` or a name derived from it and its modifiers
+        (``bulk-fcc-vacancy``)."""
+        if self.regime:
+            return self.regime
+        g = self.generate
+        if g is not None:
+            if g.surface is not None:
+                base = "surface-" + "".join(str(h) for h in g.surface)
+            else:
+                base = f"bulk-{g.crystal}"
+        elif self.file is not None:
+            base = re.sub(r"[^A-Za-z0-9_.()+-]", "_", Path(self.file).stem) or "file"
+        else:
+            base = "content"
+        return base + self.modifier_suffix()
 
     @model_validator(mode="before")
     @classmethod
@@ -264,6 +296,11 @@ class StructureSource(_Section):
             raise ValueError("'format' goes with 'file' or 'content', not with 'generate'")
         if self.repeat is not None and self.generate is not None:
             raise ValueError("'repeat' of a generated structure goes inside 'generate'")
+        if self.generate is not None and self.slab is not None:
+            raise ValueError("'slab' cuts a file or content; a generated slab is generate.surface")
+        if self.generate is not None and self.modified():
+            g = self.generate
+            self.check_counts(len(g.cell_atoms()) * int(np.prod(g.repeat)))
         return self
 
     @field_validator("index")
@@ -299,11 +336,15 @@ class StructureSource(_Section):
 
     @model_serializer(mode="wrap")
     def _omit_unused(self, handler: Any) -> Any:
-        """``content`` and ``format`` are left out when unset (snapshots of older configs)."""
+        """``content``, ``format``, ``regime`` and the modifiers are left out when unset
+        (snapshots of older configs)."""
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("content", "format"):
+            for key in ("content", "format", "regime"):
                 if data.get(key, 0) is None:
+                    del data[key]
+            for key, field in SourceModifiers.model_fields.items():
+                if key in data and data[key] == field.default:
                     del data[key]
         return data
 

@@ -56,7 +56,22 @@ RULES = {
     "a band's ends index the sources": r"(initial|final)=\d+ but only \d+ structure"
     r"|initial and final are the same structure",
     "ASE builds the crystal": r"ASE cannot build it|Miller indices \(0, 0, 0\)"
-    r"|lattice_constant: needed for",
+    r"|lattice_constant: needed for|miller: \(0, 0, 0\) names no plane",
+    "copies need a random modifier": r"copies=\d+ without vacancies, interstitials or substitute",
+    "slab cuts a file or content": r"cuts a file or content; a generated slab",
+    "a registered explorer takes its own parameters": r"unknown option .* for explorer",
+    "structure modifiers fit the frame": r"vacancies: \d+ of a frame|not a whole number"
+    r"|sites asked for|substituted atom's value is unknown|slab: the frame|slab: ASE cannot"
+    r"|vacancies: the frame has|vacancies: \d+ asked for|interstitials: the"
+    r"|strain: the frame has no cell|strain: a Voigt strain|interstitial_element without"
+    r"|fractions add up to",
+    "a walker's ramp and start hold together": r"pressure_end=.* GPa on an"
+    r"|temperature_end on an nve walker|names an initial structure but start_from",
+    "the calibrated window is on the absolute deviation": r"calibrated: the bound calibrates",
+    "validation covers every regime": r"cannot give each of the \d+ regimes",
+    "repulsion radii hold together": r"inner radius .* must be below|inner_scale .* must be"
+    r"|exceeds the cutoff|is given twice|takes no other keys|pair '.*': ",
+    "an accuracy target in eV/Å": r"is no accuracy target",
     "atom limit": r"atoms, more than",
     "repeat along periodic directions": r"repeat: frame \d+ is not periodic along",
     "MD step vs the lightest element": r"more than twice a stable step",

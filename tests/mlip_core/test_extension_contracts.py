@@ -17,6 +17,7 @@ SMALL_OPTIONS = {"native": {"channels": 8}, "mace": {"num_channels": 8}}
 SMALL_PARAMS = {
     "md": {"steps": 20, "record_every": 5, "timestep": 1.0},
     "neb": {"n_images": 3, "steps": 10, "record_every": 5, "interpolation": "linear"},
+    "udd": {"steps": 20, "record_every": 5, "timestep": 1.0},
 }
 
 
@@ -37,9 +38,9 @@ def test_model_backend_contract(name: str, tmp_path: Path) -> None:
 
 def test_every_builtin_is_registered_and_unknown_names_list_the_known() -> None:
     assert {"native", "mace"} <= set(BACKENDS.names())
-    assert {"md", "neb"} <= set(EXPLORERS.names())
+    assert {"md", "neb", "udd"} <= set(EXPLORERS.names())
     assert {"fps", "max-first", "random"} <= set(SELECTORS.names())
-    with pytest.raises(PluginError, match="unknown explorer 'nope'; available: md, neb"):
+    with pytest.raises(PluginError, match="unknown explorer 'nope'; available: md, neb, udd"):
         get_explorer("nope")
 
 

@@ -69,10 +69,33 @@ class CampaignOut(_Out):
     labels: dict[str, int] = Field(description="Label counts by status.")
 
 
+class RegimeErrors(BaseModel):
+    """Validation errors of a committee's mean in one regime (``None``: not measured)."""
+
+    n_frames: int | None = Field(default=None, description="Validation frames of the regime.")
+    force_rmse_meV: float | None = Field(default=None, description="Force RMSE, meV/Å.")
+    force_mae_meV: float | None = Field(default=None, description="Force MAE, meV/Å.")
+    force_max_meV: float | None = Field(
+        default=None, description="Largest force-component error, meV/Å."
+    )
+    energy_rmse_meV: float | None = Field(default=None, description="Energy RMSE, meV/atom.")
+    energy_max_meV: float | None = Field(
+        default=None, description="Largest energy error, meV/atom."
+    )
+    stress_rmse_gpa: float | None = Field(
+        default=None, description="Stress RMSE, GPa (frames with stress labels)."
+    )
+
+
 class CampaignDetail(CampaignOut):
-    """A campaign with its config snapshot (runtime bookkeeping removed)."""
+    """A campaign with its config snapshot (runtime bookkeeping removed) and its latest
+    model's validation errors per regime."""
 
     config: dict[str, Any]
+    latest_model_id: int | None = Field(default=None, description="The latest trained model.")
+    validation_regimes: dict[str, RegimeErrors] = Field(
+        default_factory=dict, description="The latest model's validation errors per regime."
+    )
 
 
 class StatusChange(BaseModel):
@@ -203,8 +226,33 @@ class ModelOut(BaseModel):
     checkpoint_sha256: str
     n_training_labels: int
     validation: dict[str, Any]
+    regimes: dict[str, RegimeErrors] = Field(
+        default_factory=dict, description="Validation errors per regime (display units)."
+    )
     created_at: datetime
     download_url: str
+    parity_url: str | None = Field(
+        default=None, description="Its validation predictions per regime (parity plots)."
+    )
+
+
+class ParityRegime(BaseModel):
+    """Predicted vs reference values of one regime's validation frames."""
+
+    n_frames: int
+    energy_pred: list[float] = Field(description="Committee-mean energy per frame, eV/atom.")
+    energy_ref: list[float] = Field(description="Reference energy per frame, eV/atom.")
+    force_pred: list[float] = Field(
+        description="Committee-mean force components (every atom, x y z), eV/Å."
+    )
+    force_ref: list[float] = Field(description="Reference force components, eV/Å.")
+
+
+class ParityOut(BaseModel):
+    """A model's predictions on its validation set, per regime."""
+
+    model_id: int
+    regimes: dict[str, ParityRegime]
 
 
 # --------------------------------------------------------------------------- runs/actions

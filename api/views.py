@@ -52,7 +52,13 @@ def campaign_detail(
     workflow's runtime bookkeeping); label counts from ``agg`` when given."""
     c = q.campaign_summary(store, campaign, agg)
     config = {k: v for k, v in c.config.items() if k != q.RUNTIME_KEY}
-    return schemas.CampaignDetail(**_campaign_fields(c), config=public_snapshot(config))
+    models = qb.list_models(store, c.id)
+    return schemas.CampaignDetail(
+        **_campaign_fields(c),
+        config=public_snapshot(config),
+        latest_model_id=models[-1].id if models else None,
+        validation_regimes=q.regime_errors(models[-1].validation) if models else {},
+    )
 
 
 get_campaign = campaign_detail
@@ -116,10 +122,33 @@ def list_labels(store: Store, campaign_id: int, **filters: Any) -> schemas.Page:
 
 
 def _model_out(m: ModelRow) -> schemas.ModelOut:
+    own = ("download_url", "parity_url", "regimes")
     return schemas.ModelOut(
-        **{k: getattr(m, k) for k in schemas.ModelOut.model_fields if k != "download_url"},
+        **{k: getattr(m, k) for k in schemas.ModelOut.model_fields if k not in own},
+        regimes=q.regime_errors(m.validation),
         download_url=f"/api/v1/models/{m.id}/checkpoint",
+        parity_url=f"/api/v1/models/{m.id}/parity" if m.validation.get("parity_uri") else None,
     )
+
+
+def model_parity(store: Store, data_dir: str, model_id: int) -> schemas.ParityOut:
+    """A model's validation predictions per regime (:func:`workflows.parity.read_parity`);
+    :class:`database.NotFoundError` when the model or its parity data is absent."""
+    from pathlib import Path
+
+    from database import NotFoundError
+    from workflows.service import read_parity
+
+    m = qb.get_model(store, model_id)
+    uri = m.validation.get("parity_uri")
+    if not uri:
+        raise NotFoundError(f"model {model_id} has no stored validation predictions")
+    path = Path(uri) if Path(uri).is_absolute() else Path(data_dir) / uri
+    try:
+        regimes = read_parity(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"validation predictions of model {model_id} are missing") from None
+    return schemas.ParityOut(model_id=model_id, regimes=regimes)
 
 
 def list_models(store: Store, campaign_id: int) -> list[schemas.ModelOut]:

@@ -37,6 +37,7 @@ __all__ = [
     "label_aggregate",
     "label_totals",
     "list_campaigns",
+    "regime_errors",
     "summary_rows",
     "trust_window",
 ]
@@ -168,8 +169,41 @@ def iteration_summaries(store: Store, campaign: CampaignRef) -> list[IterationSu
 def summary_rows(store: Store, campaign: CampaignRef) -> list[dict[str, Any]]:
     """The per-iteration summary as table rows (:meth:`IterationSummary.as_row`: labels
     new/total/failed, fractions, walkers cut/failed, validation errors in meV/Å and meV/atom,
-    epochs, timings in s)."""
-    return [m.as_row() for m in store.iteration_summaries(campaign)]
+    epochs, timings in s) and ``val_regimes``, the model's validation errors per regime
+    (:func:`regime_errors`)."""
+    return [
+        {**m.as_row(), "val_regimes": regime_errors(m.validation)}
+        for m in store.iteration_summaries(campaign)
+    ]
+
+
+def regime_errors(validation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A model's validation errors per regime for display: ``{regime: {"n_frames",
+    "force_rmse_meV", "force_mae_meV", "force_max_meV" (meV/Å), "energy_rmse_meV",
+    "energy_max_meV" (meV/atom), "stress_rmse_gpa" (GPa, None without stress labels)}}``
+    (empty for a model trained before per-regime metrics), with the uncertainty calibration:
+    ``bound_scale`` (the 90 % bound is this times the committee deviation, the regime's own or
+    the pooled one) and ``covered`` / ``covered_n`` (share of the frames labelled after this
+    model's predecessor whose error its bound covered, ``workflows.calibrate``)."""
+    out: dict[str, dict[str, Any]] = {}
+    cal = validation.get("calibration") or {}
+    pooled = (cal.get("pooled") or {}).get("scale")
+    own = {k: (v or {}).get("scale") for k, v in (cal.get("by_regime") or {}).items()}
+    cover = validation.get("calibration_coverage") or {}
+    for name, m in (validation.get("regimes") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        milli = {k: _num(m.get(k)) for k in ("force_rmse", "force_mae", "force_max")}
+        milli |= {k: _num(m.get(k)) for k in ("energy_rmse", "energy_max")}
+        out[str(name)] = {
+            "n_frames": m.get("n_frames"),
+            **{f"{k}_meV": None if v is None else 1000.0 * v for k, v in milli.items()},
+            "stress_rmse_gpa": _num(m.get("stress_rmse_gpa")),
+            "bound_scale": _num(own.get(name, pooled)),
+            "covered": _num((cover.get(name) or {}).get("covered")),
+            "covered_n": (cover.get(name) or {}).get("n"),
+        }
+    return out
 
 
 def _num(x: Any) -> float | None:

@@ -23,7 +23,13 @@ from . import lease
 from .cli_support import CliError, DataDir, WaitOption, console, guard
 from .config import ConfigError, example_config_text, load_config
 from .settings import PesflowSettings, configure_prefect_env, get_settings
-from .tables import RichReporter, markdown_table, summary_table
+from .tables import (
+    RichReporter,
+    markdown_regimes,
+    markdown_table,
+    regime_table,
+    summary_table,
+)
 
 __all__ = ["COMMANDS", "export", "init", "register", "resume", "run", "status", "validate"]
 
@@ -89,7 +95,7 @@ def _run(
     store = open_store(handle.db_url)
     rec = store.get_campaign(handle.campaign_id)
     if rec.status in ("converged", "cancelled"):  # terminal: nothing to run, no server to start
-        console.print(summary_table(summary_rows(store, rec.id), title=f"campaign {rec.name}"))
+        _print_tables(summary_rows(store, rec.id), f"campaign {rec.name}")
         console.print(f"{rec.status}: {rec.status_message or ''}", markup=False, highlight=False)
         return 0
     timing.clear()
@@ -113,8 +119,7 @@ def _run(
         held.finish(result["status"], result["message"])
     wall = time.perf_counter() - t0
     busy = timing.busy_seconds(since=t0)
-    rows = summary_rows(store, handle.campaign_id)
-    console.print(summary_table(rows, title=f"campaign {handle.name}"))
+    _print_tables(summary_rows(store, handle.campaign_id), f"campaign {handle.name}")
     console.print(f"{result['status']}: {result['message']}", markup=False, highlight=False)
     console.print(
         f"wall time {wall:.1f} s; inside MD/labelling/training {busy:.1f} s; "
@@ -209,17 +214,26 @@ def status(
         console.print(t)
         return
     rec = _seen_here(store.get_campaign(campaign))
+    rows = summary_rows(store, rec.id)
     if markdown:
-        print(markdown_table(summary_rows(store, rec.id)))
+        print(markdown_table(rows))
+        if markdown_regimes(rows):
+            print("\n" + markdown_regimes(rows))
         print(f"\n{rec.status}: {rec.status_message or ''}")
         return
-    console.print(
-        summary_table(summary_rows(store, rec.id), title=f"campaign {rec.name}: {rec.status}")
-    )
+    _print_tables(rows, f"campaign {rec.name}: {rec.status}")
     if rec.lease is not None and rec.lease.alive:
         console.print(f"held by {rec.lease.holder}", markup=False, highlight=False)
     if rec.status_message:
         console.print(rec.status_message, markup=False, highlight=False)
+
+
+def _print_tables(rows: list, title: str) -> None:
+    """The per-iteration table and, under it, the latest model's errors per regime."""
+    console.print(summary_table(rows, title=title))
+    regimes = regime_table(rows)
+    if regimes is not None:
+        console.print(regimes)
 
 
 def _seen_here(c):

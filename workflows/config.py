@@ -24,12 +24,18 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
-from .config_base import ConfigError, PosFloat, _Section, format_errors
+from .config_base import ConfigError, _Section, format_errors
 from .config_execution import DaskConfig, ExecutionConfig, LabelerExecution, ProfileRef
 from .config_exploration import (
     ENERGY_TRUST_MAX,
@@ -42,6 +48,12 @@ from .config_exploration import (
     WalkerEntry,
 )
 from .config_labeler import MOCK_LABELERS, FaultConfig, LabelerConfig
+from .config_loop import (
+    VAL_FORCE_RMSE_MAX,
+    ConvergenceConfig,
+    SelectionConfig,
+    ValidationSetConfig,
+)
 from .config_model import ModelSection, TrainingSection
 from .config_structures import GenerateConfig, StructurePolicy, StructureSource
 
@@ -49,6 +61,7 @@ __all__ = [
     "ENERGY_TRUST_MAX",
     "MOCK_LABELERS",
     "TRUST_MAX",
+    "VAL_FORCE_RMSE_MAX",
     "BootstrapConfig",
     "CampaignConfig",
     "ConfigError",
@@ -88,57 +101,6 @@ class BootstrapConfig(_Section):
     n_structures: int = Field(default=8, ge=1, description="Number of structures to label.")
     rattle: float = Field(default=0.03, ge=0, description="Gaussian displacement stdev, Å.")
     strain: float = Field(default=0.01, ge=0, lt=0.5, description="Max |isotropic strain|.")
-
-
-class ValidationSetConfig(_Section):
-    """Held-out set labelled once at the start and never trained on."""
-
-    n_structures: int = Field(default=16, ge=1, description="Number of structures.")
-    rattle: list[Annotated[float, Field(ge=0)]] = Field(
-        default=[0.03, 0.06, 0.1],
-        min_length=1,
-        description="Displacement stdevs cycled over the set, Å.",
-    )
-    strain: float = Field(default=0.03, ge=0, lt=0.5, description="Max |isotropic strain|.")
-
-
-class SelectionConfig(_Section):
-    """Which candidates are labelled."""
-
-    max_per_iteration: int = Field(default=16, ge=1, description="Cap on new labels.")
-    strategy: str = Field(
-        default="fps",
-        description="Selector: random, max-first, fps or any registered one (entry-point "
-        "group pesflow.selectors).",
-    )
-    min_distance: float = Field(
-        default=0.0, ge=0, description="Skip near-duplicates closer than this in descriptor space."
-    )
-    label_cut_frames: bool = Field(
-        default=True, description="Also offer the frame where a walker was cut (>= hi)."
-    )
-
-    @field_validator("strategy")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        from mlip_core.selectors import get_selector
-
-        get_selector(value)  # PluginError (a ValueError) names the known ones
-        return value
-
-
-class ConvergenceConfig(_Section):
-    """When the campaign stops."""
-
-    accurate_ratio: float = Field(
-        default=0.9, gt=0, le=1, description="Fraction of explored frames below lo."
-    )
-    patience: int = Field(default=2, ge=1, description="Consecutive iterations meeting it.")
-    val_force_rmse: PosFloat | None = Field(
-        default=None, description="Also require validation force RMSE below this, eV/Å."
-    )
-    max_iterations: int = Field(default=10, ge=1, description="Hard cap on iterations.")
-    label_budget: int | None = Field(default=None, ge=1, description="Cap on labels requested.")
 
 
 # --------------------------------------------------------------------------- campaign
@@ -192,6 +154,23 @@ class _Campaign(_Section):
             raise ValueError(
                 f"convergence.label_budget={cv.label_budget} < bootstrap + validation "
                 f"structures ({seed}): spent before the first exploration; raise the budget"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _validation_covers_regimes(self, info: ValidationInfo) -> _Campaign:
+        """Every regime gets ``validation.min_per_regime`` frames (not re-checked on a stored
+        snapshot, ``{"policy": None}``: a campaign created before the rule keeps running)."""
+        if info.context is not None and info.context.get("policy", True) is None:
+            return self
+        names = list(dict.fromkeys(s.regime_name() for s in self.structures))
+        v = self.validation
+        if v.n_structures < v.min_per_regime * len(names):
+            raise ValueError(
+                f"validation.n_structures={v.n_structures} cannot give each of the "
+                f"{len(names)} regimes ({', '.join(names)}) min_per_regime={v.min_per_regime} "
+                f"frames; raise n_structures to {v.min_per_regime * len(names)} or lower "
+                "min_per_regime"
             )
         return self
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .config import CampaignConfig, parse_config
+from .config_model import stored_snapshot
 from .labeler import make_labeler
 
 __all__ = [
@@ -179,6 +180,26 @@ class Context:
         return [a.copy() for a in self._initial]
 
     @property
+    def initial_regimes(self) -> list[str]:
+        """The regime name of each initial structure (recorded at set-up; a campaign set up
+        before regimes existed has its sources' derived names when the counts match, else
+        ``"initial"`` for every structure)."""
+        ids = self.runtime["initial_structure_ids"]
+        got = self.runtime.get("initial_regimes")
+        if isinstance(got, list) and len(got) == len(ids):
+            return [str(r) for r in got]
+        names = [src.regime_name() for src in self.cfg.structures]
+        return names if len(names) == len(ids) else ["initial"] * len(ids)
+
+    @property
+    def initial_sources(self) -> list[int]:
+        """The index in ``cfg.structures`` of each initial structure's source (a campaign set
+        up before sources were recorded: its structure index, as walkers' ``start`` read it)."""
+        n = len(self.runtime["initial_structure_ids"])
+        got = self.runtime.get("initial_sources")
+        return [int(i) for i in got] if isinstance(got, list) and len(got) == n else list(range(n))
+
+    @property
     def species(self) -> list[int]:
         """Atomic numbers of the campaign (from the initial structures)."""
         return sorted({int(z) for a in self.initial for z in a.numbers})
@@ -215,7 +236,7 @@ def open_context(handle: CampaignHandle) -> Context:
     store = open_store(handle.db_url)
     rec = store.get_campaign(handle.campaign_id)
     cfg = parse_config(
-        strip_runtime(rec.config),
+        stored_snapshot(strip_runtime(rec.config)),
         source=f"campaign {rec.name!r}",
         base_dir=handle.data_dir,
         check_files=False,

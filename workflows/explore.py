@@ -38,25 +38,44 @@ __all__ = [
 
 @dataclass(frozen=True)
 class WalkerPlan:
-    """One concrete walker of an iteration."""
+    """One concrete walker of an iteration: ``start`` indexes the initial structures, unless
+    ``start_structure`` (a stored structure id, ``start_from: labelled | explored``) is set;
+    ``start_note`` says why a walker configured to start elsewhere starts from ``start``."""
 
     index: int
     config_index: int
     start: int
     seed: int
+    start_structure: int | None = None
+    start_note: str | None = None
 
 
 def walker_plans(ctx: Context, it) -> list[WalkerPlan]:
     """The iteration's walkers (``count`` copies of each configured entry, seeds differ; an MD
-    walker without ``start`` takes the initial structures round-robin)."""
+    walker without ``start`` takes the initial structures round-robin, one with ``start: s``
+    the structures of source ``structures[s]`` (copy c its frame c modulo their number); one with
+    ``start_from: labelled | explored`` a stored frame, :mod:`workflows.walker_starts`)."""
+    from .walker_starts import choose_start, start_pool
+
     plans = []
     n_init = len(ctx.runtime["initial_structure_ids"])
+    pools: dict[str, list[tuple[int, float]]] = {}
+    sources = ctx.initial_sources
     for ci, w in enumerate(ctx.cfg.exploration.walkers):
+        origin = getattr(w, "start_from", "initial")
+        if origin != "initial" and origin not in pools:
+            pools[origin] = start_pool(ctx, it, origin)
+        source = getattr(w, "start", None)  # a structure source: its frames, cycled by copy
+        frames = [f for f, s in enumerate(sources) if s == source] if source is not None else []
         for c in range(w.count):
             i = len(plans)
-            start = getattr(w, "start", None)
-            start = start if start is not None else i % n_init
-            plans.append(WalkerPlan(i, ci, start, seed_of(ctx.cfg.seed, "walk", it.index, ci, c)))
+            start = frames[c % len(frames)] if frames else i % n_init
+            seed = seed_of(ctx.cfg.seed, "walk", it.index, ci, c)
+            if origin == "initial":
+                plans.append(WalkerPlan(i, ci, start, seed))
+                continue
+            got = choose_start(ctx, it, pools[origin], w.start_rule, ci, c, origin)
+            plans.append(WalkerPlan(i, ci, start, seed, got.structure_id, got.note))
     return plans
 
 
@@ -73,6 +92,7 @@ def trust_of(cfg: CampaignConfig):
         energy_lo=t.energy_lo,
         energy_hi=t.energy_hi,
         min_distance=cfg.exploration.min_distance,
+        min_distance_fraction=cfg.exploration.min_distance_fraction,
     )
 
 
@@ -126,6 +146,8 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
     from database import Origin, WalkerOutcome
     from mlip_core.calculator import CommitteeCalculator
 
+    from .calibrate import calibrated_trust
+    from .regimes import walker_regime
     from .train import load_model
 
     ctx = open_context(handle)
@@ -149,17 +171,30 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
         "host": socket.gethostname(),
     }
     what = f"{temperature:g} K" if temperature is not None else explorer.name
-    model = load_model(ctx, store.get_model(model_id))
-    try:
-        calc = CommitteeCalculator(
-            model,
-            min_distance=cfg.exploration.min_distance or 0.5,
-            relative_eps=cfg.trust.relative_eps,
+    if plan.start_note:
+        reporter().message(f"iteration {it.index} walker {walker}: {plan.start_note}")
+    model_rec = store.get_model(model_id)
+    model = load_model(ctx, model_rec)
+    trust = trust_of(cfg)
+    if cfg.trust.calibrated:
+        trust, note = calibrated_trust(
+            trust,
+            model_rec.validation.get("calibration"),
+            walker_regime(w, plan.start, ctx.initial_regimes),
         )
-        pool = structure_pool(ctx, w)
-        starts = [pool[i] for i in explorer.starts(params, len(pool))]
+        reporter().message(f"iteration {it.index} walker {walker}: {note}")
+    try:
+        # one distance rule for the calculator and the monitor (0: no check in both)
+        calc = CommitteeCalculator(
+            model, min_distance=trust.guard, relative_eps=cfg.trust.relative_eps
+        )
+        if plan.start_structure is not None:
+            starts = store.get_atoms([plan.start_structure])
+        else:
+            pool = structure_pool(ctx, w)
+            starts = [pool[i] for i in explorer.starts(params, len(pool))]
         with timing.compute("md"):
-            res = explorer.explore(starts, calc, trust_of(cfg), params, plan.seed)
+            res = explorer.explore(starts, calc, trust, params, plan.seed)
     except Exception as exc:  # a walker that cannot run is data, not a crash of the campaign
         error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         run = store.record_walker_run(
@@ -181,10 +216,12 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
         if offer and finite:
             origin = Origin(
                 walker=f"it{it.index}-w{walker}",
-                temperature=temperature,
-                pressure=pressure,
+                # the thermostat's target when the frame was taken (ramps move it)
+                temperature=frame.info.get("target_temperature_K", temperature),
+                pressure=frame.info.get("target_pressure_GPa", pressure),
                 md_step=int(frame.info["step"]),
                 info={
+                    "regime": walker_regime(w, plan.start, ctx.initial_regimes),
                     "explorer": explorer.name,
                     "max_force_dev": float(frame.info["max_force_dev"]),
                     "uncertainty": float(dev),
@@ -194,6 +231,9 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
                         if np.isfinite(frame.info.get(k, np.nan))
                     },
                     **{k: frame.info[k] for k in explorer.origin_keys if k in frame.info},
+                    **(
+                        {"start_structure_id": plan.start_structure} if plan.start_structure else {}
+                    ),
                 },
             )
             offers.append((frame, origin, float(dev), float(frame.info["max_force_dev"]), cut))

@@ -4,6 +4,7 @@ The configured selector (:mod:`mlip_core.selectors`; it declares what it needs) 
 frames the explorers offered, after the filters (already selected, unfit geometry, the label
 budget), each of which counts what it dropped. Selections, their pending labels and the step's
 completion are recorded in one transaction; picks are seeded, so a rerun picks the same.
+A share of the picks of each regime is held out for validation (:func:`holdouts`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from .context import CampaignHandle, open_context, seed_of
 from .progress import reporter
 from .seed import record_picks
 
-__all__ = ["SelectResult", "select_step"]
+__all__ = ["SelectResult", "holdouts", "is_holdout", "select_step"]
 
 
 @dataclass(frozen=True)
 class SelectResult:
-    """The picked structure ids (in pick order) and, per reason, how many offered frames each
-    filter dropped (empty when the step had already run)."""
+    """The picked structure ids (in pick order), per reason how many offered frames each
+    filter dropped (empty when the step had already run), and the picked frames held out for
+    validation (labelled, never trained on: :func:`holdouts`)."""
 
     picked: list[int]
     dropped: dict[str, int] = field(default_factory=dict)
+    held_out: list[int] = field(default_factory=list)
 
 
 def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
@@ -41,12 +44,13 @@ def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
     store, cfg = ctx.store, ctx.cfg
     it = store.get_iteration_by_id(iteration_id)
     if "select" in it.completed_steps:
+        mine = [
+            s
+            for s in store.list_selections(ctx.campaign_id, iteration_id=it.id)
+            if s.reason == "candidate" or is_holdout(s)
+        ]
         return SelectResult(
-            [
-                s.structure_id
-                for s in store.list_selections(ctx.campaign_id, iteration_id=it.id)
-                if s.reason == "candidate"
-            ]
+            [s.structure_id for s in mine], held_out=[s.structure_id for s in mine if is_holdout(s)]
         )
     t0 = time.perf_counter()
     # in walker and frame order (not database id order, which depends on which walker
@@ -61,6 +65,9 @@ def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
     }
     sids = [s for s in cands if s not in already]
     dropped = {"already selected": len(cands) - len(sids)}
+    frac = cfg.selection.max_candidate_fraction
+    if frac is not None and sids:
+        sids = _adaptive(ctx, it, cands, sids, frac, dropped)
     max_n = cfg.selection.max_per_iteration
     if cfg.convergence.label_budget is not None:
         used = sum(
@@ -108,12 +115,16 @@ def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
         reporter().message(
             f"iteration {it.index}: {len(picked)} of {len(cands)} offered frames picked ({shown})"
         )
+    held = holdouts(ctx, it, picked)
     record_picks(
         ctx,
         it,
         [
             SelectionInput(
-                s, max_force_dev=abs_dev[s], reason="candidate", strategy=cfg.selection.strategy
+                s,
+                max_force_dev=abs_dev[s],
+                reason="validation" if s in held else "candidate",
+                strategy=cfg.selection.strategy,
             )
             for s in picked
         ],
@@ -121,4 +132,71 @@ def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
         time.perf_counter() - t0,
         dropped,
     )
-    return SelectResult(picked, dropped)
+    return SelectResult(picked, dropped, [s for s in picked if s in held])
+
+
+def _adaptive(ctx, it, cands: dict[int, float], sids: list[int], frac: float, dropped) -> list:
+    """The offered frames at or above the adaptive lower level of the iteration's frames
+    below hi (its accurate frames count below it); the rest are counted in ``dropped``."""
+    from mlip_core.selection import adaptive_lower_level
+
+    lo, hi = ctx.cfg.trust.lo, ctx.cfg.trust.hi
+    if ctx.cfg.trust.calibrated:  # lo / hi are errors, not deviations: no floor, no ceiling
+        lo, hi = 0.0, float("inf")
+    below = [0.0] * int(it.n_accurate) + [u for u in cands.values() if u < hi]
+    level = adaptive_lower_level(below, lo, hi, frac)
+    keep = [s for s in sids if cands[s] >= level]
+    dropped[f"below the adaptive lower level {level:.3g}"] = len(sids) - len(keep)
+    return keep
+
+
+def is_holdout(selection) -> bool:
+    """Whether a selection row is an explored frame held out for validation (reason
+    ``validation`` with the selector's strategy; the seed step's validation copies have
+    none)."""
+    return selection.reason == "validation" and selection.strategy is not None
+
+
+def holdouts(ctx, it, picked: list[int]) -> set[int]:
+    """The picked frames held out for validation: per regime (the ``info["regime"]`` of the
+    frame, :mod:`workflows.regimes`), as many as bring the campaign's held-out share of that
+    regime's selected explored frames to ``validation.holdout_fraction`` (rounded half up;
+    so over the iterations the share holds even when one iteration picks few frames), chosen
+    by a seeded draw among the regime's picks. The choice is reported."""
+    from .regimes import structure_regimes
+
+    frac = ctx.cfg.validation.holdout_fraction
+    if frac <= 0 or not picked:
+        return set()
+    store = ctx.store
+    earlier = [
+        s
+        for s in store.list_selections(ctx.campaign_id)
+        if s.iteration_id != it.id and (s.reason == "candidate" or is_holdout(s))
+    ]
+    ids = [s.structure_id for s in earlier] + list(picked)
+    records = store.get_structures(ids)
+    regime = dict(zip([r.id for r in records], structure_regimes(ctx, records), strict=True))
+    n_before: dict[str, int] = {}
+    h_before: dict[str, int] = {}
+    for s in earlier:
+        name = regime[s.structure_id]
+        n_before[name] = n_before.get(name, 0) + 1
+        h_before[name] = h_before.get(name, 0) + int(is_holdout(s))
+    by_regime: dict[str, list[int]] = {}
+    for sid in picked:
+        by_regime.setdefault(regime[sid], []).append(sid)
+    rng = np.random.default_rng(seed_of(ctx.cfg.seed, "holdout", it.index))
+    held: dict[str, list[int]] = {}
+    for name, sids in by_regime.items():
+        target = int(np.floor(frac * (n_before.get(name, 0) + len(sids)) + 0.5))
+        k = min(len(sids), max(0, target - h_before.get(name, 0)))
+        if k:
+            held[name] = [sids[i] for i in sorted(rng.choice(len(sids), k, replace=False))]
+    if held:
+        shown = ", ".join(f"{name} {len(v)}" for name, v in held.items())
+        reporter().message(
+            f"iteration {it.index}: {sum(map(len, held.values()))} of {len(picked)} picked frames "
+            f"held out for validation ({shown})"
+        )
+    return {sid for v in held.values() for sid in v}

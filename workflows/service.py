@@ -33,6 +33,7 @@ from .deploy import (
     deploy_campaign,
     undeploy_campaign,
 )
+from .parity import read_parity
 from .profiles import ProfilesError, execution_profiles
 from .retrain import NO_RETRAIN
 from .settings import PesflowSettings, configure_prefect_env
@@ -58,6 +59,7 @@ __all__ = [
     "omit_null",
     "profile_names",
     "public_snapshot",
+    "read_parity",
     "registered_names",
     "retrain",
     "run_campaign",

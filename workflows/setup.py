@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CampaignConfig, ConfigError, StructurePolicy, parse_config
+from .config_model import stored_snapshot
 from .context import RUNTIME_KEY, CampaignHandle, store_url, strip_runtime
 from .labeler import make_labeler
 
@@ -23,13 +24,21 @@ def config_snapshot(cfg: CampaignConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
-def _normalised(stored: dict[str, Any]) -> dict[str, Any]:
+def _normalised(stored: dict[str, Any], cfg: CampaignConfig | None = None) -> dict[str, Any]:
     """A stored config as this pesflow writes it (an older layout, e.g. ``committee:`` for
-    ``model:``, compares equal to the same config written now)."""
+    ``model:``, compares equal to the same config written now). A snapshot stored before the
+    repulsion baseline existed runs without it (:func:`stored_snapshot`); compared with a
+    ``cfg`` that does not set ``model.repulsion``, it takes ``cfg``'s value (re-running the
+    same file continues the campaign, which keeps running as stored)."""
     try:
-        return config_snapshot(parse_config(stored, check_files=False))
+        out = config_snapshot(parse_config(stored_snapshot(stored), check_files=False))
     except ConfigError:
         return stored
+    section = stored.get("model", stored.get("committee"))
+    predates = not (isinstance(section, dict) and "repulsion" in section)
+    if cfg is not None and predates and "repulsion" not in cfg.model.model_fields_set:
+        out["model"]["repulsion"] = config_snapshot(cfg)["model"]["repulsion"]
+    return out
 
 
 def setup_campaign(
@@ -48,7 +57,7 @@ def setup_campaign(
         rec = store.get_campaign(cfg.name)
     except UnknownCampaignError:
         rec = store.create_campaign(cfg.name, snapshot, exist_ok=True)
-    if _normalised(strip_runtime(rec.config)) != snapshot:
+    if _normalised(strip_runtime(rec.config), cfg) != snapshot:
         raise CampaignConflictError(
             f"campaign {cfg.name!r} already exists with a different config; "
             f"use `pesflow resume {cfg.name}` or choose another name"
@@ -64,9 +73,16 @@ def _complete_setup(
 
         if policy is None:
             policy = StructurePolicy.local(data_dir=data_dir)
-        atoms = initial_structures(cfg, policy)
+        regimes: list[str] = []
+        sources: list[int] = []
+        atoms = initial_structures(cfg, policy, regimes=regimes, sources=sources)
         ids = store.add_structures(atoms, campaign=rec.id, source="initial")
-        runtime = {"initial_structure_ids": ids, "settings_hash": make_labeler(cfg).settings_hash}
+        runtime = {
+            "initial_structure_ids": ids,
+            "initial_regimes": regimes,
+            "initial_sources": sources,
+            "settings_hash": make_labeler(cfg).settings_hash,
+        }
         rec = store.update_campaign_config(rec.id, {**rec.config, RUNTIME_KEY: runtime})
     return CampaignHandle(store_url(store), rec.id, rec.name, str(Path(data_dir).absolute()))
 
@@ -75,7 +91,7 @@ def reopen_campaign(store, name: str | int, data_dir: str | Path) -> CampaignHan
     """Handle of an existing campaign (by name or id) for ``resume``."""
     rec = store.get_campaign(name)
     cfg = parse_config(
-        strip_runtime(rec.config),
+        stored_snapshot(strip_runtime(rec.config)),
         source=f"campaign {rec.name!r}",
         base_dir=data_dir,
         check_files=False,

@@ -10,7 +10,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["RichReporter", "epochs_cell", "markdown_table", "summary_table"]
+__all__ = [
+    "RichReporter",
+    "epochs_cell",
+    "markdown_regimes",
+    "markdown_table",
+    "regime_table",
+    "summary_table",
+]
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -52,6 +59,53 @@ def summary_table(rows: list[dict[str, Any]], title: str = "") -> Table:
             "/".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label")),
         )
     return t
+
+
+def regime_table(rows: list[dict[str, Any]]) -> Table | None:
+    """Validation errors per regime of the latest iteration's model (``val_regimes`` of the
+    last row that has them) as a rich table; ``None`` when no model has per-regime errors."""
+    found = [r for r in rows if r.get("val_regimes")]
+    if not found:
+        return None
+    row = found[-1]
+    t = Table(title=f"validation errors per regime, model of iteration {row['iteration']}")
+    cols = ("regime", "frames", "F RMSE meV/Å", "F MAE meV/Å", "F max meV/Å")
+    more = ("E RMSE meV/atom", "E max meV/atom", "S RMSE GPa", "90% bound", "covered (n)")
+    for col in (*cols, *more):
+        t.add_column(col, justify="left" if col == "regime" else "right")
+    for name, m in row["val_regimes"].items():
+        t.add_row(name, *_regime_cells(m))
+    return t
+
+
+def _regime_cells(m: dict[str, Any]) -> list[str]:
+    covered = m.get("covered")
+    return [
+        _fmt(m.get("n_frames"), "d"),
+        _fmt(m.get("force_rmse_meV"), ".1f"),
+        _fmt(m.get("force_mae_meV"), ".1f"),
+        _fmt(m.get("force_max_meV"), ".0f"),
+        _fmt(m.get("energy_rmse_meV"), ".2f"),
+        _fmt(m.get("energy_max_meV"), ".2f"),
+        _fmt(m.get("stress_rmse_gpa"), ".3f"),
+        "-" if m.get("bound_scale") is None else f"{m['bound_scale']:.2f} x dev",
+        "-" if covered is None else f"{100 * covered:.0f} % ({m.get('covered_n')})",
+    ]
+
+
+def markdown_regimes(rows: list[dict[str, Any]]) -> str:
+    """:func:`regime_table` as Markdown (empty when no model has per-regime errors)."""
+    found = [r for r in rows if r.get("val_regimes")]
+    if not found:
+        return ""
+    lines = [
+        "| regime | frames | F RMSE (meV/Å) | F MAE (meV/Å) | F max (meV/Å) | E RMSE (meV/atom) "
+        "| E max (meV/atom) | S RMSE (GPa) | 90 % bound | covered on new labels (n) |",
+        "|" + "---|" * 10,
+    ]
+    for name, m in found[-1]["val_regimes"].items():
+        lines.append(f"| {name} | " + " | ".join(_regime_cells(m)) + " |")
+    return "\n".join(lines)
 
 
 def epochs_cell(row: dict[str, Any]) -> str:
@@ -136,8 +190,20 @@ class RichReporter:
         self.console.print(
             f"iteration {row['iteration']}: labels {row['labels_new']}/{row['labels_total']}, "
             f"accurate {_fmt(row['accurate'], '.2f')}, candidate {_fmt(row['candidate'], '.2f')}"
-            f", val force RMSE {_fmt(row['val_force_rmse_meV'], '.1f')} meV/Å",
+            f", val force RMSE {_fmt(row['val_force_rmse_meV'], '.1f')} meV/Å" + _worst_regime(row),
             markup=False,
             highlight=False,
         )
         sys.stdout.flush()
+
+
+def _worst_regime(row: dict[str, Any]) -> str:
+    regimes = {
+        k: v["force_rmse_meV"]
+        for k, v in (row.get("val_regimes") or {}).items()
+        if v.get("force_rmse_meV") is not None
+    }
+    if len(regimes) < 2:
+        return ""
+    worst = max(regimes, key=lambda k: regimes[k])
+    return f" (worst regime {worst}: {regimes[worst]:.1f})"

@@ -33,8 +33,11 @@ __all__ = [
 def training_data(ctx: Context, label_ids: Any = None) -> tuple[list, list, list[int]]:
     """(training atoms, validation atoms, training label ids) from the database: every done
     label of the campaign's labeler settings, or exactly ``label_ids`` (a recorded training
-    set); the validation structures are always held out."""
+    set); the validation structures (seeded copies and held-out explored frames) are always
+    held out. Every structure carries its regime in ``info["regime"]`` (:mod:`workflows.regimes`)."""
     from database.extxyz import labelled_atoms
+
+    from .regimes import REGIME_KEY, structure_regimes
 
     store = ctx.store
     val_sids = {
@@ -48,8 +51,10 @@ def training_data(ctx: Context, label_ids: Any = None) -> tuple[list, list, list
         items, ctx.labeler.settings.hashed_dict(), ctx.cfg.training.ignore_settings_keys
     )
     train, val, ids = [], [], []
-    for item in items:
+    regimes = structure_regimes(ctx, [it.structure for it in items])
+    for item, regime in zip(items, regimes, strict=True):
         atoms = labelled_atoms(item, campaign=ctx.handle.name)
+        atoms.info[REGIME_KEY] = regime
         if item.structure.id in val_sids:
             val.append(atoms)
         elif wanted is None or item.label.id in wanted:
@@ -232,12 +237,19 @@ def _fit_and_save(
     max_epochs: int | None = None,
     max_time_s: float | None = None,
     stop_after_epochs: int | None = None,
+    parent: Any = None,
 ) -> tuple[list[int], dict[str, Any], str]:
-    """Train, evaluate on the validation set and save: (label ids, metrics, sha256)."""
-    from mlip_core.backends import TrainRequest, get_backend
+    """Train, evaluate on the validation set, calibrate and save: (label ids, metrics,
+    sha256); with the ``parent`` model row (of ``warm``), its calibration is checked on the
+    labels added since (:mod:`workflows.calibrate`)."""
+    from mlip_core.backends import TrainRequest, get_backend, train_with_repulsion
     from mlip_core.checkpoint import save_committee
-    from mlip_core.training import TrainingConfig, evaluate_errors
+    from mlip_core.labelled import errors_by_regime, evaluate_predictions, predict_frames
+    from mlip_core.training import TrainingConfig
 
+    from .calibrate import coverage_on_new_labels, fit_model_calibration
+    from .parity import parity_path, write_parity
+    from .regimes import REGIME_KEY
     from .settings import get_settings
 
     cfg = ctx.cfg
@@ -255,13 +267,16 @@ def _fit_and_save(
         learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
         patience=tc.patience,
         energy_weight=tc.energy_weight,
+        stress_weight=tc.stress_weight_for(train),
         val_fraction=tc.val_fraction,
         seed=seed,
     )
     backend = get_backend(mc.backend)
+    repulsion = mc.build_repulsion(ctx.species)  # None: no baseline (or a pre-baseline campaign)
     reporter().start("train", tcfg.max_epochs, f"{where}: training")
     with timing.compute("train"):
-        result = backend.train(
+        result = train_with_repulsion(
+            backend,
             TrainRequest(
                 structures=train,
                 species=ctx.species,
@@ -272,14 +287,38 @@ def _fit_and_save(
                 warm=warm,
                 workdir=checkpoint.with_suffix(".work"),
                 callback=lambda row: reporter().advance("train"),
-            )
+            ),
+            repulsion,
         )
-        errors = evaluate_errors(result.model, val) if val else {}
+        pred = predict_frames(result.model, val) if val else None
     reporter().finish("train")
+    errors = evaluate_predictions(pred) if pred is not None else {}
+    val_regimes = [str(a.info[REGIME_KEY]) for a in val]
+    calibration = fit_model_calibration(pred, val_regimes, where) if pred is not None else None
+    coverage = None
+    if parent is not None and warm is not None:
+        coverage = coverage_on_new_labels(
+            warm,
+            parent.validation.get("calibration"),
+            train,
+            set(ids) - set(parent.training_label_ids),
+            ids,
+        )
+    if pred is not None:
+        write_parity(parity_path(checkpoint), pred, val_regimes)
     metrics: dict[str, Any] = {
         "val_force_rmse": errors.get("force_rmse"),
         "val_energy_rmse": errors.get("energy_rmse"),
         "val_force_mae": errors.get("force_mae"),
+        "val_force_max": errors.get("force_max"),
+        "val_energy_mae": errors.get("energy_mae"),
+        "val_energy_max": errors.get("energy_max"),
+        "val_stress_rmse_gpa": errors.get("stress_rmse_gpa"),
+        "regimes": errors_by_regime(pred, val_regimes) if pred is not None else None,
+        "parity_uri": ctx.relative(parity_path(checkpoint)) if pred is not None else None,
+        "calibration": calibration,
+        "calibration_coverage": coverage,
+        "stress_weight": tcfg.stress_weight,
         "n_train": len(train),
         "n_val": len(val),
         "epochs": result.epochs,
@@ -288,6 +327,7 @@ def _fit_and_save(
         "stop_reason": result.stop_reason,
         "warm_start": warm is not None,
         "backend": mc.backend,
+        "repulsion": None if repulsion is None else repulsion.to_dict()["kind"],
         "train_wall_s": result.wall_time_s,
         "threads": get_settings().threads_per_worker,
     }
@@ -325,8 +365,10 @@ def train_and_record(
     ``iteration``, or of no iteration for an on-demand retrain). Shared by :func:`train_step`
     and the API's retrain. Returns ``(checkpoint path, metrics)``."""
     where = f"iteration {iteration.index}" if iteration is not None else "retrain"
+    parent = ctx.store.get_model(parent_model_id) if parent_model_id is not None else None
     ids, metrics, sha = _fit_and_save(
         ctx,
+        parent=parent,
         warm=warm,
         seed=seed,
         checkpoint=checkpoint,

@@ -12,7 +12,7 @@ from database import NotFoundError
 from .. import views
 from ..deps import DbId, ReadAccess, SettingsDep, StoreDep
 from ..errors import ERROR_RESPONSES
-from ..schemas import ModelOut
+from ..schemas import ModelOut, ParityOut
 
 router = APIRouter(tags=["models"], responses=ERROR_RESPONSES, dependencies=[ReadAccess])
 
@@ -27,6 +27,14 @@ def list_models(campaign_id: DbId, store: StoreDep) -> list[ModelOut]:
 def get_model(model_id: DbId, store: StoreDep) -> ModelOut:
     """One trained committee."""
     return views.get_model(store, model_id)[0]
+
+
+@router.get("/models/{model_id}/parity", response_model=ParityOut)
+def get_parity(model_id: DbId, store: StoreDep, settings: SettingsDep) -> ParityOut:
+    """The model's committee-mean predictions against the reference labels on its validation
+    set, per regime: energies per atom (eV/atom) and force components (eV/Å), for parity
+    plots (404 for a model trained before they were kept)."""
+    return views.model_parity(store, settings.data_dir, model_id)
 
 
 @router.get(

@@ -113,6 +113,7 @@ def test_iterations_metrics_and_histogram(store, campaign):
         "max_epochs": None,
         "time_capped": False,
         "timings": {"train": 12.5, "explore": 30.0, "decide": 0.0},
+        "val_regimes": {},  # the model row has no per-regime errors
     }
     assert row1["iteration"] == 1 and row1["accurate"] is None
     counts, edges = store.force_deviation_histogram(it0.id, bins=10, range=(0.0, 1.0))

@@ -31,11 +31,11 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from mlip_core.calculator import CommitteeCalculator
+from mlip_core.calibration import fit_calibration
 from mlip_core.datasets import emt_md_dataset
 from mlip_core.model import ModelConfig
 from mlip_core.threads import configure_threads
 from mlip_core.training import TrainingConfig, TrainingResult, train_committee
-from mlip_core.calibration import fit_calibration
 from mlip_core.uncertainty import max_force_deviation, spearman
 
 pytestmark = pytest.mark.slow

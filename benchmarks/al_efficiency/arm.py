@@ -71,8 +71,8 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from mlip_core.calculator import CommitteeCalculator
-    from mlip_core.checkpoint import save_committee
     from mlip_core.calibration import fit_calibration
+    from mlip_core.checkpoint import save_committee
     from mlip_core.uncertainty import spearman
 
     torch.set_num_threads(1)  # small tensors, shared machine: one thread is fastest
@@ -100,6 +100,17 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
             "val_force_rmse": rec.validation.get("val_force_rmse"),
         }
         if it is not None:
+            # labels requested before this committee was trained: the seed step's, then every
+            # earlier iteration's (the train step runs before the iteration's own picks)
+            point["oracle_calls"] = (
+                cfg.bootstrap.n_structures + cfg.validation.n_structures
+                if it.index == 0
+                else sum(
+                    m.labels.get("done", 0) + m.labels.get("failed", 0)
+                    for m in metrics
+                    if m.index < it.index
+                )
+            )
             point.update(
                 n_explored=it.n_explored,
                 n_candidate=it.n_candidate,
@@ -134,6 +145,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "test_regime": final_test["regime"],
         "val_max_dev": final_val["max_dev"],
         "val_max_err": final_val["max_err"],
+        "val_regime": final_val["regime"],
         "calibration": cal.to_dict(),
     }
     ckpt = Path(job["out_dir"]) / "models" / f"{arm}-seed{seed}.pt"

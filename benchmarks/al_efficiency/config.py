@@ -2,7 +2,7 @@
 
 :func:`load_bench_config` reads both and makes the campaign self-contained and comparable:
 its initial structures (and the benchmark's extra exploration starts) become inline extended
-XYZ ``content`` entries, and its ``convergence`` section is replaced so that every arm runs the
+XYZ ``content`` entries with their regime names, and its ``convergence`` section is replaced so that every arm runs the
 same number of iterations. :func:`arm_config` then derives each arm's campaign by changing
 only the ``selection`` section (and the campaign ``seed``, the same for every arm of a seed).
 """
@@ -33,6 +33,17 @@ __all__ = [
 ARMS = ("fps", "max-first", "random")
 """The default arms: selection strategies of the product (``selection.strategy``)."""
 
+ARM_VARIANTS: dict[str, dict[str, Any]] = {
+    # random among every frame committee-driven MD recorded (cut walkers' frames at or above
+    # hi excepted): the committee's uncertainty plays no part in the choice
+    "random-all": {"selection": {"strategy": "random"}, "trust": {"lo": 0.0}},
+}
+"""Arms that are a campaign with more than ``selection.strategy`` changed."""
+
+ORACLE_MD = "oracle-md"
+"""The arm without the product's loop: random frames of oracle-driven MD
+(:mod:`benchmarks.al_efficiency.oracle_md`)."""
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,8 +72,19 @@ class TestSetConfig(_Section):
     surface: tuple[int, int, int] = (1, 1, 1)
     surface_size: tuple[int, int, int] = (3, 3, 4)
     surface_temperature: float = Field(default=600.0, gt=0)
+    melt_temperature: float | None = Field(
+        default=2500.0, gt=0, description="Bulk MD far above melting (None: no melt regime)."
+    )
+    melt_equilibration: int = Field(
+        default=1000, ge=0, description="Steps before the melt's first frame (2 fs each)."
+    )
     frames: int = Field(default=6, ge=1, description="Test frames per regime.")
-    validation_frames: int = Field(default=3, ge=1, description="Validation frames per regime.")
+    validation_frames: int = Field(
+        default=4,
+        ge=1,
+        description="Validation frames per regime (fit the calibration: a 90 % bound per "
+        "regime needs >= 9 over the seeds).",
+    )
     stride: int = Field(default=20, ge=1)
     equilibration: int = Field(default=60, ge=0)
 
@@ -92,6 +114,13 @@ class BenchConfig(_Section):
         description="Selection strategies, one campaign each; the first is the headline arm.",
     )
     baseline: str = Field(default="random", description="The arm the headline compares with.")
+    target_force_rmse: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="Per-regime test force RMSE target, eV/Å: oracle calls to reach it are "
+        "the headline.",
+    )
     material: MaterialConfig = Field(default_factory=MaterialConfig)
     starts: StartsConfig = Field(default_factory=StartsConfig)
     test_set: TestSetConfig = Field(default_factory=TestSetConfig)
@@ -132,22 +161,26 @@ def _surface(element: str, size: tuple[int, int, int], a: float, miller: tuple[i
     return slab
 
 
-def _starts(bench: BenchConfig, campaign: CampaignConfig, base_dir: Path) -> list[Any]:
-    """The campaign's initial structures plus the benchmark's starts (``ase.Atoms``)."""
+def _starts(bench: BenchConfig, campaign: CampaignConfig, base_dir: Path) -> list[tuple[Any, str]]:
+    """The campaign's initial structures plus the benchmark's starts (``ase.Atoms``), each
+    with its regime name (the campaign's own, then ``vacancy`` and ``surface-<hkl>``)."""
     from workflows.config import StructurePolicy
     from workflows.steps import initial_structures
 
-    starts = initial_structures(campaign, StructurePolicy.local(base_dir))
+    regimes: list[str] = []
+    starts = initial_structures(campaign, StructurePolicy.local(base_dir), regimes=regimes)
+    out = list(zip(starts, regimes, strict=True))
     if bench.starts.vacancy:
         v = starts[0].copy()
         del v[0]
-        starts.append(v)
+        out.append((v, "vacancy"))
     if bench.starts.surface is not None and bench.material.crystal == "fcc":
         m = bench.material
-        starts.append(
-            _surface(m.element, bench.starts.surface_size, m.lattice_constant, bench.starts.surface)
+        slab = _surface(
+            m.element, bench.starts.surface_size, m.lattice_constant, bench.starts.surface
         )
-    return starts
+        out.append((slab, "surface-" + "".join(map(str, bench.starts.surface))))
+    return out
 
 
 def load_bench_config(
@@ -189,7 +222,8 @@ def load_bench_config(
     first = parse_config(cdata, source=source, base_dir=cpath.parent)
     n = bench.iterations + 1
     cdata["structures"] = [
-        {"content": _extxyz(a), "format": "extxyz"} for a in _starts(bench, first, cpath.parent)
+        {"content": _extxyz(a), "format": "extxyz", "regime": regime}
+        for a, regime in _starts(bench, first, cpath.parent)
     ]
     cdata["convergence"] = {
         "accurate_ratio": 1.0,
@@ -205,10 +239,15 @@ def load_bench_config(
 
 
 def arm_config(campaign: CampaignConfig, arm: str, seed: int) -> CampaignConfig:
-    """The campaign of one arm: ``selection.strategy = arm`` and ``seed``, nothing else
-    changed. Raises :class:`ConfigError` naming ``selection.strategy`` for an unknown arm."""
+    """The campaign of one arm: ``selection.strategy = arm`` (or the sections of an
+    :data:`ARM_VARIANTS` entry) and ``seed``, nothing else changed; :data:`ORACLE_MD` gets the
+    shared campaign with ``seed`` (its exploration is not the product's). Raises
+    :class:`ConfigError` naming ``selection.strategy`` for an unknown arm."""
     data = campaign.model_dump(mode="json")
-    data["selection"] = {**data["selection"], "strategy": arm}
+    if arm in ARM_VARIANTS:
+        data = _merge(data, ARM_VARIANTS[arm])
+    elif arm != ORACLE_MD:
+        data["selection"] = {**data["selection"], "strategy": arm}
     data["seed"] = int(seed)
     return parse_config(data, source=f"arm {arm!r}", check_files=False)
 

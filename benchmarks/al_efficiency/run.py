@@ -19,9 +19,10 @@ import numpy as np
 
 from workflows.config import CampaignConfig
 
-from .analysis import arm_curves, calibration_curve, headlines, targets
+from .analysis import arm_curves, calibration_curve, calls_to_reach, headlines, targets
 from .arm import run_arm
-from .config import BenchConfig, arm_config, exploration_starts
+from .config import ORACLE_MD, BenchConfig, arm_config, exploration_starts
+from .oracle_md import run_oracle_md_arm
 from .plots import plots
 from .testset import build_test_set, oracle_calculator
 
@@ -53,10 +54,17 @@ def _load() -> dict[str, Any]:
     }
 
 
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One arm x seed: a campaign through the product's loop, or the oracle-MD arm."""
+    return run_oracle_md_arm(job) if job["arm"] == ORACLE_MD else run_arm(job)
+
+
 def _analyse(report: dict[str, Any], out: Path) -> None:
     """Curves, headline, targets and plots from ``report['runs']`` (in place)."""
     arms = report["arms"]
     report["curves"] = arm_curves(report["runs"], arms)
+    target = report["benchmark"].get("target_force_rmse", 0.05)
+    report["calls_to_reach"] = calls_to_reach(report["runs"], arms, target)
     report.pop("headline", None)
     report.update(headlines(report["curves"], arms, report["baseline"]))
     if "headline" in report:
@@ -66,8 +74,15 @@ def _analyse(report: dict[str, Any], out: Path) -> None:
 
 def _uncertainty(results: list[dict[str, Any]], arm: str, n_bins: int) -> dict[str, Any]:
     """Uncertainty quality of ``arm``'s final committees (pooled over seeds for the plots):
-    Spearman of max deviation vs max error, a scale calibration fitted on the validation set."""
-    from mlip_core.calibration import fit_calibration
+    Spearman of max deviation vs max error, a scale calibration fitted on the validation set,
+    and a 90 % conformal bound per regime fitted on the validation set whose coverage is
+    measured on the test set (``coverage_test``)."""
+    from mlip_core.calibration import (
+        CalibrationError,
+        coverage_report,
+        fit_calibration,
+        fit_regime_calibration,
+    )
     from mlip_core.uncertainty import spearman
 
     fin = [r for r in results if r["arm"] == arm]
@@ -80,6 +95,21 @@ def _uncertainty(results: list[dict[str, Any]], arm: str, n_bins: int) -> dict[s
         "scale",
     )
     scale = float(cal.scale)  # type: ignore[arg-type]
+    try:
+        regime_cal = fit_regime_calibration(
+            [d for r in fin for d in r["val_max_dev"]],
+            [e for r in fin for e in r["val_max_err"]],
+            [g for r in fin for g in r["val_regime"]],
+            coverage=0.9,
+            min_points=9,
+        )
+    except CalibrationError as exc:  # a reduced run: too few validation frames
+        regime_cal, coverage = None, None
+        note = str(exc)
+    else:
+        tested = [g for r in fin for g in r["test_regime"]]
+        coverage = coverage_report(regime_cal, devs, errs, tested)
+        note = ""
     return {
         "arm": arm,
         "spearman_test": float(np.mean(rhos)),
@@ -94,10 +124,13 @@ def _uncertainty(results: list[dict[str, Any]], arm: str, n_bins: int) -> dict[s
                     ]
                 )
             )
-            for a in dict.fromkeys(r["arm"] for r in results)
+            for a in dict.fromkeys(r["arm"] for r in results if "test_max_dev" in r)
         },
         "median_err_over_dev_test": float(np.median(np.asarray(errs) / np.asarray(devs))),
         "calibration": cal.to_dict(),
+        "regime_calibration": None if regime_cal is None else regime_cal.to_dict(),
+        "coverage_test": coverage,
+        "coverage_note": note,
         "fraction_test_err_below_calibrated": float(
             np.mean(np.asarray(errs) <= np.asarray(devs) * scale)
         ),
@@ -226,17 +259,24 @@ def run_benchmark(
 
     if bench.workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(bench.workers, mp_context=get_context("spawn")) as pool:
-            for res in pool.map(run_arm, jobs):
+            for res in pool.map(_run_job, jobs):
                 done(res)
     else:
         for job in jobs:
-            done(run_arm(job))
+            done(_run_job(job))
     report["runs"] = [
         {
             k: v
             for k, v in r.items()
             if k
-            not in ("test_max_dev", "test_max_err", "test_regime", "val_max_dev", "val_max_err")
+            not in (
+                "test_max_dev",
+                "test_max_err",
+                "test_regime",
+                "val_max_dev",
+                "val_max_err",
+                "val_regime",
+            )
         }
         for r in results
     ]
@@ -316,6 +356,19 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"{b['baseline_labels']:.0f}: "
                 + ("n/r" if b["labels_ratio"] is None else f"{b['labels_ratio']:.2f}")
                 for b in h.get("by_baseline_budget", [])
+            )
+        )
+    reach = report.get("calls_to_reach", {})
+    for arm, r in reach.get("arms", {}).items():
+        lines.append(
+            f"  {arm:10s} oracle calls until every regime <= "
+            f"{reach['target_force_rmse'] * 1e3:.0f} meV/Å: "
+            + (
+                f"{r['calls_mean']:.0f} ({r['calls_min']:.0f}-{r['calls_max']:.0f}; "
+                f"{r['reached']}/{r['seeds']} seeds)"
+                if r["calls_mean"] is not None
+                else f"not reached (worst regime at the end "
+                f"{r['final_worst_regime_force_rmse'] * 1e3:.0f} meV/Å)"
             )
         )
     u = report["uncertainty"]

@@ -80,8 +80,8 @@ def _oracle_md(
 def build_test_set(
     bench: BenchConfig, campaign: CampaignConfig, *, seed: int, n_frames: int
 ) -> list[Any]:
-    """Oracle-labelled frames per regime (``info['regime']``): bulk at each temperature,
-    vacancy, each strain, surface; ``n_frames`` each. The oracle's own MD generates them (not
+    """Oracle-labelled frames per regime (``info['regime']``): bulk at each temperature, a
+    melt, vacancy, each strain, surface; ``n_frames`` each. The oracle's own MD generates them (not
     the committee's), so no arm ever explores them. Raises :class:`ConfigError` for an
     unsupported surface."""
     from ase.build import bulk
@@ -93,6 +93,10 @@ def build_test_set(
     calc = oracle_calculator(campaign, labeler)
     base = bulk(m.element, m.crystal, a=m.lattice_constant, cubic=True).repeat(ts.bulk_repeat)
     regimes: list[tuple[str, Any, float]] = [(f"bulk-{t:g}K", base, t) for t in ts.temperatures]
+    melt = None
+    if ts.melt_temperature is not None:
+        melt = f"melt-{ts.melt_temperature:g}K"
+        regimes.append((melt, base, ts.melt_temperature))
     vac = base.copy()
     del vac[0]
     regimes.append(("vacancy", vac, ts.vacancy_temperature))
@@ -110,7 +114,13 @@ def build_test_set(
     out = []
     for r, (name, atoms, temp) in enumerate(regimes):
         frames = _oracle_md(
-            atoms, calc, temp, n_frames, ts.stride, ts.equilibration, stable_seed(seed, "test", r)
+            atoms,
+            calc,
+            temp,
+            n_frames,
+            ts.stride,
+            ts.melt_equilibration if name == melt else ts.equilibration,
+            stable_seed(seed, "test", r),
         )
         for f in _label(labeler, frames):
             f.info["regime"] = name

@@ -32,6 +32,7 @@ from benchmarks.al_efficiency import (
     summary_lines,
 )
 from benchmarks.al_efficiency.__main__ import main
+from benchmarks.al_efficiency.analysis import calls_to_reach
 from benchmarks.al_efficiency.config import exploration_starts
 from workflows.config import ConfigError
 
@@ -42,11 +43,12 @@ TINY: dict[str, Any] = {
     "seeds": [0],
     "iterations": 1,
     "workers": 1,
-    "arms": ["fps", "random"],
+    "arms": ["fps", "random", "oracle-md"],
+    "baseline": "random",
     "properties": False,
     "campaign_overrides": {
         "bootstrap": {"n_structures": 4},
-        "validation": {"n_structures": 2},
+        "validation": {"n_structures": 3, "min_per_regime": 1, "holdout_fraction": 0.0},
         "training": {"max_epochs": 10, "warm_start_epochs": 4, "max_time_s": None},
         "exploration": {
             "walkers": [
@@ -60,6 +62,7 @@ TINY: dict[str, Any] = {
         "frames": 1,
         "validation_frames": 1,
         "equilibration": 5,
+        "melt_equilibration": 10,
         "stride": 5,
         "temperatures": [300, 1500],
         "strains": [0.02],
@@ -97,6 +100,33 @@ def test_headline_ratio_and_gap() -> None:
     assert h2["gap_percent"] == pytest.approx(150.0)  # 0.1 vs 0.04
 
 
+def test_calls_to_reach_every_regime() -> None:
+    def run(arm: str, calls: list[int], bulk: list[float], melt: list[float]) -> dict[str, Any]:
+        pts = [
+            {
+                "n_labels": 8 * (i + 1),
+                "oracle_calls": c,
+                "per_regime": {"bulk": {"force_rmse": b}, "melt": {"force_rmse": m}},
+            }
+            for i, (c, b, m) in enumerate(zip(calls, bulk, melt, strict=True))
+        ]
+        return {"arm": arm, "curve": pts}
+
+    runs = [
+        run("al", [10, 20, 40], [0.1, 0.04, 0.03], [0.2, 0.1, 0.05]),
+        run("al", [10, 20, 40], [0.1, 0.05, 0.03], [0.2, 0.1, 0.025]),
+        run("md", [10, 1000, 2000], [0.1, 0.02, 0.01], [0.4, 0.2, 0.1]),
+    ]
+    out = calls_to_reach(runs, ["al", "md"], 0.05)["arms"]
+    # the worst regime decides: seed 0 reaches 0.05 at its last point (melt); seed 1 on the
+    # log-linear segment from 0.1 (melt, 20 calls) to 0.03 (bulk, 40 calls)
+    assert out["al"]["calls_per_seed"][0] == pytest.approx(40.0)
+    assert out["al"]["calls_per_seed"][1] == pytest.approx(20 + 20 * math.log(2) / math.log(10 / 3))
+    assert out["al"]["reached"] == 2 and out["al"]["per_regime_calls_mean"]["bulk"] < 21
+    assert out["md"]["calls_mean"] is None and out["md"]["reached"] == 0
+    assert out["md"]["final_worst_regime_force_rmse"] == pytest.approx(0.1)
+
+
 def test_mean_curve_over_seeds_with_different_label_counts() -> None:
     runs = [
         {"curve": [{"n_labels": 8, "e": 0.4}, {"n_labels": 16, "e": 0.1}]},
@@ -120,7 +150,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="iteratons"):
         load_bench_config(CONFIG, {"iteratons": 3})
     with pytest.raises(ConfigError, match=r"selection\.strategy"):
-        load_bench_config(CONFIG, {"arms": ["fps", "best", "random"]})
+        load_bench_config(CONFIG, {"arms": ["fps", "best", "random"], "baseline": "random"})
     with pytest.raises(ConfigError, match="baseline"):
         load_bench_config(CONFIG, {"arms": ["fps", "max-first"]})
     with pytest.raises(ConfigError, match="no such file"):
@@ -129,7 +159,9 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_default_config_is_the_documented_case() -> None:
     bench, campaign = load_bench_config(CONFIG)
-    assert bench.arms == ["fps", "max-first", "random"] and bench.baseline == "random"
+    assert bench.arms == ["fps", "random", "random-all", "oracle-md"]
+    assert bench.baseline == "random-all" and bench.target_force_rmse == 0.05
+    assert bench.test_set.melt_temperature == 2500
     assert len(bench.seeds) >= 2
     assert campaign.labeler.name == "emt" and campaign.selection.strategy == "fps"
     temps = [w.temperature for w in campaign.exploration.walkers]
@@ -152,13 +184,27 @@ def test_arms_differ_only_in_selection_strategy() -> None:
     assert a["seed"] == b["seed"] == 3
     a.pop("selection"), b.pop("selection")
     assert a == b
+    # random among every recorded frame: the trust window no longer filters below hi
+    c = arm_config(campaign, "random-all", 3).model_dump(mode="json")
+    assert c["selection"]["strategy"] == "random" and c["trust"]["lo"] == 0.0
+    assert c["trust"]["hi"] == a["trust"]["hi"]
+    c.pop("selection"), c.pop("trust"), a.pop("trust")
+    assert c == a
+    assert arm_config(campaign, "oracle-md", 3).model_dump(mode="json")["seed"] == 3
 
 
 def test_test_set_covers_the_regimes() -> None:
     bench, campaign = load_bench_config(CONFIG, TINY)
     test = build_test_set(bench, campaign, seed=1, n_frames=1)
     regimes = {a.info["regime"] for a in test}
-    assert {"vacancy", "surface111", "bulk-300K", "bulk-1500K", "strain+0.02"} <= regimes
+    assert {
+        "vacancy",
+        "surface111",
+        "bulk-300K",
+        "bulk-1500K",
+        "strain+0.02",
+        "melt-2500K",
+    } <= regimes
     vac = next(a for a in test if a.info["regime"] == "vacancy")
     assert len(vac) == 107
     slab = next(a for a in test if a.info["regime"].startswith("surface"))
@@ -217,7 +263,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_tiny_run_reports_per_arm_errors(tiny: dict[str, Any]) -> None:
     report, out = tiny["report"], tiny["out"]
     data = json.loads((out / "report.json").read_text())
-    assert set(data["curves"]) == {"fps", "random"}
+    assert set(data["curves"]) == {"fps", "random", "oracle-md"}
     for run in data["runs"]:
         curve = run["curve"]
         assert len(curve) == 2  # the first committee + 1 retraining
@@ -229,6 +275,10 @@ def test_tiny_run_reports_per_arm_errors(tiny: dict[str, Any]) -> None:
         assert run["decision"]  # the product's own stop message
     first = {r["arm"]: r["curve"][0]["force_rmse"] for r in data["runs"]}
     assert first["fps"] == pytest.approx(first["random"], rel=1e-6)  # same first committee
+    reach = data["calls_to_reach"]
+    assert reach["target_force_rmse"] == 0.05 and set(reach["arms"]) == set(data["curves"])
+    for r in reach["arms"].values():
+        assert r["seeds"] == 1 and r["final_worst_regime_force_rmse"] > 0
     assert data["headline"]["force"]["arm"] == "fps"
     assert data["headline"]["force"]["baseline"] == "random"
     for name in data["plots"]:
@@ -239,15 +289,25 @@ def test_tiny_run_reports_per_arm_errors(tiny: dict[str, Any]) -> None:
 
 def test_tiny_run_counts_every_oracle_call(tiny: dict[str, Any]) -> None:
     """Each arm's ``oracle_calls`` equals the labels EMT actually computed during its
-    campaign (bootstrap 4 + validation 2 + up to 4 picks per iteration, 2 iterations)."""
+    campaign (bootstrap 4 + validation 3 + up to 4 picks per iteration, 2 iterations); the
+    oracle-MD arm's also count every MD step."""
     report, counts = tiny["report"], tiny["counts"]
     assert tiny["total"] == sum(counts.values()) > 0  # nothing else called the oracle
     for run in report["runs"]:
         n = counts[run["arm"]]
         assert run["oracle_calls"] == n, run["arm"]
-        assert 4 + 2 < n <= 4 + 2 + 2 * 4
+        assert [p["oracle_calls"] for p in run["curve"]] == sorted(
+            p["oracle_calls"] for p in run["curve"]
+        )
+        if run["arm"] == "oracle-md":
+            # bootstrap 4 + validation 3, then 2 walkers x (30 steps + 1) and 4 drawn labels
+            assert run["curve"][0]["oracle_calls"] == 4 + 3
+            assert n == 4 + 3 + 2 * (30 + 1) + 4 and run["md_steps"] == 60
+            continue
+        assert run["curve"][0]["oracle_calls"] == 4 + 3
+        assert 4 + 3 < n <= 4 + 3 + 2 * 4
         trained = run["curve"][-1]["n_labels"]
-        assert trained == n - 2 - run["oracle_calls_unused"]  # validation, last picks: unused
+        assert trained == n - 3 - run["oracle_calls_unused"]  # validation, last picks: unused
         assert run["md_steps"] == 2 * (30 + 30)  # what oracle-driven MD would have cost
     assert report["oracle_calls"]["fps"]["mean"] == counts["fps"]
 
@@ -264,8 +324,8 @@ def test_tiny_report_is_finite_and_reanalysable(tiny: dict[str, Any]) -> None:
 
 
 def test_checkpoint_stores_calibration(tiny: dict[str, Any]) -> None:
-    from mlip_core.checkpoint import load_committee
     from mlip_core.calibration import Calibration
+    from mlip_core.checkpoint import load_committee
 
     run = next(r for r in tiny["report"]["runs"] if r["arm"] == "fps")
     _, meta = load_committee(run["checkpoint"])
@@ -281,6 +341,7 @@ def test_reduced_run_all_arms_with_properties(tmp_path: Path) -> None:
         **TINY,
         "iterations": 2,
         "arms": ["fps", "max-first", "random"],
+        "baseline": "random",
         "properties": True,
     }
     bench, campaign = load_bench_config(CONFIG, over)

@@ -1,0 +1,186 @@
+"""The arm a user without pesflow would run: random frames of **oracle-driven** MD.
+
+Same starts, walkers (temperature, steps, time step, recording stride, friction), bootstrap
+and validation sets, label budget per iteration, model backend, repulsion baseline and training
+settings as the campaign arms; only the exploration differs: the oracle itself drives the MD,
+so **every MD step is an oracle call** (for a DFT oracle: one SCF per step). Each iteration
+runs every walker once with the oracle, adds its recorded frames to a pool, draws
+``selection.max_per_iteration`` of the not yet drawn frames uniformly at random (seeded) and
+retrains (fine-tuning the previous committee when the campaign does). The drawn frames are
+labelled by the labeler (one more call each, as a DFT user recomputes frames with the
+production settings); the bootstrap and validation sets are labelled as the seed step does
+(the validation set is not used here, but the campaign arms pay for it, so this arm does too).
+
+Oracle calls counted for a committee: the bootstrap and validation labels, every MD step run
+before it was trained (plus one force call per walker start) and the drawn frames' labels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from workflows.config import parse_config
+
+from .testset import _label, evaluate, oracle_calculator, stable_seed
+
+__all__ = ["ORACLE_MD", "run_oracle_md_arm"]
+
+ORACLE_MD = "oracle-md"
+"""The arm's name in ``BenchConfig.arms``."""
+
+
+def _oracle_walk(start: Any, calc: Any, walker: Any, seed: int) -> tuple[list[Any], int]:
+    """Frames of one oracle-driven Langevin walker (every ``record_every`` steps, the start
+    excluded) and the oracle calls it made (``steps + 1``)."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    work = start.copy()
+    work.calc = calc
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(work, walker.temperature, rng=rng)
+    Stationary(work)
+    dyn = Langevin(
+        work,
+        walker.timestep * units.fs,
+        temperature_K=walker.temperature,
+        friction=walker.friction / units.fs,
+        rng=rng,
+        fixcm=False,
+    )
+    frames = []
+    for _ in range(walker.steps // walker.record_every):
+        dyn.run(walker.record_every)
+        f = work.copy()
+        f.calc = None
+        frames.append(f)
+    return frames, walker.steps + 1
+
+
+def _train(cfg: Any, train: list[Any], warm: Any, seed: int) -> Any:
+    """One committee as the product's train step builds it (backend, baseline, settings)."""
+    from mlip_core.backends import TrainRequest, get_backend, train_with_repulsion
+    from mlip_core.training import TrainingConfig
+
+    tc, mc = cfg.training, cfg.model
+    species = sorted({int(z) for a in train for z in a.numbers})
+    tcfg = TrainingConfig(
+        max_epochs=tc.warm_start_epochs if warm is not None else tc.max_epochs,
+        max_time_s=tc.max_time_s,
+        batch_size=tc.batch_size,
+        learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
+        patience=tc.patience,
+        energy_weight=tc.energy_weight,
+        stress_weight=tc.stress_weight_for(train),
+        val_fraction=tc.val_fraction,
+        seed=seed,
+    )
+    request = TrainRequest(
+        structures=train,
+        species=species,
+        n_members=mc.n_members,
+        cutoff=mc.cutoff,
+        options=mc.options,
+        training=tcfg,
+        warm=warm,
+    )
+    return train_with_repulsion(get_backend(mc.backend), request, mc.build_repulsion(species))
+
+
+def run_oracle_md_arm(job: dict[str, Any]) -> dict[str, Any]:
+    """The oracle-MD arm with one seed; ``job`` and the result as :func:`.arm.run_arm`
+    (``curve`` points also give ``oracle_calls``; ``md_steps`` is the oracle MD run)."""
+    import torch
+
+    from workflows.context import seed_of, seeded_rng
+    from workflows.steps import make_labeler
+    from workflows.structures import bootstrap_structures
+
+    from .config import BenchConfig, exploration_starts
+
+    torch.set_num_threads(1)
+    t_arm = time.perf_counter()
+    bench = BenchConfig.model_validate(job["bench"])
+    cfg = parse_config(job["campaign"], source="arm 'oracle-md'", check_files=False)
+    seed, test = int(job["seed"]), job["test"]
+    starts = exploration_starts(cfg)
+    labeler = make_labeler(cfg)
+    calc = oracle_calculator(cfg, labeler)
+    boot = _label(
+        labeler,
+        bootstrap_structures(
+            starts,
+            cfg.bootstrap.n_structures,
+            [cfg.bootstrap.rattle],
+            cfg.bootstrap.strain,
+            seeded_rng(cfg.seed, "bootstrap"),
+        ),
+    )
+    val = bootstrap_structures(
+        starts,
+        cfg.validation.n_structures,
+        cfg.validation.rattle,
+        cfg.validation.strain,
+        seeded_rng(cfg.seed, "validation"),
+    )
+    _label(labeler, val)  # paid for as by the campaign arms; not used
+    calls = cfg.bootstrap.n_structures + len(val)  # failed labels were calls too
+    walkers = [
+        (i, c, w)
+        for i, w in enumerate(cfg.exploration.walkers)
+        if getattr(w, "kind", "md") == "md"
+        for c in range(w.count)
+    ]
+    rng = np.random.default_rng(stable_seed(seed, "oracle-md", "picks"))
+    train, pool, md_steps = list(boot), [], 0
+    model, curve = None, []
+    for it in range(bench.iterations + 1):
+        model = _train(cfg, train, model, seed_of(cfg.seed, "train", it) % (2**31)).model
+        ev = evaluate(model, test)
+        curve.append(
+            {
+                "iteration": it,
+                "n_labels": len(train),
+                "oracle_calls": calls,
+                "md_steps": md_steps,
+                "force_rmse": ev["force_rmse"],
+                "energy_rmse": ev["energy_rmse"],
+                "per_regime": ev["per_regime"],
+            }
+        )
+        if it == bench.iterations:
+            break
+        for i, c, w in walkers:
+            start = starts[w.start if w.start is not None else i % len(starts)]
+            frames, n = _oracle_walk(start, calc, w, stable_seed(seed, "oracle-md", it, i, c))
+            pool += frames
+            calls += n
+            md_steps += w.steps
+        k = min(cfg.selection.max_per_iteration, len(pool))
+        picked = sorted(rng.choice(len(pool), size=k, replace=False).tolist(), reverse=True)
+        train += _label(labeler, [pool.pop(j) for j in picked])
+        calls += len(picked)
+    out: dict[str, Any] = {
+        "arm": ORACLE_MD,
+        "seed": seed,
+        "curve": curve,
+        "oracle_calls": calls,
+        "oracle_calls_unused": 0,
+        "md_steps": md_steps,
+        "decision": f"{bench.iterations + 1} committees on random oracle-MD frames",
+    }
+    if bench.properties:
+        from mlip_core.calculator import CommitteeCalculator
+
+        from .properties import property_checks
+
+        m = bench.material
+        out["properties"] = property_checks(
+            CommitteeCalculator(model, min_distance=0.0), m.element, m.crystal, m.lattice_constant
+        )
+    out["wall_s"] = time.perf_counter() - t_arm
+    return out

@@ -12,7 +12,7 @@ WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test test-slow test-all bench bench-science lint format clean demo
+.PHONY: install test test-slow test-all bench bench-science lint format clean demo demo-full
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,12 @@ bench-science: $(STAMP)
 demo: $(STAMP)
 	rm -rf data/demo/pesflow.sqlite data/demo/pesflow.sqlite-* data/demo/campaigns
 	PESFLOW_DATA_DIR=data/demo $(VENV)/bin/pesflow run examples/cu_emt.yaml
+
+## The recommended Cu campaign (bulk to the melt, vacancy, strain, two surfaces; < 30 min on
+## 2 cores): `pesflow export cu-full -o DIR` (PESFLOW_DATA_DIR=data/demo-full) gives the potential.
+demo-full: $(STAMP)
+	rm -rf data/demo-full/pesflow.sqlite data/demo-full/pesflow.sqlite-* data/demo-full/campaigns
+	PESFLOW_DATA_DIR=data/demo-full $(VENV)/bin/pesflow run examples/cu_full.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

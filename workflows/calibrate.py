@@ -29,6 +29,7 @@ from .regimes import EXPLORED, REGIME_KEY
 __all__ = [
     "COVERAGE",
     "MIN_POINTS",
+    "bound_summary",
     "calibrated_trust",
     "coverage_on_new_labels",
     "fit_model_calibration",
@@ -108,4 +109,16 @@ def calibrated_trust(
     return dataclasses.replace(trust, lo=lo, hi=hi), (
         f"calibrated window for {regime} ({which} 90 % bound, {cal.scale:.2f} x deviation): "
         f"deviation [{lo:.3g}, {hi:.3g}) eV/Å for errors [{trust.lo:g}, {trust.hi:g}) eV/Å"
+    )
+
+
+def bound_summary(calibration: dict[str, Any] | None, lo: float, hi: float) -> str:
+    """One line: the calibrated window every regime's walkers get (``lo``/``hi`` in eV/Å)."""
+    if calibration is None:
+        return "trust window on the raw deviation (no calibrated bound yet)"
+    pooled = calibration["pooled"]["scale"]
+    own = ", ".join(f"{k} {v['scale']:.2f}" for k, v in calibration.get("by_regime", {}).items())
+    return (
+        f"trust window [{lo:g}, {hi:g}) eV/Å on the 90 % error bound = {pooled:.2f} x deviation"
+        + (f" (own bounds: {own})" if own else " (pooled over the regimes)")
     )

@@ -146,8 +146,8 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
     from database import Origin, WalkerOutcome
     from mlip_core.calculator import CommitteeCalculator
 
-    from .calibrate import calibrated_trust
-    from .regimes import walker_regime
+    from .calibrate import bound_summary, calibrated_trust
+    from .regimes import structure_regimes, walker_regime
     from .train import load_model
 
     ctx = open_context(handle)
@@ -173,16 +173,20 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
     what = f"{temperature:g} K" if temperature is not None else explorer.name
     if plan.start_note:
         reporter().message(f"iteration {it.index} walker {walker}: {plan.start_note}")
+    if plan.start_structure is not None and not getattr(w, "regime", None):
+        # a walker started from a stored frame explores that frame's regime
+        regime = structure_regimes(ctx, store.get_structures([plan.start_structure]))[0]
+    else:
+        regime = walker_regime(w, plan.start, ctx.initial_regimes)
     model_rec = store.get_model(model_id)
     model = load_model(ctx, model_rec)
     trust = trust_of(cfg)
     if cfg.trust.calibrated:
-        trust, note = calibrated_trust(
-            trust,
-            model_rec.validation.get("calibration"),
-            walker_regime(w, plan.start, ctx.initial_regimes),
-        )
-        reporter().message(f"iteration {it.index} walker {walker}: {note}")
+        calibration = model_rec.validation.get("calibration")
+        trust, _ = calibrated_trust(trust, calibration, regime)
+        if walker == 0:  # one line per iteration, not one per walker
+            summary = bound_summary(calibration, cfg.trust.lo, cfg.trust.hi)
+            reporter().message(f"iteration {it.index}: {summary}")
     try:
         # one distance rule for the calculator and the monitor (0: no check in both)
         calc = CommitteeCalculator(
@@ -221,7 +225,7 @@ def explore_one(handle: CampaignHandle, iteration_id: int, walker: int, model_id
                 pressure=frame.info.get("target_pressure_GPa", pressure),
                 md_step=int(frame.info["step"]),
                 info={
-                    "regime": walker_regime(w, plan.start, ctx.initial_regimes),
+                    "regime": regime,
                     "explorer": explorer.name,
                     "max_force_dev": float(frame.info["max_force_dev"]),
                     "uncertainty": float(dev),

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.al_efficiency [CONFIG] [--out DIR] [--reanalyse DIR]``.
+"""``python -m benchmarks.al_efficiency [CONFIG] [--out DIR] [--reanalyse DIR] [--score CKPT]``.
 
 Exit codes: 0 done (targets met or not: the report says), 2 bad config.
 """
@@ -32,7 +32,28 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="recompute curves, headline and plots of an existing report",
     )
+    ap.add_argument(
+        "--score",
+        metavar="CHECKPOINT",
+        default=None,
+        help="score one committee checkpoint against the targets on the test set",
+    )
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.score:
+        import json
+
+        from .score import score_checkpoint, score_lines
+
+        try:
+            bench, campaign = load_bench_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        report = score_checkpoint(args.score, bench, campaign)
+        print("\n".join(score_lines(report)))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1, default=float))
+        return 0
     if args.reanalyse:
         print("\n".join(summary_lines(reanalyse(args.reanalyse))))
         return 0

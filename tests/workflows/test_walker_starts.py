@@ -87,6 +87,11 @@ def test_walkers_start_from_labelled_and_explored_frames_deterministically(ctx):
     assert later and all(
         store.get_structure(c.structure_id).info["start_structure_id"] == start for c in later
     )
+    # its frames stand for the regime of the frame it started from
+    from workflows.regimes import structure_regimes
+
+    (regime,) = structure_regimes(ctx, [store.get_structure(start)])
+    assert {store.get_structure(c.structure_id).info["regime"] for c in later} == {regime}
 
 
 def test_start_from_refusals_are_one_line():

@@ -48,13 +48,13 @@ bench-science: $(STAMP)
 ## The example campaign (Cu, EMT oracle) on SQLite and the temporary local Prefect server.
 ## Each run starts a fresh campaign; the Prefect home (data/demo/prefect) is kept between runs.
 demo: $(STAMP)
-	rm -rf data/demo/pesflow.sqlite data/demo/pesflow.sqlite-* data/demo/campaigns
+	rm -rf data/demo/pesflow.sqlite data/demo/pesflow.sqlite-* data/demo/campaigns data/demo/labels
 	PESFLOW_DATA_DIR=data/demo $(VENV)/bin/pesflow run examples/cu_emt.yaml
 
 ## The recommended Cu campaign (bulk to the melt, vacancy, strain, two surfaces; < 30 min on
 ## 2 cores): `pesflow export cu-full -o DIR` (PESFLOW_DATA_DIR=data/demo-full) gives the potential.
 demo-full: $(STAMP)
-	rm -rf data/demo-full/pesflow.sqlite data/demo-full/pesflow.sqlite-* data/demo-full/campaigns
+	rm -rf data/demo-full/pesflow.sqlite data/demo-full/pesflow.sqlite-* data/demo-full/campaigns data/demo-full/labels
 	PESFLOW_DATA_DIR=data/demo-full $(VENV)/bin/pesflow run examples/cu_full.yaml
 
 lint: $(STAMP)

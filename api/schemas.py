@@ -85,6 +85,17 @@ class RegimeErrors(BaseModel):
     stress_rmse_gpa: float | None = Field(
         default=None, description="Stress RMSE, GPa (frames with stress labels)."
     )
+    bound_scale: float | None = Field(
+        default=None,
+        description="The stored 90 % error bound is this times the committee deviation "
+        "(the regime's own, else pooled).",
+    )
+    covered: float | None = Field(
+        default=None,
+        description="Share of the frames labelled after the previous committee whose max "
+        "force error its bound covered.",
+    )
+    covered_n: int | None = Field(default=None, description="Frames that share is over.")
 
 
 class CampaignDetail(CampaignOut):

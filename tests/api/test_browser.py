@@ -97,7 +97,13 @@ def server(tmp_path_factory):
         if srv.started:
             break
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "campaign": cid, "store": store, "exe": exe}
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "campaign": cid,
+        "store": store,
+        "exe": exe,
+        "data": data,
+    }
     srv.should_exit = True
     thread.join(10)
     store.close()
@@ -181,6 +187,24 @@ def test_campaign_page_plots_and_retrain(server, browser):
     drawn = sum(int(c) for c in bars.evaluate_all("els => els.map(e => e.dataset.count)"))
     assert drawn == first.n_explored
     assert count("#models tbody tr").count() == n_models
+    # parity of the latest model: one point per validation force component and frame, per
+    # regime as the train step wrote them; the regime table has the model's regimes
+    from workflows.parity import read_parity
+
+    latest_model = store.list_models(cid)[-1]
+    page.wait_for_selector(f"body[data-parity='{latest_model.id}']")
+    data_dir = Path(server["data"])
+    par = read_parity(data_dir / latest_model.validation["parity_uri"])
+    n_force = sum(len(r["force_ref"]) for r in par.values())
+    n_frames = sum(r["n_frames"] for r in par.values())
+    assert n_frames == latest_model.validation["n_val"]
+    val_ids = [s.structure_id for s in store.list_selections(cid) if s.reason == "validation"]
+    natoms = {len(a) for a in store.get_atoms(val_ids)}
+    assert len(natoms) == 1  # copies of one cell
+    assert n_force == 3 * natoms.pop() * n_frames  # frames x atoms x 3 components
+    assert count("#plot-parity-forces circle[data-series^='force_']").count() == n_force
+    assert count("#plot-parity-energies circle[data-series^='energy_']").count() == n_frames
+    assert count("#regimes tbody tr").count() == len(latest_model.validation["regimes"])
     n_uncertain = len([s for s in store.list_selections(cid) if s.max_force_dev is not None])
     assert count("#uncertain tbody tr").count() == min(10, n_uncertain)
 

@@ -139,6 +139,7 @@
       series: steps.map(s => ({name: "time_" + s, label: s,
                                values: its.map(i => i.step_timings[s] === undefined ? null : i.step_timings[s])}))});
     drawTables(d);
+    drawRegimes(d);
     const w = state.watch && d.runs.find(r => r.id === state.watch);
     if (w && !["queued", "running", "submitted"].includes(w.status)) {
       notice(`${w.kind} run ${w.id.slice(0, 8)} ${w.status}: ${w.message || ""}`, w.status === "failed");
@@ -182,6 +183,37 @@
       cell(tr, r.message || "", "msg");
       tb.appendChild(tr);
     }
+  }
+
+  function drawRegimes(d) {
+    const latest = d.models.length ? d.models[d.models.length - 1] : null;
+    const tb = document.querySelector("#regimes tbody");
+    tb.innerHTML = "";
+    const regimes = latest ? (latest.regimes || {}) : {};
+    const ms = v => (v === null || v === undefined ? "–" : v.toFixed(1));
+    for (const [name, r] of Object.entries(regimes)) {
+      const tr = document.createElement("tr");
+      tr.dataset.regime = name;
+      cell(tr, name); cell(tr, text(r.n_frames)); cell(tr, ms(r.force_rmse_meV));
+      cell(tr, ms(r.force_mae_meV)); cell(tr, ms(r.force_max_meV)); cell(tr, r.energy_rmse_meV === null ? "–" : r.energy_rmse_meV.toFixed(2));
+      cell(tr, r.bound_scale === null || r.bound_scale === undefined ? "–" : r.bound_scale.toFixed(2) + " × deviation");
+      cell(tr, r.covered === null || r.covered === undefined ? "–" : `${Math.round(100 * r.covered)} % of ${r.covered_n}`);
+      tb.appendChild(tr);
+    }
+    if (!latest || !latest.parity_url || state.parityFor === latest.id) return;
+    state.parityFor = latest.id;
+    api("GET", `/models/${latest.id}/parity`).then(par => {
+      const names = Object.keys(par.regimes), p = P();
+      document.getElementById("parity-caption").textContent =
+        `Parity, model ${latest.id} on its ${names.reduce((n, k) => n + par.regimes[k].n_frames, 0)} validation frames`;
+      p.parity(document.getElementById("plot-parity-forces"), {xlabel: "reference force component (eV/Å)",
+        ylabel: "predicted (eV/Å)", series: names.map(k => ({name: "force_" + k, label: k,
+        x: par.regimes[k].force_ref, y: par.regimes[k].force_pred}))});
+      p.parity(document.getElementById("plot-parity-energies"), {xlabel: "reference energy (eV/atom)",
+        ylabel: "predicted (eV/atom)", series: names.map(k => ({name: "energy_" + k, label: k,
+        x: par.regimes[k].energy_ref, y: par.regimes[k].energy_pred}))});
+      document.body.dataset.parity = String(latest.id);
+    }).catch(e => { state.parityFor = null; notice("could not load the parity data: " + e.message, true); });
   }
 
   async function refreshFlowRuns() {

@@ -146,5 +146,38 @@
     return f.svg;
   }
 
-  window.pesflowPlots = {linePlot, histogram, COLORS};
+  /* parity(container, {series: [{name, label, x: ref, y: pred}], xlabel, ylabel}):
+   * predicted vs reference, one point per value (data-series = the series name), y = x line */
+  function parity(container, opts) {
+    const f = frame(container, opts);
+    const all = opts.series.flatMap(s => s.x.concat(s.y)).filter(v => isFinite(v));
+    if (!all.length) {
+      el("text", {x: f.W / 2, y: f.H / 2, "text-anchor": "middle", class: "empty"}, f.svg).textContent = "no validation predictions yet";
+    }
+    let lo = all.length ? Math.min(...all) : 0, hi = all.length ? Math.max(...all) : 1;
+    const pad = (hi - lo) * 0.03 || 1;
+    lo -= pad; hi += pad;
+    const xs = scale(lo, hi, f.m.l, f.m.l + f.pw, 5), ys = scale(lo, hi, f.m.t + f.ph, f.m.t, 5);
+    axes(f, xs, ys, opts);
+    if (opts.ylabel) {
+      el("text", {x: 12, y: f.m.t + f.ph / 2, "text-anchor": "middle", class: "label",
+                  transform: `rotate(-90 12 ${f.m.t + f.ph / 2})`}, f.svg).textContent = opts.ylabel;
+    }
+    el("line", {x1: xs.map(lo), y1: ys.map(lo), x2: xs.map(hi), y2: ys.map(hi), class: "gridline",
+                "data-role": "diagonal"}, f.svg);
+    opts.series.forEach((s, i) => {
+      const color = s.color || COLORS[i % COLORS.length];
+      const g = el("g", {class: "series", "data-series-group": s.name}, f.svg);
+      s.x.forEach((xv, j) => {
+        const yv = s.y[j];
+        if (!isFinite(xv) || !isFinite(yv)) return;
+        el("circle", {cx: xs.map(xv).toFixed(1), cy: ys.map(yv).toFixed(1), r: 1.6, fill: color,
+                      "fill-opacity": 0.6, "data-series": s.name}, g);
+      });
+    });
+    legend(container, opts.series);
+    return f.svg;
+  }
+
+  window.pesflowPlots = {linePlot, histogram, parity, COLORS};
 })();

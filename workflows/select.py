@@ -137,15 +137,27 @@ def select_step(handle: CampaignHandle, iteration_id: int) -> SelectResult:
 
 def _adaptive(ctx, it, cands: dict[int, float], sids: list[int], frac: float, dropped) -> list:
     """The offered frames at or above the adaptive lower level of the iteration's frames
-    below hi (its accurate frames count below it); the rest are counted in ``dropped``."""
+    below hi (its accurate frames count below it); the rest are counted in ``dropped``. With
+    ``trust.calibrated`` and a calibrated exploring committee, every frame is compared by its
+    bound (deviation x its regime's scale, eV/Å), the unit its walker's window was in."""
     from mlip_core.selection import adaptive_lower_level
 
     lo, hi = ctx.cfg.trust.lo, ctx.cfg.trust.hi
-    if ctx.cfg.trust.calibrated:  # lo / hi are errors, not deviations: no floor, no ceiling
-        lo, hi = 0.0, float("inf")
-    below = [0.0] * int(it.n_accurate) + [u for u in cands.values() if u < hi]
+    value = dict(cands)
+    model = ctx.store.model_of_iteration(it.id)
+    calibration = model.validation.get("calibration") if model is not None else None
+    if ctx.cfg.trust.calibrated and calibration is not None:
+        from mlip_core.calibration import RegimeCalibration
+
+        from .regimes import structure_regimes
+
+        cal = RegimeCalibration.from_dict(calibration)
+        records = ctx.store.get_structures(list(cands))
+        regimes = dict(zip([r.id for r in records], structure_regimes(ctx, records), strict=True))
+        value = {s: float(cal.for_regime(regimes[s])(u)) for s, u in cands.items()}
+    below = [0.0] * int(it.n_accurate) + [u for u in value.values() if u < hi]
     level = adaptive_lower_level(below, lo, hi, frac)
-    keep = [s for s in sids if cands[s] >= level]
+    keep = [s for s in sids if value[s] >= level]
     dropped[f"below the adaptive lower level {level:.3g}"] = len(sids) - len(keep)
     return keep
 

@@ -6,13 +6,17 @@ settings as the campaign arms; only the exploration differs: the oracle itself d
 so **every MD step is an oracle call** (for a DFT oracle: one SCF per step). Each iteration
 runs every walker once with the oracle, adds its recorded frames to a pool, draws
 ``selection.max_per_iteration`` of the not yet drawn frames uniformly at random (seeded) and
-retrains (fine-tuning the previous committee when the campaign does). The drawn frames are
-labelled by the labeler (one more call each, as a DFT user recomputes frames with the
-production settings); the bootstrap and validation sets are labelled as the seed step does
-(the validation set is not used here, but the campaign arms pay for it, so this arm does too).
+retrains (fine-tuning the previous committee when the campaign does). A frame's labels are the
+oracle's energy, forces and (fully periodic cells) stress of the MD step that produced it: no
+extra call. The bootstrap and validation sets are labelled as the seed step does (the
+validation set is not used here, but the campaign arms pay for it, so this arm does too).
 
-Oracle calls counted for a committee: the bootstrap and validation labels, every MD step run
-before it was trained (plus one force call per walker start) and the drawn frames' labels.
+Oracle calls counted for a committee: the bootstrap and validation labels and every MD step
+run before it was trained (plus one force call per walker start). The arm draws the campaign
+arms' label budget, so most recorded frames are never trained on: it answers "what error do
+N random AIMD frames give, and at what cost in oracle calls"; a user who trains on the whole
+trajectory pays the same calls for more labels. Walkers with ramps, npt, nve or stored
+starts are refused (only the plain nvt Langevin walker is reproduced with the oracle).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ ORACLE_MD = "oracle-md"
 
 def _oracle_walk(start: Any, calc: Any, walker: Any, seed: int) -> tuple[list[Any], int]:
     """Frames of one oracle-driven Langevin walker (every ``record_every`` steps, the start
-    excluded) and the oracle calls it made (``steps + 1``)."""
+    excluded), labelled with the oracle's results of their step, and the oracle calls it made
+    (the steps run, a multiple of ``record_every``, plus the start)."""
     from ase import units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
@@ -52,13 +57,18 @@ def _oracle_walk(start: Any, calc: Any, walker: Any, seed: int) -> tuple[list[An
         rng=rng,
         fixcm=False,
     )
+    from mlip_core.training import attach_labels
+
     frames = []
-    for _ in range(walker.steps // walker.record_every):
+    n = walker.steps // walker.record_every
+    for _ in range(n):
         dyn.run(walker.record_every)
+        # the step's own oracle results (computed at these positions: no new call)
+        stress = work.get_stress() if work.pbc.all() else None
         f = work.copy()
         f.calc = None
-        frames.append(f)
-    return frames, walker.steps + 1
+        frames.append(attach_labels(f, work.get_potential_energy(), work.get_forces(), stress))
+    return frames, n * walker.record_every + 1
 
 
 def _train(cfg: Any, train: list[Any], warm: Any, seed: int) -> Any:
@@ -135,6 +145,12 @@ def run_oracle_md_arm(job: dict[str, Any]) -> dict[str, Any]:
         if getattr(w, "kind", "md") == "md"
         for c in range(w.count)
     ]
+    for i, _, w in walkers:
+        if w.ensemble != "nvt" or w.temperature_end is not None or w.start_from != "initial":
+            raise ValueError(
+                f"oracle-md arm: exploration.walkers[{i}] is not a plain nvt walker (ramp, "
+                "npt/nve or stored start): the arm would not reproduce it"
+            )
     rng = np.random.default_rng(stable_seed(seed, "oracle-md", "picks"))
     train, pool, md_steps = list(boot), [], 0
     model, curve = None, []
@@ -159,11 +175,10 @@ def run_oracle_md_arm(job: dict[str, Any]) -> dict[str, Any]:
             frames, n = _oracle_walk(start, calc, w, stable_seed(seed, "oracle-md", it, i, c))
             pool += frames
             calls += n
-            md_steps += w.steps
+            md_steps += n - 1
         k = min(cfg.selection.max_per_iteration, len(pool))
         picked = sorted(rng.choice(len(pool), size=k, replace=False).tolist(), reverse=True)
-        train += _label(labeler, [pool.pop(j) for j in picked])
-        calls += len(picked)
+        train += [pool.pop(j) for j in picked]
     out: dict[str, Any] = {
         "arm": ORACLE_MD,
         "seed": seed,

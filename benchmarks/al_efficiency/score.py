@@ -3,7 +3,8 @@
 ``python -m benchmarks.al_efficiency --score CHECKPOINT [CONFIG]`` (e.g. the committee of
 ``make demo-full``): per test regime (oracle-driven MD of bulk at several temperatures, a melt,
 a vacancy, strained cells, a surface; never trained on), the committee mean's force RMSE against
-the target, the checkpoint's own calibrated 90 % bound and how often it held, and against the
+the target, how often the checkpoint's stored pooled 90 % bound held (the campaign's regime names
+are not the test set's, so its per-regime bounds do not apply), and against the
 oracle: C11 / C12 / C44, the energy of pushing one atom to 1.4 Å from its neighbour, and the
 closest approach of two atoms in 2 ps of 2500 K Langevin MD.
 """
@@ -97,9 +98,10 @@ def score_checkpoint(path: str, bench: Any, campaign: Any, test: list[Any] | Non
         ),
     }
     cal = (meta.get("validation") or {}).get("calibration")
-    if cal:
-        out["coverage_of_the_stored_bound"] = coverage_report(
-            RegimeCalibration.from_dict(cal), ev["max_dev"], ev["max_err"], ev["regime"]
+    if cal:  # the campaign's regime names are not the test set's: its pooled bound applies
+        pooled = RegimeCalibration(pooled=RegimeCalibration.from_dict(cal).pooled)
+        out["coverage_of_the_pooled_bound"] = coverage_report(
+            pooled, ev["max_dev"], ev["max_err"], ev["regime"]
         )
     oracle = oracle_calculator(campaign, make_labeler(campaign))
     mine = CommitteeCalculator(model, min_distance=0.0)
@@ -126,13 +128,13 @@ def score_lines(report: dict[str, Any]) -> list[str]:
     """The score as a few readable lines (meV/Å, GPa, eV, Å)."""
     t = report["target_force_rmse"] * 1e3
     lines = [f"{report['checkpoint']}: test force RMSE per regime (target <= {t:.0f} meV/Å)"]
-    cover = report.get("coverage_of_the_stored_bound", {})
+    cover = report.get("coverage_of_the_pooled_bound", {})
     for name, v in report["per_regime"].items():
         c = cover.get(name, {}).get("covered")
         lines.append(
             f"  {name:14s} {v['force_rmse'] * 1e3:7.1f} meV/Å"
             + ("  ok" if v["force_rmse"] * 1e3 <= t else "  MISSED")
-            + ("" if c is None else f"   90 % bound covers {100 * c:.0f} %")
+            + ("" if c is None else f"   the stored pooled 90 % bound covers {100 * c:.0f} %")
         )
     tg, p = report["targets"], report["properties"]
     lines.append(

@@ -256,3 +256,28 @@ def test_calibrated_trust_needs_the_absolute_deviation(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match="calibrated: the bound calibrates the absolute"):
         load_config(path)
+
+
+def test_adaptive_level_keeps_the_most_uncertain_share_of_the_frames(campaign):
+    """selection.max_candidate_fraction: of the iteration's frames below hi (accurate ones
+    included), at most that share stay offered, the most uncertain; the rest are counted.
+    With a calibrated window and one (pooled) bound the frames compare the same way."""
+    import dataclasses
+
+    from workflows.select import _adaptive
+
+    ctx = campaign
+    store = ctx.store
+    it = store.get_iteration(ctx.campaign_id, 1)
+    cands = {c.structure_id: c.uncertainty for c in store.list_candidates(it.id)}
+    below = int(it.n_accurate) + sum(1 for u in cands.values() if u < ctx.cfg.trust.hi)
+    dropped: dict[str, int] = {}
+    keep = _adaptive(ctx, it, cands, list(cands), 0.25, dropped)
+    assert 0 < len(keep) <= 0.25 * below + 1
+    gone = set(cands) - set(keep)
+    assert gone and min(cands[s] for s in keep) >= max(cands[s] for s in gone)
+    assert sum(dropped.values()) == len(gone)
+    cal_trust = ctx.cfg.trust.model_copy(update={"calibrated": True})
+    calibrated = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update={"trust": cal_trust}))
+    assert store.model_of_iteration(it.id).validation["calibration"] is not None
+    assert _adaptive(calibrated, it, cands, list(cands), 0.25, {}) == keep

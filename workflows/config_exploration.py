@@ -106,6 +106,11 @@ class WalkerConfig(_Section):
             raise ValueError(
                 "temperature_end on an nve walker: it has no thermostat to ramp; use nvt or npt"
             )
+        if "start_rule" in self.model_fields_set and self.start_from == "initial":
+            raise ValueError(
+                f"start_rule={self.start_rule!r} chooses among stored frames: it needs "
+                "start_from: labelled or explored"
+            )
         if self.start is not None and self.start_from != "initial":
             raise ValueError(
                 f"start={self.start} names an initial structure but start_from="
@@ -278,7 +283,7 @@ class ExplorationConfig(_Section):
     min_distance_fraction: float = Field(
         default=0.6,
         gt=0,
-        le=2,
+        le=0.9,
         description="Without min_distance: stop when two atoms come closer than this "
         "fraction of the sum of their covalent radii (ase.data.covalent_radii; Cu-Cu 0.6 x "
         "2.64 = 1.58 Å, below the 1.86 Å EMT Cu reaches at 2500 K, above fused pairs).",

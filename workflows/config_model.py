@@ -48,7 +48,9 @@ class RepulsionSection(_Section):
                 raise ValueError(f"pair {name!r} is given twice (also as {seen[key]!r})")
             seen[key] = name
             if r_in >= r_out:
-                raise ValueError(f"pair {name!r}: inner radius {r_in} Å must be below {r_out} Å")
+                raise ValueError(
+                    f"pair {name!r}: inner radius {r_in} Å must be below the outer radius {r_out} Å"
+                )
         return pairs
 
     @model_validator(mode="after")

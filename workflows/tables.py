@@ -100,7 +100,7 @@ def markdown_regimes(rows: list[dict[str, Any]]) -> str:
         return ""
     lines = [
         "| regime | frames | F RMSE (meV/Å) | F MAE (meV/Å) | F max (meV/Å) | E RMSE (meV/atom) "
-        "| E max (meV/atom) | S RMSE (GPa) | 90 % bound | covered on new labels (n) |",
+        "| E max (meV/atom) | S RMSE (GPa) | 90% bound | covered (n) |",
         "|" + "---|" * 10,
     ]
     for name, m in found[-1]["val_regimes"].items():

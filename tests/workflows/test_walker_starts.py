@@ -104,6 +104,12 @@ def test_start_from_refusals_are_one_line():
     }
     with pytest.raises(ConfigError, match="temperature_end on an nve walker"):
         parse_config(bad)
+    bad["exploration"] = {"walkers": [{"temperature": 300, "start_rule": "uncertain"}]}
+    with pytest.raises(ConfigError, match="start_rule='uncertain' chooses among stored frames"):
+        parse_config(bad)
+    bad["exploration"] = {"walkers": [{"temperature": 300}], "min_distance_fraction": 2}
+    with pytest.raises(ConfigError, match=r"min_distance_fraction: .*0\.9"):
+        parse_config(bad)
 
 
 def test_min_distance_zero_turns_the_guard_off_for_the_calculator_too():

@@ -106,7 +106,7 @@ class WalkerConfig(_Section):
             raise ValueError(
                 "temperature_end on an nve walker: it has no thermostat to ramp; use nvt or npt"
             )
-        if "start_rule" in self.model_fields_set and self.start_from == "initial":
+        if self.start_rule != "random" and self.start_from == "initial":
             raise ValueError(
                 f"start_rule={self.start_rule!r} chooses among stored frames: it needs "
                 "start_from: labelled or explored"

@@ -212,3 +212,32 @@ class TrainingSection(_Section):
             return float(self.stress_weight)
         labelled = any(REF_STRESS in a.info and bool(a.pbc.all()) for a in structures)
         return AUTO_STRESS_WEIGHT if labelled else 0.0
+
+    def settings(
+        self,
+        structures: Any,
+        *,
+        warm: bool,
+        seed: int,
+        max_epochs: int | None = None,
+        max_time_s: float | None = None,
+        stop_after_epochs: int | None = None,
+    ) -> Any:
+        """The :class:`mlip_core.training.TrainingConfig` of one training on ``structures``:
+        from scratch or (``warm``) fine-tuning the previous committee, with ``max_epochs`` /
+        ``max_time_s`` overriding this section's and ``stop_after_epochs`` replaying a run a
+        time cap stopped (no time cap then)."""
+        from mlip_core.training import TrainingConfig
+
+        return TrainingConfig(
+            max_epochs=max_epochs or (self.warm_start_epochs if warm else self.max_epochs),
+            max_time_s=None if stop_after_epochs else (max_time_s or self.max_time_s),
+            stop_after_epochs=stop_after_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.warm_start_learning_rate if warm else self.learning_rate,
+            patience=self.patience,
+            energy_weight=self.energy_weight,
+            stress_weight=self.stress_weight_for(structures),
+            val_fraction=self.val_fraction,
+            seed=seed,
+        )

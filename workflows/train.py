@@ -245,7 +245,6 @@ def _fit_and_save(
     from mlip_core.backends import TrainRequest, get_backend, train_with_repulsion
     from mlip_core.checkpoint import save_committee
     from mlip_core.labelled import errors_by_regime, evaluate_predictions, predict_frames
-    from mlip_core.training import TrainingConfig
 
     from .calibrate import coverage_on_new_labels, fit_model_calibration
     from .parity import parity_path, write_parity
@@ -259,17 +258,13 @@ def _fit_and_save(
             f"{where}: no labelled training structures (every bootstrap label failed?)"
         )
     tc, mc = cfg.training, cfg.model
-    tcfg = TrainingConfig(
-        max_epochs=max_epochs or (tc.warm_start_epochs if warm is not None else tc.max_epochs),
-        max_time_s=None if stop_after_epochs else (max_time_s or tc.max_time_s),
-        stop_after_epochs=stop_after_epochs,
-        batch_size=tc.batch_size,
-        learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
-        patience=tc.patience,
-        energy_weight=tc.energy_weight,
-        stress_weight=tc.stress_weight_for(train),
-        val_fraction=tc.val_fraction,
+    tcfg = tc.settings(
+        train,
+        warm=warm is not None,
         seed=seed,
+        max_epochs=max_epochs,
+        max_time_s=max_time_s,
+        stop_after_epochs=stop_after_epochs,
     )
     backend = get_backend(mc.backend)
     repulsion = mc.build_repulsion(ctx.species)  # None: no baseline (or a pre-baseline campaign)

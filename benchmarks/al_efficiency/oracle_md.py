@@ -74,21 +74,10 @@ def _oracle_walk(start: Any, calc: Any, walker: Any, seed: int) -> tuple[list[An
 def _train(cfg: Any, train: list[Any], warm: Any, seed: int) -> Any:
     """One committee as the product's train step builds it (backend, baseline, settings)."""
     from mlip_core.backends import TrainRequest, get_backend, train_with_repulsion
-    from mlip_core.training import TrainingConfig
 
     tc, mc = cfg.training, cfg.model
     species = sorted({int(z) for a in train for z in a.numbers})
-    tcfg = TrainingConfig(
-        max_epochs=tc.warm_start_epochs if warm is not None else tc.max_epochs,
-        max_time_s=tc.max_time_s,
-        batch_size=tc.batch_size,
-        learning_rate=tc.warm_start_learning_rate if warm is not None else tc.learning_rate,
-        patience=tc.patience,
-        energy_weight=tc.energy_weight,
-        stress_weight=tc.stress_weight_for(train),
-        val_fraction=tc.val_fraction,
-        seed=seed,
-    )
+    tcfg = tc.settings(train, warm=warm is not None, seed=seed)
     request = TrainRequest(
         structures=train,
         species=species,

@@ -23,6 +23,7 @@ from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 from mlip_core.model import CommitteePotential
 from mlip_core.neighbors import AtomicGraph, build_graph, concat_graphs
+from mlip_core.uncertainty import max_force_deviation
 from structure_checks.vocabulary import REF_ENERGY, REF_FORCES, REF_STRESS
 
 if TYPE_CHECKING:
@@ -314,8 +315,8 @@ def predict_frames(
                 f_pred[i] = part.mean(0).numpy()
                 f_ref[i] = ref.numpy()
                 m_fsq[:, i] = ((part - ref) ** 2).sum((1, 2)).numpy()
-                sigma = ((part - part.mean(0)) ** 2).sum(-1).mean(0).sqrt()  # (N_b,)
-                devi[i] = float(sigma.max())
+                if k > 1:  # the one definition of max_devi_f (mlip_core.uncertainty)
+                    devi[i] = max_force_deviation(part.numpy())
                 if stress and out.stress is not None:
                     mean = out.stress.detach().double().mean(0)[j].numpy()
                     s_pred[i] = full_3x3_to_voigt_6_stress(mean)

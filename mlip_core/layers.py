@@ -101,7 +101,9 @@ def ylm_vector_jacobian_product(
     """
     x, y, z = unit[..., 0], unit[..., 1], unit[..., 2]
     s3, s15, s5 = math.sqrt(3.0), math.sqrt(15.0), math.sqrt(5.0)
-    w1, w2, w3, w4, w5, w6, w7, w8 = (w[..., i] for i in range(1, 9))
+    # explicit indexing (not a generator) so that torch.jit.script compiles it
+    w1, w2, w3, w4 = w[..., 1], w[..., 2], w[..., 3], w[..., 4]
+    w5, w6, w7, w8 = w[..., 5], w[..., 6], w[..., 7], w[..., 8]
     vx = s3 * w1 + s15 * (w4 * y + w7 * z + w8 * x)
     vy = s3 * w2 + s15 * (w4 * x + w5 * z - w8 * y)
     vz = s3 * w3 + s15 * (w5 * y + w7 * x) + 3.0 * s5 * w6 * z

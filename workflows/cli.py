@@ -267,14 +267,16 @@ def export(
         str,
         typer.Option(
             "--format",
-            help="mace (REF_* extxyz + E0s + the mace_run_train command), extxyz (plain, "
-            "calculator keys) or deepmd (deepmd/npy systems via dpdata).",
+            help="Datasets: mace (REF_* extxyz + E0s + the mace_run_train command), extxyz "
+            "(plain, calculator keys) or deepmd (deepmd/npy systems via dpdata), each with the "
+            "checkpoint and a pesflow loader. Model: torchscript (the committee as TorchScript "
+            "files + an ASE calculator needing only torch, ase and numpy). All write README.md.",
         ),
     ] = "mace",
     data_dir: DataDir = None,
 ) -> None:
     """Export the training and validation sets, the committee checkpoint and a calculator
-    loader."""
+    loader; or (--format torchscript) the committee as a potential that runs without pesflow."""
     from .context import open_context, open_store
     from .export import export_campaign
     from .setup import reopen_campaign
@@ -283,13 +285,15 @@ def export(
     store = open_store(settings.resolved_database_url())
     handle = reopen_campaign(store, campaign, settings.data_dir)
     res = export_campaign(open_context(handle), out, fmt)
-    console.print(
-        f"{res.dataset} ({res.n_train} frames), {res.validation} "
-        f"({res.n_validation} frames)"
-        + (f", {res.checkpoint}, {res.loader}" if res.checkpoint else ", no model yet"),
-        markup=False,
-        highlight=False,
-    )
+    if res.dataset is None:
+        text = ", ".join(str(p) for p in (*res.models, res.loader, res.readme))
+    else:
+        text = (
+            f"{res.dataset} ({res.n_train} frames), {res.validation} "
+            f"({res.n_validation} frames)"
+            + (f", {res.checkpoint}, {res.loader}" if res.checkpoint else ", no model yet")
+        )
+    console.print(text, markup=False, highlight=False)
 
 
 COMMANDS = (init, validate, run, resume, status, export)

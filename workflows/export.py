@@ -12,6 +12,12 @@ Formats (:data:`FORMATS`):
 - ``deepmd``: DeePMD-kit ``deepmd/npy`` systems (one per formula) written by dpdata, energies
   (eV), forces (eV/Å) and virials (eV, W = -sigma V), under ``deepmd/train`` and
   ``deepmd/validation``.
+
+Those are the dataset formats (:data:`DATASET_FORMATS`); they also copy the checkpoint and its
+pesflow loader. The model format ``torchscript`` (:data:`MODEL_FORMATS`,
+:mod:`workflows.export_model`) writes the latest committee as TorchScript files plus a
+single-file ASE calculator that need only torch, ase and numpy, and no dataset. Every format
+writes a ``README.md`` (content, sha256 of the files, campaign and model provenance).
 """
 
 from __future__ import annotations
@@ -29,9 +35,18 @@ from structure_checks.vocabulary import REF_ENERGY, REF_FORCES, REF_STRESS
 from .context import CampaignFailedError, Context
 from .train import load_model, training_data
 
-__all__ = ["FORMATS", "ExportResult", "export_campaign", "load_exported_calculator"]
+__all__ = [
+    "DATASET_FORMATS",
+    "FORMATS",
+    "MODEL_FORMATS",
+    "ExportResult",
+    "export_campaign",
+    "load_exported_calculator",
+]
 
-FORMATS = ("mace", "extxyz", "deepmd")
+DATASET_FORMATS = ("mace", "extxyz", "deepmd")
+MODEL_FORMATS = ("torchscript",)
+FORMATS = DATASET_FORMATS + MODEL_FORMATS
 
 LOADER = '''"""ASE calculator of the committee exported by `pesflow export` (campaign {name!r}).
 
@@ -55,23 +70,36 @@ def get_calculator(**kwargs):
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Paths written by :func:`export_campaign` and how many frames each dataset has."""
+    """Paths written by :func:`export_campaign` and how many frames each dataset has.
 
-    dataset: Path  # a file (extxyz formats) or a directory of systems (deepmd)
-    validation: Path
+    ``dataset`` / ``validation`` are None for a model format; ``models`` are the standalone
+    model files of a model format (``loader`` is then the standalone calculator file)."""
+
+    dataset: Path | None  # a file (extxyz formats) or a directory of systems (deepmd)
+    validation: Path | None
     checkpoint: Path | None
     loader: Path | None
     n_train: int
     n_validation: int
+    models: tuple[Path, ...] = ()
+    readme: Path | None = None
 
 
 def export_campaign(ctx: Context, out_dir: str | Path, fmt: str = "mace") -> ExportResult:
-    """Write the training and validation sets in ``fmt`` (:data:`FORMATS`), ``committee.pt``
-    (the latest model, sha256-checked against the database) and ``load_calculator.py`` into
-    ``out_dir``. Raises :class:`CampaignFailedError` for a corrupt checkpoint, an unknown
-    format, or (``mace``) isolated-atom energies the training compositions do not determine."""
+    """Write the training and validation sets in ``fmt`` (:data:`DATASET_FORMATS`),
+    ``committee.pt`` (the latest model, sha256-checked against the database),
+    ``load_calculator.py`` and ``README.md`` into ``out_dir``; or, for ``torchscript``, the
+    standalone model (:func:`workflows.export_model.export_torchscript`). Raises
+    :class:`CampaignFailedError` for a corrupt checkpoint, an unknown format, (``mace``)
+    isolated-atom energies the training compositions do not determine, or (``torchscript``)
+    no model, a non-native model or a failed equality check."""
     if fmt not in FORMATS:
         raise CampaignFailedError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+    if fmt in MODEL_FORMATS:
+        from .export_model import export_torchscript
+
+        models, calc, readme = export_torchscript(ctx, out_dir)
+        return ExportResult(None, None, None, calc, 0, 0, tuple(models), readme)
     model = ctx.store.latest_model(ctx.campaign_id)
     if model is not None:
         try:  # before anything is written: a corrupt checkpoint leaves no half export behind
@@ -97,7 +125,38 @@ def export_campaign(ctx: Context, out_dir: str | Path, fmt: str = "mace") -> Exp
         shutil.copyfile(ctx.resolve(model.checkpoint_uri), ckpt)
         loader = out / "load_calculator.py"
         loader.write_text(LOADER.format(name=ctx.handle.name, sha=model.checkpoint_sha256))
-    return ExportResult(ds, vs, ckpt, loader, len(train), len(val))
+    readme = _dataset_readme(ctx, out, fmt, model, ds, vs, len(train), len(val))
+    return ExportResult(ds, vs, ckpt, loader, len(train), len(val), readme=readme)
+
+
+def _dataset_readme(
+    ctx: Context, out: Path, fmt: str, model: Any, ds: Path, vs: Path, n_train: int, n_val: int
+) -> Path:
+    """``README.md`` of a dataset export: what each file is, sha256, provenance."""
+    from .export_model import provenance, write_readme
+
+    files = {
+        ds.relative_to(out).as_posix(): f"training set, {n_train} frames ({fmt})",
+        vs.relative_to(out).as_posix(): f"validation set, {n_val} frames ({fmt})",
+    }
+    if (out / "e0s.json").is_file():
+        files["e0s.json"] = "isolated-atom energies E0 (eV) by atomic number, least squares"
+        files["mace_run_train.txt"] = "the mace_run_train command that trains on this export"
+    if model is not None:
+        files["committee.pt"] = "pesflow committee checkpoint (needs pesflow)"
+        files["load_calculator.py"] = "get_calculator(): the checkpoint as an ASE calculator"
+    body = (
+        "Energies eV, forces eV/Å, stress eV/Å^3 (ASE sign); the validation frames carry "
+        "`config_type=validation`. For a potential that runs without pesflow: "
+        f"`pesflow export {ctx.handle.name} -o DIR --format torchscript`."
+    )
+    return write_readme(
+        out,
+        f"pesflow export `{ctx.handle.name}` ({fmt})",
+        dict(provenance(ctx, model), frames_train=n_train, frames_validation=n_val),
+        files,
+        body,
+    )
 
 
 def isolated_atom_energies(frames: list) -> dict[int, float]:

@@ -7,11 +7,18 @@ results. The runners run ``--slots`` (8) labels at once; the step keeps twice th
 flight (:func:`workflows.cluster.label_slots`): each running label has one queued behind it,
 and a new one is claimed and submitted as soon as one finishes.
 
-Three runners, side by side in one run:
+Four runners, side by side in one run:
 - pesflow's Dask runner (:class:`workflows.dask_runner.PesflowDaskTaskRunner`) on a
   ``LocalCluster`` of 2 worker processes x 4 threads;
 - the stock ``prefect_dask.DaskTaskRunner`` on the same cluster shape;
-- a thread pool of 8.
+- a thread pool of 8;
+- pesflow's Dask runner on ``dask_jobqueue.SLURMCluster``: a single-node SLURM started here
+  (:mod:`benchmarks._slurm`, as the tests start it), 2 batch jobs of one Dask worker x 4
+  threads (each job books 1 CPU: the labels only sleep), configured as docs/cluster.md says
+  (``execution.dask``: ``cluster_class: slurm``, adaptive, the venv activated by
+  ``job_script_prologue``), with ``minimum_jobs = maximum_jobs = 2`` so that the rounds
+  measure labelling, not job start-up (waited for before the warm-up). Left out, with the
+  reason, where SLURM is not installed.
 
 Ideal wall time = ceil(labels / slots) x delay. Efficiency = ideal / measured (= measured /
 ideal throughput); the target is >= 0.9. One warm-up round (worker start, imports) is not
@@ -21,9 +28,11 @@ counted; the figures are medians over ``--rounds``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +50,32 @@ def _config(delay: float) -> dict[str, Any]:
         "labeler": {"name": "emt", "faults": {"fraction": 0.0, "delay": delay}, "retries": False},
         "exploration": {"walkers": [{"temperature": 300, "steps": 10}]},
     }
+
+
+def _slurm_execution(tmp: Path, threads: int, jobs: int) -> Any:
+    """The ``execution`` section of docs/cluster.md for the local single-node SLURM: ``jobs``
+    batch jobs of one Dask worker with ``threads`` threads on one booked CPU, held at
+    ``jobs`` by adaptive scaling (``minimum_jobs = maximum_jobs``)."""
+    from workflows.config import ExecutionConfig
+
+    return ExecutionConfig.model_validate(
+        {
+            "task_runner": "dask",
+            "dask": {
+                "cluster_class": "slurm",
+                "cluster_kwargs": {
+                    "cores": threads,
+                    "job_cpu": 1,
+                    "processes": 1,
+                    "memory": "1GB",
+                    "walltime": "00:30:00",
+                    "log_directory": str(tmp / "slurm-jobs"),
+                    "job_script_prologue": [f"source {Path(sys.executable).parent}/activate"],
+                },
+                "adapt_kwargs": {"minimum_jobs": jobs, "maximum_jobs": jobs},
+            },
+        }
+    )
 
 
 def _request(ctx: Any, it: Any, n: int, tag: int) -> None:
@@ -70,7 +105,17 @@ def _request(ctx: Any, it: Any, n: int, tag: int) -> None:
     )
 
 
-def _measure(runner: Any, handle: Any, labels: int, window: int, rounds: int, round0: int):
+def _measure(
+    runner: Any,
+    handle: Any,
+    labels: int,
+    window: int,
+    rounds: int,
+    round0: int,
+    workers: int | None = None,
+):
+    """Label wall times of ``rounds`` rounds after a warm-up round, in one flow on ``runner``
+    (with ``workers``, first wait until that many Dask workers are connected)."""
     from prefect import flow
 
     from workflows import steps
@@ -78,6 +123,10 @@ def _measure(runner: Any, handle: Any, labels: int, window: int, rounds: int, ro
 
     @flow(name="bench-cluster-labels", validate_parameters=False)
     def label_rounds() -> list[float]:
+        if workers:  # the flow run's own task runner holds the Dask client
+            from prefect.context import FlowRunContext
+
+            FlowRunContext.get().task_runner.client.wait_for_workers(workers, timeout=300)
         ctx = steps.open_context(handle)
         it = ctx.store.start_iteration(ctx.campaign_id, 0)
         engine = PrefectEngine(label_slots=window)
@@ -139,17 +188,32 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     threads = ExecutionConfig(task_runner="threads", max_workers=args.slots)
+    slurm = _slurm_execution(tmp, args.slots // args.dask_workers, args.dask_workers)
     window = label_slots(dask)  # labels in flight: running + one queued behind each
-    assert window == label_slots(threads) == 2 * args.slots
-    runners = [  # (name, description, runner factory)
-        ("dask", f"{describe(dask)}, pesflow runner", lambda: make_task_runner(dask)),
+    assert window == label_slots(threads) == label_slots(slurm) == 2 * args.slots
+    runners = [  # (name, description, runner factory, Dask workers to wait for)
+        ("dask", f"{describe(dask)}, pesflow runner", lambda: make_task_runner(dask), None),
         (
             "dask-stock",
             f"{describe(dask)}, stock prefect_dask",
             lambda: DaskTaskRunner(**task_runner_kwargs(dask)),
+            None,
         ),
-        ("threads", describe(threads), lambda: make_task_runner(threads)),
+        ("threads", describe(threads), lambda: make_task_runner(threads), None),
     ]
+    from ._slurm import missing, single_node_slurm
+
+    no_slurm = missing()
+    if no_slurm is None:
+        runners.append(
+            (
+                "slurm",
+                f"{describe(slurm)}, {args.slots // args.dask_workers} threads per job, "
+                "pesflow runner",
+                lambda: make_task_runner(slurm),
+                args.dask_workers,
+            )
+        )
     ideal = math.ceil(args.labels / args.slots) * args.delay
     rows, efficiency = [], {}
     # Dask worker processes must reach the same Prefect API: with no PREFECT_API_URL each
@@ -157,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     from workflows.local_api import prefect_api
 
     try:
-        with prefect_api(settings.prefect_startup_timeout_s):
-            for i, (name, desc, factory) in enumerate(runners):
-                walls = _measure(factory(), handle, args.labels, window, args.rounds, 100 * i)
+        with contextlib.ExitStack() as stack:
+            if no_slurm is None:  # stopped (and checked) after the last round
+                stack.enter_context(single_node_slurm(tmp / "slurm"))
+            stack.enter_context(prefect_api(settings.prefect_startup_timeout_s))
+            for i, (name, desc, factory, workers) in enumerate(runners):
+                walls = _measure(
+                    factory(), handle, args.labels, window, args.rounds, 100 * i, workers
+                )
                 med = statistics.median(walls)
                 efficiency[name] = ideal / med
                 rows.append((desc, med, min(walls), max(walls), ideal / med, args.labels / med))
@@ -174,12 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for desc, med, lo, hi, eff, rate in rows:
         print(f"| {desc} | {med:.2f} | {lo:.2f} | {hi:.2f} | **{eff:.3f}** | {rate:.2f} |")
+    if no_slurm is not None:
+        print(f"| dask_jobqueue.SLURMCluster | not measured: {no_slurm} | | | | |")
     eff = efficiency["dask"]
     print(
         f"target measured/ideal >= 0.9 on the Dask local cluster: "
         f"{'met' if eff >= 0.9 else 'NOT met'} ({eff:.3f}; stock prefect_dask "
         f"{efficiency['dask-stock']:.3f}, ratio {eff / efficiency['dask-stock']:.2f}x)"
     )
+    if "slurm" in efficiency:
+        print(
+            f"through SLURM batch jobs: measured/ideal {efficiency['slurm']:.3f} "
+            f"({efficiency['slurm'] / eff:.2f}x the local cluster's)"
+        )
     return 0
 
 

@@ -27,9 +27,10 @@ For dask-jobqueue classes the keyword arguments are checked against the job clas
 typo fails before any job is submitted (:class:`ClusterConfigError`, one line).
 :func:`render_job_script` shows the batch script a SLURM/PBS cluster would submit, without
 submitting anything. A DFT code that is itself an MPI job over many nodes is launched by the
-labeler's command template (``srun`` / ``mpirun``), not spread over a Dask worker's cores: give
-such a labeler one Dask worker per batch job (``processes: 1``) and let the job size follow
-the MPI layout.
+labeler's command template (``srun --mpi=pmix -n N`` / ``mpirun``), not spread over a Dask
+worker's threads: give such a labeler one single-threaded Dask worker per batch job
+(``processes: 1``, ``cores: 1``: one label at a time per job) and book the MPI layout's CPUs
+with ``job_cpu: N`` (``tests/cluster/test_slurm.py`` runs pw.x so on a real SLURM).
 """
 
 from __future__ import annotations
@@ -220,8 +221,11 @@ def make_task_runner(execution: ExecutionConfig) -> Any:
 def concurrency(execution: ExecutionConfig) -> int | None:
     """How many tasks the configured runner runs at once, where the config says: ``max_workers``
     for threads and for the default local cluster; ``n_workers × threads_per_worker`` for a
-    local cluster given by ``cluster_kwargs``; ``maximum_jobs × processes`` (adaptive) or
-    ``n_workers`` for a jobqueue cluster. ``None`` when unknown (a scheduler address)."""
+    local cluster given by ``cluster_kwargs``; for a jobqueue cluster its worker threads:
+    ``maximum_jobs × cores`` (adaptive; a job's ``processes`` workers share its ``cores`` as
+    threads), ``maximum`` or ``n_workers`` workers × ``cores // processes`` (one thread per
+    worker when ``cores`` is not in the config). ``None`` when unknown (a scheduler
+    address)."""
     execution = resolve(execution)
     if execution.task_runner != "dask":
         return execution.max_workers
@@ -235,13 +239,16 @@ def concurrency(execution: ExecutionConfig) -> int | None:
         if "n_workers" not in ckw:
             return None
         return max(1, int(ckw["n_workers"]) * int(ckw.get("threads_per_worker", 1)))
+    # dask-jobqueue: a job runs `processes` workers of cores // processes threads each
+    processes = max(1, int(ckw.get("processes", 1)))
+    per_worker = max(1, int(ckw["cores"]) // processes) if "cores" in ckw else 1
     adapt = d.adapt_kwargs or {}
     if "maximum_jobs" in adapt:
-        return max(1, int(adapt["maximum_jobs"]) * int(ckw.get("processes", 1)))
+        return max(1, int(adapt["maximum_jobs"]) * processes * per_worker)
     if "maximum" in adapt:
-        return max(1, int(adapt["maximum"]))
+        return max(1, int(adapt["maximum"]) * per_worker)
     if "n_workers" in ckw:
-        return max(1, int(ckw["n_workers"]))
+        return max(1, int(ckw["n_workers"]) * per_worker)
     return None
 
 

@@ -19,18 +19,28 @@ serial, so eight 2-s labels started spread over ~0.7 s, and label throughput was
   payload rebuilds the settings exactly as Prefect does (``SettingsContext(**dumped)``, so the
   worker's environment fills unset fields as before), but once per process and payload.
 - Each Prefect task's worker-side callable runs inside a :class:`ThreadClient`: a Prefect
-  ``SyncClientContext`` kept per worker thread, so the engine's ``get_client`` finds one client
-  instead of building two.
+  ``SyncClientContext`` kept per worker thread (and API), so the engine's ``get_client`` finds
+  one client instead of building two. It is built under the settings the task carries, so it
+  is a client of the flow's API whatever the worker's environment says.
 - A Prefect task's Dask key is its task-run id (``pure=False``): Dask no longer tokenises the
   task, its context and its parameters (by cloudpickle) to derive a key that is unique anyway.
 Submission otherwise stays as ``prefect_dask`` does it: the same ``PrefectDaskClient.submit``,
 and the same flow-run, task-run and tag contexts.
+
+A worker that cannot reach the Prefect API at all (a compute node without a route to the
+service node; the ``127.0.0.1`` URL of ``pesflow run``'s temporary server seen from another
+node) logs one warning and runs its tasks anyway: their results return through Dask, and only
+their state reports and logs are lost (``tests/cluster/test_slurm.py``). ``prefect_dask``
+alone fails every such task on the client's API version check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import socket
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -47,9 +57,11 @@ __all__ = [
     "SettingsPayload",
     "SharedSettingsContext",
     "ThreadClient",
+    "check_api",
     "hydrate_settings",
 ]
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _thread = threading.local()
 _hydrated: dict[str, dict[str, Any]] = {}
@@ -113,27 +125,91 @@ class SharedSettingsContext(SettingsContext):
         return self._payload
 
 
+def _client_key(shipped: Mapping[str, Any] | None) -> str:
+    """What a Prefect client depends on in shipped settings (API and client sections, secrets
+    included), as a string: tasks with equal keys can share one client."""
+    settings = shipped.get("settings") if shipped else None
+    if settings is None:
+        return ""
+    if isinstance(settings, Mapping):
+        parts = {"api": settings.get("api"), "client": settings.get("client")}
+    else:
+        reveal = {"include_secrets": True}
+        parts = {
+            "api": settings.api.model_dump(mode="json", context=reveal),
+            "client": settings.client.model_dump(mode="json", context=reveal),
+        }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
 class ThreadClient:
     """Wraps the worker-side callable of a Prefect task: runs it with this worker thread's
     Prefect ``SyncClientContext`` current. The context is created, and its API version is
-    checked, on the thread's first task."""
+    checked, on the thread's first task with those client settings: under the settings the
+    task carries (its flow run's ``settings_context``), so the client talks to the flow's API
+    even where the worker's own environment names another one or none (a batch job whose
+    environment lacks ``PREFECT_API_URL``, a flow whose API comes from ``temporary_settings``
+    or a Prefect profile). Without that, the engine's client would start a temporary Prefect
+    server inside the worker and report the task there. An API this process cannot reach is
+    reported once (:func:`check_api`) and the task runs unreported."""
 
     def __init__(self, fn: Any) -> None:
         self.fn = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function with the thread's client context set."""
-        ctx = getattr(_thread, "client_context", None)
+        shipped = (kwargs.get("context") or {}).get("settings_context") or None
+        clients = getattr(_thread, "clients", None)
+        if clients is None:
+            clients = _thread.clients = {}
+        key = _client_key(shipped)
+        ctx = clients.get(key)
         if ctx is None:
-            ctx = SyncClientContext()
-            ctx.client.__enter__()
-            ctx.client.raise_for_api_version_mismatch_once()
-            _thread.client_context = ctx
+            with SettingsContext(**shipped) if shipped else contextlib.nullcontext():
+                ctx = SyncClientContext()
+                ctx.client.__enter__()
+                check_api(ctx.client, key)
+            if len(clients) >= _MAX_CACHED:
+                clients.pop(next(iter(clients))).client.__exit__(None, None, None)
+            clients[key] = ctx
         token = SyncClientContext.__var__.set(ctx)
         try:
             return self.fn(*args, **kwargs)
         finally:
             SyncClientContext.__var__.reset(token)
+
+
+_unreachable: set[str] = set()
+
+
+def check_api(client: Any, key: str = "") -> bool:
+    """Prefect's API version check of ``client`` (a version mismatch or a refused credential
+    raises as in Prefect). An API that cannot be reached at all (connection refused, timeout,
+    unknown host) is not an error here: the worker's tasks return their results through Dask,
+    and only their state reports and logs to the API are lost. It is logged once per process
+    and API (``key``), and later threads skip the check. Returns whether the API answered."""
+    import httpx
+
+    if key and key in _unreachable:
+        return False
+    try:
+        client.raise_for_api_version_mismatch_once()
+    except RuntimeError as exc:
+        if not isinstance(exc.__cause__, httpx.TransportError | OSError):
+            raise
+        with _lock:
+            first = key not in _unreachable
+            _unreachable.add(key)
+        if first:
+            log.warning(
+                "pesflow: the Prefect API %s is not reachable from this Dask worker (%s: %s); "
+                "its tasks run on, reported to Dask only (their Prefect states and logs are lost)",
+                client.api_url,
+                socket.gethostname(),
+                exc.__cause__,
+            )
+        return False
+    return True
 
 
 class _WrapPrefectTasks(distributed.Client):

@@ -10,14 +10,14 @@ mapping of profile name to an execution section as a local config would give it:
       task_runner: dask
       dask:
         cluster_class: slurm
-        cluster_kwargs: {queue: compute, cores: 32, processes: 4, memory: 120GB,
-                         walltime: "04:00:00"}
+        cluster_kwargs: {queue: compute, cores: 1, job_cpu: 32, processes: 1,
+                         memory: 120GB, walltime: "04:00:00"}
         adapt_kwargs: {minimum_jobs: 0, maximum_jobs: 8}
-      label_slots: 32
+      label_slots: 16
       labelers:
         espresso:
           command: pw.x -nk 2
-          launcher: srun
+          launcher: srun --mpi=pmix -n 32
           env: {OMP_NUM_THREADS: "1"}
           timeout: 3600
           settings: {pseudo_dir: /opt/pseudo}

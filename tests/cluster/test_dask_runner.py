@@ -42,7 +42,7 @@ def test_settings_payload_rebuilds_what_prefect_rebuilds_once_per_process() -> N
 
 
 @task(cache_policy=NO_CACHE)
-def _probe() -> tuple[int, float, int, str | None]:
+def _probe() -> tuple[int, float, int, str | None, str]:
     from prefect.client.orchestration import get_client
 
     client = get_client(sync_client=True)
@@ -51,6 +51,7 @@ def _probe() -> tuple[int, float, int, str | None]:
         PREFECT_TASK_DEFAULT_RETRY_DELAY_SECONDS.value(),
         id(client),
         PREFECT_API_URL.value(),
+        str(client.api_url).rstrip("/"),
     )
 
 
@@ -80,6 +81,10 @@ def test_runner_carries_the_flow_settings_and_reuses_one_client(prefect_harness)
     assert [o[1] for o in out] == [7, 7, 7]  # a setting of the flow reached the worker
     assert {o[3] for o in out} == {api}  # and reported to the flow's API
     assert len({o[2] for o in out}) == 1  # one Prefect client for the worker thread
+    # ... a client of the flow's API, although the worker's environment names none (the
+    # harness sets it in the flow's settings only): it must not start a server of its own
+    assert "PREFECT_API_URL" not in os.environ
+    assert {o[4] for o in out} == {api.rstrip("/")}
 
 
 def test_runner_survives_pickling_with_the_flow() -> None:
@@ -88,3 +93,43 @@ def test_runner_survives_pickling_with_the_flow() -> None:
     clone = cloudpickle.loads(cloudpickle.dumps(runner))
     assert clone._shared is None and clone.cluster_kwargs == {"n_workers": 1}
     assert type(clone.duplicate()) is PesflowDaskTaskRunner
+
+
+def test_thread_client_uses_the_shipped_api_and_runs_on_when_it_is_unreachable(caplog) -> None:
+    """A task carries its flow's settings; the worker thread's client is built under them.
+    An API nobody answers on (a compute node without a route) is logged once, not fatal."""
+    import logging
+    import socket
+    import threading
+
+    from prefect.client.orchestration import get_client
+
+    from workflows.dask_runner import ThreadClient
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/api"
+    current = SettingsContext.get()
+    with temporary_settings({PREFECT_API_URL: url}):
+        shipped = SettingsContext.get().serialize()
+    assert current.settings.api.url != url
+
+    def task_body(n: int, context: dict) -> tuple[int, str, int]:
+        client = get_client(sync_client=True)
+        return n, str(client.api_url).rstrip("/"), id(client)
+
+    out: list = []
+
+    def worker_thread() -> None:  # a fresh thread: no client cached yet
+        call = ThreadClient(task_body)
+        out.extend(call(n, context={"settings_context": shipped}) for n in range(2))
+
+    caplog.set_level(logging.WARNING, logger="workflows.dask_runner")
+    thread = threading.Thread(target=worker_thread)
+    thread.start()
+    thread.join(60)
+    assert [o[0] for o in out] == [0, 1]  # both tasks ran
+    assert {o[1] for o in out} == {url}  # on a client of the shipped API
+    assert len({o[2] for o in out}) == 1  # one client for the thread
+    warnings = [r.getMessage() for r in caplog.records if "not reachable" in r.getMessage()]
+    assert len(warnings) == 1 and url in warnings[0]

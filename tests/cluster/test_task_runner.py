@@ -239,7 +239,16 @@ def test_label_slots_follow_the_runner_concurrency() -> None:
     )
     assert concurrency(local) == 8 and label_slots(local) == 16
     assert concurrency(_ex({"task_runner": "dask", "max_workers": 2})) == 2
-    assert concurrency(_ex(SLURM)) == 8 * SLURM["dask"]["cluster_kwargs"]["processes"]
+    # a jobqueue cluster: worker threads, the job's cores (4 workers x 8 threads), x 8 jobs
+    assert concurrency(_ex(SLURM)) == 8 * 32 and label_slots(_ex(SLURM)) == 2 * 8 * 32
+    mpi = {**SLURM["dask"], "cluster_kwargs": {"cores": 1, "job_cpu": 32, "memory": "8GB"}}
+    assert concurrency(_ex({"task_runner": "dask", "dask": mpi})) == 8  # 1 label per job
+    fixed = {"cluster_class": "slurm", "cluster_kwargs": {"cores": 8, "processes": 2}}
+    assert (
+        concurrency(_ex({"task_runner": "dask", "dask": {**fixed, "adapt_kwargs": None}})) is None
+    )
+    fixed["cluster_kwargs"]["n_workers"] = 3  # 3 workers of 4 threads
+    assert concurrency(_ex({"task_runner": "dask", "dask": fixed})) == 12
     address = _ex({"task_runner": "dask", "dask": {"address": "tcp://10.1.2.3:8786"}})
     assert concurrency(address) is None and label_slots(address) == 16
     fixed = _ex({"task_runner": "dask", "dask": {"address": "tcp://x:1"}, "label_slots": 40})

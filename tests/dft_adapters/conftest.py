@@ -4,8 +4,6 @@ other doubles are shipped in :mod:`dft_adapters.testing` (re-exported here for o
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,43 +14,21 @@ from ase.build import bulk, molecule
 from dft_adapters.contract import energy_of, fd_forces, fd_stress
 from dft_adapters.testing import FakeRunner, fake_executable
 
+from .._codes import QE_PSEUDO_DIR, in_ci, require_cp2k, require_pw_x
+
 FIXTURES = Path(__file__).parent / "fixtures"
-# re-exported from dft_adapters.testing / dft_adapters.contract
-__all__ = ["FakeRunner", "energy_of", "fake_executable", "fd_forces", "fd_stress"]
-
-QE_PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
-
-
-def in_ci() -> bool:
-    """True on the CI machine (env CI set to a true value)."""
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def require_pw_x() -> None:
-    """Skip when pw.x is absent on a user's machine; FAIL in CI, which must install it."""
-    if shutil.which("pw.x") and (QE_PSEUDO_DIR / "Si.pbe-rrkj.UPF").is_file():
-        return
-    reason = (
-        "Quantum ESPRESSO pw.x (and its Si.pbe-rrkj.UPF pseudopotential) not found: "
-        "apt-get install quantum-espresso quantum-espresso-data"
-    )
-    if in_ci():
-        pytest.fail(f"{reason} — CI must run the real QE tests (.ci/run installs them)")
-    pytest.skip(reason)
-
-
-def require_cp2k() -> None:
-    """Skip when cp2k (and its data files) is absent on a user's machine; FAIL in CI, which
-    must install it."""
-    from dft_adapters.cp2k import DEFAULT_DATA_DIR
-
-    data = Path(os.environ.get("CP2K_DATA_DIR", DEFAULT_DATA_DIR)) / "BASIS_MOLOPT"
-    if shutil.which("cp2k") and data.is_file():
-        return
-    reason = f"cp2k (and {data}) not found: apt-get install cp2k"
-    if in_ci():
-        pytest.fail(f"{reason} — CI must run the real CP2K test (.ci/run installs it)")
-    pytest.skip(reason)
+# re-exported from dft_adapters.testing / dft_adapters.contract and tests/_codes.py
+__all__ = [
+    "QE_PSEUDO_DIR",
+    "FakeRunner",
+    "energy_of",
+    "fake_executable",
+    "fd_forces",
+    "fd_stress",
+    "in_ci",
+    "require_cp2k",
+    "require_pw_x",
+]
 
 
 def si2() -> Atoms:

@@ -268,9 +268,10 @@ def test_cp2k_data_dir_is_not_hashed() -> None:
 
 
 def test_missing_pw_x_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from .. import _codes
     from . import conftest
 
-    monkeypatch.setattr(conftest.shutil, "which", lambda name: None)
+    monkeypatch.setattr(_codes.shutil, "which", lambda name: None)
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the real QE tests"):
         conftest.require_pw_x()

@@ -16,6 +16,9 @@ Physics (see MISSION.md):
 The committee is "stacked": every weight has a leading member dimension ``K``, positions are
 replicated to ``(K, N, 3)``, and a single forward/backward evaluates (or trains) all members.
 The neighbor graph is built once per structure and shared.
+
+The computation itself is :mod:`mlip_core.functional` (pure TorchScript-compilable functions
+of the weights), the one definition shared with the export (:mod:`mlip_core.standalone`).
 """
 
 from __future__ import annotations
@@ -25,14 +28,10 @@ import math
 import torch
 from torch import nn
 
+from mlip_core import functional
 from mlip_core.committee import CommitteeModel, CommitteeOutput, LoopCommittee, evaluate
-from mlip_core.layers import (
-    _L_SLICES,
-    InteractionLayer,
-    StackedMLP,
-    spherical_harmonics_l2,
-    ylm_vector_jacobian_product,
-)
+from mlip_core.functional import CommitteeWeights
+from mlip_core.layers import _L_SLICES, InteractionLayer, StackedMLP
 from mlip_core.model_config import ModelConfig
 from mlip_core.neighbors import AtomicGraph
 
@@ -126,8 +125,9 @@ class CommitteePotential(nn.Module):
         n_s, n_b = len(self.config.species), self.config.n_basis
         dens_all = []
         for g in graphs:
-            pos = g.positions.to(self.dtype)
-            vec = pos[g.neighbors] - pos.unsqueeze(1) + g.shifts.to(self.dtype)
+            vec = functional.edge_vectors(
+                g.positions.to(self.dtype), g.neighbors, g.shifts.to(self.dtype)
+            )
             basis, ylm, _, _ = self.edge_features(vec, g.mask, with_jacobian=False)
             onehot = torch.nn.functional.one_hot(g.species[g.neighbors], n_s).to(basis.dtype)
             dens_all.append(layer.density(onehot, basis, ylm).double())
@@ -159,54 +159,23 @@ class CommitteePotential(nn.Module):
     def edge_features(
         self, vectors: torch.Tensor, mask: torch.Tensor, with_jacobian: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Shared geometry of the edges, computed once for all committee members.
-
-        Args:
-            vectors: ``(N, M, 3)`` neighbor vectors r_ij (padding slots arbitrary).
-            mask: ``(N, M)`` real-neighbor mask.
-            with_jacobian: also return the analytic derivatives w.r.t. ``vectors``.
-
-        Returns:
-            ``basis (N, M, n_basis)`` (Bessel x envelope, 0 on padding), ``ylm (N, M, 9)``,
-            and, with the Jacobian, ``d basis / d|r| (N, M, n_basis)`` (the basis Jacobian is
-            this times the unit vector, rank one) and the unit vectors ``(N, M, 3)`` for
-            :func:`ylm_vector_jacobian_product`.
-        """
+        """Shared geometry of the edges ``vectors (N, M, 3)`` (``mask (N, M)``), computed once
+        for all members: ``basis``, ``ylm`` and, ``with_jacobian``, ``d basis / d|r|`` and the
+        unit vectors (:func:`mlip_core.functional.edge_features`)."""
         cfg = self.config
-        p, rc = cfg.envelope_p, cfg.cutoff
-        far = torch.zeros_like(vectors)
-        far[..., 0] = 2.0 * rc
-        safe = torch.where(mask.unsqueeze(-1), vectors, far)
-        dist = torch.linalg.vector_norm(safe, dim=-1)  # (N, M)
-        unit = safe / dist.unsqueeze(-1)
-        x = dist / rc
-        inside = (x < 1.0) & mask
-        ca, cb, cc = (p + 1) * (p + 2) / 2.0, p * (p + 2.0), p * (p + 1) / 2.0
-        env = torch.where(inside, 1.0 - ca * x**p + cb * x ** (p + 1) - cc * x ** (p + 2), 0.0)
-        freq = (self.bessel_freq / rc).to(dist.dtype)  # (n_basis,)
-        arg = dist.unsqueeze(-1) * freq
-        sin = torch.sin(arg)
-        norm = math.sqrt(2.0 / rc)
-        inv_d = (1.0 / dist).unsqueeze(-1)
-        basis = norm * sin * (env.unsqueeze(-1) * inv_d)
-        ylm = spherical_harmonics_l2(unit)
-        if not with_jacobian:
-            return basis, ylm, None, None
-        denv = torch.where(
-            inside,
-            (-ca * p * x ** (p - 1) + cb * (p + 1) * x**p - cc * (p + 2) * x ** (p + 1)) / rc,
-            0.0,
+        return functional.edge_features(
+            vectors, mask, self.bessel_freq, float(cfg.cutoff), int(cfg.envelope_p), with_jacobian
         )
-        dbasis_dd = (
-            norm
-            * inv_d
-            * (
-                freq * torch.cos(arg) * env.unsqueeze(-1)
-                + sin * denv.unsqueeze(-1)
-                - sin * env.unsqueeze(-1) * inv_d
-            )
+
+    def weights(self) -> CommitteeWeights:
+        """The learned weights as :mod:`mlip_core.functional` takes them (the parameters
+        themselves, not copies: gradients flow through)."""
+        return CommitteeWeights(
+            self.embedding,
+            [layer.weights() for layer in self.layers],
+            self.readout.weights(),
+            self.energy_scale,
         )
-        return basis, ylm, dbasis_dd, unit
 
     def atomic_energies(
         self, basis: torch.Tensor, ylm: torch.Tensor, graph: AtomicGraph
@@ -218,16 +187,9 @@ class CommitteePotential(nn.Module):
             ylm: ``(K, N, M, 9)`` spherical harmonics of the edge directions per member.
             graph: the graph (species, neighbors).
         """
-        h = self.embedding[:, graph.species]  # (K, N, C)
-        onehot = torch.nn.functional.one_hot(
-            graph.species[graph.neighbors], len(self.config.species)
-        ).to(basis.dtype)
-        for i, layer in enumerate(self.layers):
-            if i == 0:
-                h = layer.forward_embedded(h, self.embedding, onehot, basis, ylm)
-            else:
-                h = layer(h, graph.neighbors, basis, ylm)
-        return self.readout(h).squeeze(-1) * self.energy_scale.to(h.dtype)
+        return functional.atomic_energies(
+            graph.species, graph.neighbors, basis, ylm, self.weights()
+        )
 
     def predict(
         self,
@@ -254,106 +216,36 @@ class CommitteePotential(nn.Module):
         n, b = graph.positions.shape[0], graph.n_structures
         if n == 0:
             raise ValueError("cannot evaluate a structure with no atoms")
+        if compute_stress and bool((graph.volume <= 0).any()):
+            raise ValueError("stress requested for a non-periodic structure (no volume)")
         pos = graph.positions.to(dtype)
-        vectors = pos[graph.neighbors] - pos.unsqueeze(1) + graph.shifts.to(dtype)
+        vectors = functional.edge_vectors(pos, graph.neighbors, graph.shifts.to(dtype))
         need_grad = compute_forces or compute_stress
         basis, ylm, dbasis_dd, unit = self.edge_features(vectors, graph.mask, need_grad)
-        path = self._single_layer if self.config.n_layers == 1 else self._message_passing
-        e_atoms, g_basis, g_ylm = path(graph, basis, ylm, need_grad, create_graph)
+        with torch.enable_grad() if need_grad else torch.no_grad():
+            e_atoms, g_basis, g_ylm = functional.energies_and_edge_gradients(
+                graph.species, graph.neighbors, basis, ylm, self.weights(), need_grad, create_graph
+            )
         energy = torch.zeros(k, b, dtype=dtype, device=pos.device).index_add(
             1, graph.batch, e_atoms
         )
-        de_dr = None
-        if need_grad:
-            # dE_k/dr_ij (K, N, M, 3): the radial part is along the unit vector
-            dist = vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            radial = (g_basis * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)  # type: ignore[operator]
-            mask = graph.mask.unsqueeze(-1).to(dtype)
-            de_dr = radial + ylm_vector_jacobian_product(g_ylm, unit, mask / dist)  # type: ignore[arg-type]
         forces = stress = None
-        if de_dr is not None:
+        if need_grad:
+            assert g_basis is not None and g_ylm is not None
+            assert dbasis_dd is not None and unit is not None
+            de_dr = functional.edge_gradient(vectors, graph.mask, g_basis, dbasis_dd, g_ylm, unit)
             if compute_forces:
-                # r_ij = x_j - x_i + shift: dE/dx_a = sum_{j->a} dE/dr - sum_m dE/dr_am
-                grad_x = (-de_dr.sum(2)).index_add(
-                    1, graph.neighbors.reshape(-1), de_dr.reshape(k, -1, 3)
-                )
-                forces = -grad_x
+                forces = functional.edge_forces(de_dr, graph.neighbors)
             if compute_stress:
-                vol = graph.volume.to(dtype)
-                if bool((vol <= 0).any()):
-                    raise ValueError("stress requested for a non-periodic structure (no volume)")
-                virial = torch.einsum("nmi,knmj->knij", vectors, de_dr)
-                per_struct = torch.zeros(k, b, 3, 3, dtype=dtype, device=pos.device).index_add(
-                    1, graph.batch, virial
+                stress = functional.edge_stress(
+                    vectors, de_dr, graph.batch, b, graph.volume.to(dtype)
                 )
-                stress = 0.5 * (per_struct + per_struct.transpose(-1, -2)) / vol.view(1, b, 1, 1)
         ref = torch.zeros(b, dtype=torch.float64, device=pos.device).index_add(
             0, graph.batch, self.reference_energies[graph.species]
         )
         return CommitteeOutput(
             energy=energy.to(torch.float64) + ref.unsqueeze(0), forces=forces, stress=stress
         )
-
-    def _single_layer(
-        self,
-        graph: AtomicGraph,
-        basis: torch.Tensor,
-        ylm: torch.Tensor,
-        need_grad: bool,
-        create_graph: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Atomic energies (K, N) and dE_k/d(basis) (K, N, M, nb), dE_k/d(Y) (K, N, M, 9).
-
-        One layer: the species-resolved density (N, S*nb, 9) is computed once; its per-member
-        copies are the autograd leaves, and two batched matmuls against the shared edge
-        tensors turn dE_k/d(density) into the per-edge gradients.
-        """
-        k, dtype = self.n_members, self.dtype
-        n, m = graph.neighbors.shape
-        n_s, n_b = len(self.config.species), self.config.n_basis
-        onehot = torch.nn.functional.one_hot(graph.species[graph.neighbors], n_s).to(dtype)
-        x = (basis.unsqueeze(-2) * onehot.unsqueeze(-1)).reshape(n, m, n_s * n_b)
-        dens = torch.bmm(x.transpose(1, 2), ylm)  # (N, S*nb, 9), shared by all members
-        dens_k = dens.unsqueeze(0).expand(k, -1, -1, -1)
-        with torch.enable_grad() if need_grad else torch.no_grad():
-            if need_grad:
-                dens_k = dens_k.clone().requires_grad_(True)
-            h = self.layers[0].forward_density(
-                self.embedding[:, graph.species], self.embedding, dens_k
-            )
-            e_atoms = self.readout(h).squeeze(-1) * self.energy_scale.to(h.dtype)
-            if not need_grad:
-                return e_atoms, None, None
-            (g,) = torch.autograd.grad(e_atoms.sum(), [dens_k], create_graph=create_graph)
-        g_x = torch.bmm(ylm, g.permute(1, 3, 0, 2).reshape(n, 9, k * n_s * n_b))
-        g_x = g_x.reshape(n, m, k, n_s, n_b)
-        g_basis = g_x[:, :, :, 0] if n_s == 1 else (g_x * onehot[:, :, None, :, None]).sum(3)
-        g_ylm = torch.bmm(x, g.permute(1, 2, 0, 3).reshape(n, n_s * n_b, k * 9))
-        return e_atoms, g_basis.permute(2, 0, 1, 3), g_ylm.reshape(n, m, k, 9).permute(2, 0, 1, 3)
-
-    def _message_passing(
-        self,
-        graph: AtomicGraph,
-        basis: torch.Tensor,
-        ylm: torch.Tensor,
-        need_grad: bool,
-        create_graph: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Same outputs as :meth:`_single_layer` for any number of layers (per-edge leaves)."""
-        k = self.n_members
-        basis_k = basis.unsqueeze(0).expand(k, -1, -1, -1)
-        ylm_k = ylm.unsqueeze(0).expand(k, -1, -1, -1)
-        with torch.enable_grad() if need_grad else torch.no_grad():
-            if need_grad:
-                basis_k = basis_k.clone().requires_grad_(True)
-                ylm_k = ylm_k.clone().requires_grad_(True)
-            e_atoms = self.atomic_energies(basis_k, ylm_k, graph)
-            if not need_grad:
-                return e_atoms, None, None
-            g_b, g_y = torch.autograd.grad(
-                e_atoms.sum(), [basis_k, ylm_k], create_graph=create_graph
-            )
-        return e_atoms, g_b, g_y
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # Reference energies stay float64 whatever dtype the weights are cast to: DFT

@@ -35,6 +35,7 @@ from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 from torch import nn
 
 from mlip_core.committee import CommitteeOutput
+from mlip_core.functional import edge_forces, edge_stress, edge_vectors, zbl_edges, zbl_pair
 from mlip_core.neighbors import AtomicGraph
 
 __all__ = [
@@ -53,6 +54,8 @@ SCREENING = 0.46850
 """ZBL universal screening length prefactor, Å."""
 PHI_C = (0.18175, 0.50986, 0.28022, 0.02817)
 PHI_B = (3.19980, 0.94229, 0.40290, 0.20162)
+ZBL_CONSTANTS = (SCREENING, COULOMB, *PHI_C, *PHI_B)
+"""The constants as :func:`mlip_core.functional.zbl_pair` takes them."""
 
 
 def zbl_energy(z1: int, z2: int, r: float) -> float:
@@ -204,24 +207,8 @@ class ZBLRepulsion(nn.Module):
     def pair_energy(self, dist: torch.Tensor, si: torch.Tensor, sj: torch.Tensor) -> tuple:
         """Switched pair energies ``E S`` (eV) and ``d(E S)/dr`` (eV/Å) of distances ``dist``
         (any shape, float64, > 0) between species indices ``si`` and ``sj`` (same shape)."""
-        zi, zj = self.z[si], self.z[sj]
-        a = SCREENING / (zi**0.23 + zj**0.23)
-        x = dist / a
-        phi = torch.zeros_like(dist)
-        dphi = torch.zeros_like(dist)
-        for c, b in zip(PHI_C, PHI_B, strict=True):
-            term = c * torch.exp(-b * x)
-            phi = phi + term
-            dphi = dphi - b * term
-        k = zi * zj * COULOMB
-        e = k / dist * phi
-        de = -e / dist + k / (dist * a) * dphi
-        r_in, r_out = self.r_in[si, sj], self.r_out[si, sj]
-        width = r_out - r_in
-        t = ((dist - r_in) / width).clamp(0.0, 1.0)
-        s = 1.0 - t**3 * (10.0 - 15.0 * t + 6.0 * t**2)
-        ds = -30.0 * t**2 * (1.0 - t) ** 2 / width
-        return e * s, de * s + e * ds
+        z, r_in, r_out = self.z, self.r_in[si, sj], self.r_out[si, sj]
+        return zbl_pair(dist, z[si], z[sj], r_in, r_out, ZBL_CONSTANTS)
 
     def predict(
         self,
@@ -242,34 +229,22 @@ class ZBLRepulsion(nn.Module):
         Raises:
             ValueError: stress requested for a non-periodic structure.
         """
-        dev = graph.positions.device
-        pos = graph.positions.to(torch.float64)
-        vectors = pos[graph.neighbors] - pos.unsqueeze(1) + graph.shifts.to(torch.float64)
-        si = graph.species.unsqueeze(1).expand_as(graph.neighbors)
-        sj = graph.species[graph.neighbors]
-        dist = vectors.norm(dim=-1)
-        near = graph.mask & (dist < self.r_out[si, sj])
-        safe = torch.where(near, dist, torch.ones_like(dist))
-        e_pair, de_pair = self.pair_energy(safe, si, sj)
-        e_edge = torch.where(near, 0.5 * e_pair, 0.0)  # (N, M): half of each pair per side
-        b = graph.n_structures
-        energy = torch.zeros(b, dtype=torch.float64, device=dev).index_add(
+        f64, b = torch.float64, graph.n_structures
+        if compute_stress and bool((graph.volume <= 0).any()):
+            raise ValueError("stress requested for a non-periodic structure (no volume)")
+        vectors = edge_vectors(graph.positions.to(f64), graph.neighbors, graph.shifts.to(f64))
+        tables = [self.z, self.r_in, self.r_out]
+        e_edge, de_dr = zbl_edges(
+            graph.species, graph.neighbors, graph.mask, vectors, tables, ZBL_CONSTANTS
+        )
+        energy = torch.zeros(b, dtype=f64, device=vectors.device).index_add(
             0, graph.batch, e_edge.sum(1)
         )
-        de_dr = torch.where(near, 0.5 * de_pair / safe, 0.0).unsqueeze(-1) * vectors
-        forces = stress = None
-        if compute_forces:
-            grad_x = (-de_dr.sum(1)).index_add(0, graph.neighbors.reshape(-1), de_dr.reshape(-1, 3))
-            forces = (-grad_x).unsqueeze(0)
+        forces = edge_forces(de_dr.unsqueeze(0), graph.neighbors) if compute_forces else None
+        stress = None
         if compute_stress:
-            vol = graph.volume.to(torch.float64)
-            if bool((vol <= 0).any()):
-                raise ValueError("stress requested for a non-periodic structure (no volume)")
-            virial = torch.einsum("nmi,nmj->nij", vectors, de_dr)
-            per = torch.zeros(b, 3, 3, dtype=torch.float64, device=dev).index_add(
-                0, graph.batch, virial
-            )
-            stress = (0.5 * (per + per.transpose(-1, -2)) / vol.view(b, 1, 1)).unsqueeze(0)
+            vol = graph.volume.to(f64)
+            stress = edge_stress(vectors, de_dr.unsqueeze(0), graph.batch, b, vol)
         return CommitteeOutput(energy=energy.unsqueeze(0), forces=forces, stress=stress)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]

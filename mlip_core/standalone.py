@@ -11,17 +11,19 @@ compiles that with dynamic atom and edge counts (how MACE and NequIP deploy), wh
 constant's list"). torch 2.13 marks ``torch.jit`` deprecated (a warning, silenced here and in
 the calculator) but runs it.
 
-Physics is :meth:`CommitteePotential.predict`'s, step for step (:mod:`mlip_core.standalone_ops`):
-the caller's edge list ``(i, j, S)`` (``r_ij = x_j - x_i + S @ cell``) is packed into the
-padded ``(N, M)`` layout inside the module; the edge geometry is shared by the K members; one
-backward pass gives every member's ``dE_k/d(edge features)``, which the analytic edge Jacobian
-turns into forces and the virial stress. The ZBL baseline (float64, analytic) is added to every
-member as in :class:`~mlip_core.repulsion.WithRepulsion`. Tests: equal to
+Physics is :meth:`CommitteePotential.predict`'s own code: the module calls the functions of
+:mod:`mlip_core.functional` that ``predict`` calls (the model's single definition, compiled
+here), on a copy of the model's own embedding, interaction layers and readout (same parameter
+names, no gradients). Only the input differs: the caller's edge list ``(i, j, S)`` (``r_ij =
+x_j - x_i + S @ cell``) is packed into the padded ``(N, M)`` layout by :func:`dense_layout`.
+The ZBL baseline (float64, analytic) is added to every member as in
+:class:`~mlip_core.repulsion.WithRepulsion`. Tests: equal to
 :class:`~mlip_core.calculator.CommitteeCalculator` to 1e-10 (float64) and 1e-5 (float32).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -32,17 +34,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mlip_core.layers import _L_SLICES, ylm_vector_jacobian_product
-from mlip_core.repulsion import COULOMB, PHI_B, PHI_C, SCREENING
-from mlip_core.standalone_ops import (
-    dense_layout,
+from mlip_core.functional import (
+    CommitteeWeights,
+    LayerWeights,
     edge_features,
-    invariant_update,
-    stacked_mlp,
-    zbl_terms,
+    edge_forces,
+    edge_gradient,
+    edge_stress,
+    edge_vectors,
+    energies_and_edge_gradients,
+    zbl_edges,
 )
+from mlip_core.repulsion import ZBL_CONSTANTS
 
-__all__ = ["FORMAT_VERSION", "StandaloneCommittee", "save_scripted", "script_committee"]
+__all__ = [
+    "FORMAT_VERSION",
+    "StandaloneCommittee",
+    "dense_layout",
+    "save_scripted",
+    "script_committee",
+]
 
 FORMAT_VERSION = 1
 """Version of the scripted module's interface (inputs, output keys) written into its metadata."""
@@ -50,15 +61,42 @@ METADATA_FILE = "pesflow.json"
 """Name of the JSON metadata stored inside the TorchScript archive (``_extra_files``)."""
 
 
-def _stack(tensors: list[Tensor]) -> Tensor:
-    return torch.stack([t.detach().clone() for t in tensors])
+def dense_layout(
+    i: Tensor, j: Tensor, shifts: Tensor, n_atoms: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pack an edge list into the dense ``(N, M)`` layout of :mod:`mlip_core.neighbors`.
+
+    Args:
+        i, j: ``(E,)`` int64 edge ends (any order).
+        shifts: ``(E, 3)`` Cartesian shift of each edge, Å.
+        n_atoms: N.
+
+    Returns:
+        ``neighbors (N, M)`` (padding slots point at the atom itself), ``shifts (N, M, 3)``
+        (0 on padding), ``mask (N, M)`` (True for real edges); ``M = max(1, most edges of an
+        atom)``.
+    """
+    n_edges = i.shape[0]
+    order = torch.sort(i, stable=True)[1]
+    i_s, j_s, sh = i[order], j[order], shifts[order]
+    counts = torch.bincount(i_s, minlength=n_atoms)
+    width = max(int(counts.max()), 1)
+    slot = torch.arange(n_edges, device=i.device) - (torch.cumsum(counts, 0) - counts)[i_s]
+    neighbors = torch.arange(n_atoms, device=i.device).unsqueeze(1).repeat(1, width)
+    neighbors = neighbors.index_put((i_s, slot), j_s)
+    dense = torch.zeros(n_atoms, width, 3, dtype=shifts.dtype, device=shifts.device)
+    dense = dense.index_put((i_s, slot), sh)
+    mask = torch.zeros(n_atoms, width, dtype=torch.bool, device=i.device)
+    mask = mask.index_put((i_s, slot), torch.ones_like(i_s, dtype=torch.bool))
+    return neighbors, dense, mask
 
 
 class StandaloneCommittee(nn.Module):
     """Scriptable stacked committee: K member energies, forces, stress and force deviation.
 
-    Built by :func:`script_committee` from a native committee; every weight is a buffer (no
-    gradients are needed on weights), stacked over layers ``L`` and members ``K``.
+    Built by :func:`script_committee` from a native committee: a copy of its embedding,
+    interaction layers and readout (their ``weights()`` compile; no gradients on the weights),
+    its buffers, and the ZBL tables.
 
     Attributes:
         cutoff: cutoff radius, Å (the caller's edge list must contain every pair closer).
@@ -80,123 +118,36 @@ class StandaloneCommittee(nn.Module):
                 f"{type(learned).__name__}"
             )
         cfg = learned.config
-        sd = {k: v.detach().clone() for k, v in learned.state_dict().items()}
-        n_layers = len(learned.layers)
+        own = copy.deepcopy(learned).requires_grad_(False)  # gradients w.r.t. edges only
         self.cutoff: float = float(cfg.cutoff)
         self.species: list[int] = [int(z) for z in cfg.species]
         self.n_members: int = int(cfg.n_members)
-        self.n_species: int = len(cfg.species)
-        self.n_basis: int = int(cfg.n_basis)
-        self.n_layers: int = n_layers
-        self.inv_avg: float = float(learned.layers[0].inv_avg)
         self.dtype_name: str = str(learned.dtype).removeprefix("torch.")
         self.format_version: int = FORMAT_VERSION
-        self.l_lo: list[int] = [lo for lo, _ in _L_SLICES]  # angular blocks l = 0, 1, 2 of Y_lm
-        self.l_hi: list[int] = [hi for _, hi in _L_SLICES]
         self.p: int = int(cfg.envelope_p)
         lut = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
         for idx, z in enumerate(self.species):
             lut[z] = idx
         self.register_buffer("z_to_species", lut)
-        self.register_buffer("embedding", sd["embedding"])
-        self.register_buffer("bessel_freq", sd["bessel_freq"])
-        self.register_buffer("energy_scale", sd["energy_scale"])
-        self.register_buffer("reference_energies", sd["reference_energies"].double())
-        self.register_buffer("density_shift", sd["layers.0.density_shift"])
-        self.register_buffer("density_scale", sd["layers.0.density_scale"])
-
-        def per_layer(name: str) -> torch.Tensor:
-            return _stack([sd[f"layers.{i}.{name}"] for i in range(n_layers)])
-
-        self.register_buffer("radial_w", per_layer("radial.weight"))  # (L, K, nb, C)
-        mix = [[f"mix_{ab}.{s}" for s in range(len(_L_SLICES))] for ab in "ab"]
-        for ab, names in zip("ab", mix, strict=True):  # (L, 3, K, C, C)
-            stacked = _stack(
-                [_stack([sd[f"layers.{i}.{n}"] for n in names]) for i in range(n_layers)]
-            )
-            self.register_buffer(f"mix_{ab}", stacked)
-        for part in ("l1.weight", "l1.bias", "l2.weight", "l2.bias"):
-            self.register_buffer("upd_" + part.replace(".", "_"), per_layer(f"update.{part}"))
-            self.register_buffer("out_" + part.replace(".", "_"), sd[f"readout.{part}"])
+        # the model's own parameters and modules (same names as in its state dict); their
+        # weights() methods compile with the rest
+        self.embedding = own.embedding
+        self.layers = own.layers
+        self.readout = own.readout
+        for name in ("bessel_freq", "energy_scale", "reference_energies"):
+            self.register_buffer(name, own.get_buffer(name))
         self.has_repulsion: bool = rep is not None
         for name in ("z", "r_in", "r_out"):  # per species (pair) tables, species-index order
             table = torch.zeros(0) if rep is None else getattr(rep, name).detach().clone()
             self.register_buffer(f"zbl_{name}", table.double())
-        # ZBL: screening length, Coulomb constant, then phi's coefficients and exponents
-        self.zbl_constants: list[float] = [SCREENING, COULOMB, *PHI_C, *PHI_B]
+        self.zbl_constants: list[float] = list(ZBL_CONSTANTS)
 
-    # --- the learned part: atomic energies and their gradients w.r.t. the edge features ----
-    def _first_layer(self, h: Tensor, dens: Tensor) -> Tensor:
-        """First-layer update from the raw species-resolved density ``(K, N, S*nb, 9)``."""
-        k, n, c = h.shape[0], h.shape[1], h.shape[2]
-        shift = torch.zeros_like(self.density_scale)
-        shift[:, 0] = self.density_shift
-        dens = (dens - shift.to(dens.dtype)) * self.density_scale.to(dens.dtype)
-        n_sb = dens.shape[2]
-        weights = (self.embedding.unsqueeze(2) * self.radial_w[0].unsqueeze(1)).reshape(k, n_sb, c)
-        moments = torch.bmm(dens.transpose(2, 3).reshape(k, n * 9, n_sb), weights)
-        return self._update(0, h, moments.reshape(k, n, 9, c).transpose(2, 3))
-
-    def _update(self, layer: int, h: Tensor, moments: Tensor) -> Tensor:
-        mlp = [self.upd_l1_weight[layer], self.upd_l1_bias[layer]]
-        mlp += [self.upd_l2_weight[layer], self.upd_l2_bias[layer]]
-        return invariant_update(
-            h, moments, self.mix_a[layer], self.mix_b[layer], mlp, self.l_lo, self.l_hi
-        )
-
-    def _readout(self, h: Tensor) -> Tensor:
-        w = [self.out_l1_weight, self.out_l1_bias, self.out_l2_weight, self.out_l2_bias]
-        out = stacked_mlp(h, w[0], w[1], w[2], w[3])
-        return out.squeeze(-1) * self.energy_scale.to(h.dtype)
-
-    def _single_layer(
-        self, species: Tensor, neighbors: Tensor, basis: Tensor, ylm: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Atomic energies (K, N), dE_k/d basis (K, N, M, nb), dE_k/d Y (K, N, M, 9); one
-        layer: the per-member density copies are the autograd leaves (``_single_layer`` of
-        :class:`~mlip_core.model.CommitteePotential`)."""
-        k, n_s, n_b = self.n_members, self.n_species, self.n_basis
-        n, m = neighbors.shape[0], neighbors.shape[1]
-        onehot = torch.nn.functional.one_hot(species[neighbors], n_s).to(basis.dtype)
-        x = (basis.unsqueeze(-2) * onehot.unsqueeze(-1)).reshape(n, m, n_s * n_b)
-        dens = torch.bmm(x.transpose(1, 2), ylm)
-        dens_k = dens.unsqueeze(0).expand(k, -1, -1, -1).clone().requires_grad_(True)
-        e_atoms = self._readout(self._first_layer(self.embedding[:, species], dens_k))
-        g = torch.autograd.grad([e_atoms.sum()], [dens_k])[0]
-        assert g is not None
-        g_x = torch.bmm(ylm, g.permute(1, 3, 0, 2).reshape(n, 9, k * n_s * n_b))
-        g_x = g_x.reshape(n, m, k, n_s, n_b)
-        one = n_s == 1
-        g_basis = g_x[:, :, :, 0] if one else (g_x * onehot.unsqueeze(2).unsqueeze(-1)).sum(3)
-        g_ylm = torch.bmm(x, g.permute(1, 2, 0, 3).reshape(n, n_s * n_b, k * 9))
-        g_ylm = g_ylm.reshape(n, m, k, 9).permute(2, 0, 1, 3)
-        return e_atoms.detach(), g_basis.permute(2, 0, 1, 3), g_ylm
-
-    def _message_passing(
-        self, species: Tensor, neighbors: Tensor, basis: Tensor, ylm: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Same outputs as :meth:`_single_layer` for any number of layers (per-edge leaves)."""
-        k, n_s, n_b = self.n_members, self.n_species, self.n_basis
-        n, m = neighbors.shape[0], neighbors.shape[1]
-        basis_k = basis.unsqueeze(0).expand(k, -1, -1, -1).clone().requires_grad_(True)
-        ylm_k = ylm.unsqueeze(0).expand(k, -1, -1, -1).clone().requires_grad_(True)
-        onehot = torch.nn.functional.one_hot(species[neighbors], n_s).to(basis.dtype)
-        x = (basis_k.unsqueeze(-2) * onehot.unsqueeze(0).unsqueeze(-1)).reshape(k * n, m, -1)
-        dens = torch.bmm(x.transpose(1, 2), ylm_k.reshape(k * n, m, 9))
-        h = self._first_layer(self.embedding[:, species], dens.reshape(k, n, n_s * n_b, 9))
-        c = h.shape[2]
-        for layer in range(1, self.n_layers):
-            radial = torch.bmm(basis_k.reshape(k, -1, n_b), self.radial_w[layer])
-            messages = radial.reshape(k, n, m, c) * h[:, neighbors]
-            moments = torch.bmm(
-                messages.reshape(k * n, m, c).transpose(1, 2), ylm_k.reshape(k * n, m, 9)
-            ).reshape(k, n, c, 9)
-            h = self._update(layer, h, moments * self.inv_avg)
-        e_atoms = self._readout(h)
-        grads = torch.autograd.grad([e_atoms.sum()], [basis_k, ylm_k])
-        g_b, g_y = grads[0], grads[1]
-        assert g_b is not None and g_y is not None
-        return e_atoms.detach(), g_b, g_y
+    def _weights(self) -> CommitteeWeights:
+        """:meth:`CommitteePotential.weights` (whose properties do not compile)."""
+        layers: list[LayerWeights] = []
+        for layer in self.layers:
+            layers.append(layer.weights())
+        return CommitteeWeights(self.embedding, layers, self.readout.weights(), self.energy_scale)
 
     # --- entry point --------------------------------------------------------------------
     def forward(
@@ -268,38 +219,39 @@ class StandaloneCommittee(nn.Module):
             edge_index[0].to(dev), edge_index[1].to(dev), cart.to(dtype), n
         )
         pos = positions.detach().to(device=dev, dtype=dtype)
-        vectors = pos[neighbors] - pos.unsqueeze(1) + dense_shifts
+        # from here on CommitteePotential.predict for one structure (batch of zeros)
+        vectors = edge_vectors(pos, neighbors, dense_shifts)
         basis, ylm, dbasis_dd, unit = edge_features(
-            vectors, mask, self.bessel_freq, self.cutoff, self.p
+            vectors, mask, self.bessel_freq, self.cutoff, self.p, True
         )
-        if self.n_layers == 1:
-            e_atoms, g_basis, g_ylm = self._single_layer(species, neighbors, basis, ylm)
-        else:
-            e_atoms, g_basis, g_ylm = self._message_passing(species, neighbors, basis, ylm)
+        e_atoms, g_basis, g_ylm = energies_and_edge_gradients(
+            species, neighbors, basis, ylm, self._weights(), True, False
+        )
+        assert dbasis_dd is not None and unit is not None
+        assert g_basis is not None and g_ylm is not None
         batch = torch.zeros(n, dtype=torch.long, device=dev)
-        learned = torch.zeros(k, 1, dtype=dtype, device=dev).index_add(1, batch, e_atoms)[:, 0]
-        # dE_k/dr_ij (K, N, M, 3): radial part along the unit vector, angular part from Y_lm
-        dist = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(1e-12)
-        radial = (g_basis * dbasis_dd).sum(-1, keepdim=True) * (vectors / dist)
-        de_dr = radial + ylm_vector_jacobian_product(
-            g_ylm, unit, mask.unsqueeze(-1).to(dtype) / dist
+        learned = torch.zeros(k, 1, dtype=dtype, device=dev).index_add(1, batch, e_atoms.detach())
+        de_dr = edge_gradient(vectors, mask, g_basis, dbasis_dd, g_ylm, unit)
+        forces_k = edge_forces(de_dr, neighbors)
+        ref = torch.zeros(1, dtype=f64, device=dev).index_add(
+            0, batch, self.reference_energies[species]
         )
-        flat = neighbors.reshape(-1)
-        forces_k = -(-de_dr.sum(2)).index_add(1, flat, de_dr.reshape(k, -1, 3))
-        energies = learned.to(f64) + self.reference_energies[species].sum()
-        vol = torch.abs(torch.linalg.det(box)).to(dtype)
+        energies = (learned.to(f64) + ref.unsqueeze(0))[:, 0]
+        vol = torch.abs(torch.linalg.det(box)).to(dtype).reshape(1)
         stress_k = torch.zeros(k, 3, 3, dtype=dtype, device=dev)
         if compute_stress:
-            virial = torch.einsum("nmi,knmj->knij", vectors, de_dr).sum(1)
-            stress_k = 0.5 * (virial + virial.transpose(1, 2)) / vol
-        if self.has_repulsion:
+            stress_k = edge_stress(vectors, de_dr, batch, 1, vol)[:, 0]
+        if self.has_repulsion:  # ZBLRepulsion.predict, added as in WithRepulsion.predict
+            vec64 = edge_vectors(pos.to(f64), neighbors, dense_shifts.to(f64))
             tables = [self.zbl_z, self.zbl_r_in, self.zbl_r_out]
-            e_rep, f_rep, s_rep = zbl_terms(
-                species, neighbors, mask, pos, dense_shifts, vol, tables, self.zbl_constants
+            e_edge, de64 = zbl_edges(species, neighbors, mask, vec64, tables, self.zbl_constants)
+            energies = energies + torch.zeros(1, dtype=f64, device=dev).index_add(
+                0, batch, e_edge.sum(1)
             )
-            energies = energies + e_rep
-            forces_k = forces_k + f_rep.to(dtype).unsqueeze(0)
-            stress_k = stress_k + s_rep.to(dtype).unsqueeze(0)
+            forces_k = forces_k + edge_forces(de64.unsqueeze(0), neighbors).to(dtype)
+            if compute_stress:
+                s_rep = edge_stress(vec64, de64.unsqueeze(0), batch, 1, vol.to(f64))
+                stress_k = stress_k + s_rep[:, 0].to(dtype)
         forces = forces_k.to(f64)
         mean_f = forces.mean(0)
         sigma = ((forces - mean_f) ** 2).sum(-1).mean(0).sqrt()
@@ -329,8 +281,6 @@ def script_committee(model: Any, dtype: torch.dtype | None = None) -> torch.jit.
     Raises:
         TypeError: another backend (e.g. MACE) than the native committee.
     """
-    import copy
-
     m = copy.deepcopy(model).cpu()
     if dtype is not None:
         m = m.to(dtype)

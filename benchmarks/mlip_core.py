@@ -4,6 +4,8 @@ Run ``python -m benchmarks.mlip_core`` (``make bench`` does). Every configuratio
 ASE Langevin MD on the same Cu cell; rounds are interleaved (A B C A B C ...) so each sees the
 same machine load, and medians of per-step times are printed with ratios to the single model.
 Add ``--device cuda`` on a GPU machine. MACE is included when ``mace-torch`` is installed.
+``--lammps`` instead times NVE with LAMMPS integrating (``fix external``, :mod:`mlip_core.lammps`)
+against ASE's VelocityVerlet, same committee calculator, side by side (needs ``pesflow[lammps]``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.calculator import Calculator
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, thermalize_momenta
+from ase.md.verlet import VelocityVerlet
 
 from mlip_core.calculator import CommitteeCalculator
 from mlip_core.model import CommitteePotential, LoopCommittee, ModelConfig
 from mlip_core.neighbors import build_graph
 
-__all__ = ["bench_md", "main"]
+__all__ = ["bench_lammps_md", "bench_md", "main"]
 
 
 def _cu(n_rep: int) -> Atoms:
@@ -133,6 +136,54 @@ def bench_md(
     return results
 
 
+def bench_lammps_md(
+    sizes: tuple[int, ...] = (3, 5),
+    k: int = 4,
+    steps: int = 20,
+    rounds: int = 3,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, dict[str, float]]:
+    """NVE step time (ms, median over interleaved rounds) of LAMMPS (``fix external`` callback)
+    vs ASE ``VelocityVerlet`` with the same K-member committee calculator, and their ratio.
+
+    Args:
+        sizes: repeats of the 4-atom cubic Cu cell (3 -> 108 atoms, 5 -> 500 atoms).
+        k: committee size. steps: NVE steps per round (after a warm-up). rounds: rounds.
+        device: torch device. dtype: model dtype.
+    """
+    from mlip_core.lammps import run_lammps_md
+
+    results: dict[str, dict[str, float]] = {}
+    for rep in sizes:
+        atoms = _cu(rep)
+        thermalize_momenta(atoms, 300, rng=np.random.default_rng(0))
+        calc = CommitteeCalculator(_model(k, atoms, device, dtype), device=device)
+        per: dict[str, list[float]] = {"ASE VelocityVerlet": [], "LAMMPS fix external": []}
+        for _ in range(rounds):
+            a = atoms.copy()
+            a.calc = calc
+            dyn = VelocityVerlet(a, 1.0 * units.fs)
+            dyn.run(2)  # warm-up
+            t0 = time.perf_counter()
+            dyn.run(steps)
+            per["ASE VelocityVerlet"].append((time.perf_counter() - t0) / steps)
+            res = run_lammps_md(atoms, calc, steps=steps, record_every=steps, thermo_every=steps)
+            # per force evaluation: LAMMPS also evaluates step 0 (ASE's warm-up did it)
+            per["LAMMPS fix external"].append(res.wall_time_s / res.extra["n_callbacks"])
+        med = {name: statistics.median(v) * 1e3 for name, v in per.items()}
+        ratio = med["LAMMPS fix external"] / med["ASE VelocityVerlet"]
+        results[f"{len(atoms)} atoms"] = {**{f"{n} ms": v for n, v in med.items()}, "ratio": ratio}
+        print(
+            f"\nNVE step ({len(atoms)} Cu atoms, K={k} committee, {device}, {str(dtype)[6:]}),"
+            f" median of {rounds} rounds x {steps} steps"
+        )
+        print(f"{'integrator':<26}{'ms/step':>10}{'x ASE':>10}")
+        for name, v in med.items():
+            print(f"{name:<26}{v:>10.2f}{v / med['ASE VelocityVerlet']:>10.2f}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: ``python -m benchmarks.mlip_core [--device cuda] [--json out.json]``."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.mlip_core", description=__doc__)
@@ -143,15 +194,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--float64", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--lammps", action="store_true", help="LAMMPS vs ASE NVE instead")
     a = p.parse_args(argv)
-    res = bench_md(
-        tuple(a.sizes),
-        a.k,
-        a.steps,
-        a.rounds,
-        a.device,
-        torch.float64 if a.float64 else torch.float32,
-    )
+    dtype = torch.float64 if a.float64 else torch.float32
+    if a.lammps:
+        sizes = (3, 5) if a.sizes == [3, 10] else tuple(a.sizes)
+        res = bench_lammps_md(sizes, a.k, max(a.steps, 20), a.rounds, a.device, dtype)
+    else:
+        res = bench_md(
+            tuple(a.sizes),
+            a.k,
+            a.steps,
+            a.rounds,
+            a.device,
+            dtype,
+        )
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(res, fh, indent=2)

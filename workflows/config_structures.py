@@ -1,6 +1,7 @@
 """The ``structures`` section: where a campaign's initial structures come from.
 
-A structure source is exactly one of ``generate`` (built by ASE), ``content`` (the text of an
+A structure source is exactly one of ``generate`` (built by ASE:
+:mod:`workflows.config_generate`), ``content`` (the text of an
 extxyz / xyz / CIF / POSCAR file, given in the config itself) or ``file`` (a path). Contents
 and files are read when the config is validated with a :class:`StructurePolicy` in the
 validation context (``{"policy": ...}``; without one nothing is read, e.g. a stored snapshot or
@@ -11,12 +12,10 @@ the API's schema check) and again at set-up (:func:`read_source`); the rules are
 from __future__ import annotations
 
 import re
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols, reference_states
 from pydantic import (
     ConfigDict,
     Field,
@@ -26,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from .config_base import _Section, omit_null
+from .config_base import omit_null
+from .config_generate import CRYSTALS, MAX_GENERATED_ATOMS, GenerateConfig, reference_crystal
 from .config_modifiers import SourceModifiers
 from .structure_files import (
     NOT_IMPORTABLE,
@@ -36,159 +36,28 @@ from .structure_files import (
     read_content,
     read_file,
 )
-from .structure_text import FORMATS, VACUUM_GAP, check_geometry, vacuum_gap
+from .structure_text import FORMATS, VACUUM_GAP, vacuum_gap
 
 __all__ = [
+    "CRYSTALS",
     "FORMATS",
+    "MAX_GENERATED_ATOMS",
     "NOT_IMPORTABLE",
     "GenerateConfig",
     "StructurePolicy",
     "StructureSource",
     "read_source",
+    "reference_crystal",
 ]
 
 Repeat = Annotated[int, Field(ge=1, le=50)]
-Miller = Annotated[int, Field(ge=-10, le=10)]
 StructureFormat = Literal["extxyz", "xyz", "cif", "vasp", "poscar"]
-ELEMENTS = tuple(chemical_symbols[1:])
-"""Chemical symbols a generated structure may use (H to Og; ``ase.data.chemical_symbols``)."""
-
-
-def reference_crystal(element: str) -> str | None:
-    """The crystal (one of :data:`CRYSTALS`) ASE builds ``element`` in without a lattice
-    constant (``ase.data.reference_states``), or ``None``."""
-    ref = reference_states[atomic_numbers[element]] or {}
-    return ref["symmetry"] if ref.get("symmetry") in CRYSTALS else None
-
-
-def _reference_crystals() -> dict[str, Any]:
-    """JSON Schema of ASE's rule: ``lattice_constant`` may be left out only for an element's
-    reference crystal (``ase.data.reference_states``; ``crystal`` defaults to fcc)."""
-    by_crystal: dict[str, list[str]] = {}
-    for element in ELEMENTS:
-        crystal = reference_crystal(element)
-        if crystal is not None:
-            by_crystal.setdefault(crystal, []).append(element)
-    branches: list[dict[str, Any]] = [{"required": ["lattice_constant"]}]
-    for crystal, elements in sorted(by_crystal.items()):
-        branch: dict[str, Any] = {
-            "properties": {"element": {"enum": elements}, "crystal": {"const": crystal}}
-        }
-        if crystal != "fcc":
-            branch["required"] = ["crystal"]
-        branches.append(branch)
-    return {"anyOf": branches}
-
 
 INDEX_PATTERN = r"^(-?[0-9]{1,9}|(-?[0-9]{1,9})?:(-?[0-9]{1,9})?(:-?[1-9][0-9]{0,8}|:)?)$"
 """ASE index strings a source accepts: one frame (``0``, ``-1``) or a slice with a non-zero step."""
 
-Crystal = Literal["fcc", "bcc", "hcp", "sc", "diamond"]
-CRYSTALS: tuple[str, ...] = typing.get_args(Crystal)
-
 
 # --------------------------------------------------------------------------- models
-class GenerateConfig(_Section):
-    """A structure built by ASE: a bulk crystal, optionally cut into a surface slab.
-    ``lattice_constant`` is required unless ``crystal`` is the element's reference crystal."""
-
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra=lambda s: s.update(_reference_crystals())
-    )
-
-    element: str = Field(
-        description="Chemical symbol, e.g. 'Cu'.", json_schema_extra={"enum": list(ELEMENTS)}
-    )
-    crystal: Crystal = Field(default="fcc", description="Crystal structure (ase.build.bulk).")
-    lattice_constant: float | None = Field(
-        default=None,
-        ge=1,
-        le=100,
-        json_schema_extra=omit_null,
-        description="Lattice constant a, Å (default: ASE's reference value).",
-    )
-    cubic: bool = Field(default=True, description="Use the conventional cubic cell.")
-    repeat: tuple[Repeat, Repeat, Repeat] = Field(
-        default=(2, 2, 2), description="Supercell repetitions along a, b, c (1 to 50 each)."
-    )
-    surface: tuple[Miller, Miller, Miller] | None = Field(
-        default=None, description="Miller indices of a surface slab (None: bulk; -10 to 10)."
-    )
-    layers: int = Field(default=4, ge=1, le=100, description="Slab layers (surfaces only).")
-    initial_magmom: float | None = Field(
-        default=None,
-        ge=-10,
-        le=10,
-        json_schema_extra=omit_null,
-        description="Initial magnetic moment of every atom, μB (a ferromagnetic start; "
-        "default: none). Antiferromagnetic orders come from a structure file's "
-        "initial_magmoms.",
-    )
-    vacuum: float = Field(default=8.0, gt=0, le=100, description="Vacuum on each side, Å.")
-
-    @field_validator("element")
-    @classmethod
-    def _element(cls, v: str) -> str:
-        if v not in ELEMENTS:
-            raise ValueError(f"unknown chemical symbol {v!r}")
-        return v
-
-    def cell_atoms(self) -> Any:
-        """The bulk cell (or slab) before ``repeat`` (``ase.Atoms``). ASE's ``bulk`` puts its
-        own guess of initial moments on Fe, Co and Ni; that guess is not part of what the
-        config gives and is not kept (initial moments come from a structure file's
-        ``initial_magmoms``)."""
-        from ase.build import bulk, surface
-
-        kw: dict[str, Any] = {"cubic": self.cubic} if self.crystal != "hcp" else {}
-        if self.lattice_constant is not None:
-            kw["a"] = self.lattice_constant
-        atoms = bulk(self.element, self.crystal, **kw)
-        if self.surface is not None:
-            atoms = surface(atoms, self.surface, self.layers, vacuum=self.vacuum)
-            atoms.pbc = (True, True, False)
-        atoms.set_initial_magnetic_moments(
-            None if self.initial_magmom is None else [self.initial_magmom] * len(atoms)
-        )
-        return atoms
-
-    def build(self) -> Any:
-        """The structure (``ase.Atoms``)."""
-        return self.cell_atoms().repeat(self.repeat)
-
-    @model_validator(mode="after")
-    def _buildable(self) -> GenerateConfig:
-        if self.surface is not None and not any(self.surface):
-            raise ValueError("surface: Miller indices (0, 0, 0) name no plane")
-        ref = reference_crystal(self.element)
-        if self.lattice_constant is None and ref != self.crystal:
-            known = (
-                f"ASE's reference crystal of {self.element} is {ref}: give crystal: {ref}, "
-                "or a lattice_constant"
-                if ref
-                else f"ASE has no reference crystal of {self.element}: give a lattice_constant"
-            )
-            raise ValueError(
-                f"lattice_constant: needed for {self.element} as {self.crystal} ({known})"
-            )
-        try:
-            with np.errstate(all="ignore"):  # degenerate surfaces: checked below
-                cell = self.cell_atoms()
-        except Exception as exc:
-            raise ValueError(
-                f"ASE cannot build it: {' '.join(f'{type(exc).__name__}: {exc}'.split())[:200]}"
-            ) from None
-        total = len(cell) * self.repeat[0] * self.repeat[1] * self.repeat[2]
-        if total > MAX_GENERATED_ATOMS:
-            raise ValueError(f"{total} atoms, more than {MAX_GENERATED_ATOMS}")
-        check_geometry(cell, "the built structure")
-        return self
-
-
-MAX_GENERATED_ATOMS = 100_000
-"""Most atoms a generated structure may have."""
-
-
 def _policy(info: ValidationInfo) -> StructurePolicy | None:
     policy = (info.context or {}).get("policy")
     return policy if isinstance(policy, StructurePolicy) else None

@@ -11,21 +11,38 @@ from rich.console import Console
 from rich.table import Table
 
 __all__ = [
+    "STEP_TIMES",
     "RichReporter",
     "epochs_cell",
     "markdown_regimes",
     "markdown_table",
     "regime_table",
     "summary_table",
+    "timing_totals",
 ]
+
+STEP_TIMES = ("train", "explore", "label")
+"""The steps whose wall time the tables show: training, MD (exploration), DFT (labelling)."""
 
 
 def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def timing_totals(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Wall seconds of each of :data:`STEP_TIMES` summed over the iterations (``rows`` of
+    :func:`database.queries.summary_rows`); iteration 0's ``label`` includes the bootstrap and
+    validation labels."""
+    return {k: sum(float(r["timings"].get(k) or 0.0) for r in rows) for k in STEP_TIMES}
+
+
+def _times(timings: dict[str, Any], sep: str) -> str:
+    return sep.join(_fmt(timings.get(k), ".1f") for k in STEP_TIMES)
+
+
 def summary_table(rows: list[dict[str, Any]], title: str = "") -> Table:
-    """The per-iteration summary as a rich table."""
+    """The per-iteration summary as a rich table, with a last row of the total wall time of
+    training, MD and DFT (:func:`timing_totals`)."""
     t = Table(title=title or None)
     for col in (
         "iter",
@@ -56,8 +73,11 @@ def summary_table(rows: list[dict[str, Any]], title: str = "") -> Table:
             _fmt(r["val_force_rmse_meV"], ".1f"),
             _fmt(r["val_energy_rmse_meV"], ".2f"),
             epochs_cell(r),
-            "/".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label")),
+            _times(tm, "/"),
         )
+    if rows:
+        t.add_section()
+        t.add_row("all", f"{rows[-1]['labels_total']}", *[""] * 9, _times(timing_totals(rows), "/"))
     return t
 
 
@@ -117,7 +137,8 @@ def epochs_cell(row: dict[str, Any]) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The per-iteration summary as a Markdown table (for the README)."""
+    """The per-iteration summary as a Markdown table (for the README), with a last row of the
+    total wall time of training, MD and DFT (:func:`timing_totals`)."""
     head = (
         "| iter | labels new/total | explored | accurate | candidate | failed | cut walkers "
         "| val F RMSE (meV/Å) | val E RMSE (meV/atom) | epochs | train / explore / label (s) |"
@@ -130,10 +151,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(r['accurate'], '.2f')} | {_fmt(r['candidate'], '.2f')} | "
             f"{_fmt(r['failed'], '.2f')} | {r['cut_walkers']} | "
             f"{_fmt(r['val_force_rmse_meV'], '.1f')} | {_fmt(r['val_energy_rmse_meV'], '.2f')} | "
-            f"{epochs_cell(r)} | "
-            + " / ".join(_fmt(tm.get(k), ".1f") for k in ("train", "explore", "label"))
-            + " |"
+            f"{epochs_cell(r)} | {_times(tm, ' / ')} |"
         )
+    if rows:
+        total = f"**{_times(timing_totals(rows), ' / ')}**"
+        lines.append(f"| all | {rows[-1]['labels_total']} |" + " |" * 8 + f" {total} |")
     return "\n".join(lines)
 
 

@@ -112,6 +112,14 @@ def test_the_json_schema_of_a_source_says_what_the_model_accepts():
         {"file": "a.cif", "content": "x", "format": "cif"},
         {"file": None, "generate": {"element": "Cu"}},
         {"file": "a.cif"},
+        {"generate": {"elements": ["Si", "C"], "crystal": "zincblende", "lattice_constant": 4.36}},
+        {"generate": {"elements": ["Si", "C"], "crystal": "zincblende"}},  # no reference a
+        {"generate": {"elements": ["Si", "Si"], "crystal": "zincblende", "lattice_constant": 5}},
+        {"generate": {"elements": ["Si", "C"], "lattice_constant": 4.36}},  # fcc: one species
+        {"generate": {"element": "Si", "crystal": "zincblende", "lattice_constant": 4.36}},
+        {"generate": {"element": "Si", "elements": ["Si", "C"], "crystal": "zincblende"}},
+        {"generate": {"elements": ["Na", "Cl"], "crystal": "rocksalt", "lattice_constant": 5.64}},
+        {"generate": {"crystal": "fcc", "lattice_constant": 3.6}},
     ]
     for body in cases:
         try:
@@ -282,6 +290,51 @@ def test_generated_structures_are_bounded_and_buildable():
         _cfg([{"generate": {"element": "H", "crystal": "diamond"}}])
     with pytest.raises(ConfigError, match="reference crystal of Fe is bcc: give crystal: bcc"):
         _cfg([{"generate": {"element": "Fe"}}])
+
+
+def test_binary_crystals_are_built_from_two_species_on_their_sublattices():
+    """zinc blende SiC (3C): Si on the origin's fcc sublattice, C a/4 (1, 1, 1) from it, every
+    Si with four C neighbours at sqrt(3)/4 a; rock salt and CsCl put the second species at
+    a/2 (1, 0, 0) and a/2 (1, 1, 1). Their regime is bulk-<crystal>; one-line errors name the
+    fix."""
+    from workflows.structures import initial_structures
+
+    a = 4.36
+    gen = {"elements": ["Si", "C"], "crystal": "zincblende", "lattice_constant": a}
+    cfg = _cfg([{"generate": {**gen, "repeat": [1, 1, 1]}, "strain": [0.02]}])
+    assert cfg.structures[0].regime_name() == "bulk-zincblende-strained"
+    (sic,) = initial_structures(cfg, StructurePolicy())
+    assert sic.get_chemical_formula() == "C4Si4" and np.allclose(sic.cell.lengths(), 1.02 * a)
+    si = [i for i, s in enumerate(sic.get_chemical_symbols()) if s == "Si"]
+    c = [i for i, s in enumerate(sic.get_chemical_symbols()) if s == "C"]
+    d = sic.get_all_distances(mic=True)
+    assert np.allclose(d[np.ix_(si, c)], 1.02 * a * np.sqrt(3) / 4)  # each Si: four C bonds
+    assert np.allclose(d[np.ix_(si, si)][~np.eye(4, dtype=bool)], 1.02 * a / np.sqrt(2))
+    assert np.allclose(sic.get_scaled_positions()[c[0]] - sic.get_scaled_positions()[si[0]], 0.25)
+    for crystal, species, shift in (
+        ("rocksalt", ["Na", "Cl"], [0.5, 0, 0]),
+        ("cesiumchloride", ["Cs", "Cl"], [0.5, 0.5, 0.5]),
+    ):
+        g = {"elements": species, "crystal": crystal, "lattice_constant": 4.1, "repeat": [1, 1, 1]}
+        atoms = _cfg([{"generate": g}]).structures[0].generate.build()
+        assert atoms.get_chemical_symbols()[:2] == species
+        assert np.allclose(atoms.get_scaled_positions()[1] - atoms.get_scaled_positions()[0], shift)
+    problems = {
+        "generate: elements: crystal zincblende has two species: give elements: [A, B] "
+        "(e.g. [Si, C]) instead of element": {**gen, "elements": None, "element": "Si"},
+        "generate: lattice_constant: needed for SiC as zincblende (ASE has no reference "
+        "lattice constant of a compound)": {**gen, "lattice_constant": None},
+        "generate.elements: two different species, got [Si, Si]": {**gen, "elements": ["Si"] * 2},
+        "generate: elements: two species need a binary crystal (zincblende, rocksalt, "
+        "cesiumchloride), not diamond": {**gen, "crystal": "diamond"},
+        "generate: give element (one species) or elements (two), not both": {**gen, "element": "C"},
+        "generate.elements: unknown chemical symbol 'Xx'": {**gen, "elements": ["Si", "Xx"]},
+    }
+    for problem, g in problems.items():
+        with pytest.raises(ConfigError) as exc:
+            _cfg([{"generate": {k: v for k, v in g.items() if v is not None}}])
+        assert str(exc.value).startswith(f"c.yaml: structures[0].{problem}"), str(exc.value)
+        assert "\n" not in str(exc.value)
 
 
 # --------------------------------------------------------------------------- local files

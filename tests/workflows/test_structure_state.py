@@ -22,7 +22,7 @@ from mlip_core.md import run_walker
 from workflows import steps
 from workflows.config import ConfigError, load_config
 
-from ..dft_adapters.conftest import require_pw_x
+from .._codes import require_pw_x
 from ..mlip_core.test_md import CommitteeEMT, quick_spec
 from ._campaigns import write_config
 

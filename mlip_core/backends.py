@@ -3,7 +3,8 @@
 An extension point: the :class:`ModelBackend` protocol and :data:`BACKENDS`, a
 :class:`~mlip_core.plugins.Registry` of the built-ins (``native``: the stacked committee of
 :mod:`mlip_core.model`; ``mace``: K MACE models trained by MACE's own ``mace_run_train``,
-:mod:`mlip_core.mace_training`) and of out-of-tree backends declared under the entry-point
+:mod:`mlip_core.mace_training`; ``gap``: K GAP fits by QUIP's ``gap_fit`` whose predictive
+variance is the uncertainty, :mod:`mlip_core.gap_backend`) and of out-of-tree backends declared under the entry-point
 group ``pesflow.models``. A campaign chooses one with ``model: {backend: NAME, ...}``; every
 key of that section other than ``backend``, ``n_members`` and ``cutoff`` is a hyper-parameter
 checked by :meth:`ModelBackend.check_options`. A checkpoint records its backend
@@ -171,7 +172,11 @@ class NativeBackend:
 BACKENDS: Registry[ModelBackend] = Registry(
     "model backend",
     "pesflow.models",
-    {"native": "mlip_core.backends:NativeBackend", "mace": "mlip_core.mace_training:MaceBackend"},
+    {
+        "native": "mlip_core.backends:NativeBackend",
+        "mace": "mlip_core.mace_training:MaceBackend",
+        "gap": "mlip_core.gap_backend:GapBackend",
+    },
     ModelBackend,
 )
 

@@ -8,7 +8,11 @@ any ASE tool (MD, relaxations, EOS, phonons, NEB) uses the mean potential. Extra
 - ``energy_std`` (eV): population std of member energies;
 - ``forces_std`` (N,): per-atom force deviation sigma_i (eV/Å);
 - ``max_force_dev`` (eV/Å): max_i sigma_i, the frame's uncertainty (DP-GEN ``max_devi_f``);
-- ``max_force_dev_rel``: max_i sigma_i / (|<F_i>| + eps), the relative variant.
+- ``max_force_dev_rel``: max_i sigma_i / (|<F_i>| + eps), the relative variant;
+- ``uncertainty`` (N,), ``max_uncertainty`` and ``uncertainty_source = "model"``: only when the
+  model reports its own per-atom uncertainty (``CommitteeOutput.uncertainty``: a GAP's
+  predictive sd of the local energy, eV, :mod:`mlip_core.gap_backend`); the trust window then
+  judges that, while ``forces_std`` / ``max_force_dev`` stay the member spread in eV/Å.
 """
 
 from __future__ import annotations
@@ -137,6 +141,9 @@ class CommitteeCalculator(Calculator):
                 max_force_dev=0.0,
                 max_force_dev_rel=0.0,
             )
+        if out.uncertainty is not None:  # the model's own (a GP's sd, eV), not the spread
+            u = out.uncertainty.detach().cpu().double().numpy()
+            res.update(uncertainty=u, max_uncertainty=float(u.max()), uncertainty_source="model")
         if periodic and out.stress is not None:
             s = out.stress[:, 0].detach().cpu().double().numpy()
             members = np.stack([full_3x3_to_voigt_6_stress(x) for x in s])

@@ -26,11 +26,15 @@ class CommitteeOutput:
         energy: ``(K, B)`` total energies, eV.
         forces: ``(K, N, 3)`` forces, eV/Å (None when not requested).
         stress: ``(K, B, 3, 3)`` stress tensors, eV/Å^3 (None when not requested or non-periodic).
+        uncertainty: ``(N,)`` the model's own per-atom uncertainty, used instead of the
+            member force deviation when set (a GP's predictive sd, :mod:`mlip_core.gap_backend`);
+            None for committees whose uncertainty is their spread.
     """
 
     energy: torch.Tensor
     forces: torch.Tensor | None = None
     stress: torch.Tensor | None = None
+    uncertainty: torch.Tensor | None = None
 
 
 @runtime_checkable

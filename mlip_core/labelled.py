@@ -249,7 +249,8 @@ class FramePredictions:
         member_energy: ``(K, B)`` each member's energy per atom, eV/atom.
         member_force_sq: ``(K, B)`` each member's sum of squared force-component errors, (eV/Å)^2.
         max_devi_f: ``(B,)`` max over atoms of the committee force deviation, eV/Å
-            (:func:`mlip_core.uncertainty.atomic_force_deviation`; 0 for one member).
+            (:func:`mlip_core.uncertainty.atomic_force_deviation`; 0 for one member), or
+            of the model's own per-atom uncertainty when it reports one (a GAP's sd, eV).
     """
 
     n_atoms: np.ndarray
@@ -315,7 +316,9 @@ def predict_frames(
                 f_pred[i] = part.mean(0).numpy()
                 f_ref[i] = ref.numpy()
                 m_fsq[:, i] = ((part - ref) ** 2).sum((1, 2)).numpy()
-                if k > 1:  # the one definition of max_devi_f (mlip_core.uncertainty)
+                if out.uncertainty is not None:  # the model's own per-atom uncertainty
+                    devi[i] = float(out.uncertainty[b.graph.batch == j].max())
+                elif k > 1:  # the one definition of max_devi_f (mlip_core.uncertainty)
                     devi[i] = max_force_deviation(part.numpy())
                 if stress and out.stress is not None:
                     mean = out.stress.detach().double().mean(0)[j].numpy()

@@ -229,7 +229,7 @@ class UncertaintyMonitor:
             raise MonitorError(f"record_every must be >= 1, got {record_every}")
         self.trust = trust
         self.record_every = int(record_every)
-        self.unit = "" if trust.relative else " eV/Å"
+        self.unit = "" if trust.relative else " eV/Å"  # (a model's own uncertainty: eV)
         self.frames: list[Atoms] = []
         self.trace: list[float] = []  # uncertainty of every observed state (NaN: blow-up)
 
@@ -265,8 +265,21 @@ class UncertaintyMonitor:
             self.trace.append(float("nan"))
             self.record(atoms, step, float("nan"), float("nan"), energy, failed=True, **extra)
             raise ExplorationStop(f"nan energy at step {step}")
-        dev_abs = max_force_deviation(fc)
-        dev = max_force_deviation(fc, relative=True, eps=t.relative_eps) if t.relative else dev_abs
+        if results.get("uncertainty_source") == "model":  # the model's own (a GP's sd, eV)
+            if t.relative:
+                raise MonitorError(
+                    "a relative trust window needs a force deviation; this model reports its "
+                    "own uncertainty (eV), which is judged absolutely"
+                )
+            dev = float(results["max_uncertainty"])
+            dev_abs = max_force_deviation(fc) if len(fc) > 1 else 0.0  # the spread, eV/Å
+        else:
+            dev_abs = max_force_deviation(fc)
+            dev = (
+                max_force_deviation(fc, relative=True, eps=t.relative_eps)
+                if t.relative
+                else dev_abs
+            )
         if "energy_committee" not in results and (
             t.energy_lo is not None or t.energy_hi is not None
         ):

@@ -354,6 +354,7 @@ class WithRepulsion(nn.Module):
             energy=add(out.energy, base.energy),  # type: ignore[arg-type]
             forces=add(out.forces, base.forces),
             stress=add(out.stress, base.stress),
+            uncertainty=out.uncertainty,
         )
 
 

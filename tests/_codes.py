@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["QE_PSEUDO_DIR", "in_ci", "require_cp2k", "require_pw_x"]
+__all__ = ["QE_PSEUDO_DIR", "in_ci", "require_cp2k", "require_pw_x", "require_quippy"]
 
 QE_PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
 """Where Debian's ``quantum-espresso-data`` puts its pseudopotentials."""
@@ -49,3 +49,16 @@ def require_cp2k() -> None:
     if shutil.which("cp2k") and data.is_file():
         return
     _missing(f"cp2k (and {data}) not found: apt-get install cp2k", "CP2K")
+
+
+def require_quippy() -> None:
+    """Skip when quippy-ase (QUIP's gap_fit, the GAP backend) is absent on a user's machine;
+    FAIL in CI, where ``pip install -e '.[dev]'`` installs it."""
+    import importlib.util
+
+    if importlib.util.find_spec("quippy") is not None:
+        from mlip_core.gap_backend import _quippy_dir
+
+        if (_quippy_dir() / "gap_fit").is_file():
+            return
+    _missing("quippy-ase (gap_fit) not found: pip install 'pesflow[gap]'", "GAP")

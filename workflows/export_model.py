@@ -185,8 +185,21 @@ forces is only as precise as the forces):
 """
 
 
-def export_torchscript(ctx: Context, out_dir: str | Path) -> tuple[list[Path], Path, Path]:
+def export_torchscript(
+    ctx: Context,
+    out_dir: str | Path,
+    *,
+    extras: dict[str, tuple[Path, str]] | None = None,
+    extra_body: str = "",
+) -> tuple[list[Path], Path, Path]:
     """Write the torchscript export of the campaign's latest model into ``out_dir``.
+
+    Args:
+        ctx: the campaign.
+        out_dir: the export directory (created).
+        extras: more files to ship, copied once the export passed its check: name in
+            ``out_dir`` -> (source file, what it is, for the README's file table).
+        extra_body: markdown appended to the README body (``--format lammps``).
 
     Returns:
         ``(model files, calculator file, README)``.
@@ -267,5 +280,10 @@ def export_torchscript(ctx: Context, out_dir: str | Path) -> tuple[list[Path], P
         MODEL_FILES["float32"]: "TorchScript committee, float32",
         CALCULATOR_FILE: "ASE calculator (needs torch, ase, numpy)",
     }
+    for name, (source, what) in (extras or {}).items():
+        shutil.copyfile(source, out / name)
+        files[name] = what
+    if extra_body:
+        body = body.rstrip() + "\n\n" + extra_body.strip() + "\n"
     readme = write_readme(out, f"pesflow committee `{ctx.handle.name}`", prov, files, body)
     return models, calc, readme

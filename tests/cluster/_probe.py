@@ -8,7 +8,10 @@ the process id and the SLURM job id of the process that wrote it:
   in ``cluster_kwargs.worker_extra_args``), a worker plugin recording each task it starts
   executing (its Dask key: ``<prefect task name>-<task run id>``).
 
-Importing the module registers the labeler; the test process imports it to parse the config.
+The labeler is registered only where it is used: in a Dask worker by the preload hook, in the
+test process inside the tests (``dft_adapters.testing.registered``), so that other test files
+collected in the same process (the labeler contract's "every registered labeler" check) never
+see it.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class TaskLog(WorkerPlugin):
 
 async def dask_setup(worker: Any) -> None:
     """Dask preload hook: install :class:`TaskLog` on the worker."""
+    register(ProbeEMTLabeler)
     await worker.plugin_add(TaskLog(), name="pesflow-probe-tasks")
 
 
@@ -73,7 +77,6 @@ class ProbeSettings(EMTSettings):
     delay: float = 0.0
 
 
-@register
 class ProbeEMTLabeler(EMTLabeler):
     """EMT sleeping ``settings.delay`` s per calculation and recording its start and finish in
     ``$PESFLOW_PROBE_LOG``."""

@@ -32,6 +32,15 @@ from ._slurm_run import label_batch, slurm_execution
 from .conftest import require_slurm
 
 
+@pytest.fixture(autouse=True)
+def _probe_labeler():
+    """The ``emt_probe`` oracle is known in this process during each test only."""
+    from dft_adapters.testing import registered
+
+    with registered(_probe.ProbeEMTLabeler):
+        yield
+
+
 def _wait_queue_empty(cluster: SlurmCluster, timeout: float = 60.0) -> list:
     deadline = time.monotonic() + timeout
     while (jobs := cluster.jobs()) and time.monotonic() < deadline:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .config_base import PosFloat, _Section, omit_null
+from .config_on_the_fly import OnTheFlyConfig
 
 __all__ = [
     "ENERGY_TRUST_MAX",
@@ -21,6 +22,7 @@ __all__ = [
     "ExplorationConfig",
     "ExplorerWalkerConfig",
     "NEBWalkerConfig",
+    "OnTheFlyConfig",
     "StoredStructure",
     "TrustConfig",
     "WalkerConfig",
@@ -271,6 +273,14 @@ class ExplorationConfig(_Section):
     """The explorations of every iteration: MD walkers, bands, registered explorers."""
 
     walkers: list[WalkerEntry] = Field(min_length=1, description="Explorations.")
+    mode: Literal["batch", "on-the-fly"] = Field(
+        default="batch",
+        description="batch: every iteration runs whole walkers, then selects and labels; "
+        "on-the-fly: one long MD per walker that pauses to label each uncertain step.",
+    )
+    on_the_fly: OnTheFlyConfig = Field(
+        default_factory=OnTheFlyConfig, description="Settings of the on-the-fly mode."
+    )
     min_distance: float | None = Field(
         default=None,
         ge=0,
@@ -288,6 +298,14 @@ class ExplorationConfig(_Section):
         "fraction of the sum of their covalent radii (ase.data.covalent_radii; Cu-Cu 0.6 x "
         "2.64 = 1.58 Å, below the 1.86 Å EMT Cu reaches at 2500 K, above fused pairs).",
     )
+
+    @model_validator(mode="after")
+    def _on_the_fly_md(self) -> ExplorationConfig:
+        if self.mode == "on-the-fly":
+            kinds = sorted({w.kind for w in self.walkers if w.kind != "md"})
+            if kinds:
+                raise ValueError(f"on-the-fly mode runs md walkers only, not {', '.join(kinds)}")
+        return self
 
 
 TRUST_MAX = 10.0

@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .config_on_the_fly import STRATEGY, is_on_the_fly
 from .context import CampaignHandle, Context, open_context
 from .progress import reporter
 
-__all__ = ["Decision", "accuracy", "decide_step", "evaluate"]
+__all__ = ["Decision", "accuracy", "decide_step", "evaluate", "otf_evaluate", "otf_labels"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def evaluate(ctx: Context, it) -> Decision:
     iterations and (if ``val_force_rmse`` is set) every regime's validation force RMSE of the
     iteration's model is at most it (:func:`accuracy`); otherwise stop at ``max_iterations``
     or when the label budget is spent. The message names the worst regime and its error."""
+    if is_on_the_fly(ctx.cfg):
+        return otf_evaluate(ctx, it)
     store, conv = ctx.store, ctx.cfg.convergence
     metrics = [m for m in store.iteration_metrics(ctx.campaign_id) if m.index <= it.index]
     ratios = [(m.n_accurate / m.n_explored) if m.n_explored else 0.0 for m in metrics]
@@ -112,3 +115,43 @@ def decide_step(handle: CampaignHandle, iteration_id: int) -> Decision:
     ctx.store.finish_iteration(it.id, d.message)
     reporter().iteration_done(summary_rows(ctx.store, ctx.campaign_id)[-1])
     return d
+
+
+def otf_labels(ctx: Context) -> int:
+    """How many frames on-the-fly MD has selected for labelling so far."""
+    return sum(1 for s in ctx.store.list_selections(ctx.campaign_id) if s.strategy == STRATEGY)
+
+
+def otf_evaluate(ctx: Context, it) -> Decision:
+    """The on-the-fly stopping rule after iteration ``it``: done (``converged``) when every
+    walker has reached its last step (or stopped); ``paused`` when the label budget is spent
+    or at ``max_iterations``; else go on."""
+    store, cfg = ctx.store, ctx.cfg
+    runs = store.list_walker_runs(it.id)
+    model = store.model_of_iteration(it.id)
+    _, phrase = accuracy(cfg.convergence, model.validation if model is not None else {})
+    n = otf_labels(ctx)
+    if runs and all((r.n_candidate == 0 and r.n_failed == 0) or r.stopped_early for r in runs):
+        cut = [f"walker {r.walker}: {r.stop_reason}" for r in runs if r.stopped_early]
+        return Decision(
+            True,
+            "converged",
+            f"on-the-fly run finished at iteration {it.index} after {n} label(s), {phrase}"
+            + (f"; stopped early: {'; '.join(cut)}" if cut else ""),
+        )
+    budget = cfg.exploration.on_the_fly.max_labels
+    if budget is not None and n >= budget:
+        return Decision(True, "paused", f"stopped: on-the-fly max_labels {budget} spent ({phrase})")
+    total = sum(store.count_labels(ctx.campaign_id).values())
+    if cfg.convergence.label_budget is not None and total >= cfg.convergence.label_budget:
+        return Decision(
+            True, "paused", f"stopped: label budget {cfg.convergence.label_budget} spent ({phrase})"
+        )
+    if it.index + 1 >= cfg.convergence.max_iterations:
+        return Decision(
+            True,
+            "paused",
+            f"stopped at max_iterations={cfg.convergence.max_iterations} (one per on-the-fly "
+            f"update) before the walkers finished ({phrase})",
+        )
+    return Decision(False, "running", f"iteration {it.index}: on-the-fly, {n} label(s) so far")

@@ -276,10 +276,11 @@ class ExploreResult:
 
 
 def explore_step(
-    handle: CampaignHandle, iteration_id: int, engine: Engine | None = None
+    handle: CampaignHandle, iteration_id: int, engine: Engine | None = None, one: Any = None
 ) -> ExploreResult:
     """Run the iteration's walkers that have not finished (failed ones again) with the
-    iteration's committee, through ``engine.map(explore_one, ...)`` (default: in this process),
+    iteration's committee, through ``engine.map(one, ...)`` (default :func:`explore_one`; the
+    on-the-fly mode's :func:`workflows.on_the_fly.otf_explore_one`), in this process by default,
     then record the aggregated counts and the completed step in one transaction.
 
     Raises:
@@ -302,7 +303,9 @@ def explore_step(
     reporter().start("explore", len(plans), f"iteration {it.index}: exploring")
     reporter().advance("explore", len(plans) - len(todo))
     if todo:
-        (engine or InProcess()).map(explore_one, [(handle, it.id, i, model.id) for i in todo])
+        (engine or InProcess()).map(
+            one or explore_one, [(handle, it.id, i, model.id) for i in todo]
+        )
     reporter().finish("explore")
     runs = store.list_walker_runs(it.id)
     missing = sorted({p.index for p in plans} - {r.walker for r in runs})

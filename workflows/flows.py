@@ -25,6 +25,7 @@ from .decide import decide_step
 from .explore import explore_one
 from .label import label_one
 from .loop import campaign_loop
+from .on_the_fly import otf_explore_one, otf_select_step
 from .seed import seed_step
 from .select import select_step
 from .train import train_step
@@ -42,6 +43,8 @@ _TASKS: dict[Callable[..., Any], Any] = {
         (train_step, "train-committee", 0),
         (explore_one, "explore-walker", 0),
         (select_step, "select", 0),
+        (otf_explore_one, "explore-on-the-fly", 0),
+        (otf_select_step, "select-on-the-fly", 0),
         (label_one, "label", 2),
         (decide_step, "decide", 0),
     )

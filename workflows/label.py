@@ -252,8 +252,10 @@ def _label_loop(
 
 def check_failure_rate(ctx: Context, it) -> None:
     """Raise :class:`CampaignFailedError` (the iteration marked failed) when more than
-    ``labeler.max_failure_rate`` of the iteration's finished labels failed."""
-    labs = ctx.store.list_labels(ctx.campaign_id, iteration_id=it.id, limit=None)
+    ``labeler.max_failure_rate`` of the iteration's finished labels failed. In on-the-fly mode
+    an iteration labels one frame, so the rate is over all the campaign's labels so far."""
+    otf = ctx.cfg.exploration.mode == "on-the-fly"
+    labs = ctx.store.list_labels(ctx.campaign_id, iteration_id=None if otf else it.id, limit=None)
     failed = [lb for lb in labs if lb.status == "failed"]
     finished = [lb for lb in labs if lb.status in ("done", "failed")]
     if not finished:
@@ -271,7 +273,8 @@ def check_failure_rate(ctx: Context, it) -> None:
             "read: correct the labeler settings or structures, or upgrade pesflow"
         )
         msg = (
-            f"iteration {it.index}: {len(failed)}/{len(finished)} labels failed "
+            f"iteration {it.index}: {len(failed)}/{len(finished)} labels"
+            f"{' of the campaign so far' if otf else ''} failed "
             f"({rate:.0%} > max_failure_rate {ctx.cfg.labeler.max_failure_rate:.0%}); "
             f"kinds: {', '.join(f'{k}={n}' for k, n in sorted(kinds.items()))}; "
             f"first: {failed[0].failure_message}; {hint}"

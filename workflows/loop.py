@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config_on_the_fly import is_on_the_fly
 from .context import CampaignHandle, Context
 from .decide import Decision, decide_step
 from .engine import Engine, InProcess
 from .explore import explore_step
 from .label import label_step
+from .on_the_fly import otf_explore_one, otf_select_step
 from .resume import CampaignRun
 from .seed import seed_step
 from .select import select_step
@@ -35,6 +37,9 @@ def campaign_loop(
     iteration index, exclusive: the campaign is then ``queued`` for its next run); returns the
     final :class:`Decision` (the caller ends the lease with its status)."""
     with CampaignRun(handle, lease, retry_failed, max_iterations) as run:
+        # on-the-fly mode: an iteration is one MD segment per walker (decision 0010)
+        otf = is_on_the_fly(run.ctx.cfg)
+        explore_one, select = (otf_explore_one, otf_select_step) if otf else (None, select_step)
         if run.resume() is not None:
             leftover = run.leftover_iteration()
             if leftover is not None:
@@ -46,9 +51,9 @@ def campaign_loop(
                 run.boundary("after the bootstrap labels")
             engine.call(train_step, handle, it.id)
             run.boundary(f"after training iteration {it.index}")
-            explore_step(handle, it.id, engine)
+            explore_step(handle, it.id, engine, explore_one)
             run.boundary(f"after exploring iteration {it.index}")
-            engine.call(select_step, handle, it.id)
+            engine.call(select, handle, it.id)
             label_step(handle, it.id, engine, run.stop_claiming)
             run.boundary(f"after labelling iteration {it.index}")
             if run.finished(engine.call(decide_step, handle, it.id)):

@@ -199,6 +199,8 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> TrainResult:
         if "train" not in it.completed_steps:
             store.record_step_time(iteration_id, "train", 0.0, complete=True)
         return TrainResult(rec.id, rec.checkpoint_uri, **_summary(rec.validation))
+    from .config_on_the_fly import update_epochs
+
     t0 = time.perf_counter()
     prev = _previous_model(ctx, it) if cfg.training.warm_start else None
     if prev is not None and prev.validation.get("backend", "native") != cfg.model.backend:
@@ -210,6 +212,7 @@ def train_step(handle: CampaignHandle, iteration_id: int) -> TrainResult:
         seed=seed_of(cfg.seed, "train", it.index) % (2**31),
         checkpoint=ctx.models_dir / f"iter-{it.index:03d}.pt",
         iteration=it,
+        max_epochs=update_epochs(cfg) if prev is not None else None,
     )
     store.record_step_time(iteration_id, "train", time.perf_counter() - t0, complete=True)
     return TrainResult(metrics["model_id"], ctx.relative(path), **_summary(metrics))

@@ -3,7 +3,8 @@
 An extension point: the :class:`Explorer` protocol and :data:`EXPLORERS`, a
 :class:`~mlip_core.plugins.Registry` of the built-ins (``md``: an MD walker,
 :func:`mlip_core.md.run_walker`; ``neb``: a nudged elastic band relaxed with the committee,
-:mod:`mlip_core.neb`; ``udd``: uncertainty-driven MD, :mod:`mlip_core.udd`) and of
+:mod:`mlip_core.neb`; ``udd``: uncertainty-driven MD, :mod:`mlip_core.udd`; ``lammps``: an MD
+walker integrated by LAMMPS, :mod:`mlip_core.explorers_lammps`) and of
 out-of-tree explorers declared under the entry-point group
 ``pesflow.explorers``. A campaign's ``exploration.walkers`` entries name one by ``kind``; the
 entry's other keys are the explorer's parameters (its ``params_cls`` dataclass). Any ASE
@@ -147,6 +148,7 @@ EXPLORERS: Registry[Explorer] = Registry(
         "md": "mlip_core.explorers:MDExplorer",
         "neb": "mlip_core.neb:NEBExplorer",
         "udd": "mlip_core.udd:UDDExplorer",
+        "lammps": "mlip_core.explorers_lammps:LammpsExplorer",
     },
     Explorer,
 )

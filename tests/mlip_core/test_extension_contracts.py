@@ -22,6 +22,7 @@ SMALL_PARAMS = {
     "md": {"steps": 20, "record_every": 5, "timestep": 1.0},
     "neb": {"n_images": 3, "steps": 10, "record_every": 5, "interpolation": "linear"},
     "udd": {"steps": 20, "record_every": 5, "timestep": 1.0},
+    "lammps": {"steps": 20, "record_every": 5, "timestep": 1.0},
 }
 
 
@@ -32,6 +33,10 @@ def test_selector_contract(name: str) -> None:
 
 @pytest.mark.parametrize("name", EXPLORERS.names())
 def test_explorer_contract(name: str) -> None:
+    if name == "lammps":
+        from .._codes import require_lammps
+
+        require_lammps()  # skip on a user's machine without the lammps module; FAIL in CI
     check_explorer(get_explorer(name), SMALL_PARAMS.get(name, {}))
 
 
@@ -46,9 +51,11 @@ def test_model_backend_contract(name: str, tmp_path: Path) -> None:
 
 def test_every_builtin_is_registered_and_unknown_names_list_the_known() -> None:
     assert {"native", "mace", "gap"} <= set(BACKENDS.names())
-    assert {"md", "neb", "udd"} <= set(EXPLORERS.names())
+    assert {"md", "neb", "udd", "lammps"} <= set(EXPLORERS.names())
     assert {"fps", "max-first", "random"} <= set(SELECTORS.names())
-    with pytest.raises(PluginError, match="unknown explorer 'nope'; available: md, neb, udd"):
+    with pytest.raises(
+        PluginError, match="unknown explorer 'nope'; available: lammps, md, neb, udd"
+    ):
         get_explorer("nope")
 
 

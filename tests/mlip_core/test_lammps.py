@@ -168,6 +168,38 @@ def test_calculator_error_is_raised() -> None:
         run_lammps_md(_cu(), _Failing(5), steps=30, thermo_every=10)
 
 
+def test_observer_sees_every_step_in_the_callers_frame_and_may_stop_the_run(
+    calc: CommitteeCalculator,
+) -> None:
+    """``observer(step, atoms, results)``: each step once, after its forces, in the caller's
+    frame (a triclinic cell: rotated for LAMMPS); what it raises ends the run unchanged; a
+    failing calculator raises LammpsCallbackError with the step and the state."""
+    from mlip_core.lammps import LammpsCallbackError, run_lammps_md
+
+    class Enough(Exception):
+        pass
+
+    atoms, seen = _triclinic(), []
+
+    def observer(step: int, at: Atoms, results: dict) -> None:
+        seen.append(step)
+        assert np.allclose(at.get_forces(), results["forces"]) and at.calc is not None
+        if step == 0:
+            ref = _ase_results(atoms, calc)
+            assert np.allclose(at.positions, atoms.positions)
+            assert np.allclose(results["forces_committee"], ref["forces_committee"], atol=1e-8)
+            assert np.allclose(results["stress_committee"], ref["stress_committee"], atol=1e-8)
+        if step == 7:
+            raise Enough
+
+    with pytest.raises(Enough):
+        run_lammps_md(atoms, calc, steps=30, thermo_every=5, observer=observer)
+    assert seen == list(range(8))
+    with pytest.raises(LammpsCallbackError, match="boom") as err:
+        run_lammps_md(_cu(), _Failing(5), steps=30, thermo_every=10)
+    assert err.value.step == 4 and err.value.atoms is not None and len(err.value.atoms) == 32
+
+
 def test_exported_torchscript_calculator_drives_lammps(calc: CommitteeCalculator) -> None:
     """The standalone calculator (torch + ase + numpy only) gives the same LAMMPS run."""
     from mlip_core.lammps import run_lammps_md

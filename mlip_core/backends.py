@@ -82,6 +82,8 @@ class ModelBackend(Protocol):
     name: str
     options_cls: type  # a dataclass of the hyper-parameters; field metadata may give bounds
     # (``ge``, ``gt``, ``le``, ``lt``) that the API's JSON Schema states
+    # optional ``own_uncertainty: str``: the unit of an uncertainty the model reports itself
+    # (CommitteeOutput.uncertainty), judged instead of the members' force deviation
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Validated hyper-parameters with defaults filled in; ``ValueError`` names a bad key."""

@@ -321,6 +321,7 @@ class GapBackend:
 
     name: str = "gap"
     options_cls: type = field(default=GapOptions, repr=False)
+    own_uncertainty: str = "eV"  # the GP's sd of the local energy, not a force deviation
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options checked against :class:`GapOptions`; ``ValueError`` also when quippy-ase is

@@ -280,10 +280,20 @@ def export(
     """Export the training and validation sets, the committee checkpoint and a calculator
     loader; or (--format torchscript, lammps) the committee as a potential that runs without
     pesflow (lammps: with a LAMMPS MD driver)."""
+    import difflib
+
+    from .config import ConfigError
     from .context import open_context, open_store
-    from .export import export_campaign
+    from .export import FORMATS, export_campaign
     from .setup import reopen_campaign
 
+    if fmt not in FORMATS:  # before anything is opened or created
+        hint = difflib.get_close_matches(fmt, FORMATS, n=1)
+        raise ConfigError(
+            f"--format: unknown export format {fmt!r}"
+            + (f" — did you mean {hint[0]!r}?" if hint else "")
+            + f"; one of {', '.join(FORMATS)}"
+        )
     settings = _settings(data_dir)
     store = open_store(settings.resolved_database_url())
     handle = reopen_campaign(store, campaign, settings.data_dir)

@@ -158,6 +158,22 @@ class _Campaign(_Section):
         return self
 
     @model_validator(mode="after")
+    def _relative_needs_a_force_deviation(self) -> _Campaign:
+        """A backend that reports its own uncertainty (a GAP's sd, eV) has no force deviation
+        to divide by the force: a relative window would fail the first walker."""
+        if not self.trust.relative:
+            return self
+        from mlip_core.backends import get_backend
+
+        unit = getattr(get_backend(self.model.backend), "own_uncertainty", None)
+        if unit is not None:
+            raise ValueError(
+                f"trust.relative: model backend {self.model.backend!r} reports its own "
+                f"uncertainty ({unit}), judged absolutely; set relative: false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _validation_covers_regimes(self, info: ValidationInfo) -> _Campaign:
         """Every regime gets ``validation.min_per_regime`` frames (not re-checked on a stored
         snapshot, ``{"policy": None}``: a campaign created before the rule keeps running)."""

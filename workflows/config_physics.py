@@ -116,15 +116,21 @@ def _one_state_per_geometry(atoms_list: Sequence[Any], names: Sequence[str]) -> 
 def _labeler_problems(
     cfg: Any, atoms_list: Sequence[Any], names: Sequence[str], warnings: list[str]
 ) -> list[str]:
-    """The labeler's pre-flight on each initial structure, where the labeler is built from the
-    config alone (no operator profile); a missing executable is only a warning when tasks run
-    on a cluster (the code is installed there)."""
-    if getattr(cfg.execution, "profile", None) is not None:
-        return []
+    """The labeler's pre-flight on each initial structure, with the labeler built as the run
+    builds it: from the config and, when it names one, the operator's execution profile
+    resolved with this process's settings (an unknown profile is an error here, not at run
+    time). A missing executable is only a warning when tasks run on a cluster (the code is
+    installed there)."""
+    from .config import ConfigError
     from .labeler import make_labeler
+    from .profiles import resolve_execution
 
-    labeler = make_labeler(cfg)
-    remote = cfg.execution.task_runner == "dask"
+    try:
+        execution = resolve_execution(cfg.execution)
+        labeler = make_labeler(cfg)
+    except ConfigError as exc:
+        return [str(exc)]
+    remote = execution.task_runner == "dask"
     errors = []
     for j, atoms in enumerate(atoms_list):
         failure = labeler.preflight(atoms)

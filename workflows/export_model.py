@@ -69,7 +69,15 @@ def write_readme(
         lines += [body.strip(), ""]
     lines += ["## Provenance", ""]
     lines += [f"- {k}: `{v}`" for k, v in prov.items()]
-    lines += ["", "## Files", "", "| file | sha256 | content |", "|---|---|---|"]
+    lines += ["", "## Files", ""]
+    lines += [
+        "The sha256 below identify these files; a TorchScript archive embeds its export time,",
+        "so exporting the same model again gives other sums: `checkpoint_sha256` above is the",
+        "stable identifier of the model.",
+        "",
+        "| file | sha256 | content |",
+        "|---|---|---|",
+    ]
     for name, what in files.items():
         path = out / name
         inside = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -151,3 +151,31 @@ def test_an_export_that_fails_its_check_leaves_no_potential(trained, tmp_path, m
     with pytest.raises(CampaignFailedError, match="float64 export differs"):
         export_campaign(ctx, tmp_path / "out", "torchscript")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_unknown_format_is_one_line_before_anything_is_opened(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pesflow.cli import app
+
+    data = tmp_path / "data"
+    res = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "NOSUCH",
+            "-o",
+            str(tmp_path / "x"),
+            "--format",
+            "lamps",
+            "--data-dir",
+            str(data),
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert lines == [
+        "error: --format: unknown export format 'lamps' — did you mean 'lammps'?; one of "
+        "mace, extxyz, deepmd, torchscript, lammps"
+    ], res.output
+    assert not (data / "pesflow.sqlite").exists() and not (tmp_path / "x").exists()

@@ -91,3 +91,51 @@ def test_a_doubtful_value_is_a_warning(files: Path):
     first, ok = res.output.strip().splitlines()
     assert first.startswith("warning: exploration.walkers[0].timestep=10 fs exceeds a stable")
     assert ok.endswith("labeler 'emt')")
+
+
+def _validate_one_line(path: Path, data: dict, message: str) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path.name}: "), res.output
+    assert __import__("re").search(message, lines[0]), lines[0]
+
+
+def test_a_config_naming_a_profile_gets_the_labeler_pre_flight_and_a_known_profile(
+    tmp_path: Path,
+):
+    """Validate builds the labeler as the run does, the operator's profile included: a config
+    naming a profile is checked too (before, its pre-flight was skipped and the run failed
+    only after every label had failed), and an unknown profile is refused at once."""
+    import copy
+
+    from ._campaigns import REDUCED
+
+    data = copy.deepcopy(REDUCED)
+    data["execution"] = {"profile": "local"}
+    data["structures"] = [{"generate": {"element": "Fe", "crystal": "bcc"}}]
+    _validate_one_line(tmp_path / "p.yaml", data, r"EMT has no parameters for element\(s\) Fe")
+    data = copy.deepcopy(REDUCED)
+    data["execution"] = {"profile": "nosuch"}
+    _validate_one_line(
+        tmp_path / "q.yaml", data, r"execution\.profile: unknown execution profile 'nosuch'"
+    )
+
+
+def test_a_backend_with_its_own_uncertainty_refuses_a_relative_window(tmp_path: Path):
+    from tests._codes import require_quippy
+
+    require_quippy()
+    import copy
+
+    from ._campaigns import REDUCED
+
+    data = copy.deepcopy(REDUCED)
+    data["model"] = {"backend": "gap", "n_members": 2, "cutoff": 4.0}
+    data["trust"] = {"lo": 0.1, "hi": 0.5, "relative": True}
+    _validate_one_line(
+        tmp_path / "g.yaml", data, r"trust\.relative: model backend 'gap' reports its own"
+    )

@@ -168,13 +168,13 @@ def model_spec_model(name: str) -> type[BaseModel]:
     backend = get_backend(name)
     cls = backend.options_cls
     hints = typing.get_type_hints(cls)
-    opts: dict[str, Any] = {
-        f.name: (
-            hints[f.name],
-            Field(default=f.default, **{k: v for k, v in f.metadata.items() if k in _BOUND_KEYS}),
-        )
-        for f in dataclasses.fields(cls)
-    }
+    def spec(f: dataclasses.Field) -> Any:
+        bounds = {k: v for k, v in f.metadata.items() if k in _BOUND_KEYS}
+        if f.default_factory is not dataclasses.MISSING:  # e.g. GAP's e0: {}
+            return Field(default_factory=f.default_factory, **bounds)
+        return Field(default=f.default, **bounds)
+
+    opts: dict[str, Any] = {f.name: (hints[f.name], spec(f)) for f in dataclasses.fields(cls)}
     common = ModelSection.model_fields
 
     def check(self: BaseModel) -> BaseModel:

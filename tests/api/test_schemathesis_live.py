@@ -85,6 +85,8 @@ RULES = {
     "index selects a frame": r"index '[^']*' selects no frame",
     "file from an import dir": r"not an importable structure file",
     "cron grammar": r"invalid schedule cron",
+    "on-the-fly mode runs md walkers": r"on-the-fly mode runs md walkers only",
+    "a model's own uncertainty is judged absolutely": r"reports its own uncertainty",
 }
 
 

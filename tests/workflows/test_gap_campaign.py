@@ -52,7 +52,7 @@ def test_gap_campaign_stores_gap_models_and_selects_by_their_variance(gap_campai
     from database import Store
     from mlip_core.calculator import CommitteeCalculator
     from mlip_core.checkpoint import load_committee
-    from mlip_core.gap_backend import GapCommittee
+    from mlip_core.gap_model import GapCommittee
     from mlip_core.repulsion import unwrap
 
     res, data = gap_campaign["result"], gap_campaign["data"]

@@ -253,9 +253,10 @@ def _reach(xs: list[float], ys: list[float], target: float) -> float | None:
 
 
 def calls_to_reach(runs: list[dict[str, Any]], arms: list[str], target: float) -> dict[str, Any]:
-    """Oracle calls (and labels) each arm needs until **every** test regime's force RMSE is at
-    most ``target`` (eV/Å), per seed and as mean / min / max over the seeds that reached it,
-    and the calls at which each regime alone reached it (seed mean; ``None``: not reached).
+    """Oracle calls (and labels, and campaign seconds where the curve has ``elapsed_s``) each
+    arm needs until **every** test regime's force RMSE is at most ``target`` (eV/Å), per seed
+    and as mean / min / max over the seeds that reached it, the calls at which each regime
+    alone reached it (seed mean; ``None``: not reached) and the runs' mean ``wall_s``.
 
     A run's ``curve`` points need ``oracle_calls`` and ``per_regime`` force RMSEs; the error
     is interpolated log-linearly between committees."""
@@ -264,13 +265,15 @@ def calls_to_reach(runs: list[dict[str, Any]], arms: list[str], target: float) -
         mine = [r for r in runs if r["arm"] == arm and all("oracle_calls" in p for p in r["curve"])]
         if not mine:
             continue
-        per_seed, labels, regimes = [], [], {}
+        per_seed, labels, seconds, regimes = [], [], [], {}
         for r in mine:
             pts = r["curve"]
             xs = [float(p["oracle_calls"]) for p in pts]
             worst = [max(v["force_rmse"] for v in p["per_regime"].values()) for p in pts]
             per_seed.append(_reach(xs, worst, target))
             labels.append(_reach([float(p["n_labels"]) for p in pts], worst, target))
+            if all(p.get("elapsed_s") is not None for p in pts):
+                seconds.append(_reach([float(p["elapsed_s"]) for p in pts], worst, target))
             for reg in pts[-1]["per_regime"]:
                 ys = [p["per_regime"][reg]["force_rmse"] for p in pts]
                 regimes.setdefault(reg, []).append(_reach(xs, ys, target))
@@ -283,6 +286,17 @@ def calls_to_reach(runs: list[dict[str, Any]], arms: list[str], target: float) -
             "calls_mean": float(np.mean(got)) if got else None,
             "calls_min": float(min(got)) if got else None,
             "calls_max": float(max(got)) if got else None,
+            "seconds_per_seed": seconds,  # campaign wall time (elapsed_s) to the target
+            "seconds_mean": (
+                float(np.mean([t for t in seconds if t is not None]))
+                if any(t is not None for t in seconds)
+                else None
+            ),
+            "wall_s_mean": (
+                float(np.mean([r["wall_s"] for r in mine]))
+                if all("wall_s" in r for r in mine)
+                else None
+            ),
             "final_worst_regime_force_rmse": float(
                 np.mean(
                     [

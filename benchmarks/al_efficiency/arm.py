@@ -58,12 +58,14 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     product's own validation set, then what the campaign did with that committee:
     ``n_explored``, ``n_candidate``, ``n_failed`` frames, ``n_cut`` / ``n_failed_walkers``,
     ``n_picked`` and ``n_new_labels`` (done; at iteration 0 the bootstrap and validation
-    structures too), ``train_s`` / ``explore_s`` / ``label_s`` seconds),
+    structures too), ``train_s`` / ``explore_s`` / ``label_s`` seconds, ``elapsed_s``: campaign seconds until
+    this committee was trained, the seed step excepted),
     ``oracle_calls`` (labels the campaign requested, done or failed: bootstrap, validation
     and every iteration's picks), ``oracle_calls_unused`` (those of the last iteration, which
     the product labels before it stops and never trains on), ``md_steps`` (committee MD steps
     the walkers were configured to run: what oracle-driven MD of the same length would have
-    cost in oracle calls; cut walkers ran fewer), the final committee's per-frame deviations
+    cost in oracle calls; cut walkers ran fewer; on-the-fly walkers run their steps once over
+    the campaign, and fewer when it stops first), the final committee's per-frame deviations
     and errors on the test and validation sets, its calibration, ``checkpoint`` (the final
     committee with the calibration, under ``out_dir/models``), property checks when
     ``bench.properties``, ``decision`` and ``wall_s``.
@@ -111,6 +113,11 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
                     if m.index < it.index
                 )
             )
+            # campaign wall seconds until this committee existed: every earlier iteration's
+            # steps plus this one's training (the seed step's labelling not counted)
+            point["elapsed_s"] = sum(
+                sum(m.step_timings.values()) for m in metrics if m.index < it.index
+            ) + it.step_timings.get("train", 0.0)
             point.update(
                 n_explored=it.n_explored,
                 n_candidate=it.n_candidate,
@@ -129,6 +136,9 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     cal = fit_calibration(final_val["max_dev"], final_val["max_err"], "scale")
     last = metrics[-1] if metrics else None
     steps_per_iteration = sum(w.steps * w.count for w in cfg.exploration.walkers)
+    explored = sum(1 for m in metrics if m.n_explored or m.walkers)
+    if cfg.exploration.mode == "on-the-fly":  # one long MD per walker over the campaign
+        explored = min(explored, 1)
     out: dict[str, Any] = {
         "arm": arm,
         "seed": seed,
@@ -137,7 +147,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "oracle_calls_unused": 0
         if last is None
         else last.labels.get("done", 0) + last.labels.get("failed", 0),
-        "md_steps": steps_per_iteration * sum(1 for m in metrics if m.n_explored or m.walkers),
+        "md_steps": steps_per_iteration * explored,
         "decision": message,
         "campaign_s": campaign_s,
         "test_max_dev": final_test["max_dev"],
@@ -159,6 +169,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
             "n_labels": curve[-1]["n_labels"],
             "calibration": cal.to_dict(),
         },
+        backend=cfg.model.backend,
     )
     out["checkpoint"] = str(ckpt)
     if bench.properties:

@@ -37,8 +37,33 @@ ARM_VARIANTS: dict[str, dict[str, Any]] = {
     # random among every frame committee-driven MD recorded (cut walkers' frames at or above
     # hi excepted): the committee's uncertainty plays no part in the choice
     "random-all": {"selection": {"strategy": "random"}, "trust": {"lo": 0.0}},
+    # the model backend: a committee of 2 GAP fits (mlip_core.gap_backend; SOAP + 2-body,
+    # cutoff 5 Å as the native model's, small SOAP/sparse sizes so that a refit on ~60 Cu
+    # cells takes seconds); its uncertainty is the GP predictive sd of the local energy, eV,
+    # so the trust window is in eV (lo 2 meV: a GP's sd on Cu's own cells; hi 1 eV: a walker
+    # is cut only when lost). Selection (fps) and everything else as the headline arm.
+    "gap": {
+        "model": {
+            "backend": "gap",
+            "n_members": 2,
+            "cutoff": 5.0,
+            "l_max": 4,
+            "n_max": 6,
+            "n_sparse": 100,
+            "n_sparse_2b": 15,
+        },
+        "trust": {"lo": 0.002, "hi": 1.0},
+    },
+    # the exploration mode (decision 0010): each walker runs its steps once, as one long MD
+    # over the whole campaign that pauses to label each step at/above lo (redone after the
+    # update at/above hi); each iteration is one segment per walker and a warm-start update
+    # of training.warm_start_epochs. Same walkers (md only: any other kind is refused), trust
+    # window and iterations as the batch arms; selection is the paused frames.
+    "on-the-fly": {"exploration": {"mode": "on-the-fly"}},
 }
-"""Arms that are a campaign with more than ``selection.strategy`` changed."""
+"""Arms that are a campaign with more than ``selection.strategy`` changed (merged into the
+shared campaign; a ``model`` with a ``backend`` replaces the whole model section, since another
+backend's hyper-parameters do not apply)."""
 
 ORACLE_MD = "oracle-md"
 """The arm without the product's loop: random frames of oracle-driven MD
@@ -245,7 +270,10 @@ def arm_config(campaign: CampaignConfig, arm: str, seed: int) -> CampaignConfig:
     :class:`ConfigError` naming ``selection.strategy`` for an unknown arm."""
     data = campaign.model_dump(mode="json")
     if arm in ARM_VARIANTS:
-        data = _merge(data, ARM_VARIANTS[arm])
+        variant = ARM_VARIANTS[arm]
+        if "backend" in variant.get("model", {}):
+            data["model"] = {}
+        data = _merge(data, variant)
     elif arm != ORACLE_MD:
         data["selection"] = {**data["selection"], "strategy": arm}
     data["seed"] = int(seed)

@@ -365,16 +365,20 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"{reach['target_force_rmse'] * 1e3:.0f} meV/Å: "
             + (
                 f"{r['calls_mean']:.0f} ({r['calls_min']:.0f}-{r['calls_max']:.0f}; "
-                f"{r['reached']}/{r['seeds']} seeds)"
+                f"{r['reached']}/{r['seeds']} seeds"
+                + (f", {r['seconds_mean']:.0f} s" if r.get("seconds_mean") is not None else "")
+                + ")"
                 if r["calls_mean"] is not None
                 else f"not reached (worst regime at the end "
                 f"{r['final_worst_regime_force_rmse'] * 1e3:.0f} meV/Å)"
             )
+            + (f"; wall {r['wall_s_mean']:.0f} s" if r.get("wall_s_mean") is not None else "")
         )
     u = report["uncertainty"]
     lines.append(
         f"  Spearman (max dev vs max error, test, {u['arm']}): {u['spearman_test']:.2f}; "
-        f"calibration scale {u['calibration']['scale']:.2f}"
+        f"calibration scale {u['calibration']['scale']:.2f}; per arm: "
+        + ", ".join(f"{a} {v:.2f}" for a, v in u.get("spearman_per_arm", {}).items())
     )
     p = report.get("properties", {}).get(f"{report['arms'][0]}_vs_oracle")
     if p:

@@ -133,7 +133,7 @@ def evaluate(model: Any, structures: list[Any]) -> dict[str, Any]:
 
     Returns ``force_rmse`` (eV/Å, over Cartesian components), ``energy_rmse`` (eV/atom), the
     same per regime (``per_regime``), and per frame ``max_dev`` (max atomic force deviation,
-    eV/Å), ``max_err`` (max atomic |F_mean - F_ref|, eV/Å) and ``regime``.
+    eV/Å, or the backend's own uncertainty where it gives one: GAP's GP sd, eV), ``max_err`` (max atomic |F_mean - F_ref|, eV/Å) and ``regime``.
     """
     from mlip_core.calculator import CommitteeCalculator
 
@@ -152,7 +152,10 @@ def evaluate(model: Any, structures: list[Any]) -> dict[str, Any]:
             f_sq.setdefault(key, []).append(float(np.sum(df**2)))
             n_comp[key] = n_comp.get(key, 0) + df.size
             e_sq.setdefault(key, []).append(de**2)
-        devs.append(float(r["max_force_dev"]))
+        # the backend's own uncertainty where it has one (GAP: the GP sd, eV), else the
+        # committee's max atomic force deviation (eV/Å): what the trust window judges
+        model_u = r.get("uncertainty_source") == "model"
+        devs.append(float(r["max_uncertainty"] if model_u else r["max_force_dev"]))
         errs.append(float(np.max(np.linalg.norm(df, axis=1))))
         regimes.append(reg)
     per = {

@@ -9,6 +9,7 @@ all arms and property checks is behind ``slow``; the full benchmark is ``make be
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import threading
@@ -358,3 +359,61 @@ def test_reduced_run_all_arms_with_properties(tmp_path: Path) -> None:
     assert "force_max-first_vs_random" in report["headline"]
     text = (tmp_path / "report.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-finite {c} in JSON"))
+
+
+def test_gap_and_on_the_fly_arms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``gap`` arm (GAP backend, trust in eV) and the ``on-the-fly`` arm (exploration
+    mode) run through the benchmark: one iteration each on the tiny config; the report has
+    their errors, the Spearman of their own uncertainty (GAP: the GP sd) vs the error,
+    oracle calls and wall times."""
+    from tests._codes import require_quippy
+
+    require_quippy()
+    from benchmarks.al_efficiency.config import ARM_VARIANTS
+
+    small = {"cutoff": 4.0, "l_max": 3, "n_max": 4, "n_sparse": 20, "n_sparse_2b": 8}
+    gap_arm = {**ARM_VARIANTS["gap"], "model": {**ARM_VARIANTS["gap"]["model"], **small}}
+    monkeypatch.setitem(ARM_VARIANTS, "gap", gap_arm)  # a GAP small enough for seconds
+    over = copy.deepcopy(TINY)
+    over["campaign_overrides"]["exploration"]["walkers"] = [
+        {"temperature": 900, "steps": 20, "record_every": 5}
+    ]
+    bench, campaign = load_bench_config(
+        CONFIG, {**over, "arms": ["gap", "on-the-fly"], "baseline": "gap"}
+    )
+    gap = arm_config(campaign, "gap", 0)
+    assert gap.model.backend == "gap" and "channels" not in (gap.model.model_extra or {})
+    assert arm_config(campaign, "on-the-fly", 0).exploration.mode == "on-the-fly"
+    test = build_test_set(bench, campaign, seed=1000, n_frames=1)
+    val = build_test_set(bench, campaign, seed=2000, n_frames=1)
+    report = run_benchmark(bench, campaign, tmp_path, test_sets=(test, val))
+    runs = {r["arm"]: r for r in report["runs"]}
+    assert set(runs) == {"gap", "on-the-fly"}
+    for r in runs.values():
+        assert len(r["curve"]) == 2 and r["wall_s"] > 0
+        assert 0 < r["curve"][-1]["force_rmse"] < 5
+        assert r["curve"][-1]["elapsed_s"] > 0
+        assert 4 + 3 < r["oracle_calls"] <= 4 + 3 + 2 * 4
+    # on-the-fly: the walker runs its steps once over the campaign
+    assert runs["on-the-fly"]["md_steps"] == 20
+    assert 0 < report["uncertainty"]["test_max_dev"][0] < 1.0  # the GP sd, eV
+    assert set(report["uncertainty"]["spearman_per_arm"]) == {"gap", "on-the-fly"}
+    reach = report["calls_to_reach"]["arms"]
+    assert set(reach) == {"gap", "on-the-fly"}
+    assert all(r["wall_s_mean"] > 0 and len(r["seconds_per_seed"]) == 1 for r in reach.values())
+    assert summary_lines(report)
+
+
+def test_on_the_fly_arm_refuses_other_walker_kinds() -> None:
+    _, campaign = load_bench_config(
+        CONFIG,
+        {
+            **TINY,
+            "campaign_overrides": {
+                **TINY["campaign_overrides"],
+                "exploration": {"walkers": [{"kind": "udd", "steps": 30}]},
+            },
+        },
+    )
+    with pytest.raises(ConfigError, match="md walkers only"):
+        arm_config(campaign, "on-the-fly", 0)

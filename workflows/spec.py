@@ -168,6 +168,7 @@ def model_spec_model(name: str) -> type[BaseModel]:
     backend = get_backend(name)
     cls = backend.options_cls
     hints = typing.get_type_hints(cls)
+
     def spec(f: dataclasses.Field) -> Any:
         bounds = {k: v for k, v in f.metadata.items() if k in _BOUND_KEYS}
         if f.default_factory is not dataclasses.MISSING:  # e.g. GAP's e0: {}

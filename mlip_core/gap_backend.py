@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,9 +39,6 @@ from .backends import TrainRequest, check_dataclass_options
 from .plugins import check_field_bounds
 
 __all__ = ["GapBackend", "GapOptions", "GapTrainingError", "gap_fit_command"]
-
-_QUIP_LOCK = threading.RLock()
-"""QUIP keeps Fortran module state; walkers calling it from a thread pool take turns."""
 
 
 class GapTrainingError(RuntimeError):

@@ -6,6 +6,7 @@ reading a config or the API's schema does not import torch."""
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import torch
 from torch import nn
 
 from .committee import CommitteeOutput
-from .gap_backend import _QUIP_LOCK
 from .neighbors import AtomicGraph
 
 __all__ = ["GapCommittee"]
+
+_QUIP_LOCK = threading.RLock()
+"""QUIP keeps Fortran module state; walkers calling it from a thread pool take turns."""
 
 
 class GapCommittee(nn.Module):

@@ -66,7 +66,8 @@ RULES = {
     r"|strain: the frame has no cell|strain: a Voigt strain|interstitial_element without"
     r"|fractions add up to",
     "a walker's ramp and start hold together": r"pressure_end=.* GPa on an"
-    r"|temperature_end on an nve walker|names an initial structure but start_from",
+    r"|temperature_end on an nve walker|names an initial structure but start_from"
+    r"|chooses among stored frames: it needs start_from",
     "the calibrated window is on the absolute deviation": r"calibrated: the bound calibrates",
     "validation covers every regime": r"cannot give each of the \d+ regimes",
     "repulsion radii hold together": r"inner radius .* must be below|inner_scale .* must be"
@@ -75,7 +76,10 @@ RULES = {
     "atom limit": r"atoms, more than",
     "repeat along periodic directions": r"repeat: frame \d+ is not periodic along",
     "MD step vs the lightest element": r"more than twice a stable step",
-    "the labeler's pre-flight": r"EMT has no parameters|does not pass the structure's",
+    "the labeler's pre-flight": r"EMT has no parameters|does not pass the structure's"
+    r"|below min_volume_per_atom|no pseudopotential for element|not found in .*: |has no entry"
+    r"|for element|supports molecules or fully periodic|rejected the input|cannot build VASP"
+    r"|executable not found on PATH",
     "a walker consistent with itself": r"record_every=\d+ > steps|GPa on an (nvt|nve) walker",
     "convergence reachable": r"patience=\d+ > max_iterations|label_budget=\d+ < bootstrap",
     "NPT walkers need periodic structures": r"npt needs bulk structures|npt on structures",

